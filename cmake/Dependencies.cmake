@@ -1,0 +1,41 @@
+# Imported targets for every external dependency (DESIGN.md §1):
+#   MPI::MPI_C, canary::blas (OpenBLAS, OpenMP build preferred), canary::inih, canary::cmocka,
+#   OpenMP::OpenMP_C.  HDF5 arrives with the probes module.
+find_package(MPI REQUIRED COMPONENTS C)
+find_package(OpenMP REQUIRED COMPONENTS C)
+find_package(PkgConfig REQUIRED)
+
+# OpenBLAS: the OpenMP build shares our OpenMP thread pool and runs single-threaded when called
+# inside a parallel region (the attention loop relies on that). Fall back to any OpenBLAS.
+find_path(CANARY_CBLAS_INCLUDE cblas.h
+  PATHS /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/aarch64-linux-gnu/openblas-openmp
+        /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/aarch64-linux-gnu/openblas-pthread
+        /usr/include/openblas /usr/include NO_DEFAULT_PATH)
+find_library(CANARY_OPENBLAS_LIB openblas
+  PATHS /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/aarch64-linux-gnu/openblas-openmp
+        /usr/lib/x86_64-linux-gnu/openblas-pthread /usr/lib/aarch64-linux-gnu/openblas-pthread
+  NO_DEFAULT_PATH)
+if(NOT CANARY_OPENBLAS_LIB)
+  find_library(CANARY_OPENBLAS_LIB openblas REQUIRED)
+endif()
+if(NOT CANARY_CBLAS_INCLUDE)
+  message(FATAL_ERROR "cblas.h not found: install libopenblas-openmp-dev")
+endif()
+message(STATUS "canary: OpenBLAS ${CANARY_OPENBLAS_LIB}, cblas.h in ${CANARY_CBLAS_INCLUDE}")
+add_library(canary::blas INTERFACE IMPORTED)
+set_target_properties(canary::blas PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${CANARY_CBLAS_INCLUDE}"
+  INTERFACE_LINK_LIBRARIES "${CANARY_OPENBLAS_LIB}")
+
+pkg_check_modules(INIH REQUIRED IMPORTED_TARGET inih)
+add_library(canary::inih ALIAS PkgConfig::INIH)
+
+# cmocka 1.1.5 ships no imported target: wrap it once.
+find_path(CANARY_CMOCKA_INCLUDE cmocka.h)
+find_library(CANARY_CMOCKA_LIB cmocka)
+if(CANARY_CMOCKA_INCLUDE AND CANARY_CMOCKA_LIB)
+  add_library(canary::cmocka INTERFACE IMPORTED)
+  set_target_properties(canary::cmocka PROPERTIES
+    INTERFACE_INCLUDE_DIRECTORIES "${CANARY_CMOCKA_INCLUDE}"
+    INTERFACE_LINK_LIBRARIES "${CANARY_CMOCKA_LIB}")
+endif()

@@ -1,0 +1,37 @@
+// provides: token files in llm.c's .bin layout — read (mmap, validated), write (atomic), and the
+//           byte-level tokenizer.
+//
+// Layout: a header of 256 little-endian int32 (magic 20240520, version 1 = uint16 tokens, token
+// count, the rest 0), then the tokens. Shards made for llm.c load unchanged.
+#ifndef CANARY_DATA_TOKENS_H
+#define CANARY_DATA_TOKENS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define TOKENS_MAGIC 20240520
+#define TOKENS_VERSION 1
+#define TOKENS_HEADER_INTS 256
+
+struct token_file {
+    const uint16_t *tokens; // [n], read-only mapping
+    size_t n;
+    void *map; // the whole mapping (header included)
+    size_t map_bytes;
+};
+
+// Maps path and validates it: size, magic, version, count, and every token < vocab.
+// Returns 0, or -1 with a one-line reason in err (naming the file).
+int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, size_t errlen);
+void tokens_close(struct token_file *tf);
+
+// Writes tokens[n] to path through a temporary file and rename, so a failure leaves no partial
+// file. Returns 0 or -1 with a reason in err.
+int tokens_write(const char *path, const uint16_t *tokens, size_t n, char *err, size_t errlen);
+
+// Byte-level tokenisation of a text file (vocab 256: token = byte value) into a token file.
+// Returns 0 or -1 with a reason in err; *count receives the number of tokens.
+int tokens_from_text(const char *text_path, const char *out_path, size_t *count, char *err,
+                     size_t errlen);
+
+#endif

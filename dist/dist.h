@@ -1,0 +1,39 @@
+// provides: struct dist_ctx and its init/free, broadcast, barrier, job abort.
+//
+// Everything MPI lives behind this header: no other folder includes <mpi.h> or names a
+// communicator. A dist_ctx is the communicator a run trains on (the world for `canary train`;
+// a group of ranks for a sweep, in a later issue). The bucketed gradient allreduce arrives with
+// the data-parallel issue; the single-rank trainer needs only what is here.
+#ifndef CANARY_DIST_DIST_H
+#define CANARY_DIST_DIST_H
+
+#include <stddef.h>
+
+struct dist_ctx {
+    int rank;   // this rank in comm
+    int size;   // ranks in comm
+    void *comm; // MPI_Comm *, owned; opaque outside dist/
+    int owns_mpi; // 1 if dist_init called MPI_Init and dist_free must finalize
+};
+
+// Initialises MPI (if not already) and a context on the world communicator. Returns 0 or -1.
+int dist_init(struct dist_ctx *d, int *argc, char ***argv);
+void dist_free(struct dist_ctx *d);
+
+// Broadcast bytes from rank 0 of d's communicator.
+void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes);
+// Logical AND of ok over the ranks of d (for "did every rank load its config/data").
+int dist_all_ok(struct dist_ctx *d, int ok);
+void dist_barrier(struct dist_ctx *d);
+// In-place sums over the ranks of d (blocking). The overlapped, bucketed and deterministic
+// gradient reduction replaces the float version on the step path in the data-parallel issue.
+void dist_allreduce_sum_f32(struct dist_ctx *d, float *buf, size_t n);
+void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n);
+
+// World rank, or 0 when MPI is not initialised (for error messages from any code).
+int dist_world_rank(void);
+int dist_world_size(void);
+// Aborts every rank of the job (MPI_Abort when MPI is up, else exit). Never returns.
+void dist_world_abort(int code) __attribute__((noreturn));
+
+#endif

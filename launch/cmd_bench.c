@@ -1,0 +1,105 @@
+// `canary bench`: times training steps of a config on random tokens and prints one
+// machine-readable line (bench/run compares it with the PyTorch reference side by side).
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "launch/cli.h"
+#include "launch/train.h"
+#include "model/matmul.h"
+#include "util/error.h"
+#include "util/timer.h"
+
+static double peak_rss_mib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_maxrss / 1024.0; // ru_maxrss is in KiB on Linux
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+int cmd_bench(int argc, char **argv, struct dist_ctx *d)
+{
+    struct cli_config_opts opts;
+    struct config cfg;
+    struct run run;
+    char err[1024];
+    int steps = 10, warmup = 3;
+    memset(&opts, 0, sizeof(opts));
+    for (int i = 1; i < argc; i++) {
+        int took = cli_take_config_opt(&opts, argc, argv, &i);
+        if (took < 0)
+            return 1;
+        if (took)
+            continue;
+        if ((strcmp(argv[i], "--steps") == 0 || strcmp(argv[i], "--warmup") == 0) &&
+            i + 1 < argc) {
+            int v = atoi(argv[i + 1]);
+            if (v < (argv[i][2] == 's' ? 1 : 0)) {
+                err_printf("bench: bad %s '%s'", argv[i], argv[i + 1]);
+                return 1;
+            }
+            *(argv[i][2] == 's' ? &steps : &warmup) = v;
+            i++;
+            continue;
+        }
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            printf("usage: canary bench [--config FILE] [--set section.key=value ...]\n"
+                   "                    [--steps N (10)] [--warmup N (3)]\n"
+                   "\n"
+                   "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
+                   "model on random tokens after the warmup steps, and prints one line of\n"
+                   "key=value pairs: median tokens/s and step time, model GFLOP/s, the\n"
+                   "single-thread sgemm rate measured in this run and the fraction of it (times\n"
+                   "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
+                   "with the PyTorch reference.\n");
+            return 0;
+        }
+        err_printf("bench: unexpected argument '%s'", argv[i]);
+        return 1;
+    }
+    if (cli_load_config(&cfg, &opts, d, 0) != 0)
+        return 1;
+    double rss_base = peak_rss_mib();
+    double sgemm_1t = matmul_peak_gflops(1024, 5);
+    if (run_init(&run, &cfg, d, 1, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        return 1;
+    }
+    double *times = xcalloc((size_t)steps, sizeof(double));
+    for (int s = 0; s < warmup + steps; s++) {
+        struct step_result res;
+        double t0 = timer_now();
+        train_step(&run, &res);
+        double dt = timer_now() - t0;
+        if (s >= warmup)
+            times[s - warmup] = dt;
+    }
+    qsort(times, (size_t)steps, sizeof(double), cmp_double);
+    double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    double tokens = (double)cfg.train.batch_size * cfg.model.seq_len;
+    double gflops = run.step_flops / med * 1e-9;
+    size_t n = run.model.table.total;
+    double accounted = (double)n * sizeof(float) * 5.0 // params, grads, update, m, v
+                       + (double)run.model.acts.floats * sizeof(float) +
+                       (double)run.model.table.n * sizeof(double) +
+                       2.0 * (double)run.local_batch * cfg.model.seq_len * sizeof(int);
+    double rss = peak_rss_mib();
+    if (d->rank == 0)
+        printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
+               "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
+               "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f\n",
+               tokens / med, med * 1e3, gflops, sgemm_1t,
+               100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
+               accounted / 1048576.0, rss, rss_base,
+               (rss - rss_base) / (accounted / 1048576.0));
+    free(times);
+    run_free(&run);
+    return 0;
+}

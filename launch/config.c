@@ -1,0 +1,475 @@
+// Config loading, overrides, validation and output, all driven by the key table.
+#include "launch/config.h"
+
+#include <errno.h>
+#include <ini.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "launch/config_keys.h"
+
+// ---- key lookup and suggestions ----
+
+static int key_find(const char *section, const char *key)
+{
+    for (int i = 0; i < config_key_count; i++)
+        if (strcmp(config_keys[i].section, section) == 0 && strcmp(config_keys[i].key, key) == 0)
+            return i;
+    return -1;
+}
+
+static int edit_distance(const char *a, const char *b)
+{
+    int la = (int)strlen(a), lb = (int)strlen(b);
+    int row[128];
+    if (la > 120 || lb > 120)
+        return 1000;
+    for (int j = 0; j <= lb; j++)
+        row[j] = j;
+    for (int i = 1; i <= la; i++) {
+        int diag = row[0];
+        row[0] = i;
+        for (int j = 1; j <= lb; j++) {
+            int up = row[j];
+            int cost = a[i - 1] == b[j - 1] ? 0 : 1;
+            int best = diag + cost;
+            if (row[j] + 1 < best)
+                best = row[j] + 1;
+            if (row[j - 1] + 1 < best)
+                best = row[j - 1] + 1;
+            row[j] = best;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+// Nearest "section.key" to the unknown one; keys in the same section win ties.
+static void key_suggest(const char *section, const char *key, char *out, size_t outlen)
+{
+    char want[256];
+    int best = 1 << 30, besti = -1;
+    snprintf(want, sizeof(want), "%s.%s", section, key);
+    for (int i = 0; i < config_key_count; i++) {
+        char have[256];
+        snprintf(have, sizeof(have), "%s.%s", config_keys[i].section, config_keys[i].key);
+        int d = edit_distance(want, have) * 2 + (strcmp(section, config_keys[i].section) != 0);
+        int dk = edit_distance(key, config_keys[i].key) * 2 + 1;
+        if (dk < d)
+            d = dk; // right key name in the wrong section
+        if (d < best) {
+            best = d;
+            besti = i;
+        }
+    }
+    out[0] = '\0';
+    if (besti >= 0 && best <= 2 * (int)(strlen(key) / 2 + 2))
+        snprintf(out, outlen, " (did you mean '%s.%s'?)", config_keys[besti].section,
+                 config_keys[besti].key);
+}
+
+// ---- parsing one value ----
+
+static const char *skip_space(const char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    return s;
+}
+
+static void describe_range(const struct config_key *k, char *out, size_t outlen)
+{
+    switch (k->type) {
+    case CT_INT:
+    case CT_I64:
+        snprintf(out, outlen, "an integer in [%.0f, %.0f]", k->lo, k->hi);
+        break;
+    case CT_DOUBLE:
+        snprintf(out, outlen, "a number in %s%g, %g]", k->lo_open ? "(" : "[", k->lo, k->hi);
+        break;
+    case CT_BOOL:
+        snprintf(out, outlen, "true or false");
+        break;
+    case CT_ENUM: {
+        // "a|b" → "one of a, b" ('|' would also break the markdown table)
+        size_t o = (size_t)snprintf(out, outlen, "one of ");
+        for (const char *p = k->choices; *p && o + 3 < outlen; p++) {
+            if (*p == '|') {
+                out[o++] = ',';
+                out[o++] = ' ';
+            } else {
+                out[o++] = *p;
+            }
+        }
+        out[o] = '\0';
+        break;
+    }
+    case CT_PATH:
+        snprintf(out, outlen, "a path");
+        break;
+    }
+}
+
+static int in_range(const struct config_key *k, double v)
+{
+    if (!isfinite(v) || v > k->hi)
+        return 0;
+    return k->lo_open ? v > k->lo : v >= k->lo;
+}
+
+// Parses value into c's field of key k. Returns 0 or -1 (with what was wrong in err).
+static int key_parse(struct config *c, const struct config_key *k, const char *value, char *err,
+                     size_t errlen)
+{
+    char *field = (char *)c + k->offset;
+    char range[160], *end = NULL;
+    const char *v = skip_space(value);
+    describe_range(k, range, sizeof(range));
+    switch (k->type) {
+    case CT_INT:
+    case CT_I64: {
+        errno = 0;
+        long long x = strtoll(v, &end, 10);
+        if (end == v || *skip_space(end) != '\0' || errno != 0) {
+            snprintf(err, errlen, "%s.%s = '%s' is not an integer (expected %s)", k->section,
+                     k->key, value, range);
+            return -1;
+        }
+        if (!in_range(k, (double)x)) {
+            snprintf(err, errlen, "%s.%s = %lld is out of range (expected %s)", k->section,
+                     k->key, x, range);
+            return -1;
+        }
+        if (k->type == CT_INT)
+            *(int *)field = (int)x;
+        else
+            *(int64_t *)field = (int64_t)x;
+        return 0;
+    }
+    case CT_DOUBLE: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (end == v || *skip_space(end) != '\0' || errno == ERANGE) {
+            snprintf(err, errlen, "%s.%s = '%s' is not a number (expected %s)", k->section,
+                     k->key, value, range);
+            return -1;
+        }
+        if (!in_range(k, x)) {
+            snprintf(err, errlen, "%s.%s = %g is out of range (expected %s)", k->section, k->key,
+                     x, range);
+            return -1;
+        }
+        *(double *)field = x;
+        return 0;
+    }
+    case CT_BOOL:
+        if (strcasecmp(v, "true") == 0 || strcmp(v, "1") == 0 || strcasecmp(v, "yes") == 0) {
+            *(int *)field = 1;
+            return 0;
+        }
+        if (strcasecmp(v, "false") == 0 || strcmp(v, "0") == 0 || strcasecmp(v, "no") == 0) {
+            *(int *)field = 0;
+            return 0;
+        }
+        snprintf(err, errlen, "%s.%s = '%s' is not a boolean (expected true or false)",
+                 k->section, k->key, value);
+        return -1;
+    case CT_ENUM: {
+        const char *p = k->choices;
+        int idx = 0;
+        size_t vlen = strlen(v);
+        while (*p) {
+            const char *bar = strchr(p, '|');
+            size_t len = bar ? (size_t)(bar - p) : strlen(p);
+            if (len == vlen && strncmp(p, v, len) == 0) {
+                *(int *)field = idx;
+                return 0;
+            }
+            idx++;
+            p += len + (bar ? 1 : 0);
+        }
+        snprintf(err, errlen, "%s.%s = '%s' is not allowed (expected %s)", k->section, k->key,
+                 value, range);
+        return -1;
+    }
+    case CT_PATH:
+        if (strlen(v) >= CONFIG_PATH_MAX) {
+            snprintf(err, errlen, "%s.%s: path longer than %d characters", k->section, k->key,
+                     CONFIG_PATH_MAX - 1);
+            return -1;
+        }
+        snprintf(field, CONFIG_PATH_MAX, "%s", v);
+        return 0;
+    }
+    return -1;
+}
+
+// ---- defaults, file, --set ----
+
+void config_defaults(struct config *c)
+{
+    char err[256];
+    memset(c, 0, sizeof(*c));
+    for (int i = 0; i < config_key_count; i++) {
+        if (key_parse(c, &config_keys[i], config_keys[i].def, err, sizeof(err)) != 0) {
+            fprintf(stderr, "canary: bad default in the key table: %s\n", err);
+            abort();
+        }
+        snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "default");
+    }
+}
+
+struct ini_state {
+    struct config *c;
+    const char *path;
+    char err[512];
+};
+
+// libinih calls this per key; returning 0 makes ini_parse report the current line.
+static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
+{
+    struct ini_state *st = user;
+    char suggestion[160], why[400];
+    int i = key_find(section, name);
+    if (i < 0) {
+        key_suggest(section, name, suggestion, sizeof(suggestion));
+        snprintf(st->err, sizeof(st->err), "unknown key '%s' in section [%s]%s", name, section,
+                 suggestion);
+        return 0;
+    }
+    if (key_parse(st->c, &config_keys[i], value, why, sizeof(why)) != 0) {
+        snprintf(st->err, sizeof(st->err), "%s", why);
+        return 0;
+    }
+    return 1;
+}
+
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
+{
+    struct ini_state st;
+    FILE *f = NULL;
+    struct config before = *c;
+    int line = 0;
+    memset(&st, 0, sizeof(st));
+    st.c = c;
+    st.path = path;
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "read config '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    line = ini_parse_file(f, config_ini_handler, &st);
+    fclose(f);
+    if (line != 0) {
+        *c = before;
+        if (st.err[0])
+            snprintf(err, errlen, "%s:%d: %s", path, line, st.err);
+        else if (line > 0)
+            snprintf(err, errlen, "%s:%d: syntax error (expected '[section]' or 'key = value')",
+                     path, line);
+        else
+            snprintf(err, errlen, "read config '%s': cannot parse (%d)", path, line);
+        return -1;
+    }
+    snprintf(c->source, sizeof(c->source), "%s", path);
+    // Origins: which keys differ from before reading this file. A key set to the value it
+    // already had keeps its old origin, which is harmless for messages.
+    for (int i = 0; i < config_key_count; i++) {
+        const struct config_key *k = &config_keys[i];
+        size_t sz = k->type == CT_PATH     ? CONFIG_PATH_MAX
+                    : k->type == CT_DOUBLE ? sizeof(double)
+                    : k->type == CT_I64    ? sizeof(int64_t)
+                                           : sizeof(int);
+        if (memcmp((char *)c + k->offset, (char *)&before + k->offset, sz) != 0)
+            snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "%.80s", path);
+    }
+    return 0;
+}
+
+int config_set(struct config *c, const char *assignment, char *err, size_t errlen)
+{
+    char section[64], key[64], suggestion[160], why[400];
+    const char *dot = strchr(assignment, '.');
+    const char *eq = strchr(assignment, '=');
+    if (!dot || !eq || dot > eq || (size_t)(dot - assignment) >= sizeof(section) ||
+        (size_t)(eq - dot - 1) >= sizeof(key)) {
+        snprintf(err, errlen, "--set '%s': expected section.key=value", assignment);
+        return -1;
+    }
+    snprintf(section, sizeof(section), "%.*s", (int)(dot - assignment), assignment);
+    snprintf(key, sizeof(key), "%.*s", (int)(eq - dot - 1), dot + 1);
+    // tolerate "key = value" spacing
+    for (char *p = key + strlen(key); p > key && (p[-1] == ' ' || p[-1] == '\t'); p--)
+        p[-1] = '\0';
+    int i = key_find(section, key);
+    if (i < 0) {
+        key_suggest(section, key, suggestion, sizeof(suggestion));
+        snprintf(err, errlen, "--set %s: unknown key '%s.%s'%s", assignment, section, key,
+                 suggestion);
+        return -1;
+    }
+    if (key_parse(c, &config_keys[i], eq + 1, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "--set %s: %s", assignment, why);
+        return -1;
+    }
+    snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "--set");
+    return 0;
+}
+
+// ---- validation ----
+
+static const char *origin_of(const struct config *c, const char *section, const char *key)
+{
+    int i = key_find(section, key);
+    return i >= 0 ? c->origin[i] : "?";
+}
+
+int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
+{
+    struct model_config *m = &c->model;
+    struct train_config *t = &c->train;
+    if (m->head_dim == 0) {
+        if (m->dim % m->heads != 0) {
+            snprintf(err, errlen,
+                     "model.dim = %d is not divisible by model.heads = %d (%s); set "
+                     "model.head_dim or change one of them",
+                     m->dim, m->heads, origin_of(c, "model", "dim"));
+            return -1;
+        }
+        m->head_dim = m->dim / m->heads;
+    }
+    if (m->pos == POS_ROPE && m->head_dim % 2 != 0) {
+        snprintf(err, errlen, "model.head_dim = %d must be even for RoPE (model.pos = rope)",
+                 m->head_dim);
+        return -1;
+    }
+    if ((double)m->heads * m->head_dim > 1048576.0) {
+        snprintf(err, errlen, "model.heads * head_dim = %.0f is too large",
+                 (double)m->heads * m->head_dim);
+        return -1;
+    }
+    if (c->optim.min_lr > c->optim.lr) {
+        snprintf(err, errlen, "optim.min_lr = %g is larger than optim.lr = %g", c->optim.min_lr,
+                 c->optim.lr);
+        return -1;
+    }
+    if (c->optim.warmup_steps > t->steps) {
+        snprintf(err, errlen, "optim.warmup_steps = %d exceeds train.steps = %d",
+                 c->optim.warmup_steps, t->steps);
+        return -1;
+    }
+    if (t->batch_size % (world_size * t->grad_accum) != 0) {
+        snprintf(err, errlen,
+                 "train.batch_size = %d must divide by ranks (%d) x train.grad_accum (%d)",
+                 t->batch_size, world_size, t->grad_accum);
+        return -1;
+    }
+    if (need_data && c->data.train[0] == '\0') {
+        snprintf(err, errlen, "data.train is not set: give a token file (see 'canary tokenize')");
+        return -1;
+    }
+    return 0;
+}
+
+// ---- output ----
+
+static void key_format(const struct config *c, const struct config_key *k, char *out,
+                       size_t outlen)
+{
+    const char *field = (const char *)c + k->offset;
+    switch (k->type) {
+    case CT_INT:
+        snprintf(out, outlen, "%d", *(const int *)field);
+        break;
+    case CT_I64:
+        snprintf(out, outlen, "%lld", (long long)*(const int64_t *)field);
+        break;
+    case CT_DOUBLE: {
+        // shortest text that reads back to the same double
+        double v = *(const double *)field;
+        for (int prec = 6; prec <= 17; prec++) {
+            snprintf(out, outlen, "%.*g", prec, v);
+            if (strtod(out, NULL) == v)
+                break;
+        }
+        break;
+    }
+    case CT_BOOL:
+        snprintf(out, outlen, "%s", *(const int *)field ? "true" : "false");
+        break;
+    case CT_ENUM: {
+        int idx = *(const int *)field;
+        const char *p = k->choices;
+        for (int j = 0; j < idx && p; j++) {
+            p = strchr(p, '|');
+            if (p)
+                p++;
+        }
+        const char *bar = p ? strchr(p, '|') : NULL;
+        snprintf(out, outlen, "%.*s", p ? (int)(bar ? (size_t)(bar - p) : strlen(p)) : 1,
+                 p ? p : "?");
+        break;
+    }
+    case CT_PATH:
+        snprintf(out, outlen, "%s", field);
+        break;
+    }
+}
+
+int config_get_string(const struct config *c, const char *dotted, char *out, size_t outlen)
+{
+    for (int i = 0; i < config_key_count; i++) {
+        char name[160];
+        snprintf(name, sizeof(name), "%s.%s", config_keys[i].section, config_keys[i].key);
+        if (strcmp(name, dotted) == 0) {
+            key_format(c, &config_keys[i], out, outlen);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+void config_write(const struct config *c, FILE *f)
+{
+    const char *section = "";
+    char value[CONFIG_PATH_MAX + 32];
+    fprintf(f, "; resolved canary config%s%s\n", c->source[0] ? " from " : "", c->source);
+    for (int i = 0; i < config_key_count; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (strcmp(section, k->section) != 0) {
+            fprintf(f, "\n[%s]\n", k->section);
+            section = k->section;
+        }
+        key_format(c, k, value, sizeof(value));
+        fprintf(f, "%s = %s", k->key, value);
+        if (strcmp(c->origin[i], "default") != 0)
+            fprintf(f, "  ; %s", c->origin[i]);
+        fputc('\n', f);
+    }
+}
+
+void config_write_markdown(FILE *f)
+{
+    const char *section = "";
+    char range[160];
+    fprintf(f, "# canary configuration reference\n\n"
+               "Generated by `canary config --markdown` from the key table in "
+               "`launch/config_keys.c`; a test checks that this file matches it.\n\n"
+               "Config files are INI (`[section]`, `key = value`, `;` or `#` comments). Every key "
+               "has a default; an unknown key or a bad value is an error naming the file, line "
+               "and key. `--set section.key=value` overrides a key from the command line. The "
+               "resolved config is written to `config.ini` in the run directory.\n");
+    for (int i = 0; i < config_key_count; i++) {
+        const struct config_key *k = &config_keys[i];
+        if (strcmp(section, k->section) != 0) {
+            fprintf(f, "\n## [%s]\n\n| key | default | allowed | meaning |\n|---|---|---|---|\n",
+                    k->section);
+            section = k->section;
+        }
+        describe_range(k, range, sizeof(range));
+        fprintf(f, "| `%s` | `%s` | %s | %s |\n", k->key, k->def[0] ? k->def : "(empty)", range,
+                k->doc);
+    }
+}

@@ -1,0 +1,69 @@
+// provides: struct config (every key of DESIGN.md §6 that canary implements), loading from INI
+//           through libinih, --set overrides, validation, and writing (INI and the markdown
+//           reference in docs/config.md).
+//
+// One key table (config_keys.c) drives defaults, parsing, range checks, docs and the resolved
+// output; a key exists in exactly one place. struct config is plain data so rank 0 can read the
+// file and broadcast the bytes.
+#ifndef CANARY_LAUNCH_CONFIG_H
+#define CANARY_LAUNCH_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "model/model.h"
+#include "optim/optim.h"
+
+#define CONFIG_PATH_MAX 1024
+#define CONFIG_ORIGIN_MAX 96
+#define CONFIG_MAX_KEYS 64
+
+struct train_config {
+    int steps;
+    int batch_size; // global, sequences
+    int grad_accum; // micro-batches per step and rank
+    int64_t seed;
+    int eval_every;   // steps between evaluations (0: only at the start and end)
+    int eval_batches; // held-out batches (of batch_size sequences) per evaluation
+    int threads;      // BLAS/OpenMP threads per rank
+    int log_every;    // steps between progress lines
+};
+
+struct data_config {
+    char train[CONFIG_PATH_MAX]; // token file
+    char val[CONFIG_PATH_MAX];   // held-out token file; empty: the tail of train
+    double val_fraction;         // tail of train held out when val is empty
+};
+
+struct config {
+    struct model_config model;
+    struct optim_config optim;
+    struct train_config train;
+    struct data_config data;
+    char source[CONFIG_PATH_MAX];                       // the file read, or empty
+    char origin[CONFIG_MAX_KEYS][CONFIG_ORIGIN_MAX];    // per key: "default", "file:line", "--set"
+};
+
+// All defaults.
+void config_defaults(struct config *c);
+
+// Reads an INI file over c. Returns 0, or -1 with "file:line: ..." in err.
+int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+// Applies "section.key=value" (a --set argument). Returns 0 or -1 with a reason in err.
+int config_set(struct config *c, const char *assignment, char *err, size_t errlen);
+
+// Cross-key checks and resolution (head_dim 0 → dim/heads) for a job of world_size ranks.
+// need_data: the command reads data.train. Returns 0 or -1 with a reason in err.
+int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen);
+
+// The resolved config as INI (every key, with its origin as a comment).
+void config_write(const struct config *c, FILE *f);
+// docs/config.md: every key with its type, default, range and description.
+void config_write_markdown(FILE *f);
+
+// Value of key "section.key" as text (for provenance and tests); returns 0 or -1.
+int config_get_string(const struct config *c, const char *dotted, char *out, size_t outlen);
+
+#endif

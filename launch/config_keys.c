@@ -1,0 +1,82 @@
+// The config key table. Adding a key: one line here (and the field it fills); the parser, the
+// range check, `canary config`, the resolved config.ini and docs/config.md follow from it.
+#include "launch/config_keys.h"
+
+#include <stddef.h>
+
+#include "launch/config.h"
+
+#define OFF(field) offsetof(struct config, field)
+#define BIG 1e9
+
+const struct config_key config_keys[] = {
+    // [model]
+    {"model", "dim", CT_INT, OFF(model.dim), "64", 1, 65536, 0, NULL, "residual width d"},
+    {"model", "layers", CT_INT, OFF(model.layers), "2", 1, 1024, 0, NULL, "transformer blocks"},
+    {"model", "heads", CT_INT, OFF(model.heads), "4", 1, 1024, 0, NULL, "attention heads"},
+    {"model", "head_dim", CT_INT, OFF(model.head_dim), "0", 0, 4096, 0, NULL,
+     "per-head dimension d_h; 0 = dim / heads (dim must then divide by heads)"},
+    {"model", "seq_len", CT_INT, OFF(model.seq_len), "64", 1, 1048576, 0, NULL,
+     "context length T (tokens per sequence)"},
+    {"model", "vocab", CT_INT, OFF(model.vocab), "256", 2, 65536, 0, NULL,
+     "vocabulary size; token files store uint16, so at most 65536"},
+    {"model", "norm", CT_ENUM, OFF(model.norm), "layernorm", 0, 0, 0, "layernorm|rmsnorm",
+     "block, final and qk norm: LayerNorm without bias, or RMSNorm (eps 1e-6)"},
+    {"model", "qk_norm", CT_BOOL, OFF(model.qk_norm), "false", 0, 1, 0, NULL,
+     "per-head norm of q and k with one d_h gain shared by the heads (Wortsman's qk-layernorm)"},
+    {"model", "pos", CT_ENUM, OFF(model.pos), "rope", 0, 0, 0, "rope|learned",
+     "positions: RoPE (theta 1e4, on q and k after qk-norm) or a learned [seq_len, dim] table"},
+    {"model", "mlp", CT_ENUM, OFF(model.mlp), "gelu", 0, 0, 0, "gelu|swiglu",
+     "MLP: w2(gelu_tanh(w1 x)) or w2(silu(w1 x) * w3 x)"},
+    {"model", "mlp_ratio", CT_INT, OFF(model.mlp_ratio), "4", 1, 64, 0, NULL,
+     "MLP hidden width as a multiple of dim (for SwiGLU too)"},
+    // [optim]
+    {"optim", "name", CT_ENUM, OFF(optim.name), "adamw", 0, 0, 0, "adamw", "optimizer"},
+    {"optim", "lr", CT_DOUBLE, OFF(optim.lr), "1e-3", 0, 100, 1, NULL,
+     "peak learning rate (after warmup)"},
+    {"optim", "min_lr", CT_DOUBLE, OFF(optim.min_lr), "1e-5", 0, 100, 0, NULL,
+     "learning rate at the end of the cosine or linear decay (<= lr)"},
+    {"optim", "beta1", CT_DOUBLE, OFF(optim.beta1), "0.9", 0, 0.999999, 0, NULL,
+     "AdamW first-moment decay, in [0, 1)"},
+    {"optim", "beta2", CT_DOUBLE, OFF(optim.beta2), "0.95", 0, 0.999999999, 0, NULL,
+     "AdamW second-moment decay, in [0, 1)"},
+    {"optim", "eps", CT_DOUBLE, OFF(optim.eps), "1e-8", 0, 1, 1, NULL, "AdamW epsilon (> 0)"},
+    {"optim", "weight_decay", CT_DOUBLE, OFF(optim.weight_decay), "1e-4", 0, 10, 0, NULL,
+     "weight decay lambda on every 2-D tensor (not gains)"},
+    {"optim", "wd_mode", CT_ENUM, OFF(optim.wd_mode), "independent", 0, 0, 0,
+     "independent|coupled",
+     "independent: p -= s_t(lr*D + wd*p); coupled: p -= s_t*lr*(D + wd*p) (s_t = schedule factor)"},
+    {"optim", "clip", CT_DOUBLE, OFF(optim.clip), "1.0", 0, BIG, 0, NULL,
+     "global gradient-norm clip threshold; 0 disables"},
+    {"optim", "schedule", CT_ENUM, OFF(optim.schedule), "cosine", 0, 0, 0,
+     "cosine|linear|constant", "decay after the linear warmup, down to min_lr"},
+    {"optim", "warmup_steps", CT_INT, OFF(optim.warmup_steps), "0", 0, BIG, 0, NULL,
+     "linear warmup steps (lr * (step+1) / warmup_steps); at most train.steps"},
+    {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,
+     "output z-loss coefficient: adds z_loss * mean(log^2 Z) to the loss; 0 disables"},
+    // [train]
+    {"train", "steps", CT_INT, OFF(train.steps), "500", 1, BIG, 0, NULL, "optimizer steps"},
+    {"train", "batch_size", CT_INT, OFF(train.batch_size), "32", 1, BIG, 0, NULL,
+     "global batch in sequences; must divide by ranks * grad_accum"},
+    {"train", "grad_accum", CT_INT, OFF(train.grad_accum), "1", 1, 65536, 0, NULL,
+     "micro-batches per step and rank (activation memory scales with the micro-batch)"},
+    {"train", "seed", CT_I64, OFF(train.seed), "1", 0, 9.2e18, 0, NULL,
+     "seed of weight init and data sampling"},
+    {"train", "eval_every", CT_INT, OFF(train.eval_every), "100", 0, BIG, 0, NULL,
+     "steps between held-out evaluations; 0 = only at step 0 and at the end"},
+    {"train", "eval_batches", CT_INT, OFF(train.eval_batches), "4", 1, 65536, 0, NULL,
+     "held-out batches (of batch_size sequences) per evaluation, the same ones every time"},
+    {"train", "threads", CT_INT, OFF(train.threads), "1", 1, 1024, 0, NULL,
+     "BLAS and OpenMP threads per rank (keep ranks x threads <= cores)"},
+    {"train", "log_every", CT_INT, OFF(train.log_every), "10", 1, BIG, 0, NULL,
+     "steps between progress lines"},
+    // [data]
+    {"data", "train", CT_PATH, OFF(data.train), "", 0, 0, 0, NULL,
+     "training token file (llm.c .bin layout; 'canary tokenize' makes one)"},
+    {"data", "val", CT_PATH, OFF(data.val), "", 0, 0, 0, NULL,
+     "held-out token file; empty = the tail val_fraction of data.train"},
+    {"data", "val_fraction", CT_DOUBLE, OFF(data.val_fraction), "0.05", 0, 0.5, 1, NULL,
+     "fraction of data.train held out (its tail) when data.val is empty"},
+};
+
+const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

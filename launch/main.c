@@ -1,0 +1,72 @@
+// canary: command-line entry point. Dispatches to the subcommands in launch/cmd_*.c.
+#include <stdio.h>
+#include <string.h>
+
+#include "dist/dist.h"
+#include "launch/cli.h"
+
+#ifndef CANARY_GIT_SHA
+#define CANARY_GIT_SHA "unknown"
+#endif
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "canary — a trainer for small-scale proxy studies of training instabilities\n"
+            "\n"
+            "usage: [mpirun -np N] canary COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  train     train a model from a config file\n"
+            "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
+            "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
+            "memory)\n"
+            "  config    print the resolved config, or the key reference (--markdown)\n"
+            "\n"
+            "options:\n"
+            "  -h, --help     this help; 'canary COMMAND --help' for a command's options\n"
+            "  --version      print the version\n"
+            "\n"
+            "Configuration keys: docs/config.md. Exit codes: 0 success, 1 bad input, 2 I/O\n"
+            "failure during a run, 3 the loss or gradient became non-finite.\n");
+}
+
+int main(int argc, char **argv)
+{
+    struct dist_ctx dist;
+    int rc = 1;
+    if (argc < 2) {
+        usage(stderr);
+        return 1;
+    }
+    if (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("canary %s\n", CANARY_GIT_SHA);
+        return 0;
+    }
+    if (dist_init(&dist, &argc, &argv) != 0) {
+        fprintf(stderr, "canary: MPI initialisation failed\n");
+        return 1;
+    }
+    if (strcmp(argv[1], "train") == 0)
+        rc = cmd_train(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "tokenize") == 0)
+        rc = cmd_tokenize(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "bench") == 0)
+        rc = cmd_bench(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "config") == 0)
+        rc = cmd_config(argc - 1, argv + 1, &dist);
+    else {
+        if (dist.rank == 0) {
+            fprintf(stderr, "canary: unknown command '%s'\n\n", argv[1]);
+            usage(stderr);
+        }
+        rc = 1;
+    }
+    dist_free(&dist);
+    return rc;
+}

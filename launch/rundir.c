@@ -1,0 +1,91 @@
+// Run directories: runs/NAME/{config.ini, log.txt, metrics.tsv} (probes.h5 and ckpt/ arrive with
+// the probes issue).
+#include "launch/rundir.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+static int mkdir_p(const char *dir, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_MAX];
+    size_t len = strlen(dir);
+    if (len == 0 || len >= sizeof(path)) {
+        snprintf(err, errlen, "run directory '%s': bad path", dir);
+        return -1;
+    }
+    memcpy(path, dir, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (path[i] == '/' || path[i] == '\0') {
+            char saved = path[i];
+            path[i] = '\0';
+            if (mkdir(path, 0777) != 0 && errno != EEXIST) {
+                snprintf(err, errlen, "create run directory '%s': %s", path, strerror(errno));
+                return -1;
+            }
+            path[i] = saved;
+        }
+    }
+    return 0;
+}
+
+int rundir_create(const char *dir, char *err, size_t errlen)
+{
+    char cfg[CONFIG_PATH_MAX + 16];
+    struct stat st;
+    if (mkdir_p(dir, err, errlen) != 0)
+        return -1;
+    snprintf(cfg, sizeof(cfg), "%s/config.ini", dir);
+    if (stat(cfg, &st) == 0) {
+        snprintf(err, errlen, "run directory '%s' already holds a run; choose another --out",
+                 dir);
+        return -1;
+    }
+    return 0;
+}
+
+int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 16], tmp[CONFIG_PATH_MAX + 32];
+    FILE *f = NULL;
+    snprintf(path, sizeof(path), "%s/config.ini", dir);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    f = fopen(tmp, "w");
+    if (!f) {
+        snprintf(err, errlen, "write '%s': %s", tmp, strerror(errno));
+        return -1;
+    }
+    config_write(c, f);
+    if (ferror(f) | (fclose(f) != 0)) {
+        snprintf(err, errlen, "write '%s': %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path) != 0) {
+        snprintf(err, errlen, "rename '%s': %s", tmp, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    return 0;
+}
+
+void rundir_default_name(char *out, size_t outlen, const char *config_path)
+{
+    char stem[256] = "run", stamp[32];
+    const char *base = strrchr(config_path, '/');
+    base = base ? base + 1 : config_path;
+    if (*base) {
+        snprintf(stem, sizeof(stem), "%s", base);
+        char *dot = strrchr(stem, '.');
+        if (dot && dot != stem)
+            *dot = '\0';
+    }
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
+    snprintf(out, outlen, "runs/%s-%s", stem, stamp);
+}

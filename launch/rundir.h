@@ -1,0 +1,19 @@
+// provides: run directory creation and small atomic file helpers for launch/.
+#ifndef CANARY_LAUNCH_RUNDIR_H
+#define CANARY_LAUNCH_RUNDIR_H
+
+#include <stddef.h>
+
+#include "launch/config.h"
+
+// Creates dir (and parents). Fails if it already holds a run (a config.ini), so a run never
+// overwrites another. Returns 0 or -1 with a reason in err.
+int rundir_create(const char *dir, char *err, size_t errlen);
+
+// Writes the resolved config to dir/config.ini through a temporary file and rename.
+int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen);
+
+// A default run name: runs/<config file stem>-YYYYmmdd-HHMMSS.
+void rundir_default_name(char *out, size_t outlen, const char *config_path);
+
+#endif

@@ -1,0 +1,71 @@
+// provides: struct run and the training loop behind `canary train` (and the step the benchmark
+//           times).
+//
+// A run owns everything sized at init: model and arena, the flat params / grads / update arrays,
+// optimizer state, the batch buffers. train_step() is the step of DESIGN.md §3, phase by phase;
+// it allocates nothing and does no file I/O. Output (progress, log, metrics) happens between
+// steps in train_run().
+#ifndef CANARY_LAUNCH_TRAIN_H
+#define CANARY_LAUNCH_TRAIN_H
+
+#include <stdio.h>
+
+#include "data/sampler.h"
+#include "data/tokens.h"
+#include "dist/dist.h"
+#include "launch/config.h"
+#include "losses/xent.h"
+#include "model/model.h"
+#include "optim/adamw.h"
+
+// Exit codes of `canary train`.
+enum train_exit {
+    TRAIN_EXIT_OK = 0,
+    TRAIN_EXIT_INPUT = 1,     // bad config, data or arguments: nothing was trained
+    TRAIN_EXIT_IO = 2,        // a file could not be written during the run
+    TRAIN_EXIT_NONFINITE = 3, // the loss or gradient became NaN/Inf
+};
+
+struct step_result {
+    struct loss_parts loss; // mean over the global batch
+    double lr;
+    double grad_norm;   // global, before clipping
+    double clip_factor; // 1 when not clipped
+    int finite;         // 0: loss or gradient non-finite; the update was not applied
+};
+
+struct run {
+    struct config cfg;
+    struct dist_ctx *dist;
+    struct model model;
+    float *params, *grads, *update; // [table.total] each
+    double *tensor_sumsq;           // [table.n] per-tensor Σg² of the last step
+    struct adamw adamw;
+    struct token_file train_file, val_file;
+    struct sampler sampler;
+    int local_batch; // sequences per rank per step
+    int micro_batch; // sequences per forward/backward
+    int *inputs, *targets; // [local_batch, T]
+    long step;             // next step to take
+    int random_data;       // benchmark: fixed random tokens instead of the sampler
+    double step_flops;     // model FLOPs of one step on this rank (fwd + bwd)
+};
+
+// Loads data, builds the model, initialises weights and state. The config must be validated.
+// With random_data (the benchmark) no token file is read: batches are random tokens.
+// Returns 0, or -1 with a message in err.
+int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int random_data,
+             char *err, size_t errlen);
+void run_free(struct run *r);
+
+// Phases 1–6 of DESIGN.md §3 for step r->step; advances r->step when the update was applied.
+void train_step(struct run *r, struct step_result *res);
+
+// Mean held-out loss over train.eval_batches batches (all ranks take part).
+void train_eval(struct run *r, struct loss_parts *out);
+
+// The `canary train` loop: step-0 evaluation, steps, progress, evaluation, final summary.
+// Writes log.txt and metrics.tsv under out_dir (rank 0). Returns an enum train_exit.
+int train_run(struct run *r, const char *out_dir);
+
+#endif

@@ -1,0 +1,179 @@
+// The `canary train` loop: evaluation at step 0 (ℓ0), steps with progress lines, periodic and
+// final evaluation. Everything that prints or writes files lives here, between steps.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "launch/rundir.h"
+#include "launch/train.h"
+#include "model/matmul.h"
+#include "util/error.h"
+#include "util/timer.h"
+
+struct train_out {
+    FILE *log;     // log.txt: everything printed, plus the run header
+    FILE *metrics; // metrics.tsv: one row per step and per evaluation, full precision
+    int rank0;
+};
+
+// Prints a line to stdout and log.txt (rank 0 only).
+static void out_line(struct train_out *o, const char *fmt, ...) CANARY_PRINTF(2, 3);
+static void out_line(struct train_out *o, const char *fmt, ...)
+{
+    va_list ap;
+    if (!o->rank0)
+        return;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (o->log) {
+        va_start(ap, fmt);
+        vfprintf(o->log, fmt, ap);
+        va_end(ap);
+        fputc('\n', o->log);
+        fflush(o->log);
+    }
+}
+
+static void format_eta(char *buf, size_t len, double seconds)
+{
+    long s = (long)(seconds + 0.5);
+    if (s >= 3600)
+        snprintf(buf, len, "%ldh%02ldm", s / 3600, s / 60 % 60);
+    else if (s >= 60)
+        snprintf(buf, len, "%ldm%02lds", s / 60, s % 60);
+    else
+        snprintf(buf, len, "%lds", s);
+}
+
+static int open_outputs(struct train_out *o, const char *dir, const struct config *c, char *err,
+                        size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 32];
+    if (rundir_create(dir, err, errlen) != 0 || rundir_write_config(dir, c, err, errlen) != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/log.txt", dir);
+    o->log = fopen(path, "w");
+    if (!o->log) {
+        snprintf(err, errlen, "open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/metrics.tsv", dir);
+    o->metrics = fopen(path, "w");
+    if (!o->metrics) {
+        snprintf(err, errlen, "open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    fprintf(o->metrics, "kind\tstep\tloss\tce\tz\tlr\tgrad_norm\tclip_factor\ttokens_per_s\n");
+    return 0;
+}
+
+static void close_outputs(struct train_out *o)
+{
+    if (o->log)
+        fclose(o->log);
+    if (o->metrics)
+        fclose(o->metrics);
+    o->log = o->metrics = NULL;
+}
+
+static void eval_and_report(struct run *r, struct train_out *o, long step)
+{
+    struct loss_parts lp;
+    train_eval(r, &lp);
+    out_line(o, "eval step %ld: loss %.6f (ce %.6f z %.6f)%s", step, lp.total, lp.ce, lp.z,
+             step == 0 ? "  [l0, loss at init]" : "");
+    if (o->rank0 && o->metrics)
+        fprintf(o->metrics, "eval\t%ld\t%.17g\t%.17g\t%.17g\t\t\t\t\n", step, lp.total, lp.ce,
+                lp.z);
+}
+
+int train_run(struct run *r, const char *out_dir)
+{
+    const struct config *c = &r->cfg;
+    struct train_out o = {NULL, NULL, r->dist->rank == 0};
+    char err[1024];
+    int rc = TRAIN_EXIT_OK;
+    long steps = c->train.steps;
+    double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
+    double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0;
+    long window_steps = 0;
+
+    if (o.rank0 && open_outputs(&o, out_dir, c, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        close_outputs(&o);
+        return TRAIN_EXIT_IO;
+    }
+    peak = matmul_peak_gflops(256, 3) * c->train.threads;
+    out_line(&o, "canary train: %s", out_dir);
+    out_line(&o,
+             "model: dim %d layers %d heads %d head_dim %d seq_len %d vocab %d | %zu parameters "
+             "in %d tensors | %d rank(s) x %d thread(s)",
+             c->model.dim, c->model.layers, c->model.heads, c->model.head_dim, c->model.seq_len,
+             c->model.vocab, r->model.table.total, r->model.table.n, r->dist->size,
+             c->train.threads);
+    out_line(&o, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
+             r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
+
+    eval_and_report(r, &o, 0);
+    t_start = t_window = timer_now();
+    while (r->step < steps) {
+        struct step_result res;
+        long step = r->step;
+        double t0 = timer_now();
+        train_step(r, &res);
+        double dt = timer_now() - t0;
+        if (!res.finite) {
+            out_line(&o, "step %ld: non-finite %s (loss %g, grad norm %g): stopping", step + 1,
+                     isfinite(res.loss.total) ? "gradient" : "loss", res.loss.total,
+                     res.grad_norm);
+            if (o.rank0)
+                err_printf("training diverged at step %ld: the loss or gradient is not finite",
+                           step + 1);
+            rc = TRAIN_EXIT_NONFINITE;
+            break;
+        }
+        window_flops += r->step_flops * r->dist->size;
+        window_steps++;
+        if (o.rank0)
+            fprintf(o.metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
+                    step + 1, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
+                    res.clip_factor, tokens_per_step / dt);
+        if (r->step % c->train.log_every == 0 || r->step == steps) {
+            double now = timer_now(), span = now - t_window;
+            double per_step = (now - t_start) / (double)r->step;
+            double gflops = window_flops / span * 1e-9 / r->dist->size;
+            char eta[32];
+            format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
+            out_line(&o,
+                     "step %6ld/%ld | loss %.4f (ce %.4f z %.2e) | lr %.3e | gnorm %.3f%s | "
+                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak) | ETA %s",
+                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, res.lr,
+                     res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
+                     tokens_per_step * (double)window_steps / span, gflops,
+                     100.0 * gflops / peak, eta);
+            t_window = now;
+            window_flops = 0.0;
+            window_steps = 0;
+        }
+        if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
+            eval_and_report(r, &o, r->step);
+    }
+    if (rc == TRAIN_EXIT_OK) {
+        eval_and_report(r, &o, r->step);
+        char took[32];
+        format_eta(took, sizeof(took), timer_now() - t_start);
+        out_line(&o, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv)",
+                 steps, took, out_dir);
+    }
+    if (o.rank0 && (ferror(o.metrics) || ferror(o.log))) {
+        err_printf("write outputs in '%s' failed", out_dir);
+        rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;
+    }
+    close_outputs(&o);
+    return rc;
+}

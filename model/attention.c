@@ -1,0 +1,100 @@
+// Causal attention core. One (batch, head) pair per loop iteration, spread over OpenMP threads;
+// the two T×T products per pair go through sgemm (single-threaded inside the parallel region with
+// OpenBLAS's OpenMP build). Softmax statistics in double.
+#include "model/attention.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "model/matmul.h"
+
+void attention_forward(float *out, float *p, const float *q, const float *k, const float *v,
+                       int B, int H, int T, int hd, float scale)
+{
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        size_t off = (size_t)bh * T * hd;
+        float *pp = p + (size_t)bh * T * T;
+        // scores = q kᵀ · scale, full square; the masked half is overwritten below.
+        matmul_sgemm(0, 1, T, T, hd, scale, q + off, hd, k + off, hd, 0.0f, pp, T);
+        for (int i = 0; i < T; i++) {
+            float *row = pp + (size_t)i * T;
+            float mx = row[0];
+            for (int j = 1; j <= i; j++)
+                mx = row[j] > mx ? row[j] : mx;
+            double sum = 0.0;
+            for (int j = 0; j <= i; j++) {
+                float e = expf(row[j] - mx);
+                row[j] = e;
+                sum += e;
+            }
+            float inv = (float)(1.0 / sum);
+            for (int j = 0; j <= i; j++)
+                row[j] *= inv;
+            for (int j = i + 1; j < T; j++)
+                row[j] = 0.0f;
+        }
+        matmul_sgemm(0, 0, T, hd, T, 1.0f, pp, T, v + off, hd, 0.0f, out + off, hd);
+    }
+}
+
+void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
+                        const float *p, const float *q, const float *k, const float *v, int B,
+                        int H, int T, int hd, float scale)
+{
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        size_t off = (size_t)bh * T * hd;
+        const float *pp = p + (size_t)bh * T * T;
+        float *dpp = dp + (size_t)bh * T * T;
+        // dv = pᵀ dout;  dp = dout vᵀ
+        matmul_sgemm(1, 0, T, hd, T, 1.0f, pp, T, dout + off, hd, 0.0f, dv + off, hd);
+        matmul_sgemm(0, 1, T, T, hd, 1.0f, dout + off, hd, v + off, hd, 0.0f, dpp, T);
+        // softmax backward: ds_ij = p_ij (dp_ij − Σ_j p_ij dp_ij), times the score scale.
+        for (int i = 0; i < T; i++) {
+            const float *prow = pp + (size_t)i * T;
+            float *drow = dpp + (size_t)i * T;
+            double dot = 0.0;
+            for (int j = 0; j <= i; j++)
+                dot += (double)prow[j] * drow[j];
+            float fdot = (float)dot;
+            for (int j = 0; j <= i; j++)
+                drow[j] = prow[j] * (drow[j] - fdot) * scale;
+            for (int j = i + 1; j < T; j++)
+                drow[j] = 0.0f;
+        }
+        // dq = ds k;  dk = dsᵀ q
+        matmul_sgemm(0, 0, T, hd, T, 1.0f, dpp, T, k + off, hd, 0.0f, dq + off, hd);
+        matmul_sgemm(1, 0, T, hd, T, 1.0f, dpp, T, q + off, hd, 0.0f, dk + off, hd);
+    }
+}
+
+void attention_split_heads(float *heads, const float *x, int ld, int col0, int B, int H, int T,
+                           int hd)
+{
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            const float *src = x + ((size_t)b * T + t) * ld + col0 + (size_t)h * hd;
+            float *dst = heads + ((size_t)bh * T + t) * hd;
+            for (int i = 0; i < hd; i++)
+                dst[i] = src[i];
+        }
+    }
+}
+
+void attention_merge_heads(float *x, const float *heads, int ld, int col0, int B, int H, int T,
+                           int hd)
+{
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            const float *src = heads + ((size_t)bh * T + t) * hd;
+            float *dst = x + ((size_t)b * T + t) * ld + col0 + (size_t)h * hd;
+            for (int i = 0; i < hd; i++)
+                dst[i] = src[i];
+        }
+    }
+}

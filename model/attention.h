@@ -1,0 +1,27 @@
+// provides: attention_forward/backward (causal softmax attention core) and the head
+//           split/merge permutations between [B·T, H·d_h] and [B, H, T, d_h].
+//
+// The core works on per-head contiguous q, k, v [B, H, T, d_h] with scale 1/sqrt(d_h);
+// projections, qk-norm and RoPE are composed around it in model.c.
+#ifndef CANARY_MODEL_ATTENTION_H
+#define CANARY_MODEL_ATTENTION_H
+
+// out[B,H,T,d_h] = softmax(q kᵀ · scale, causal) v. Writes the probabilities p[B,H,T,T] (zeros
+// above the diagonal), kept for backward. Overwrites out and p.
+void attention_forward(float *out, float *p, const float *q, const float *k, const float *v,
+                       int B, int H, int T, int hd, float scale);
+
+// Given dout[B,H,T,d_h] and the forward's p, q, k, v: OVERWRITES dq, dk, dv [B,H,T,d_h].
+// dp[B,H,T,T] is scratch.
+void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
+                        const float *p, const float *q, const float *k, const float *v, int B,
+                        int H, int T, int hd, float scale);
+
+// x[B·T, ld] columns [col0, col0 + H·d_h) → heads[B, H, T, d_h]. Overwrites heads.
+void attention_split_heads(float *heads, const float *x, int ld, int col0, int B, int H, int T,
+                           int hd);
+// heads[B, H, T, d_h] → x[B·T, ld] columns [col0, col0 + H·d_h). Overwrites those columns.
+void attention_merge_heads(float *x, const float *heads, int ld, int col0, int B, int H, int T,
+                           int hd);
+
+#endif

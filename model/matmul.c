@@ -1,0 +1,69 @@
+// Thin wrappers over cblas_sgemm. Kept in one file so that BLAS is swappable and so that the
+// FLOP accounting and thread control sit next to the only calls.
+#include "model/matmul.h"
+
+#include <cblas.h>
+#include <omp.h>
+#include <stdlib.h>
+
+#include "util/error.h"
+#include "util/timer.h"
+
+void openblas_set_num_threads(int num_threads);
+
+void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim)
+{
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w,
+                in_dim, 0.0f, out, out_dim);
+}
+
+void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                     int n, int in_dim, int out_dim)
+{
+    if (din)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout,
+                    out_dim, w, in_dim, 0.0f, din, in_dim);
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim,
+                in, in_dim, 1.0f, dw, in_dim);
+}
+
+void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+                  int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void matmul_set_threads(int threads)
+{
+    ASSERT(threads >= 1);
+    omp_set_num_threads(threads);
+    openblas_set_num_threads(threads);
+}
+
+double matmul_peak_gflops(int n, int reps)
+{
+    size_t nn = (size_t)n * (size_t)n;
+    float *a = xmalloc(nn * sizeof(float));
+    float *b = xmalloc(nn * sizeof(float));
+    float *c = xmalloc(nn * sizeof(float));
+    double best = 1e30;
+    int saved = omp_get_max_threads();
+    for (size_t i = 0; i < nn; i++) {
+        a[i] = (float)((i * 7 % 13) - 6) * 0.01f;
+        b[i] = (float)((i * 5 % 11) - 5) * 0.01f;
+    }
+    matmul_set_threads(1);
+    for (int r = 0; r < reps + 1; r++) {
+        double t0 = timer_now();
+        matmul_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        double dt = timer_now() - t0;
+        if (r > 0 && dt < best) // the first call warms caches and the BLAS thread pool
+            best = dt;
+    }
+    matmul_set_threads(saved);
+    free(a);
+    free(b);
+    free(c);
+    return 2.0 * (double)n * (double)n * (double)n / best * 1e-9;
+}

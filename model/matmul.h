@@ -1,0 +1,27 @@
+// provides: matmul_forward/backward (linear layers), matmul_sgemm (row-major GEMM), thread setup.
+//
+// The only code in canary that calls BLAS. Everything is row-major fp32; a weight is [out, in]
+// like torch.nn.Linear.
+#ifndef CANARY_MODEL_MATMUL_H
+#define CANARY_MODEL_MATMUL_H
+
+// out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ   (overwrites out)
+void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim);
+
+// din[n, in_dim] = dout · w      (OVERWRITES din; skipped when din is NULL)
+// dw[out_dim, in_dim] += doutᵀ · in   (ACCUMULATES into dw)
+void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
+                     int n, int in_dim, int out_dim);
+
+// C[m, n] = alpha · op(A) · op(B) + beta · C, row-major; op(X) = Xᵀ when trans_x is nonzero.
+void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+                  int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+// Sets the BLAS and OpenMP thread counts for this process (train.threads).
+void matmul_set_threads(int threads);
+
+// Single-thread sgemm rate in GFLOP/s on an n×n×n product, best of reps (for the benchmark and
+// the progress line's % of peak). Allocates; call outside the training step.
+double matmul_peak_gflops(int n, int reps);
+
+#endif

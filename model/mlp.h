@@ -1,0 +1,21 @@
+// provides: gelu_forward/backward (tanh approximation), swiglu_forward/backward.
+//
+// The MLP's projections are matmuls composed in model.c; these are its activations.
+#ifndef CANARY_MODEL_MLP_H
+#define CANARY_MODEL_MLP_H
+
+#include <stddef.h>
+
+enum mlp_kind { MLP_GELU = 0, MLP_SWIGLU = 1 };
+
+// out[n] = 0.5·u·(1 + tanh(sqrt(2/π)·(u + 0.044715·u³))). Overwrites out.
+void gelu_forward(float *out, const float *in, size_t n);
+// din[n] = dout · gelu'(in). OVERWRITES din.
+void gelu_backward(float *din, const float *dout, const float *in, size_t n);
+
+// in[rows, 2F] = [gate | up] (w1 x | w3 x); out[rows, F] = silu(gate) · up. Overwrites out.
+void swiglu_forward(float *out, const float *in, int rows, int f);
+// din[rows, 2F] from dout[rows, F]. OVERWRITES din.
+void swiglu_backward(float *din, const float *dout, const float *in, int rows, int f);
+
+#endif

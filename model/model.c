@@ -1,0 +1,379 @@
+// Dense transformer assembly: tensor table, activation arena, init, forward and backward.
+#include "model/model.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model/attention.h"
+#include "model/embed.h"
+#include "model/matmul.h"
+#include "model/rope.h"
+#include "util/error.h"
+#include "util/rng.h"
+
+// ---- tensor table ----
+
+static void model_table_build(struct model *m)
+{
+    const struct model_config *c = &m->cfg;
+    char name[TENSOR_NAME_MAX];
+    struct tensor_table *tt = &m->table;
+    tensor_table_init(tt);
+    m->tok_embed = tensor_table_add(tt, "tok_embed", c->vocab, c->dim, TENSOR_EMBEDDING, -1);
+    m->pos_embed = -1;
+    if (c->pos == POS_LEARNED)
+        m->pos_embed =
+            tensor_table_add(tt, "pos_embed", c->seq_len, c->dim, TENSOR_POS_EMBEDDING, -1);
+    for (int l = 0; l < c->layers; l++) {
+        struct block_index *bi = &m->blocks[l];
+#define ADD(field, suffix, rows, cols, kind)                                                       \
+    do {                                                                                           \
+        snprintf(name, sizeof(name), "blocks.%d.%s", l, suffix);                                   \
+        field = tensor_table_add(tt, name, rows, cols, kind, l);                                   \
+    } while (0)
+        ADD(bi->n1, "ln1.gain", 1, c->dim, TENSOR_GAIN);
+        ADD(bi->wq, "attn.wq", m->inner, c->dim, TENSOR_MATRIX);
+        int wk = 0, wv = 0, w3 = 0;
+        ADD(wk, "attn.wk", m->inner, c->dim, TENSOR_MATRIX);
+        ADD(wv, "attn.wv", m->inner, c->dim, TENSOR_MATRIX);
+        bi->q_norm = bi->k_norm = -1;
+        if (c->qk_norm) {
+            ADD(bi->q_norm, "attn.q_norm.gain", 1, c->head_dim, TENSOR_GAIN);
+            ADD(bi->k_norm, "attn.k_norm.gain", 1, c->head_dim, TENSOR_GAIN);
+        }
+        ADD(bi->wo, "attn.wo", c->dim, m->inner, TENSOR_MATRIX);
+        ADD(bi->n2, "ln2.gain", 1, c->dim, TENSOR_GAIN);
+        ADD(bi->w1, "mlp.w1", m->ffn, c->dim, TENSOR_MATRIX);
+        if (c->mlp == MLP_SWIGLU)
+            ADD(w3, "mlp.w3", m->ffn, c->dim, TENSOR_MATRIX);
+        ADD(bi->w2, "mlp.w2", c->dim, m->ffn, TENSOR_MATRIX);
+#undef ADD
+        // The fused projections rely on adjacency in the flat array.
+        ASSERT(tt->t[wk].offset == tt->t[bi->wq].offset + tt->t[bi->wq].size);
+        ASSERT(tt->t[wv].offset == tt->t[wk].offset + tt->t[wk].size);
+        ASSERT(c->mlp != MLP_SWIGLU || tt->t[w3].offset == tt->t[bi->w1].offset + tt->t[bi->w1].size);
+    }
+    m->final_norm = tensor_table_add(tt, "final_norm.gain", 1, c->dim, TENSOR_GAIN, -1);
+    m->head = tensor_table_add(tt, "head", c->vocab, c->dim, TENSOR_HEAD, -1);
+}
+
+// ---- activation arena ----
+
+// Walks the arena layout once; with base == NULL it only counts floats. Keeping sizing and
+// carving in one function means they cannot disagree.
+static size_t model_acts_carve(const struct model_config *c, int B, struct model_acts *a,
+                               float *base)
+{
+    size_t n = 0;
+    size_t BT = (size_t)B * c->seq_len, C = (size_t)c->dim, T = (size_t)c->seq_len;
+    size_t I = (size_t)c->heads * c->head_dim, F = (size_t)c->mlp_ratio * c->dim;
+    size_t U = c->mlp == MLP_SWIGLU ? 2 * F : F;
+    size_t BHT = (size_t)B * c->heads * T, P = BHT * T;
+#define TAKE(ptr, count)                                                                           \
+    do {                                                                                           \
+        if (base)                                                                                  \
+            ptr = base + n;                                                                        \
+        n += ((count) + 15) / 16 * 16; /* 64-byte aligned buffers */                               \
+    } while (0)
+    for (int l = 0; l < c->layers; l++) {
+        struct block_acts dummy, *b = a && a->blocks ? &a->blocks[l] : &dummy;
+        TAKE(b->x_in, BT * C);
+        TAKE(b->n1, BT * C);
+        TAKE(b->n1_mean, BT);
+        TAKE(b->n1_rstd, BT);
+        TAKE(b->qkv, BT * 3 * I);
+        TAKE(b->q_raw, BT * I);
+        TAKE(b->k_raw, BT * I);
+        TAKE(b->qn_mean, BHT);
+        TAKE(b->qn_rstd, BHT);
+        TAKE(b->kn_mean, BHT);
+        TAKE(b->kn_rstd, BHT);
+        TAKE(b->q, BT * I);
+        TAKE(b->k, BT * I);
+        TAKE(b->v, BT * I);
+        TAKE(b->p, P);
+        TAKE(b->o, BT * I);
+        TAKE(b->att, BT * I);
+        TAKE(b->x_mid, BT * C);
+        TAKE(b->n2, BT * C);
+        TAKE(b->n2_mean, BT);
+        TAKE(b->n2_rstd, BT);
+        TAKE(b->u, BT * U);
+        TAKE(b->a, BT * F);
+    }
+    struct model_acts dummy_a, *g = a ? a : &dummy_a;
+    TAKE(g->x_final, BT * C);
+    TAKE(g->nf, BT * C);
+    TAKE(g->nf_mean, BT);
+    TAKE(g->nf_rstd, BT);
+    TAKE(g->logits, BT * (size_t)c->vocab);
+    TAKE(g->rope, T * (size_t)c->head_dim);
+    TAKE(g->dx, BT * C);
+    TAKE(g->dn, BT * C);
+    TAKE(g->dqkv, BT * 3 * I);
+    TAKE(g->datt, BT * I);
+    TAKE(g->dq, BT * I);
+    TAKE(g->dk, BT * I);
+    TAKE(g->dv, BT * I);
+    TAKE(g->dout, BT * I);
+    TAKE(g->dq_raw, BT * I);
+    TAKE(g->dk_raw, BT * I);
+    TAKE(g->dp, P);
+    TAKE(g->du, BT * U);
+    TAKE(g->da, BT * F);
+#undef TAKE
+    return n;
+}
+
+size_t model_acts_bytes(const struct model_config *cfg, int max_batch)
+{
+    return model_acts_carve(cfg, max_batch, NULL, NULL) * sizeof(float);
+}
+
+void model_init(struct model *m, const struct model_config *cfg, int max_batch)
+{
+    memset(m, 0, sizeof(*m));
+    m->cfg = *cfg;
+    ASSERT(cfg->head_dim > 0 && cfg->dim > 0 && cfg->layers > 0 && max_batch > 0);
+    m->inner = cfg->heads * cfg->head_dim;
+    m->ffn = cfg->mlp_ratio * cfg->dim;
+    m->max_batch = max_batch;
+    m->blocks = xcalloc((size_t)cfg->layers, sizeof(*m->blocks));
+    model_table_build(m);
+    m->acts.blocks = xcalloc((size_t)cfg->layers, sizeof(*m->acts.blocks));
+    m->acts.floats = model_acts_carve(cfg, max_batch, NULL, NULL);
+    m->acts.base = xcalloc(m->acts.floats, sizeof(float));
+    model_acts_carve(cfg, max_batch, &m->acts, m->acts.base);
+    if (cfg->pos == POS_ROPE)
+        rope_table_init(m->acts.rope, cfg->seq_len, cfg->head_dim);
+}
+
+void model_free(struct model *m)
+{
+    free(m->acts.base);
+    free(m->acts.blocks);
+    free(m->blocks);
+    tensor_table_free(&m->table);
+    memset(m, 0, sizeof(*m));
+}
+
+// ---- init ----
+
+void model_params_init(const struct model *m, float *params, uint64_t seed)
+{
+    // The ±2σ truncated unit normal has std 0.8796; divide it out so the std is exact
+    // (as JAX's truncated-normal variance scaling does).
+    const double trunc_std = 0.87962566103423978;
+    for (int i = 0; i < m->table.n; i++) {
+        const struct tensor *t = &m->table.t[i];
+        uint64_t stream = rng_stream_of(t->name);
+        float *w = params + t->offset;
+        switch (t->kind) {
+        case TENSOR_GAIN:
+            for (size_t j = 0; j < t->size; j++)
+                w[j] = 1.0f;
+            break;
+        case TENSOR_EMBEDDING:
+        case TENSOR_POS_EMBEDDING: {
+            double std = 1.0 / sqrt((double)m->cfg.dim);
+            for (size_t j = 0; j < t->size; j++)
+                w[j] = (float)(std * rng_normal(seed, stream, j));
+            break;
+        }
+        case TENSOR_MATRIX:
+        case TENSOR_HEAD: {
+            double std = 1.0 / sqrt((double)t->cols) / trunc_std;
+            for (size_t j = 0; j < t->size; j++)
+                w[j] = (float)(std * rng_trunc_normal(seed, stream, j));
+            break;
+        }
+        }
+    }
+}
+
+// ---- forward ----
+
+static void add_inplace(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+static const float *tensor_ptr(const struct model *m, const float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+static float *tensor_ptr_mut(const struct model *m, float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner, F = m->ffn;
+    int BT = B * T, BHT = B * H * T;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    norm_forward(a->n1, a->n1_mean, a->n1_rstd, a->x_in, tensor_ptr(m, params, bi->n1), BT, C,
+                 c->norm);
+    matmul_forward(a->qkv, a->n1, tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
+    attention_split_heads(a->v, a->qkv, 3 * I, 2 * I, B, H, T, hd);
+    if (c->qk_norm) {
+        attention_split_heads(a->q_raw, a->qkv, 3 * I, 0, B, H, T, hd);
+        attention_split_heads(a->k_raw, a->qkv, 3 * I, I, B, H, T, hd);
+        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm),
+                     BHT, hd, c->norm);
+        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm),
+                     BHT, hd, c->norm);
+    } else {
+        attention_split_heads(a->q, a->qkv, 3 * I, 0, B, H, T, hd);
+        attention_split_heads(a->k, a->qkv, 3 * I, I, B, H, T, hd);
+    }
+    if (c->pos == POS_ROPE) {
+        rope_forward(a->q, m->acts.rope, BHT, T, hd);
+        rope_forward(a->k, m->acts.rope, BHT, T, hd);
+    }
+    attention_forward(a->o, a->p, a->q, a->k, a->v, B, H, T, hd, scale);
+    attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);
+    matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
+    add_inplace(a->x_mid, a->x_in, (size_t)BT * C);
+
+    norm_forward(a->n2, a->n2_mean, a->n2_rstd, a->x_mid, tensor_ptr(m, params, bi->n2), BT, C,
+                 c->norm);
+    if (c->mlp == MLP_SWIGLU) {
+        matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, 2 * F);
+        swiglu_forward(a->a, a->u, BT, F);
+    } else {
+        matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, F);
+        gelu_forward(a->a, a->u, (size_t)BT * F);
+    }
+    matmul_forward(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
+    add_inplace(x_out, a->x_mid, (size_t)BT * C);
+}
+
+void model_forward(struct model *m, const float *params, const int *tokens, int B)
+{
+    const struct model_config *c = &m->cfg;
+    struct model_acts *a = &m->acts;
+    int BT = B * c->seq_len;
+    ASSERT(B >= 1 && B <= m->max_batch);
+    embed_forward(a->blocks[0].x_in, tokens, tensor_ptr(m, params, m->tok_embed),
+                  m->pos_embed >= 0 ? tensor_ptr(m, params, m->pos_embed) : NULL, B, c->seq_len,
+                  c->dim);
+    for (int l = 0; l < c->layers; l++) {
+        float *x_out = l + 1 < c->layers ? a->blocks[l + 1].x_in : a->x_final;
+        block_forward(m, params, l, B, x_out);
+    }
+    norm_forward(a->nf, a->nf_mean, a->nf_rstd, a->x_final, tensor_ptr(m, params, m->final_norm),
+                 BT, c->dim, c->norm);
+    matmul_forward(a->logits, a->nf, tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
+}
+
+// ---- backward ----
+
+// dx holds dL/d(block output) on entry and dL/d(block input) on exit.
+static void block_backward(struct model *m, const float *params, float *grads, int l, int B)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    struct model_acts *g = &m->acts;
+    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner, F = m->ffn;
+    int BT = B * T, BHT = B * H * T;
+    float scale = 1.0f / sqrtf((float)hd);
+
+    // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
+    matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
+                    tensor_ptr(m, params, bi->w2), BT, F, C);
+    if (c->mlp == MLP_SWIGLU) {
+        swiglu_backward(g->du, g->da, a->u, BT, F);
+        matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
+                        tensor_ptr(m, params, bi->w1), BT, C, 2 * F);
+    } else {
+        gelu_backward(g->du, g->da, a->u, (size_t)BT * F);
+        matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
+                        tensor_ptr(m, params, bi->w1), BT, C, F);
+    }
+    norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,
+                  tensor_ptr(m, params, bi->n2), a->n2_mean, a->n2_rstd, BT, C, c->norm);
+
+    // attention: x_mid = x_in + wo·attn(...)
+    matmul_backward(g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,
+                    tensor_ptr(m, params, bi->wo), BT, I, C);
+    attention_split_heads(g->dout, g->datt, I, 0, B, H, T, hd);
+    attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, hd,
+                       scale);
+    if (c->pos == POS_ROPE) {
+        rope_backward(g->dq, g->rope, BHT, T, hd);
+        rope_backward(g->dk, g->rope, BHT, T, hd);
+    }
+    float *dq = g->dq, *dk = g->dk;
+    if (c->qk_norm) {
+        memset(g->dq_raw, 0, (size_t)BHT * hd * sizeof(float));
+        memset(g->dk_raw, 0, (size_t)BHT * hd * sizeof(float));
+        norm_backward(g->dq_raw, tensor_ptr_mut(m, grads, bi->q_norm), g->dq, a->q_raw,
+                      tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, hd,
+                      c->norm);
+        norm_backward(g->dk_raw, tensor_ptr_mut(m, grads, bi->k_norm), g->dk, a->k_raw,
+                      tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, hd,
+                      c->norm);
+        dq = g->dq_raw;
+        dk = g->dk_raw;
+    }
+    attention_merge_heads(g->dqkv, dq, 3 * I, 0, B, H, T, hd);
+    attention_merge_heads(g->dqkv, dk, 3 * I, I, B, H, T, hd);
+    attention_merge_heads(g->dqkv, g->dv, 3 * I, 2 * I, B, H, T, hd);
+    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->wq), g->dqkv, a->n1,
+                    tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
+    norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n1), g->dn, a->x_in,
+                  tensor_ptr(m, params, bi->n1), a->n1_mean, a->n1_rstd, BT, C, c->norm);
+}
+
+void model_backward(struct model *m, const float *params, float *grads, const int *tokens, int B,
+                    model_grads_ready_fn ready, void *ready_ctx)
+{
+    const struct model_config *c = &m->cfg;
+    struct model_acts *a = &m->acts;
+    int BT = B * c->seq_len;
+    ASSERT(B >= 1 && B <= m->max_batch);
+
+    // logits = head·nf(x_final)
+    matmul_backward(a->dn, tensor_ptr_mut(m, grads, m->head), a->logits, a->nf,
+                    tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
+    memset(a->dx, 0, (size_t)BT * c->dim * sizeof(float));
+    norm_backward(a->dx, tensor_ptr_mut(m, grads, m->final_norm), a->dn, a->x_final,
+                  tensor_ptr(m, params, m->final_norm), a->nf_mean, a->nf_rstd, BT, c->dim,
+                  c->norm);
+    if (ready)
+        ready(ready_ctx, m->final_norm);
+    for (int l = c->layers - 1; l >= 0; l--) {
+        block_backward(m, params, grads, l, B);
+        if (ready)
+            ready(ready_ctx, m->blocks[l].n1);
+    }
+    embed_backward(tensor_ptr_mut(m, grads, m->tok_embed),
+                   m->pos_embed >= 0 ? tensor_ptr_mut(m, grads, m->pos_embed) : NULL, a->dx,
+                   tokens, B, c->seq_len, c->dim);
+    if (ready)
+        ready(ready_ctx, 0);
+}
+
+double model_forward_flops(const struct model_config *c, int B)
+{
+    double BT = (double)B * c->seq_len, C = c->dim, T = c->seq_len;
+    double I = (double)c->heads * c->head_dim, F = (double)c->mlp_ratio * c->dim;
+    double up = c->mlp == MLP_SWIGLU ? 2 * F : F;
+    double per_block = 2 * BT * C * 3 * I    // qkv
+                       + 2 * BT * T * I * 2  // scores and p·v (full square, as computed)
+                       + 2 * BT * I * C      // wo
+                       + 2 * BT * C * up     // w1 (| w3)
+                       + 2 * BT * F * C;     // w2
+    return c->layers * per_block + 2 * BT * C * c->vocab;
+}

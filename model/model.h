@@ -1,0 +1,116 @@
+// provides: struct model_config, struct model — the dense decoder-only transformer assembled from
+//           the layers in this folder, its tensor table, activation arena and weight init.
+//
+// Pre-LN blocks, no biases, untied embedding and head (reference/papers.md §1.1):
+//   x0 = tok_embed[tokens] (+ pos_embed[t])
+//   x  = x + wo·attn(qk_norm?(wq·n1(x)), qk_norm?(wk·n1(x)), wv·n1(x))     (RoPE on q, k)
+//   x  = x + w2·act(w1·n2(x) [, w3·n2(x)])
+//   logits = head·nf(x)
+// What it is not: the loss (losses/), the optimizer (optim/) or any communication (dist/).
+#ifndef CANARY_MODEL_MODEL_H
+#define CANARY_MODEL_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/mlp.h"
+#include "model/norm.h"
+#include "model/tensors.h"
+
+enum pos_kind { POS_ROPE = 0, POS_LEARNED = 1 };
+
+struct model_config {
+    int dim;       // residual width C
+    int layers;    // blocks L
+    int heads;     // attention heads H
+    int head_dim;  // d_h; 0 in a config file means dim / heads (resolved before model_init)
+    int seq_len;   // context T
+    int vocab;     // V
+    int mlp_ratio; // F = mlp_ratio · dim (for SwiGLU too)
+    enum norm_kind norm;
+    int qk_norm; // per-head norm of q and k, one d_h gain shared by the heads
+    enum pos_kind pos;
+    enum mlp_kind mlp;
+};
+
+// Activations of one block for a micro-batch of B sequences, kept for backward.
+struct block_acts {
+    float *x_in;                  // [B·T, C] block input (residual stream)
+    float *n1, *n1_mean, *n1_rstd; // [B·T, C], [B·T], [B·T]
+    float *qkv;                   // [B·T, 3·I] projections, I = H·d_h
+    float *q_raw, *k_raw;         // [B, H, T, d_h] before qk-norm
+    float *qn_mean, *qn_rstd, *kn_mean, *kn_rstd; // [B·H·T] qk-norm statistics
+    float *q, *k, *v;             // [B, H, T, d_h] as attended (after qk-norm and RoPE)
+    float *p;                     // [B, H, T, T] attention probabilities
+    float *o;                     // [B, H, T, d_h] attention output per head
+    float *att;                   // [B·T, I] heads merged
+    float *x_mid;                 // [B·T, C] residual after attention
+    float *n2, *n2_mean, *n2_rstd; // [B·T, C], [B·T], [B·T]
+    float *u;                     // [B·T, F] (GELU) or [B·T, 2F] (SwiGLU: gate | up)
+    float *a;                     // [B·T, F] activation
+};
+
+// The activation arena: every buffer forward and backward need, carved from one allocation
+// sized at init for the largest micro-batch. Nothing is allocated during a step.
+struct model_acts {
+    float *base;
+    size_t floats;
+    struct block_acts *blocks; // [L]
+    float *x_final, *nf, *nf_mean, *nf_rstd; // [B·T, C], [B·T, C], [B·T], [B·T]
+    float *logits;                           // [B·T, V]; the loss overwrites it with dlogits
+    float *rope;                             // [T, d_h/2, 2]
+    // backward scratch, shared by the layers (only one is in backward at a time)
+    float *dx, *dn;                 // [B·T, C] residual gradient, norm-output gradient
+    float *dqkv;                    // [B·T, 3·I]
+    float *datt;                    // [B·T, I]
+    float *dq, *dk, *dv, *dout;     // [B, H, T, d_h]
+    float *dq_raw, *dk_raw;         // [B, H, T, d_h]
+    float *dp;                      // [B, H, T, T]
+    float *du, *da;                 // [B·T, 2F], [B·T, F]
+};
+
+// Table indices of one block's tensors (wk, wv follow wq; w3 follows w1 for SwiGLU).
+struct block_index {
+    int n1, wq, q_norm, k_norm, wo, n2, w1, w2;
+};
+
+struct model {
+    struct model_config cfg;
+    int inner;     // I = H · d_h
+    int ffn;       // F
+    int max_batch; // B the arena holds
+    struct tensor_table table;
+    int tok_embed, pos_embed, final_norm, head; // table indices (pos_embed −1 for RoPE)
+    struct block_index *blocks;                 // [L]
+    struct model_acts acts;
+};
+
+// Called during backward when the gradients of tensors [first, table.n) are final, so the caller
+// can start reducing them. May be NULL.
+typedef void (*model_grads_ready_fn)(void *ctx, int first_tensor);
+
+// Builds the tensor table and the activation arena for micro-batches of up to max_batch
+// sequences. The config must be validated (launch/config.c). Aborts on allocation failure.
+void model_init(struct model *m, const struct model_config *cfg, int max_batch);
+void model_free(struct model *m);
+
+// Bytes the arena holds (for the memory estimate and the benchmark's accounting).
+size_t model_acts_bytes(const struct model_config *cfg, int max_batch);
+
+// Wortsman et al. init, a pure function of (seed, tensor name): embeddings N(0, 1/sqrt(C)),
+// matrices and head truncated normal (±2σ) with std 1/sqrt(fan_in), gains 1.
+void model_params_init(const struct model *m, float *params, uint64_t seed);
+
+// Forward for B ≤ max_batch sequences of T tokens (tokens[B, T], already < vocab); leaves the
+// logits in m->acts.logits [B·T, V] and keeps what backward needs.
+void model_forward(struct model *m, const float *params, const int *tokens, int B);
+
+// Backward from dlogits (in m->acts.logits, written by the loss) after model_forward with the
+// same tokens and B. ACCUMULATES into grads. Calls ready() as tail ranges become final.
+void model_backward(struct model *m, const float *params, float *grads, const int *tokens, int B,
+                    model_grads_ready_fn ready, void *ready_ctx);
+
+// Matmul FLOPs of one forward over B sequences (backward is 2× this).
+double model_forward_flops(const struct model_config *cfg, int B);
+
+#endif

@@ -1,0 +1,31 @@
+// provides: struct adamw — AdamW state and its update computation.
+//
+// Δ = m̂ / (sqrt(v̂) + ε) with bias-corrected moments. Weight decay λ on the tensors whose kind
+// decays (every 2-D tensor, not gains), in one of two forms (reference/papers.md §1.5), with
+// s_t = lr_t / η the schedule factor:
+//   independent: θ ← θ − (lr_t·Δ + s_t·λ·θ)
+//   coupled:     θ ← θ − lr_t·(Δ + λ·θ)
+#ifndef CANARY_OPTIM_ADAMW_H
+#define CANARY_OPTIM_ADAMW_H
+
+#include <stddef.h>
+
+#include "model/tensors.h"
+#include "optim/optim.h"
+
+struct adamw {
+    float *m, *v; // [table.total] first and second moments, owned
+    size_t n;
+    long t; // updates taken so far (bias correction uses t + 1 for the next)
+};
+
+void adamw_init(struct adamw *a, size_t n);
+void adamw_free(struct adamw *a);
+
+// Advances the moments with grads and writes update[] (to be subtracted from params) for the
+// learning rate lr_t of this step. Does not modify params.
+void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,
+                          const struct tensor_table *tt, const struct optim_config *oc,
+                          double lr_t);
+
+#endif

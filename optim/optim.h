@@ -1,0 +1,45 @@
+// provides: struct optim_config, gradient norms and clipping, update apply.
+//
+// The optimizer step is two calls, kept apart so probes can read the update before it lands
+// (DESIGN.md §3): *_update_compute writes update[] = the amount to subtract from each parameter,
+// then optim_update_apply subtracts it. No MPI here: gradients arrive already averaged.
+#ifndef CANARY_OPTIM_OPTIM_H
+#define CANARY_OPTIM_OPTIM_H
+
+#include <stddef.h>
+
+#include "model/tensors.h"
+
+enum optim_name { OPTIM_ADAMW = 0 };
+enum wd_mode { WD_INDEPENDENT = 0, WD_COUPLED = 1 };
+enum schedule_kind { SCHEDULE_COSINE = 0, SCHEDULE_LINEAR = 1, SCHEDULE_CONSTANT = 2 };
+
+struct optim_config {
+    enum optim_name name;
+    double lr;     // peak learning rate η
+    double min_lr; // floor of the cosine / linear decay
+    double beta1, beta2, eps;
+    double weight_decay; // λ
+    enum wd_mode wd_mode;
+    double clip; // global-norm clip threshold; 0 disables
+    enum schedule_kind schedule;
+    int warmup_steps;
+    double z_loss; // output z-loss coefficient
+};
+
+// Per-tensor Σ g² into sumsq[table.n] (double), each tensor summed in a fixed order; returns the
+// global L2 norm. Thread-count independent.
+double optim_grad_norm(double *sumsq, const float *grads, const struct tensor_table *tt);
+
+// Scales grads so that their global norm is at most clip (no-op when clip ≤ 0 or norm ≤ clip).
+// Returns the factor applied (1 when not clipped).
+double optim_clip(float *grads, size_t n, double norm, double clip);
+
+// params[i] −= update[i].
+void optim_update_apply(float *params, const float *update, size_t n);
+
+// Learning rate at step (0-based) of total_steps: linear warmup to η over warmup_steps
+// (lr·(step+1)/warmup), then cosine or linear decay to min_lr, or constant.
+double schedule_lr(const struct optim_config *oc, long step, long total_steps);
+
+#endif

@@ -1,0 +1,495 @@
+"""Independent PyTorch reference of canary's dense transformer.
+
+This module re-implements, in plain PyTorch, exactly the model, loss, learning
+rate schedule, gradient clipping and AdamW update that the C trainer uses.
+It is used in two ways:
+
+  * tests/gen_reference.py runs it in float64 ("plain" mode: every operation
+    written out explicitly) to produce the golden fixtures the C code is
+    checked against;
+  * bench/torch_bench.py runs it in float32 ("fast" mode: fused PyTorch
+    kernels such as F.layer_norm and scaled_dot_product_attention) as the
+    PyTorch baseline for the throughput benchmark.
+
+Both modes compute the same mathematical function; gen_reference.py checks
+that they agree in float64.
+
+Conventions (must match the C side bit-for-bit in meaning):
+  * weights are row-major [out, in] like torch.nn.Linear; no biases anywhere;
+  * pre-LN blocks, norm eps 1e-6 inside the square root, gains but no bias;
+  * optional per-head q/k norm (same norm type, one gain of size head_dim);
+  * RoPE theta 1e4 on INTERLEAVED pairs (2j, 2j+1), applied after q/k norm;
+  * causal softmax attention with scale 1/sqrt(head_dim);
+  * gelu is the tanh approximation; swiglu is w2(silu(w1 x) * (w3 x));
+  * loss = mean(logZ - logit[y]) + z_loss * mean(logZ^2).
+"""
+
+import configparser
+import math
+
+import torch
+import torch.nn.functional as F
+
+NORM_EPS = 1e-6
+ROPE_THETA = 1e4
+# Standard deviation of a unit normal truncated to [-2, 2].
+TRUNC_STD = 0.87962566103423978
+
+# ---------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------
+
+# Every key the reference understands, with a default. The type of the
+# default decides how a value read from an INI file is parsed.
+DEFAULTS = {
+    "model": {
+        "dim": 64,
+        "layers": 2,
+        "heads": 4,
+        "head_dim": 0,  # 0 -> dim / heads
+        "seq_len": 64,
+        "vocab": 256,
+        "norm": "layernorm",  # layernorm | rmsnorm
+        "qk_norm": False,
+        "pos": "rope",  # rope | learned
+        "mlp": "gelu",  # gelu | swiglu
+        "mlp_ratio": 4,
+    },
+    "optim": {
+        "name": "adamw",
+        "lr": 3e-4,
+        "min_lr": 0.0,
+        "beta1": 0.9,
+        "beta2": 0.95,
+        "eps": 1e-8,
+        "weight_decay": 0.1,
+        "wd_mode": "independent",  # independent | coupled
+        "clip": 1.0,
+        "schedule": "cosine",  # cosine | linear | constant
+        "warmup_steps": 0,
+        "z_loss": 1e-4,
+    },
+    "train": {
+        "steps": 100,
+        "batch_size": 8,
+        "seed": 1,
+    },
+}
+
+_CHOICES = {
+    ("model", "norm"): ("layernorm", "rmsnorm"),
+    ("model", "pos"): ("rope", "learned"),
+    ("model", "mlp"): ("gelu", "swiglu"),
+    ("optim", "wd_mode"): ("independent", "coupled"),
+    ("optim", "schedule"): ("cosine", "linear", "constant"),
+}
+
+
+def _parse_value(default, text):
+    """Parse an INI string into the type of the default value."""
+    text = text.strip()
+    if isinstance(default, bool):
+        low = text.lower()
+        if low in ("true", "1", "yes", "on"):
+            return True
+        if low in ("false", "0", "no", "off"):
+            return False
+        raise ValueError("not a boolean: %r" % text)
+    if isinstance(default, int):
+        return int(text)
+    if isinstance(default, float):
+        return float(text)
+    return text
+
+
+def default_config():
+    """A fresh copy of the default configuration (dict of section dicts)."""
+    return {sec: dict(keys) for sec, keys in DEFAULTS.items()}
+
+
+def set_value(cfg, dotted, text):
+    """Apply one 'section.key=value' style override (value given as text)."""
+    sec, key = dotted.split(".", 1)
+    if sec not in DEFAULTS or key not in DEFAULTS[sec]:
+        raise KeyError("unknown config key %s.%s" % (sec, key))
+    cfg[sec][key] = _parse_value(DEFAULTS[sec][key], text)
+
+
+def load_config(path=None, overrides=()):
+    """Read an INI file (unknown sections/keys are ignored, missing keys take
+    the defaults above) and apply 'section.key=value' overrides."""
+    cfg = default_config()
+    if path is not None:
+        ini = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
+        with open(path) as fh:
+            ini.read_file(fh)
+        for sec in DEFAULTS:
+            if not ini.has_section(sec):
+                continue
+            for key, text in ini.items(sec):
+                if key in DEFAULTS[sec]:
+                    cfg[sec][key] = _parse_value(DEFAULTS[sec][key], text)
+    for item in overrides:
+        dotted, text = item.split("=", 1)
+        set_value(cfg, dotted.strip(), text)
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg):
+    for (sec, key), allowed in _CHOICES.items():
+        if cfg[sec][key] not in allowed:
+            raise ValueError("%s.%s must be one of %s" % (sec, key, allowed))
+    m = cfg["model"]
+    if m["head_dim"] == 0 and m["dim"] % m["heads"] != 0:
+        raise ValueError("dim must be divisible by heads when head_dim = 0")
+    if m["pos"] == "rope" and head_dim(cfg) % 2 != 0:
+        raise ValueError("rope needs an even head_dim")
+
+
+def config_to_ini(cfg):
+    """Render a config as INI text with all keys of all three sections."""
+    lines = []
+    for sec in ("model", "optim", "train"):
+        lines.append("[%s]" % sec)
+        for key in DEFAULTS[sec]:
+            val = cfg[sec][key]
+            if isinstance(val, bool):
+                text = "true" if val else "false"
+            elif isinstance(val, float):
+                text = repr(val)
+            else:
+                text = str(val)
+            lines.append("%s = %s" % (key, text))
+        lines.append("")
+    return "\n".join(lines)
+
+
+def head_dim(cfg):
+    m = cfg["model"]
+    return m["head_dim"] if m["head_dim"] > 0 else m["dim"] // m["heads"]
+
+
+# ---------------------------------------------------------------------------
+# Tensor table
+# ---------------------------------------------------------------------------
+
+
+def tensor_specs(cfg):
+    """Ordered list of (name, shape) in canary's tensor table order."""
+    m = cfg["model"]
+    d, V, T = m["dim"], m["vocab"], m["seq_len"]
+    hd = head_dim(cfg)
+    inner = m["heads"] * hd
+    Fdim = m["mlp_ratio"] * d
+    specs = [("tok_embed", (V, d))]
+    if m["pos"] == "learned":
+        specs.append(("pos_embed", (T, d)))
+    for i in range(m["layers"]):
+        p = "blocks.%d." % i
+        specs.append((p + "ln1.gain", (d,)))
+        specs.append((p + "attn.wq", (inner, d)))
+        specs.append((p + "attn.wk", (inner, d)))
+        specs.append((p + "attn.wv", (inner, d)))
+        if m["qk_norm"]:
+            specs.append((p + "attn.q_norm.gain", (hd,)))
+            specs.append((p + "attn.k_norm.gain", (hd,)))
+        specs.append((p + "attn.wo", (d, inner)))
+        specs.append((p + "ln2.gain", (d,)))
+        specs.append((p + "mlp.w1", (Fdim, d)))
+        if m["mlp"] == "swiglu":
+            specs.append((p + "mlp.w3", (Fdim, d)))
+        specs.append((p + "mlp.w2", (d, Fdim)))
+    specs.append(("final_norm.gain", (d,)))
+    specs.append(("head", (V, d)))
+    return specs
+
+
+def decays(name, shape):
+    """Weight decay applies to 2-D tensors only (embeddings, matrices, head)."""
+    return len(shape) == 2
+
+
+def _trunc_normal_unit(shape, generator):
+    """Unit normal truncated to [-2, 2], sampled by inverting the CDF
+    (uniform on [Phi(-2), Phi(2)] -> Phi^-1). Computed in float64."""
+    lo = 0.5 * (1.0 + math.erf(-2.0 / math.sqrt(2.0)))
+    hi = 0.5 * (1.0 + math.erf(2.0 / math.sqrt(2.0)))
+    u = torch.rand(shape, generator=generator, dtype=torch.float64)
+    p = lo + (hi - lo) * u
+    z = math.sqrt(2.0) * torch.erfinv(2.0 * p - 1.0)
+    return z.clamp_(-2.0, 2.0)
+
+
+def init_weights(cfg, generator, dtype=torch.float32):
+    """Benchmark initialisation:
+      tok_embed, pos_embed ~ N(0, 1/sqrt(d));
+      other 2-D weights ~ truncated normal (+-2 sigma) rescaled so the
+        post-truncation std is exactly 1/sqrt(fan_in), fan_in = #columns;
+      gains = 1.
+    Tensors are drawn in table order from the one generator."""
+    d = cfg["model"]["dim"]
+    params = {}
+    for name, shape in tensor_specs(cfg):
+        if name in ("tok_embed", "pos_embed"):
+            w = torch.randn(shape, generator=generator, dtype=torch.float64)
+            w = w / math.sqrt(d)
+        elif len(shape) == 2:
+            std = 1.0 / math.sqrt(shape[1])
+            w = _trunc_normal_unit(shape, generator) * (std / TRUNC_STD)
+        else:
+            w = torch.ones(shape, dtype=torch.float64)
+        params[name] = w.to(dtype)
+    return params
+
+
+# ---------------------------------------------------------------------------
+# Forward pass
+# ---------------------------------------------------------------------------
+
+_HAS_SDPA = hasattr(F, "scaled_dot_product_attention")
+
+
+def apply_norm(x, gain, kind, fast=False):
+    """Normalise over the last axis and multiply by gain (no bias).
+    layernorm: (x - mean) / sqrt(biased var + eps); rmsnorm: x / sqrt(mean(x^2) + eps)."""
+    if kind == "layernorm":
+        if fast:
+            return F.layer_norm(x, x.shape[-1:], gain, None, NORM_EPS)
+        mu = x.mean(dim=-1, keepdim=True)
+        xc = x - mu
+        var = (xc * xc).mean(dim=-1, keepdim=True)
+        return xc / torch.sqrt(var + NORM_EPS) * gain
+    if fast:
+        return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + NORM_EPS) * gain
+    ms = (x * x).mean(dim=-1, keepdim=True)
+    return x / torch.sqrt(ms + NORM_EPS) * gain
+
+
+def rope_tables(T, hd, dtype, device=None):
+    """cos/sin of angle t * theta^(-2j/hd) for t < T, j < hd/2, shape [T, hd/2].
+    Computed in float64 then cast."""
+    j = torch.arange(hd // 2, dtype=torch.float64)
+    inv_freq = ROPE_THETA ** (-2.0 * j / hd)
+    t = torch.arange(T, dtype=torch.float64)
+    ang = t[:, None] * inv_freq[None, :]
+    return ang.cos().to(dtype=dtype, device=device), ang.sin().to(dtype=dtype, device=device)
+
+
+def apply_rope(x, cos, sin):
+    """x: [B, T, H, D]. Rotate interleaved pairs (x[2j], x[2j+1]):
+    (x0, x1) -> (x0 cos - x1 sin, x0 sin + x1 cos)."""
+    x0 = x[..., 0::2]
+    x1 = x[..., 1::2]
+    c = cos[:, None, :]  # [T, 1, D/2], broadcast over batch and heads
+    s = sin[:, None, :]
+    r0 = x0 * c - x1 * s
+    r1 = x0 * s + x1 * c
+    return torch.stack((r0, r1), dim=-1).flatten(-2)
+
+
+_MASKS = {}
+
+
+def _causal_mask(T, device):
+    """Boolean [T, T] mask, True above the diagonal (future positions); cached."""
+    key = (T, str(device))
+    if key not in _MASKS:
+        _MASKS[key] = torch.ones(T, T, dtype=torch.bool, device=device).triu(1)
+    return _MASKS[key]
+
+
+def apply_rope_complex(x, cos, sin):
+    """Same rotation as apply_rope, written the usual PyTorch way: view each
+    interleaved pair (x[2j], x[2j+1]) as the complex number x[2j] + i x[2j+1]
+    and multiply by exp(i * angle). Used in fast mode."""
+    xc = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))
+    rot = torch.complex(cos, sin)[:, None, :]  # [T, 1, D/2]
+    return torch.view_as_real(xc * rot).flatten(-2)
+
+
+def attention(cfg, p, prefix, h, rope, fast):
+    m = cfg["model"]
+    B, T, _ = h.shape
+    H, hd = m["heads"], head_dim(cfg)
+    q = F.linear(h, p[prefix + "wq"]).view(B, T, H, hd)
+    k = F.linear(h, p[prefix + "wk"]).view(B, T, H, hd)
+    v = F.linear(h, p[prefix + "wv"]).view(B, T, H, hd)
+    if m["qk_norm"]:
+        q = apply_norm(q, p[prefix + "q_norm.gain"], m["norm"], fast)
+        k = apply_norm(k, p[prefix + "k_norm.gain"], m["norm"], fast)
+    if rope is not None:
+        rot = apply_rope_complex if fast else apply_rope
+        q = rot(q, *rope)
+        k = rot(k, *rope)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    if fast and _HAS_SDPA:
+        o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    else:
+        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
+        mask = _causal_mask(T, h.device)
+        scores = scores.masked_fill(mask, float("-inf"))
+        o = torch.softmax(scores, dim=-1) @ v
+    o = o.transpose(1, 2).reshape(B, T, H * hd)
+    return F.linear(o, p[prefix + "wo"])
+
+
+def gelu_tanh(u):
+    return 0.5 * u * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u * u * u)))
+
+
+def mlp(cfg, p, prefix, h, fast):
+    a = F.linear(h, p[prefix + "w1"])
+    if cfg["model"]["mlp"] == "gelu":
+        a = F.gelu(a, approximate="tanh") if fast else gelu_tanh(a)
+    else:
+        b = F.linear(h, p[prefix + "w3"])
+        a = (F.silu(a) if fast else a * torch.sigmoid(a)) * b
+    return F.linear(a, p[prefix + "w2"])
+
+
+def forward(cfg, params, x, fast=False):
+    """Logits [B, T, V] for integer tokens x [B, T].
+    fast=False: every op written out (fixture mode); fast=True: fused kernels."""
+    m = cfg["model"]
+    T = x.shape[1]
+    h = F.embedding(x, params["tok_embed"])
+    if m["pos"] == "learned":
+        h = h + params["pos_embed"][:T]
+        rope = None
+    else:
+        rope = rope_tables(T, head_dim(cfg), h.dtype, h.device)
+    for i in range(m["layers"]):
+        pre = "blocks.%d." % i
+        a = apply_norm(h, params[pre + "ln1.gain"], m["norm"], fast)
+        h = h + attention(cfg, params, pre + "attn.", a, rope, fast)
+        a = apply_norm(h, params[pre + "ln2.gain"], m["norm"], fast)
+        h = h + mlp(cfg, params, pre + "mlp.", a, fast)
+    h = apply_norm(h, params["final_norm.gain"], m["norm"], fast)
+    return F.linear(h, params["head"])
+
+
+def loss_parts(cfg, logits, y):
+    """(total, ce, z) with logZ = logsumexp(logits) per token,
+    ce = mean(logZ - logit[y]), z = z_loss * mean(logZ^2), total = ce + z."""
+    logz = torch.logsumexp(logits, dim=-1)
+    tgt = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    ce = (logz - tgt).mean()
+    z = cfg["optim"]["z_loss"] * (logz * logz).mean()
+    return ce + z, ce, z
+
+
+# ---------------------------------------------------------------------------
+# Schedule, clipping, AdamW
+# ---------------------------------------------------------------------------
+
+
+def lr_at(cfg, t):
+    """Learning rate for 0-based step t (linear warmup, then the schedule)."""
+    o = cfg["optim"]
+    eta, lo, W = o["lr"], o["min_lr"], o["warmup_steps"]
+    if t < W:
+        return eta * (t + 1) / W
+    p = (t - W) / max(1, cfg["train"]["steps"] - W)
+    if o["schedule"] == "cosine":
+        return lo + (eta - lo) * 0.5 * (1.0 + math.cos(math.pi * p))
+    if o["schedule"] == "linear":
+        return eta + (lo - eta) * p
+    return eta
+
+
+def global_grad_norm(grads):
+    """sqrt of the sum of squares of every gradient entry (in grad dtype)."""
+    sq = torch.zeros((), dtype=grads[0].dtype)
+    for g in grads:
+        sq = sq + (g * g).sum()
+    return sq.sqrt()
+
+
+def clip_grads(grads, clip):
+    """Scale all gradients in place by clip/norm when norm > clip > 0.
+    Returns (norm before clipping as float, whether clipping happened)."""
+    norm = float(global_grad_norm(grads))
+    if clip > 0 and norm > clip:
+        scale = clip / norm
+        for g in grads:
+            g.mul_(scale)
+        return norm, True
+    return norm, False
+
+
+class AdamW:
+    """Hand-written AdamW with canary's two weight-decay modes.
+
+    Per element with n = t + 1:
+      m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2
+      delta = (m / (1-b1^n)) / (sqrt(v / (1-b2^n)) + eps)
+    2-D tensors, independent: theta -= lr_t*delta + s_t*wd*theta  (s_t = lr_t/lr)
+    2-D tensors, coupled:     theta -= lr_t*(delta + wd*theta)
+    other tensors:            theta -= lr_t*delta
+    The decay term always uses theta from before the update.
+    """
+
+    def __init__(self, cfg, names, params):
+        o = cfg["optim"]
+        self.cfg = cfg
+        self.names = list(names)
+        self.b1, self.b2, self.eps = o["beta1"], o["beta2"], o["eps"]
+        self.wd, self.mode, self.peak = o["weight_decay"], o["wd_mode"], o["lr"]
+        self.m = [torch.zeros_like(params[n]) for n in self.names]
+        self.v = [torch.zeros_like(params[n]) for n in self.names]
+        self.decay = [decays(n, params[n].shape) for n in self.names]
+
+    @torch.no_grad()
+    def step(self, params, grads, t):
+        """Update params (dict, in place) from grads (list in self.names order)
+        for 0-based step t. Returns lr_t."""
+        lr = lr_at(self.cfg, t)
+        s = lr / self.peak if self.peak != 0 else 0.0
+        n = t + 1
+        bc1 = 1.0 - self.b1 ** n
+        bc2 = 1.0 - self.b2 ** n
+        for name, g, m, v, dec in zip(self.names, grads, self.m, self.v, self.decay):
+            w = params[name]
+            m.mul_(self.b1).add_(g, alpha=1.0 - self.b1)
+            v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            # Decay first (uses the pre-update theta; delta does not depend on theta).
+            if dec and self.wd != 0.0:
+                factor = s * self.wd if self.mode == "independent" else lr * self.wd
+                w.mul_(1.0 - factor)
+            denom = (v / bc2).sqrt_().add_(self.eps)
+            w.addcdiv_(m, denom, value=-lr / bc1)
+        return lr
+
+
+# ---------------------------------------------------------------------------
+# One training step
+# ---------------------------------------------------------------------------
+
+
+def make_leaf_params(params, dtype=None):
+    """Copies of the weights as leaf tensors that require grad."""
+    out = {}
+    for k, w in params.items():
+        w = w.detach().clone()
+        if dtype is not None:
+            w = w.to(dtype)
+        out[k] = w.requires_grad_(True)
+    return out
+
+
+def loss_and_grads(cfg, params, names, x, y, fast=False):
+    """Forward + backward. Returns ((total, ce, z) detached, grads list)."""
+    logits = forward(cfg, params, x, fast)
+    total, ce, z = loss_parts(cfg, logits, y)
+    grads = torch.autograd.grad(total, [params[n] for n in names])
+    return (total.detach(), ce.detach(), z.detach()), list(grads)
+
+
+def train_step(cfg, params, names, opt, x, y, t, fast=False):
+    """Forward, backward, clip, AdamW for 0-based step t.
+    Returns dict with the loss (before the update), grad norm, clipped flag, lr."""
+    (total, ce, z), grads = loss_and_grads(cfg, params, names, x, y, fast)
+    norm, clipped = clip_grads(grads, cfg["optim"]["clip"])
+    lr = opt.step(params, grads, t)
+    return {"loss": total, "ce": ce, "z": z, "grad_norm": norm, "clipped": clipped, "lr": lr}
