@@ -1,0 +1,141 @@
+// The whole model against the independent PyTorch reference (tests/torch_model.py, fixtures
+// written by tests/gen_reference.py): logits, loss parts, every gradient, and three full training
+// steps through train_step (clip, schedule, AdamW in both weight-decay modes). Relative error
+// ≤ 1e-4, normalised per tensor by its largest magnitude.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/config.h"
+#include "launch/train.h"
+#include "tests/testing.h"
+
+#define TOL 1e-4
+
+static void check_scalar(const char *what, double got, const struct fixture_record *want)
+{
+    assert_non_null(want);
+    double err = fabs(got - want->data[0]) / fmax(fabs(want->data[0]), 1e-6);
+    if (!(err <= TOL))
+        fail_msg("%s: got %.9g want %.9g (rel err %.2e)", what, got, want->data[0], err);
+}
+
+static void run_case(const char *name)
+{
+    char path[1024], err[1024], rec[200];
+    struct fixture fx;
+    struct config cfg;
+    struct run run;
+    struct dist_ctx solo = {0, 1, NULL, 0}; // one rank: train_step never touches MPI then
+    snprintf(path, sizeof(path), "%s/tests/fixtures/%s/config.ini", CANARY_SOURCE_DIR, name);
+    config_defaults(&cfg);
+    if (config_load_file(&cfg, path, err, sizeof(err)) != 0 ||
+        config_validate(&cfg, 1, 0, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
+    snprintf(path, sizeof(path), "%s/tests/fixtures/%s/fixture.bin", CANARY_SOURCE_DIR, name);
+    assert_int_equal(fixture_load(&fx, path), 0);
+    assert_int_equal(run_init(&run, &cfg, &solo, 1, err, sizeof(err)), 0);
+
+    const struct tensor_table *tt = &run.model.table;
+    int B = cfg.train.batch_size, T = cfg.model.seq_len, V = cfg.model.vocab;
+    // weights by name; every param record must map to a tensor of the same size and vice versa
+    int nparam_records = 0;
+    for (int i = 0; i < fx.n; i++)
+        nparam_records += strncmp(fx.rec[i].name, "param/", 6) == 0;
+    assert_int_equal(nparam_records, tt->n);
+    for (int i = 0; i < tt->n; i++) {
+        snprintf(rec, sizeof(rec), "param/%s", tt->t[i].name);
+        const struct fixture_record *r = fixture_find(&fx, rec);
+        if (!r || r->count != tt->t[i].size)
+            fail_msg("%s: fixture has no record '%s' of %zu values", name, rec, tt->t[i].size);
+        memcpy(run.params + tt->t[i].offset, r->data, r->count * sizeof(float));
+    }
+    const struct fixture_record *tok = fixture_find(&fx, "tokens");
+    assert_non_null(tok);
+    assert_int_equal((int)tok->count, B * (T + 1));
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            run.inputs[b * T + t] = (int)tok->data[b * (T + 1) + t];
+            run.targets[b * T + t] = (int)tok->data[b * (T + 1) + t + 1];
+        }
+
+    // forward, loss, backward at the initial weights
+    struct loss_parts lp;
+    model_forward(&run.model, run.params, run.inputs, B);
+    const struct fixture_record *logits = fixture_find(&fx, "logits");
+    assert_non_null(logits);
+    expect_close("logits", run.model.acts.logits, logits->data, (size_t)B * T * V, TOL);
+    xent_forward_backward(&lp, run.model.acts.logits, NULL, run.targets, B * T, V,
+                          (float)cfg.optim.z_loss, 1.0f);
+    check_scalar("loss/total", lp.total, fixture_find(&fx, "loss/total"));
+    check_scalar("loss/ce", lp.ce, fixture_find(&fx, "loss/ce"));
+    check_scalar("loss/z", lp.z, fixture_find(&fx, "loss/z"));
+    memset(run.grads, 0, tt->total * sizeof(float));
+    model_backward(&run.model, run.params, run.grads, run.inputs, B, NULL, NULL);
+    int bad = 0;
+    for (int i = 0; i < tt->n; i++) {
+        snprintf(rec, sizeof(rec), "grad/%s", tt->t[i].name);
+        const struct fixture_record *r = fixture_find(&fx, rec);
+        assert_non_null(r);
+        bad += !(testing_rel_err(rec, run.grads + tt->t[i].offset, r->data, r->count, 1e-30,
+                                 TOL) <= TOL);
+    }
+    if (bad)
+        fail_msg("%s: %d gradient tensors differ from the reference", name, bad);
+
+    // three training steps on the same batch
+    const struct fixture_record *steps = fixture_find(&fx, "steps/loss");
+    assert_non_null(steps);
+    for (int s = 0; s < (int)steps->count; s++) {
+        struct step_result res;
+        train_step(&run, &res);
+        assert_true(res.finite);
+        double err_s = fabs(res.loss.total - steps->data[s]) / fabs(steps->data[s]);
+        if (!(err_s <= TOL))
+            fail_msg("%s: step %d loss %.9g, reference %.9g", name, s, res.loss.total,
+                     steps->data[s]);
+    }
+    for (int i = 0; i < tt->n; i++) {
+        snprintf(rec, sizeof(rec), "final/%s", tt->t[i].name);
+        const struct fixture_record *r = fixture_find(&fx, rec);
+        assert_non_null(r);
+        bad += !(testing_rel_err(rec, run.params + tt->t[i].offset, r->data, r->count, 1e-30,
+                                 TOL) <= TOL);
+    }
+    if (bad)
+        fail_msg("%s: %d tensors differ from the reference after 3 AdamW steps", name, bad);
+    run_free(&run);
+    fixture_free(&fx);
+}
+
+static void test_reference_default(void **state)
+{
+    run_case("default");
+}
+
+static void test_reference_rms_qknorm_learned_swiglu(void **state)
+{
+    run_case("rms_qknorm_learned_swiglu");
+}
+
+static void test_reference_ln_qknorm_rope_swiglu(void **state)
+{
+    run_case("ln_qknorm_rope_swiglu");
+}
+
+static void test_reference_rms_learned_gelu_headdim(void **state)
+{
+    run_case("rms_learned_gelu_headdim");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reference_default),
+        cmocka_unit_test(test_reference_rms_qknorm_learned_swiglu),
+        cmocka_unit_test(test_reference_ln_qknorm_rope_swiglu),
+        cmocka_unit_test(test_reference_rms_learned_gelu_headdim),
+    };
+    return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
+}

@@ -1,0 +1,132 @@
+// Test helpers: closeness, finite differences, fixture reading.
+#include "tests/testing.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/rng.h"
+
+double testing_rel_err(const char *what, const float *a, const float *b, size_t n, double floor,
+                       double tol)
+{
+    double maxb = floor, maxd = 0.0;
+    size_t worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - (double)b[i]);
+        if (!(d <= maxd)) { // NaN counts as worst
+            maxd = d;
+            worst = i;
+        }
+        if (fabs((double)b[i]) > maxb)
+            maxb = fabs((double)b[i]);
+    }
+    double err = maxd / maxb;
+    if (!(err <= tol))
+        fprintf(stderr, "  %s: rel err %.3e > %.1e (worst at %zu: got %.9g want %.9g)\n", what,
+                err, tol, worst, n ? a[worst] : 0.0f, n ? b[worst] : 0.0f);
+    return err;
+}
+
+void expect_close(const char *what, const float *a, const float *b, size_t n, double tol)
+{
+    double err = testing_rel_err(what, a, b, n, 1e-30, tol);
+    if (!(err <= tol))
+        fail_msg("%s differs: rel err %.3e > %.1e", what, err, tol);
+}
+
+double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float *x,
+                        const float *analytic, size_t n, size_t max_checks, float eps)
+{
+    size_t stride = n > max_checks ? n / max_checks : 1;
+    double maxnum = 1e-3, maxd = 0.0;
+    for (size_t i = 0; i < n; i += stride) {
+        float saved = x[i];
+        x[i] = saved + eps;
+        double lp = loss(ctx);
+        x[i] = saved - eps;
+        double lm = loss(ctx);
+        x[i] = saved;
+        double num = (lp - lm) / (2.0 * (double)eps);
+        double d = fabs(num - (double)analytic[i]);
+        if (fabs(num) > maxnum)
+            maxnum = fabs(num);
+        if (!(d <= maxd))
+            maxd = d;
+    }
+    double err = maxd / maxnum;
+    fprintf(stderr, "  fd %-28s rel err %.2e\n", what, err);
+    return err;
+}
+
+void testing_fill(float *x, size_t n, uint64_t seed, float scale)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((2.0 * rng_uniform(seed, 99, i) - 1.0) * scale);
+}
+
+static int read_u32(FILE *f, uint32_t *v)
+{
+    return fread(v, sizeof(*v), 1, f) == 1 ? 0 : -1;
+}
+
+int fixture_load(struct fixture *fx, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    uint32_t magic = 0, version = 0, count = 0;
+    memset(fx, 0, sizeof(*fx));
+    if (!f) {
+        fprintf(stderr, "cannot open fixture '%s'\n", path);
+        return -1;
+    }
+    if (read_u32(f, &magic) || read_u32(f, &version) || read_u32(f, &count) ||
+        magic != 0x58464E43u || version != 1 || count > 100000) {
+        fprintf(stderr, "fixture '%s': bad header\n", path);
+        fclose(f);
+        return -1;
+    }
+    fx->rec = calloc(count, sizeof(*fx->rec));
+    fx->n = (int)count;
+    for (uint32_t i = 0; i < count; i++) {
+        struct fixture_record *r = &fx->rec[i];
+        uint32_t len = 0, ndim = 0, dim = 0;
+        if (read_u32(f, &len) || len >= sizeof(r->name) || fread(r->name, 1, len, f) != len ||
+            read_u32(f, &ndim) || ndim > 4)
+            goto bad;
+        r->ndim = (int)ndim;
+        r->count = 1;
+        for (uint32_t d = 0; d < ndim; d++) {
+            if (read_u32(f, &dim))
+                goto bad;
+            r->dims[d] = (int)dim;
+            r->count *= dim;
+        }
+        r->data = malloc(r->count * sizeof(float) + 1);
+        if (fread(r->data, sizeof(float), r->count, f) != r->count)
+            goto bad;
+    }
+    fclose(f);
+    return 0;
+bad:
+    fprintf(stderr, "fixture '%s': truncated or corrupt record\n", path);
+    fclose(f);
+    fixture_free(fx);
+    return -1;
+}
+
+void fixture_free(struct fixture *fx)
+{
+    for (int i = 0; i < fx->n; i++)
+        free(fx->rec[i].data);
+    free(fx->rec);
+    memset(fx, 0, sizeof(*fx));
+}
+
+const struct fixture_record *fixture_find(const struct fixture *fx, const char *name)
+{
+    for (int i = 0; i < fx->n; i++)
+        if (strcmp(fx->rec[i].name, name) == 0)
+            return &fx->rec[i];
+    return NULL;
+}

@@ -1,0 +1,52 @@
+// provides: helpers shared by the cmocka tests — closeness checks that report the worst element,
+//           finite-difference gradient checks, and the reference-fixture reader.
+// Tests include <cmocka.h> after the standard headers it needs; this header does that.
+#ifndef CANARY_TESTS_TESTING_H
+#define CANARY_TESTS_TESTING_H
+
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+// Normalised error max|a − b| / max(max|b|, floor). Prints what, the error and the worst index
+// when it exceeds tol, and returns the error.
+double testing_rel_err(const char *what, const float *a, const float *b, size_t n, double floor,
+                       double tol);
+// Fails the test when testing_rel_err exceeds tol.
+void expect_close(const char *what, const float *a, const float *b, size_t n, double tol);
+
+// Loss of the current state; the check perturbs x in place and calls it.
+typedef double (*testing_loss_fn)(void *ctx);
+
+// Central finite differences of loss w.r.t. up to max_checks entries of x (spread evenly) against
+// analytic[]; returns max|analytic − numeric| / max(max|numeric|, 1e-3) over the checked entries.
+double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float *x,
+                        const float *analytic, size_t n, size_t max_checks, float eps);
+
+// Fills x[n] with deterministic values in [-scale, scale].
+void testing_fill(float *x, size_t n, uint64_t seed, float scale);
+
+// ---- reference fixtures (tests/fixtures/<case>/fixture.bin, see its README.md) ----
+struct fixture_record {
+    char name[128];
+    int ndim;
+    int dims[4];
+    size_t count;
+    float *data;
+};
+
+struct fixture {
+    struct fixture_record *rec;
+    int n;
+};
+
+// Returns 0 or -1 (message printed).
+int fixture_load(struct fixture *f, const char *path);
+void fixture_free(struct fixture *f);
+// The record called name, or NULL.
+const struct fixture_record *fixture_find(const struct fixture *f, const char *name);
+
+#endif
