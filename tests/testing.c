@@ -50,6 +50,8 @@ double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float
         x[i] = saved;
         double num = (lp - lm) / (2.0 * (double)eps);
         double d = fabs(num - (double)analytic[i]);
+        if (getenv("CANARY_FD_VERBOSE"))
+            fprintf(stderr, "    [%zu] analytic %.6g numeric %.6g\n", i, analytic[i], num);
         if (fabs(num) > maxnum)
             maxnum = fabs(num);
         if (!(d <= maxd))

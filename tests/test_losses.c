@@ -1,0 +1,89 @@
+// losses/: fused softmax cross-entropy + z-loss — values and gradient.
+#include <math.h>
+#include <string.h>
+
+#include "losses/xent.h"
+#include "tests/testing.h"
+
+struct xent_ctx {
+    float *logits, *work;
+    int *targets;
+    int n, v;
+    float z;
+};
+
+static double xent_loss(void *p)
+{
+    struct xent_ctx *c = p;
+    struct loss_parts lp;
+    xent_forward(&lp, c->logits, c->targets, c->n, c->v, c->z);
+    return lp.total;
+}
+
+static void test_xent_gradient_matches_fd(void **state)
+{
+    enum { N = 6, V = 9 };
+    float logits[N * V], grad[N * V], logz[N];
+    int targets[N] = {0, 8, 3, 3, 5, 1};
+    struct loss_parts lp, lf;
+    struct xent_ctx c = {logits, NULL, targets, N, V, 0.05f};
+    testing_fill(logits, N * V, 30, 4.0f);
+    for (int i = 0; i < N * V; i++)
+        logits[i] += 3.0f; // log Z far from 0, so the z-loss gradient is large
+    memcpy(grad, logits, sizeof(grad));
+    xent_forward_backward(&lp, grad, logz, targets, N, V, 0.05f, 1.0f);
+    xent_forward(&lf, logits, targets, N, V, 0.05f);
+    assert_true(lp.total == lf.total && lp.ce == lf.ce && lp.z == lf.z);
+    assert_true(testing_fd_check("xent+z", xent_loss, &c, logits, grad, N * V, N * V, 1e-2f) <
+                1e-2);
+    // grad_scale multiplies the gradient only
+    float g2[N * V];
+    memcpy(g2, logits, sizeof(g2));
+    xent_forward_backward(&lp, g2, NULL, targets, N, V, 0.05f, 0.25f);
+    for (int i = 0; i < N * V; i++)
+        assert_float_equal(g2[i], 0.25f * grad[i], 1e-7);
+    assert_float_equal(lp.total, lf.total, 1e-12);
+}
+
+static void test_xent_uniform_logits_give_log_vocab(void **state)
+{
+    enum { N = 4, V = 256 };
+    static float logits[N * V];
+    int targets[N] = {0, 1, 2, 255};
+    struct loss_parts lp;
+    for (int i = 0; i < N * V; i++)
+        logits[i] = 0.0f;
+    xent_forward(&lp, logits, targets, N, V, 1e-4f);
+    assert_float_equal(lp.ce, log(256.0), 1e-6);
+    assert_float_equal(lp.z, 1e-4 * log(256.0) * log(256.0), 1e-9);
+    assert_float_equal(lp.total, lp.ce + lp.z, 1e-12);
+    // shifting all logits changes log Z (and the z-loss) but not the cross-entropy
+    for (int i = 0; i < N * V; i++)
+        logits[i] = -7.0f;
+    xent_forward(&lp, logits, targets, N, V, 0.0f);
+    assert_float_equal(lp.ce, log(256.0), 1e-5);
+    assert_float_equal(lp.z, 0.0, 0.0);
+}
+
+static void test_xent_logz_reported_per_row(void **state)
+{
+    float logits[2 * 3] = {0.0f, 0.0f, 0.0f, 1.0f, 2.0f, 3.0f};
+    int targets[2] = {0, 2};
+    float logz[2];
+    struct loss_parts lp;
+    xent_forward_backward(&lp, logits, logz, targets, 2, 3, 0.0f, 1.0f);
+    assert_float_equal(logz[0], log(3.0), 1e-6);
+    assert_float_equal(logz[1], log(exp(1.0) + exp(2.0) + exp(3.0)), 1e-5);
+    // the gradient rows sum to zero (softmax minus one-hot)
+    assert_float_equal(logits[0] + logits[1] + logits[2], 0.0f, 1e-6);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_xent_gradient_matches_fd),
+        cmocka_unit_test(test_xent_uniform_logits_give_log_vocab),
+        cmocka_unit_test(test_xent_logz_reported_per_row),
+    };
+    return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
+}

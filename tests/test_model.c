@@ -1,0 +1,465 @@
+// model/: every layer's backward against central finite differences, the whole model's gradient
+// for each variant, the tensor table and the initialisation.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "losses/xent.h"
+#include "model/attention.h"
+#include "model/embed.h"
+#include "model/matmul.h"
+#include "model/mlp.h"
+#include "model/model.h"
+#include "model/norm.h"
+#include "model/rope.h"
+#include "tests/testing.h"
+#include "util/error.h"
+
+#define FD_TOL 2e-2 // fp32 forward, eps 1e-2: truncation + rounding stay well below this
+
+// Σ out·w in double: the scalar whose gradient w.r.t. out is w.
+static double dot(const float *out, const float *w, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)out[i] * (double)w[i];
+    return s;
+}
+
+// ---- norm ----
+struct norm_ctx {
+    float *out, *mean, *rstd, *in, *gain, *w;
+    int n, c;
+    enum norm_kind kind;
+};
+
+static double norm_loss(void *p)
+{
+    struct norm_ctx *x = p;
+    norm_forward(x->out, x->mean, x->rstd, x->in, x->gain, x->n, x->c, x->kind);
+    return dot(x->out, x->w, (size_t)x->n * x->c);
+}
+
+static void check_norm(enum norm_kind kind)
+{
+    enum { N = 6, C = 20 };
+    float out[N * C], mean[N], rstd[N], in[N * C], gain[C], w[N * C], din[N * C], dgain[C];
+    struct norm_ctx x = {out, mean, rstd, in, gain, w, N, C, kind};
+    testing_fill(in, N * C, 1, 2.0f);
+    for (int i = 0; i < N * C; i++)
+        in[i] += 0.5f; // a non-zero mean, so LayerNorm's centring matters
+    testing_fill(gain, C, 2, 0.5f);
+    for (int i = 0; i < C; i++)
+        gain[i] += 1.0f;
+    testing_fill(w, N * C, 3, 1.0f);
+    norm_loss(&x);
+    memset(din, 0, sizeof(din));
+    memset(dgain, 0, sizeof(dgain));
+    norm_backward(din, dgain, w, in, gain, mean, rstd, N, C, kind);
+    assert_true(testing_fd_check("norm din", norm_loss, &x, in, din, N * C, N * C, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("norm dgain", norm_loss, &x, gain, dgain, C, C, 1e-2f) < FD_TOL);
+}
+
+static void test_norm_layernorm_backward_matches_fd(void **state)
+{
+    check_norm(NORM_LAYERNORM);
+}
+
+static void test_norm_rmsnorm_backward_matches_fd(void **state)
+{
+    check_norm(NORM_RMSNORM);
+}
+
+static void test_norm_backward_accumulates(void **state)
+{
+    enum { N = 3, C = 8 };
+    float out[N * C], mean[N], rstd[N], in[N * C], gain[C], dout[N * C];
+    float d1[N * C] = {0}, g1[C] = {0}, d2[N * C], g2[C];
+    testing_fill(in, N * C, 4, 1.0f);
+    testing_fill(dout, N * C, 5, 1.0f);
+    for (int i = 0; i < C; i++)
+        gain[i] = 1.0f;
+    norm_forward(out, mean, rstd, in, gain, N, C, NORM_LAYERNORM);
+    norm_backward(d1, g1, dout, in, gain, mean, rstd, N, C, NORM_LAYERNORM);
+    for (int i = 0; i < N * C; i++)
+        d2[i] = 1.0f;
+    for (int i = 0; i < C; i++)
+        g2[i] = 2.0f;
+    norm_backward(d2, g2, dout, in, gain, mean, rstd, N, C, NORM_LAYERNORM);
+    for (int i = 0; i < N * C; i++)
+        assert_float_equal(d2[i], d1[i] + 1.0f, 1e-6);
+    for (int i = 0; i < C; i++)
+        assert_float_equal(g2[i], g1[i] + 2.0f, 1e-6);
+}
+
+// ---- rope ----
+struct rope_ctx {
+    float *x, *y, *w, *cs;
+    int rows, T, hd;
+};
+
+static double rope_loss(void *p)
+{
+    struct rope_ctx *c = p;
+    memcpy(c->y, c->x, (size_t)c->rows * c->hd * sizeof(float));
+    rope_forward(c->y, c->cs, c->rows, c->T, c->hd);
+    return dot(c->y, c->w, (size_t)c->rows * c->hd);
+}
+
+static void test_rope_backward_matches_fd(void **state)
+{
+    enum { T = 5, HD = 8, ROWS = 2 * T };
+    float x[ROWS * HD], y[ROWS * HD], w[ROWS * HD], dx[ROWS * HD], cs[T * HD];
+    struct rope_ctx c = {x, y, w, cs, ROWS, T, HD};
+    rope_table_init(cs, T, HD);
+    testing_fill(x, ROWS * HD, 6, 1.0f);
+    testing_fill(w, ROWS * HD, 7, 1.0f);
+    memcpy(dx, w, sizeof(dx));
+    rope_backward(dx, cs, ROWS, T, HD);
+    assert_true(testing_fd_check("rope", rope_loss, &c, x, dx, ROWS * HD, ROWS * HD, 1e-2f) <
+                FD_TOL);
+    // position 0 is the identity; position 1 pair 0 rotates by exactly 1 radian
+    rope_loss(&c);
+    assert_float_equal(y[0], x[0], 1e-6);
+    assert_float_equal(y[HD], x[HD] * cosf(1.0f) - x[HD + 1] * sinf(1.0f), 1e-5);
+}
+
+// ---- attention core ----
+struct att_ctx {
+    float *q, *k, *v, *out, *p, *w;
+    int B, H, T, hd;
+};
+
+static double att_loss(void *ptr)
+{
+    struct att_ctx *a = ptr;
+    attention_forward(a->out, a->p, a->q, a->k, a->v, a->B, a->H, a->T, a->hd,
+                      1.0f / sqrtf((float)a->hd));
+    return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->hd);
+}
+
+static void test_attention_backward_matches_fd(void **state)
+{
+    enum { B = 2, H = 2, T = 5, HD = 4, N = B * H * T * HD };
+    float q[N], k[N], v[N], out[N], p[B * H * T * T], w[N];
+    float dq[N], dk[N], dv[N], dp[B * H * T * T];
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, HD};
+    testing_fill(q, N, 8, 1.5f);
+    testing_fill(k, N, 9, 1.5f);
+    testing_fill(v, N, 10, 1.0f);
+    testing_fill(w, N, 11, 1.0f);
+    att_loss(&a);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, HD, 1.0f / sqrtf((float)HD));
+    assert_true(testing_fd_check("attention dq", att_loss, &a, q, dq, N, N, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("attention dk", att_loss, &a, k, dk, N, N, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, N, N, 1e-2f) < FD_TOL);
+}
+
+static void test_attention_is_causal(void **state)
+{
+    // Changing a later key or value must not change earlier outputs.
+    enum { B = 1, H = 1, T = 6, HD = 4, N = T * HD };
+    float q[N], k[N], v[N], o1[N], o2[N], p[T * T];
+    testing_fill(q, N, 12, 1.0f);
+    testing_fill(k, N, 13, 1.0f);
+    testing_fill(v, N, 14, 1.0f);
+    attention_forward(o1, p, q, k, v, B, H, T, HD, 0.5f);
+    for (int j = 0; j < T; j++)
+        for (int i = j + 1; i < T; i++)
+            assert_true(p[j * T + i] == 0.0f);
+    k[(T - 1) * HD] += 3.0f;
+    v[(T - 1) * HD] += 3.0f;
+    attention_forward(o2, p, q, k, v, B, H, T, HD, 0.5f);
+    assert_memory_equal(o1, o2, (T - 1) * HD * sizeof(float));
+    assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
+}
+
+// ---- activations ----
+struct act_ctx {
+    float *in, *out, *w;
+    int rows, f;
+    int swiglu;
+};
+
+static double act_loss(void *p)
+{
+    struct act_ctx *a = p;
+    if (a->swiglu)
+        swiglu_forward(a->out, a->in, a->rows, a->f);
+    else
+        gelu_forward(a->out, a->in, (size_t)a->rows * a->f);
+    return dot(a->out, a->w, (size_t)a->rows * a->f);
+}
+
+static void test_mlp_gelu_backward_matches_fd(void **state)
+{
+    enum { R = 4, F = 16 };
+    float in[R * F], out[R * F], w[R * F], din[R * F];
+    struct act_ctx a = {in, out, w, R, F, 0};
+    testing_fill(in, R * F, 15, 3.0f);
+    testing_fill(w, R * F, 16, 1.0f);
+    gelu_backward(din, w, in, R * F);
+    assert_true(testing_fd_check("gelu", act_loss, &a, in, din, R * F, R * F, 1e-2f) < FD_TOL);
+    // tanh-GELU(1) = 0.841192
+    float one = 1.0f, g = 0.0f;
+    gelu_forward(&g, &one, 1);
+    assert_float_equal(g, 0.8411920f, 1e-6);
+}
+
+static void test_mlp_swiglu_backward_matches_fd(void **state)
+{
+    enum { R = 4, F = 8 };
+    float in[R * 2 * F], out[R * F], w[R * F], din[R * 2 * F];
+    struct act_ctx a = {in, out, w, R, F, 1};
+    testing_fill(in, R * 2 * F, 17, 3.0f);
+    testing_fill(w, R * F, 18, 1.0f);
+    swiglu_backward(din, w, in, R, F);
+    assert_true(testing_fd_check("swiglu", act_loss, &a, in, din, R * 2 * F, R * 2 * F, 1e-2f) <
+                FD_TOL);
+}
+
+// ---- matmul and embedding ----
+struct mm_ctx {
+    float *in, *wt, *out, *w;
+    int n, i, o;
+};
+
+static double mm_loss(void *p)
+{
+    struct mm_ctx *m = p;
+    matmul_forward(m->out, m->in, m->wt, m->n, m->i, m->o);
+    return dot(m->out, m->w, (size_t)m->n * m->o);
+}
+
+static void test_matmul_backward_matches_fd(void **state)
+{
+    enum { N = 5, I = 7, O = 3 };
+    float in[N * I], wt[O * I], out[N * O], w[N * O], din[N * I], dwt[O * I] = {0};
+    struct mm_ctx m = {in, wt, out, w, N, I, O};
+    testing_fill(in, N * I, 19, 1.0f);
+    testing_fill(wt, O * I, 20, 1.0f);
+    testing_fill(w, N * O, 21, 1.0f);
+    matmul_backward(din, dwt, w, in, wt, N, I, O);
+    assert_true(testing_fd_check("matmul din", mm_loss, &m, in, din, N * I, N * I, 1e-2f) <
+                FD_TOL);
+    assert_true(testing_fd_check("matmul dw", mm_loss, &m, wt, dwt, O * I, O * I, 1e-2f) <
+                FD_TOL);
+}
+
+struct emb_ctx {
+    float *wte, *wpe, *out, *w;
+    int *tok;
+    int B, T, C;
+};
+
+static double emb_loss(void *p)
+{
+    struct emb_ctx *e = p;
+    embed_forward(e->out, e->tok, e->wte, e->wpe, e->B, e->T, e->C);
+    return dot(e->out, e->w, (size_t)e->B * e->T * e->C);
+}
+
+static void test_embed_backward_matches_fd(void **state)
+{
+    enum { V = 5, B = 2, T = 4, C = 3 };
+    float wte[V * C], wpe[T * C], out[B * T * C], w[B * T * C];
+    float dwte[V * C] = {0}, dwpe[T * C] = {0};
+    int tok[B * T] = {1, 3, 3, 0, 4, 1, 1, 1}; // repeats exercise the scatter-add
+    struct emb_ctx e = {wte, wpe, out, w, tok, B, T, C};
+    testing_fill(wte, V * C, 22, 1.0f);
+    testing_fill(wpe, T * C, 23, 1.0f);
+    testing_fill(w, B * T * C, 24, 1.0f);
+    embed_backward(dwte, dwpe, w, tok, B, T, C);
+    assert_true(testing_fd_check("embed wte", emb_loss, &e, wte, dwte, V * C, V * C, 1e-2f) <
+                FD_TOL);
+    assert_true(testing_fd_check("embed wpe", emb_loss, &e, wpe, dwpe, T * C, T * C, 1e-2f) <
+                FD_TOL);
+    for (int c = 0; c < C; c++)
+        assert_float_equal(dwte[2 * C + c], 0.0f, 0.0); // token 2 never appears
+}
+
+// ---- whole model ----
+struct model_ctx {
+    struct model *m;
+    float *params;
+    int *in, *tg;
+    int B;
+};
+
+static double model_loss(void *p)
+{
+    struct model_ctx *c = p;
+    struct loss_parts lp;
+    model_forward(c->m, c->params, c->in, c->B);
+    xent_forward(&lp, c->m->acts.logits, c->tg, c->B * c->m->cfg.seq_len, c->m->cfg.vocab, 1e-2f);
+    return lp.total;
+}
+
+static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
+{
+    struct model_config cfg = {8, 2, 2, 4, 4, 11, 2, norm, qk, pos, mlp};
+    struct model m;
+    int B = 2, n_tok = B * cfg.seq_len;
+    int in[8], tg[8];
+    model_init(&m, &cfg, B);
+    float *params = xcalloc(m.table.total, sizeof(float));
+    float *grads = xcalloc(m.table.total, sizeof(float));
+    model_params_init(&m, params, 5);
+    // perturb gains away from 1 so their gradients are generic
+    for (int i = 0; i < m.table.n; i++)
+        if (m.table.t[i].kind == TENSOR_GAIN)
+            for (size_t j = 0; j < m.table.t[i].size; j++)
+                params[m.table.t[i].offset + j] += 0.1f * ((float)(j % 5) - 2.0f);
+    for (int i = 0; i < n_tok; i++) {
+        in[i] = (i * 7 + 3) % cfg.vocab;
+        tg[i] = (i * 5 + 1) % cfg.vocab;
+    }
+    struct model_ctx c = {&m, params, in, tg, B};
+    struct loss_parts lp;
+    model_forward(&m, params, in, B);
+    xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg.vocab, 1e-2f, 1.0f);
+    model_backward(&m, params, grads, in, B, NULL, NULL);
+    for (int i = 0; i < m.table.n; i++) {
+        const struct tensor *t = &m.table.t[i];
+        double err = testing_fd_check(t->name, model_loss, &c, params + t->offset,
+                                      grads + t->offset, t->size, 24, 1e-2f);
+        if (!(err < FD_TOL))
+            fail_msg("model gradient of %s off by %.2e", t->name, err);
+    }
+    free(params);
+    free(grads);
+    model_free(&m);
+}
+
+static void test_model_default_backward_matches_fd(void **state)
+{
+    check_model(NORM_LAYERNORM, 0, POS_ROPE, MLP_GELU);
+}
+
+static void test_model_variants_backward_matches_fd(void **state)
+{
+    check_model(NORM_RMSNORM, 1, POS_LEARNED, MLP_SWIGLU);
+    check_model(NORM_LAYERNORM, 1, POS_ROPE, MLP_SWIGLU);
+}
+
+// ---- tensor table and init ----
+static void test_model_table_names_and_order(void **state)
+{
+    struct model_config cfg = {16, 2, 2, 8, 8, 32, 4, NORM_LAYERNORM, 1, POS_LEARNED, MLP_SWIGLU};
+    struct model m;
+    const char *want[] = {"tok_embed", "pos_embed", "blocks.0.ln1.gain", "blocks.0.attn.wq",
+                          "blocks.0.attn.wk", "blocks.0.attn.wv", "blocks.0.attn.q_norm.gain",
+                          "blocks.0.attn.k_norm.gain", "blocks.0.attn.wo", "blocks.0.ln2.gain",
+                          "blocks.0.mlp.w1", "blocks.0.mlp.w3", "blocks.0.mlp.w2"};
+    model_init(&m, &cfg, 1);
+    assert_int_equal(m.table.n, 2 + 2 * 11 + 2);
+    for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)
+        assert_string_equal(m.table.t[i].name, want[i]);
+    assert_string_equal(m.table.t[m.table.n - 1].name, "head");
+    const struct tensor *wo = &m.table.t[tensor_table_find(&m.table, "blocks.1.attn.wo")];
+    assert_int_equal(wo->rows, 16);
+    assert_int_equal(wo->cols, 16);
+    assert_int_equal(wo->layer, 1);
+    size_t sum = 0;
+    for (int i = 0; i < m.table.n; i++) {
+        assert_int_equal(m.table.t[i].offset, sum); // contiguous, in order
+        sum += m.table.t[i].size;
+    }
+    assert_int_equal(m.table.total, sum);
+    model_free(&m);
+}
+
+static void test_model_init_statistics_and_name_keying(void **state)
+{
+    struct model_config a = {64, 2, 4, 16, 8, 256, 4, NORM_LAYERNORM, 0, POS_ROPE, MLP_GELU};
+    struct model_config b = a;
+    struct model ma, mb;
+    b.layers = 3;
+    model_init(&ma, &a, 1);
+    model_init(&mb, &b, 1);
+    float *pa = xcalloc(ma.table.total, sizeof(float));
+    float *pb = xcalloc(mb.table.total, sizeof(float));
+    model_params_init(&ma, pa, 7);
+    model_params_init(&mb, pb, 7);
+    for (int i = 0; i < ma.table.n; i++) {
+        const struct tensor *t = &ma.table.t[i];
+        const struct tensor *u = &mb.table.t[tensor_table_find(&mb.table, t->name)];
+        // same seed and name → same values, whatever else the model holds
+        assert_memory_equal(pa + t->offset, pb + u->offset, t->size * sizeof(float));
+        double s = 0.0, mx = 0.0;
+        for (size_t j = 0; j < t->size; j++) {
+            s += (double)pa[t->offset + j] * pa[t->offset + j];
+            mx = fmax(mx, fabs(pa[t->offset + j]));
+        }
+        double rms = sqrt(s / t->size);
+        if (t->kind == TENSOR_GAIN) {
+            assert_float_equal(rms, 1.0, 1e-12);
+        } else {
+            double want = 1.0 / sqrt(t->kind == TENSOR_EMBEDDING ? 64.0 : (double)t->cols);
+            if (fabs(rms / want - 1.0) > 0.05)
+                fail_msg("%s: init rms %.4f, want %.4f", t->name, rms, want);
+            if (t->kind == TENSOR_MATRIX) // truncated at 2σ of the pre-scaling normal
+                assert_true(mx <= 2.0 * want / 0.87962566103423978 + 1e-6);
+        }
+    }
+    model_params_init(&ma, pb, 8);
+    assert_true(memcmp(pa, pb, ma.table.total * sizeof(float)) != 0);
+    free(pa);
+    free(pb);
+    model_free(&ma);
+    model_free(&mb);
+}
+
+static void test_model_same_threads_bitwise_repeatable(void **state)
+{
+    struct model_config cfg = {32, 2, 4, 8, 16, 64, 4, NORM_LAYERNORM, 1, POS_ROPE, MLP_GELU};
+    struct model m;
+    int B = 4, n = B * cfg.seq_len;
+    int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));
+    matmul_set_threads(2);
+    model_init(&m, &cfg, B);
+    float *p = xcalloc(m.table.total, sizeof(float));
+    float *g1 = xcalloc(m.table.total, sizeof(float)), *g2 = xcalloc(m.table.total, sizeof(float));
+    model_params_init(&m, p, 3);
+    for (int i = 0; i < n; i++) {
+        in[i] = (i * 13) % 64;
+        tg[i] = (i * 29 + 5) % 64;
+    }
+    for (int rep = 0; rep < 2; rep++) {
+        struct loss_parts lp;
+        model_forward(&m, p, in, B);
+        xent_forward_backward(&lp, m.acts.logits, NULL, tg, n, 64, 1e-4f, 1.0f);
+        model_backward(&m, p, rep ? g2 : g1, in, B, NULL, NULL);
+    }
+    assert_memory_equal(g1, g2, m.table.total * sizeof(float));
+    matmul_set_threads(1);
+    free(p);
+    free(g1);
+    free(g2);
+    free(in);
+    free(tg);
+    model_free(&m);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_norm_layernorm_backward_matches_fd),
+        cmocka_unit_test(test_norm_rmsnorm_backward_matches_fd),
+        cmocka_unit_test(test_norm_backward_accumulates),
+        cmocka_unit_test(test_rope_backward_matches_fd),
+        cmocka_unit_test(test_attention_backward_matches_fd),
+        cmocka_unit_test(test_attention_is_causal),
+        cmocka_unit_test(test_mlp_gelu_backward_matches_fd),
+        cmocka_unit_test(test_mlp_swiglu_backward_matches_fd),
+        cmocka_unit_test(test_matmul_backward_matches_fd),
+        cmocka_unit_test(test_embed_backward_matches_fd),
+        cmocka_unit_test(test_model_default_backward_matches_fd),
+        cmocka_unit_test(test_model_variants_backward_matches_fd),
+        cmocka_unit_test(test_model_table_names_and_order),
+        cmocka_unit_test(test_model_init_statistics_and_name_keying),
+        cmocka_unit_test(test_model_same_threads_bitwise_repeatable),
+    };
+    return cmocka_run_group_tests_name("model", tests, NULL, NULL);
+}
