@@ -59,6 +59,10 @@ static void key_suggest(const char *section, const char *key, char *out, size_t 
         int dk = edit_distance(key, config_keys[i].key) * 2 + 1;
         if (dk < d)
             d = dk; // right key name in the wrong section
+        // a prefix or part of a real key ("warmup" for "warmup_steps") is a strong hint
+        if (strlen(key) >= 3 && strstr(config_keys[i].key, key) &&
+            strcmp(section, config_keys[i].section) == 0 && d > 2)
+            d = 2;
         if (d < best) {
             best = d;
             besti = i;
