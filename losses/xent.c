@@ -5,70 +5,75 @@
 #include <math.h>
 #include <stddef.h>
 
-// log Z of one row, in double for the sum.
-static double row_logz(const float *x, int vocab)
-{
-    float mx = x[0];
-    for (int j = 1; j < vocab; j++)
-        mx = x[j] > mx ? x[j] : mx;
-    double sum = 0.0;
-    for (int j = 0; j < vocab; j++)
-        sum += exp((double)(x[j] - mx));
-    return (double)mx + log(sum);
-}
+#include "model/fastmath.h"
 
-void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
-                           const int *targets, int n, int vocab, float z_coef, float grad_scale)
+enum { XENT_BLOCK = 256 }; // rows per block of stack scratch for the ordered sums
+
+static void parts_set(struct loss_parts *parts, double sce, double sz, int n, float z_coef)
 {
-    // Per-row values are summed in row order through fixed blocks of stack scratch (a per-call
-    // [n] buffer would break the no-allocation rule).
-    enum { BLOCK = 256 };
-    double ce_blk[BLOCK], lz_blk[BLOCK];
-    double sce = 0.0, sz = 0.0;
-    for (int r0 = 0; r0 < n; r0 += BLOCK) {
-        int r1 = r0 + BLOCK < n ? r0 + BLOCK : n;
-#pragma omp parallel for schedule(static)
-        for (int r = r0; r < r1; r++) {
-            float *x = logits + (size_t)r * vocab;
-            double lz = row_logz(x, vocab);
-            int y = targets[r];
-            ce_blk[r - r0] = lz - (double)x[y];
-            lz_blk[r - r0] = lz;
-            if (logz)
-                logz[r] = (float)lz;
-            // d/dx_j [ce + c·lz²]/n = (p_j − [j = y] + 2c·lz·p_j) / n
-            float lzf = (float)lz;
-            float coef = (1.0f + 2.0f * z_coef * lzf) * grad_scale / (float)n;
-            float onehot = grad_scale / (float)n;
-            for (int j = 0; j < vocab; j++) {
-                float p = expf(x[j] - lzf);
-                x[j] = p * coef;
-            }
-            x[y] -= onehot;
-        }
-        for (int r = r0; r < r1; r++) {
-            sce += ce_blk[r - r0];
-            sz += lz_blk[r - r0] * lz_blk[r - r0];
-        }
-    }
     parts->ce = sce / n;
     parts->z = z_coef * sz / n;
     parts->aux = 0.0;
     parts->total = parts->ce + parts->z;
 }
 
+void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
+                           const int *targets, int n, int vocab, float z_coef, float grad_scale)
+{
+    double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
+    double sce = 0.0, sz = 0.0;
+    for (int r0 = 0; r0 < n; r0 += XENT_BLOCK) {
+        int r1 = r0 + XENT_BLOCK < n ? r0 + XENT_BLOCK : n;
+#pragma omp parallel for schedule(static)
+        for (int r = r0; r < r1; r++) {
+            float *x = logits + (size_t)r * vocab;
+            int y = targets[r];
+            float xy = x[y];
+            float mx = fm_max(x, vocab);
+            for (int j = 0; j < vocab; j++)
+                x[j] = fm_expf(x[j] - mx);
+            // the same lane order as xent_forward, so both report identical losses
+            double sum = fm_sum_f64(x, vocab);
+            double lz = (double)mx + log(sum);
+            ce_blk[r - r0] = lz - (double)xy;
+            lz_blk[r - r0] = lz;
+            if (logz)
+                logz[r] = (float)lz;
+            // d/dx_j [ce + c·lz²]/n = (p_j − [j = y] + 2c·lz·p_j) / n, with p_j = e_j / Σe
+            float coef = (float)((1.0 + 2.0 * z_coef * lz) * grad_scale / n / sum);
+            for (int j = 0; j < vocab; j++)
+                x[j] *= coef;
+            x[y] -= grad_scale / (float)n;
+        }
+        for (int r = r0; r < r1; r++) {
+            sce += ce_blk[r - r0];
+            sz += lz_blk[r - r0] * lz_blk[r - r0];
+        }
+    }
+    parts_set(parts, sce, sz, n, z_coef);
+}
+
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,
                   int vocab, float z_coef)
 {
-    enum { BLOCK = 256 };
-    double ce_blk[BLOCK], lz_blk[BLOCK];
+    double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
     double sce = 0.0, sz = 0.0;
-    for (int r0 = 0; r0 < n; r0 += BLOCK) {
-        int r1 = r0 + BLOCK < n ? r0 + BLOCK : n;
+    for (int r0 = 0; r0 < n; r0 += XENT_BLOCK) {
+        int r1 = r0 + XENT_BLOCK < n ? r0 + XENT_BLOCK : n;
 #pragma omp parallel for schedule(static)
         for (int r = r0; r < r1; r++) {
             const float *x = logits + (size_t)r * vocab;
-            double lz = row_logz(x, vocab);
+            float mx = fm_max(x, vocab);
+            double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+            int j = 0;
+            for (; j + 8 <= vocab; j += 8)
+                for (int k = 0; k < 8; k++)
+                    lane[k] += (double)fm_expf(x[j + k] - mx);
+            for (; j < vocab; j++)
+                lane[0] += (double)fm_expf(x[j] - mx);
+            double s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+            double lz = (double)mx + log(s);
             ce_blk[r - r0] = lz - (double)x[targets[r]];
             lz_blk[r - r0] = lz;
         }
@@ -77,8 +82,5 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
             sz += lz_blk[r - r0] * lz_blk[r - r0];
         }
     }
-    parts->ce = sce / n;
-    parts->z = z_coef * sz / n;
-    parts->aux = 0.0;
-    parts->total = parts->ce + parts->z;
+    parts_set(parts, sce, sz, n, z_coef);
 }

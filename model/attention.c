@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 
+#include "model/fastmath.h"
 #include "model/matmul.h"
 
 void attention_forward(float *out, float *p, const float *q, const float *k, const float *v,
@@ -19,16 +20,10 @@ void attention_forward(float *out, float *p, const float *q, const float *k, con
         matmul_sgemm(0, 1, T, T, hd, scale, q + off, hd, k + off, hd, 0.0f, pp, T);
         for (int i = 0; i < T; i++) {
             float *row = pp + (size_t)i * T;
-            float mx = row[0];
-            for (int j = 1; j <= i; j++)
-                mx = row[j] > mx ? row[j] : mx;
-            double sum = 0.0;
-            for (int j = 0; j <= i; j++) {
-                float e = expf(row[j] - mx);
-                row[j] = e;
-                sum += e;
-            }
-            float inv = (float)(1.0 / sum);
+            float mx = fm_max(row, i + 1);
+            for (int j = 0; j <= i; j++)
+                row[j] = fm_expf(row[j] - mx);
+            float inv = (float)(1.0 / fm_sum_f64(row, i + 1));
             for (int j = 0; j <= i; j++)
                 row[j] *= inv;
             for (int j = i + 1; j < T; j++)

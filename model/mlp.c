@@ -1,25 +1,25 @@
 // MLP activations. Elementwise, parallel over static chunks; no reductions.
 #include "model/mlp.h"
 
-#include <math.h>
+#include "model/fastmath.h"
 
 #define GELU_K 0.7978845608028654f // sqrt(2/π)
 
 void gelu_forward(float *out, const float *in, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float u = in[i];
-        out[i] = 0.5f * u * (1.0f + tanhf(GELU_K * (u + 0.044715f * u * u * u)));
+        out[i] = 0.5f * u * (1.0f + fm_tanhf(GELU_K * (u + 0.044715f * u * u * u)));
     }
 }
 
 void gelu_backward(float *din, const float *dout, const float *in, size_t n)
 {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
         float u = in[i];
-        float th = tanhf(GELU_K * (u + 0.044715f * u * u * u));
+        float th = fm_tanhf(GELU_K * (u + 0.044715f * u * u * u));
         float sech2 = 1.0f - th * th;
         float d = 0.5f * (1.0f + th) + 0.5f * u * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * u * u);
         din[i] = dout[i] * d;
@@ -34,7 +34,7 @@ void swiglu_forward(float *out, const float *in, int rows, int f)
         const float *u = g + f;
         float *y = out + (size_t)r * f;
         for (int i = 0; i < f; i++) {
-            float sig = 1.0f / (1.0f + expf(-g[i]));
+            float sig = fm_sigmoidf(g[i]);
             y[i] = g[i] * sig * u[i];
         }
     }
@@ -50,7 +50,7 @@ void swiglu_backward(float *din, const float *dout, const float *in, int rows, i
         float *dg = din + (size_t)r * 2 * f;
         float *du = dg + f;
         for (int i = 0; i < f; i++) {
-            float sig = 1.0f / (1.0f + expf(-g[i]));
+            float sig = fm_sigmoidf(g[i]);
             float silu = g[i] * sig;
             du[i] = dy[i] * silu;
             dg[i] = dy[i] * u[i] * sig * (1.0f + g[i] * (1.0f - sig));

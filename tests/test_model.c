@@ -8,6 +8,7 @@
 #include "losses/xent.h"
 #include "model/attention.h"
 #include "model/embed.h"
+#include "model/fastmath.h"
 #include "model/matmul.h"
 #include "model/mlp.h"
 #include "model/model.h"
@@ -343,6 +344,29 @@ static void test_model_variants_backward_matches_fd(void **state)
     check_model(NORM_LAYERNORM, 1, POS_ROPE, MLP_SWIGLU);
 }
 
+// ---- fast math ----
+static void test_fastmath_accuracy(void **state)
+{
+    double worst_exp = 0.0, worst_tanh = 0.0;
+    for (int i = -87000; i <= 88000; i += 7) {
+        float x = (float)i * 1e-3f;
+        double want = exp((double)x);
+        worst_exp = fmax(worst_exp, fabs((double)fm_expf(x) - want) / want);
+    }
+    for (int i = -20000; i <= 20000; i++) {
+        float x = (float)i * 1e-3f;
+        worst_tanh = fmax(worst_tanh, fabs((double)fm_tanhf(x) - tanh((double)x)));
+    }
+    fprintf(stderr, "  fm_expf max rel err %.2e, fm_tanhf max abs err %.2e\n", worst_exp,
+            worst_tanh);
+    assert_true(worst_exp < 4e-7);
+    assert_true(worst_tanh < 3e-7);
+    assert_true(fm_expf(-1000.0f) > 0.0f && fm_expf(1000.0f) < INFINITY); // clamped, finite
+    float v[11] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
+    assert_float_equal(fm_sum_f64(v, 11), 66.0, 0.0);
+    assert_float_equal(fm_max(v, 11), 11.0f, 0.0);
+}
+
 // ---- tensor table and init ----
 static void test_model_table_names_and_order(void **state)
 {
@@ -457,6 +481,7 @@ int main(void)
         cmocka_unit_test(test_embed_backward_matches_fd),
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),
+        cmocka_unit_test(test_fastmath_accuracy),
         cmocka_unit_test(test_model_table_names_and_order),
         cmocka_unit_test(test_model_init_statistics_and_name_keying),
         cmocka_unit_test(test_model_same_threads_bitwise_repeatable),
