@@ -75,7 +75,13 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
         rundir_default_name(out, sizeof(out), opts.config_path);
         dist_bcast_bytes(d, out, sizeof(out)); // rank 0's clock names the run
     }
-    int ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
+    // Refuse an occupied run directory before loading anything: bad input, nothing written.
+    int ok = d->rank != 0 || rundir_check_free(out, err, sizeof(err)) == 0;
+    if (!ok)
+        err_printf("%s", err);
+    if (!dist_all_ok(d, ok))
+        return TRAIN_EXIT_INPUT;
+    ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {

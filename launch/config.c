@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 
 #include "launch/config_keys.h"
 
@@ -255,6 +256,7 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     struct ini_state st;
     FILE *f = NULL;
     struct config before = *c;
+    struct stat fst;
     int line = 0;
     memset(&st, 0, sizeof(st));
     st.c = c;
@@ -262,6 +264,11 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "read config '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fileno(f), &fst) != 0 || !S_ISREG(fst.st_mode)) {
+        snprintf(err, errlen, "read config '%s': not a regular file", path);
+        fclose(f);
         return -1;
     }
     line = ini_parse_file(f, config_ini_handler, &st);

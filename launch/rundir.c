@@ -32,12 +32,10 @@ static int mkdir_p(const char *dir, char *err, size_t errlen)
     return 0;
 }
 
-int rundir_create(const char *dir, char *err, size_t errlen)
+int rundir_check_free(const char *dir, char *err, size_t errlen)
 {
     char cfg[CONFIG_PATH_MAX + 16];
     struct stat st;
-    if (mkdir_p(dir, err, errlen) != 0)
-        return -1;
     snprintf(cfg, sizeof(cfg), "%s/config.ini", dir);
     if (stat(cfg, &st) == 0) {
         snprintf(err, errlen, "run directory '%s' already holds a run; choose another --out",
@@ -45,6 +43,13 @@ int rundir_create(const char *dir, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int rundir_create(const char *dir, char *err, size_t errlen)
+{
+    if (rundir_check_free(dir, err, errlen) != 0)
+        return -1;
+    return mkdir_p(dir, err, errlen);
 }
 
 int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen)

@@ -10,6 +10,9 @@
 // overwrites another. Returns 0 or -1 with a reason in err.
 int rundir_create(const char *dir, char *err, size_t errlen);
 
+// 0 when dir does not hold a run yet (it may not exist); -1 with a reason in err otherwise.
+int rundir_check_free(const char *dir, char *err, size_t errlen);
+
 // Writes the resolved config to dir/config.ini through a temporary file and rename.
 int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen);
 

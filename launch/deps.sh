@@ -1,0 +1,45 @@
+# Sourced by ./tests/run, ./launch/demo and bench/run: installs the Debian packages canary needs
+# when they are missing (apt-get update once, then apt-get install -y), as root or through sudo.
+#
+#   canary_ensure_packages PKG...   install whichever of PKG are not installed yet
+
+canary_build_packages="cmake make gcc pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin
+libcmocka-dev libinih-dev"
+canary_test_packages="python3 python3-pytest python3-numpy"
+canary_corpus_packages="nodejs npm ca-certificates"
+canary_bench_packages="python3 python3-torch python3-numpy"
+
+canary_ensure_packages() {
+    local missing=() pkg sudo=""
+    for pkg in "$@"; do
+        if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+            missing+=("$pkg")
+        fi
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        if command -v sudo >/dev/null 2>&1; then
+            sudo="sudo"
+        else
+            echo "canary: missing Debian packages: ${missing[*]}" >&2
+            echo "canary: install them as root: apt-get install -y ${missing[*]}" >&2
+            return 1
+        fi
+    fi
+    echo "canary: installing ${missing[*]}" >&2
+    if [ -z "${CANARY_APT_UPDATED:-}" ]; then
+        $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >&2 || return 1
+        export CANARY_APT_UPDATED=1
+    fi
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+        "${missing[@]}" >&2 || return 1
+}
+
+# Configures and builds canary into build/ (warnings are errors). Extra cmake arguments pass through.
+canary_build() {
+    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCANARY_WERROR=ON "$@" >/dev/null || return 1
+    cmake --build build -j"$(nproc)" -- --no-print-directory >/dev/null || {
+        cmake --build build -j1 2>&1 | grep -E 'error|warning' >&2
+        return 1
+    }
+}
