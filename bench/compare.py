@@ -1,0 +1,84 @@
+#!/usr/bin/python3
+"""Runs `canary bench` and bench/torch_bench.py on the same configs and thread counts, one after
+the other, and prints a markdown table of the ratios (the numbers the trainer-core issue asks for).
+
+Both sides get OPENBLAS_NUM_THREADS = OMP_NUM_THREADS = the thread count, so neither runs more
+BLAS threads than the other (Debian's torch uses the system OpenBLAS, whose pthread build would
+otherwise start one thread per core regardless of torch.set_num_threads)."""
+import argparse
+import os
+import platform
+import re
+import subprocess
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TARGET = {"a": 2.0, "b": 1.3, "c": 1.3}
+
+
+def parse(line):
+    return {k: float(v) for k, v in re.findall(r"(\w+)=([-0-9.eE+]+)", line)}
+
+
+def run(cmd, threads):
+    env = dict(os.environ, OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
+    if r.returncode != 0:
+        sys.exit(f"benchmark command failed: {' '.join(cmd)}\n{r.stderr}")
+    return parse(r.stdout.strip().splitlines()[-1])
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, {platform.node()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs", default="a,b,c")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--steps", type=int, default=0, help="timed steps (default: per config)")
+    ap.add_argument("--warmup", type=int, default=3)
+    args = ap.parse_args()
+    default_steps = {"a": 30, "b": 10, "c": 5}
+    rows = []
+    for name in args.configs.split(","):
+        cfg = os.path.join("bench", "configs", f"{name}.ini")
+        steps = args.steps or default_steps.get(name, 10)
+        for t in [int(x) for x in args.threads.split(",")]:
+            c = run([os.path.join("build", "canary"), "bench", "--config", cfg, "--set",
+                     f"train.threads={t}", "--steps", str(steps), "--warmup", str(args.warmup)],
+                    t)
+            p = run(["/usr/bin/python3", "bench/torch_bench.py", "--config", cfg, "--threads",
+                     str(t), "--steps", str(steps), "--warmup", str(args.warmup)], t)
+            rows.append((name, t, c, p))
+            print(f"# {name} threads={t}: canary {c['canary_tokens_per_s']:.0f} tok/s, "
+                  f"torch {p['torch_tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
+    print(f"machine: {machine()}; median over timed steps after {args.warmup} warmup steps")
+    print()
+    print("| config | threads | canary tok/s | PyTorch tok/s | ratio | target | canary GFLOP/s "
+          "| % of sgemm peak | accounted MiB | RSS above start MiB | RSS / accounted |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, t, c, p in rows:
+        ratio = c["canary_tokens_per_s"] / p["torch_tokens_per_s"]
+        print(f"| {name} | {t} | {c['canary_tokens_per_s']:.0f} | {p['torch_tokens_per_s']:.0f} "
+              f"| {ratio:.2f}x | >={TARGET.get(name, 1.0)}x | {c['model_gflops']:.1f} "
+              f"| {c['pct_of_peak']:.0f}% of {t} x {c['sgemm_1t_gflops']:.0f} "
+              f"| {c['accounted_mib']:.0f} | {c['peak_rss_mib'] - c['baseline_rss_mib']:.0f} "
+              f"| {c['rss_over_accounted']:.3f} |")
+    print()
+    print("% of sgemm peak: the model's matmul FLOPs per second (attention scores over the full "
+          "T x T square, as computed) against threads x the single-thread sgemm rate measured "
+          "in the same run (1024^3). RSS above start: peak RSS minus the RSS before the model "
+          "was built (MPI, OpenBLAS and the binary).")
+
+
+if __name__ == "__main__":
+    main()
