@@ -11,8 +11,7 @@ static void copy_seq(const uint16_t *src, int *inputs, int *targets, int T)
     }
 }
 
-void sampler_train_batch(const struct sampler *s, int *inputs, int *targets, uint64_t first,
-                         int B)
+void sampler_train_batch(const struct sampler *s, int *inputs, int *targets, uint64_t first, int B)
 {
     int T = s->seq_len;
     uint64_t starts = s->n_train - (size_t)T; // valid starts: [0, n_train − T − 1]

@@ -23,8 +23,7 @@ struct sampler {
 };
 
 // inputs[B, T] and targets[B, T] for global samples first … first + B − 1. Overwrites.
-void sampler_train_batch(const struct sampler *s, int *inputs, int *targets, uint64_t first,
-                         int B);
+void sampler_train_batch(const struct sampler *s, int *inputs, int *targets, uint64_t first, int B);
 // Evaluation sequences first … first + B − 1. Overwrites.
 void sampler_eval_batch(const struct sampler *s, int *inputs, int *targets, uint64_t first, int B);
 // Number of distinct evaluation sequences the held-out split holds.

@@ -30,8 +30,8 @@ int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, s
         goto out;
     }
     if ((size_t)st.st_size < hdr_bytes) {
-        snprintf(err, errlen, "token file '%s': %lld bytes, shorter than the %zu-byte header",
-                 path, (long long)st.st_size, hdr_bytes);
+        snprintf(err, errlen, "token file '%s': %lld bytes, shorter than the %zu-byte header", path,
+                 (long long)st.st_size, hdr_bytes);
         goto out;
     }
     map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
@@ -63,8 +63,8 @@ int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, s
     tf->n = (size_t)hdr[2];
     for (size_t i = 0; i < tf->n; i++) {
         if (tf->tokens[i] >= vocab) {
-            snprintf(err, errlen, "token file '%s': token %u at position %zu is >= vocab %d",
-                     path, tf->tokens[i], i, vocab);
+            snprintf(err, errlen, "token file '%s': token %u at position %zu is >= vocab %d", path,
+                     tf->tokens[i], i, vocab);
             goto out;
         }
     }

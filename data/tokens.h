@@ -9,8 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TOKENS_MAGIC 20240520
-#define TOKENS_VERSION 1
+#define TOKENS_MAGIC       20240520
+#define TOKENS_VERSION     1
 #define TOKENS_HEADER_INTS 256
 
 struct token_file {

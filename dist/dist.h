@@ -10,9 +10,9 @@
 #include <stddef.h>
 
 struct dist_ctx {
-    int rank;   // this rank in comm
-    int size;   // ranks in comm
-    void *comm; // MPI_Comm *, owned; opaque outside dist/
+    int rank;     // this rank in comm
+    int size;     // ranks in comm
+    void *comm;   // MPI_Comm *, owned; opaque outside dist/
     int owns_mpi; // 1 if dist_init called MPI_Init and dist_free must finalize
 };
 

@@ -38,8 +38,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             return 1;
         if (took)
             continue;
-        if ((strcmp(argv[i], "--steps") == 0 || strcmp(argv[i], "--warmup") == 0) &&
-            i + 1 < argc) {
+        if ((strcmp(argv[i], "--steps") == 0 || strcmp(argv[i], "--warmup") == 0) && i + 1 < argc) {
             int v = atoi(argv[i + 1]);
             if (v < (argv[i][2] == 's' ? 1 : 0)) {
                 err_printf("bench: bad %s '%s'", argv[i], argv[i + 1]);
@@ -97,8 +96,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f\n",
                tokens / med, med * 1e3, gflops, sgemm_1t,
                100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
-               accounted / 1048576.0, rss, rss_base,
-               (rss - rss_base) / (accounted / 1048576.0));
+               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0));
     free(times);
     run_free(&run);
     return 0;

@@ -9,21 +9,22 @@
 
 static void train_usage(FILE *f)
 {
-    fprintf(f, "usage: [mpirun -np N] canary train --config FILE [--set section.key=value ...]\n"
-               "                                   [--out runs/NAME]\n"
-               "\n"
-               "Trains the model the config describes and writes runs/NAME/: config.ini (the\n"
-               "resolved config), log.txt (everything printed) and metrics.tsv (per-step loss\n"
-               "parts, lr, gradient norm, throughput and the evaluations, at full precision).\n"
-               "\n"
-               "  --config FILE          INI config (keys: docs/config.md); data.train must be set\n"
-               "  --set section.key=v    override a key; repeatable, applied after the file\n"
-               "  --out DIR              run directory (default runs/<config>-<date>-<time>);\n"
-               "                         must not already hold a run\n"
-               "\n"
-               "Prints a progress line every train.log_every steps and the held-out loss at step\n"
-               "0, every train.eval_every steps and at the end. Exit codes: 0 success, 1 bad\n"
-               "input, 2 I/O failure, 3 non-finite loss or gradient.\n");
+    fprintf(f,
+            "usage: [mpirun -np N] canary train --config FILE [--set section.key=value ...]\n"
+            "                                   [--out runs/NAME]\n"
+            "\n"
+            "Trains the model the config describes and writes runs/NAME/: config.ini (the\n"
+            "resolved config), log.txt (everything printed) and metrics.tsv (per-step loss\n"
+            "parts, lr, gradient norm, throughput and the evaluations, at full precision).\n"
+            "\n"
+            "  --config FILE          INI config (keys: docs/config.md); data.train must be set\n"
+            "  --set section.key=v    override a key; repeatable, applied after the file\n"
+            "  --out DIR              run directory (default runs/<config>-<date>-<time>);\n"
+            "                         must not already hold a run\n"
+            "\n"
+            "Prints a progress line every train.log_every steps and the held-out loss at step\n"
+            "0, every train.eval_every steps and at the end. Exit codes: 0 success, 1 bad\n"
+            "input, 2 I/O failure, 3 non-finite loss or gradient.\n");
 }
 
 int cmd_train(int argc, char **argv, struct dist_ctx *d)

@@ -143,8 +143,8 @@ static int key_parse(struct config *c, const struct config_key *k, const char *v
             return -1;
         }
         if (!in_range(k, (double)x)) {
-            snprintf(err, errlen, "%s.%s = %lld is out of range (expected %s)", k->section,
-                     k->key, x, range);
+            snprintf(err, errlen, "%s.%s = %lld is out of range (expected %s)", k->section, k->key,
+                     x, range);
             return -1;
         }
         if (k->type == CT_INT)
@@ -157,13 +157,13 @@ static int key_parse(struct config *c, const struct config_key *k, const char *v
         errno = 0;
         double x = strtod(v, &end);
         if (end == v || *skip_space(end) != '\0' || errno == ERANGE) {
-            snprintf(err, errlen, "%s.%s = '%s' is not a number (expected %s)", k->section,
-                     k->key, value, range);
+            snprintf(err, errlen, "%s.%s = '%s' is not a number (expected %s)", k->section, k->key,
+                     value, range);
             return -1;
         }
         if (!in_range(k, x)) {
-            snprintf(err, errlen, "%s.%s = %g is out of range (expected %s)", k->section, k->key,
-                     x, range);
+            snprintf(err, errlen, "%s.%s = %g is out of range (expected %s)", k->section, k->key, x,
+                     range);
             return -1;
         }
         *(double *)field = x;
@@ -178,8 +178,8 @@ static int key_parse(struct config *c, const struct config_key *k, const char *v
             *(int *)field = 0;
             return 0;
         }
-        snprintf(err, errlen, "%s.%s = '%s' is not a boolean (expected true or false)",
-                 k->section, k->key, value);
+        snprintf(err, errlen, "%s.%s = '%s' is not a boolean (expected true or false)", k->section,
+                 k->key, value);
         return -1;
     case CT_ENUM: {
         const char *p = k->choices;
@@ -386,8 +386,7 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
 
 // ---- output ----
 
-static void key_format(const struct config *c, const struct config_key *k, char *out,
-                       size_t outlen)
+static void key_format(const struct config *c, const struct config_key *k, char *out, size_t outlen)
 {
     const char *field = (const char *)c + k->offset;
     switch (k->type) {

@@ -15,9 +15,9 @@
 #include "model/model.h"
 #include "optim/optim.h"
 
-#define CONFIG_PATH_MAX 1024
+#define CONFIG_PATH_MAX   1024
 #define CONFIG_ORIGIN_MAX 96
-#define CONFIG_MAX_KEYS 64
+#define CONFIG_MAX_KEYS   64
 
 struct train_config {
     int steps;
@@ -41,8 +41,8 @@ struct config {
     struct optim_config optim;
     struct train_config train;
     struct data_config data;
-    char source[CONFIG_PATH_MAX];                       // the file read, or empty
-    char origin[CONFIG_MAX_KEYS][CONFIG_ORIGIN_MAX];    // per key: "default", "file:line", "--set"
+    char source[CONFIG_PATH_MAX];                    // the file read, or empty
+    char origin[CONFIG_MAX_KEYS][CONFIG_ORIGIN_MAX]; // per key: "default", "file:line", "--set"
 };
 
 // All defaults.

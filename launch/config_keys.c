@@ -7,7 +7,7 @@
 #include "launch/config.h"
 
 #define OFF(field) offsetof(struct config, field)
-#define BIG 1e9
+#define BIG        1e9
 
 const struct config_key config_keys[] = {
     // [model]
@@ -43,13 +43,12 @@ const struct config_key config_keys[] = {
     {"optim", "eps", CT_DOUBLE, OFF(optim.eps), "1e-8", 0, 1, 1, NULL, "AdamW epsilon (> 0)"},
     {"optim", "weight_decay", CT_DOUBLE, OFF(optim.weight_decay), "1e-4", 0, 10, 0, NULL,
      "weight decay lambda on every 2-D tensor (not gains)"},
-    {"optim", "wd_mode", CT_ENUM, OFF(optim.wd_mode), "independent", 0, 0, 0,
-     "independent|coupled",
+    {"optim", "wd_mode", CT_ENUM, OFF(optim.wd_mode), "independent", 0, 0, 0, "independent|coupled",
      "independent: p -= s_t(lr*D + wd*p); coupled: p -= s_t*lr*(D + wd*p) (s_t = schedule factor)"},
     {"optim", "clip", CT_DOUBLE, OFF(optim.clip), "1.0", 0, BIG, 0, NULL,
      "global gradient-norm clip threshold; 0 disables"},
-    {"optim", "schedule", CT_ENUM, OFF(optim.schedule), "cosine", 0, 0, 0,
-     "cosine|linear|constant", "decay after the linear warmup, down to min_lr"},
+    {"optim", "schedule", CT_ENUM, OFF(optim.schedule), "cosine", 0, 0, 0, "cosine|linear|constant",
+     "decay after the linear warmup, down to min_lr"},
     {"optim", "warmup_steps", CT_INT, OFF(optim.warmup_steps), "0", 0, BIG, 0, NULL,
      "linear warmup steps (lr * (step+1) / warmup_steps); at most train.steps"},
     {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,

@@ -38,8 +38,7 @@ int rundir_check_free(const char *dir, char *err, size_t errlen)
     struct stat st;
     snprintf(cfg, sizeof(cfg), "%s/config.ini", dir);
     if (stat(cfg, &st) == 0) {
-        snprintf(err, errlen, "run directory '%s' already holds a run; choose another --out",
-                 dir);
+        snprintf(err, errlen, "run directory '%s' already holds a run; choose another --out", dir);
         return -1;
     }
     return 0;

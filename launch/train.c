@@ -158,8 +158,7 @@ void train_step(struct run *r, struct step_result *res)
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
 
     // 6. optimizer: compute the update, then apply it
-    adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim,
-                         res->lr);
+    adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
     optim_update_apply(r->params, r->update, n);
     r->step++;
 }

@@ -43,8 +43,8 @@ struct run {
     struct adamw adamw;
     struct token_file train_file, val_file;
     struct sampler sampler;
-    int local_batch; // sequences per rank per step
-    int micro_batch; // sequences per forward/backward
+    int local_batch;       // sequences per rank per step
+    int micro_batch;       // sequences per forward/backward
     int *inputs, *targets; // [local_batch, T]
     long step;             // next step to take
     int random_data;       // benchmark: fixed random tokens instead of the sampler

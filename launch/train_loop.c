@@ -129,8 +129,7 @@ int train_run(struct run *r, const char *out_dir)
         double dt = timer_now() - t0;
         if (!res.finite) {
             out_line(&o, "step %ld: non-finite %s (loss %g, grad norm %g): stopping", step + 1,
-                     isfinite(res.loss.total) ? "gradient" : "loss", res.loss.total,
-                     res.grad_norm);
+                     isfinite(res.loss.total) ? "gradient" : "loss", res.loss.total, res.grad_norm);
             if (o.rank0)
                 err_printf("training diverged at step %ld: the loss or gradient is not finite",
                            step + 1);
@@ -152,10 +151,10 @@ int train_run(struct run *r, const char *out_dir)
             out_line(&o,
                      "step %6ld/%ld | loss %.4f (ce %.4f z %.2e) | lr %.3e | gnorm %.3f%s | "
                      "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak) | ETA %s",
-                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, res.lr,
-                     res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
-                     tokens_per_step * (double)window_steps / span, gflops,
-                     100.0 * gflops / peak, eta);
+                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
+                     res.clip_factor < 1.0 ? " (clipped)" : "",
+                     tokens_per_step * (double)window_steps / span, gflops, 100.0 * gflops / peak,
+                     eta);
             t_window = now;
             window_flops = 0.0;
             window_steps = 0;

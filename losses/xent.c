@@ -17,8 +17,8 @@ static void parts_set(struct loss_parts *parts, double sce, double sz, int n, fl
     parts->total = parts->ce + parts->z;
 }
 
-void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
-                           const int *targets, int n, int vocab, float z_coef, float grad_scale)
+void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
+                           int n, int vocab, float z_coef, float grad_scale)
 {
     double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
     double sce = 0.0, sz = 0.0;

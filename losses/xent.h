@@ -16,8 +16,8 @@ struct loss_parts {
 // logits[n, V] in; on return logits holds dL/dlogits · grad_scale where L is the mean loss over
 // the n rows (grad_scale = 1/grad_accum for micro-batches). targets[n] < V. logz[n] receives
 // log Z per row (for probes; may be NULL). parts gets the means (unscaled by grad_scale).
-void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
-                           const int *targets, int n, int vocab, float z_coef, float grad_scale);
+void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
+                           int n, int vocab, float z_coef, float grad_scale);
 
 // Loss only (evaluation): logits are left unchanged.
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,

@@ -9,8 +9,8 @@
 #include "model/fastmath.h"
 #include "model/matmul.h"
 
-void attention_forward(float *out, float *p, const float *q, const float *k, const float *v,
-                       int B, int H, int T, int hd, float scale)
+void attention_forward(float *out, float *p, const float *q, const float *k, const float *v, int B,
+                       int H, int T, int hd, float scale)
 {
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {

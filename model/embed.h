@@ -4,8 +4,8 @@
 
 // out[B·T, C] = wte[tokens[b,t]] (+ wpe[t] when wpe is not NULL). Overwrites out.
 // tokens must already be checked < vocab (the data reader does).
-void embed_forward(float *out, const int *tokens, const float *wte, const float *wpe, int B,
-                   int T, int C);
+void embed_forward(float *out, const int *tokens, const float *wte, const float *wpe, int B, int T,
+                   int C);
 
 // dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += dout[b,t] (when dwpe is not NULL). ACCUMULATES.
 // Columns are split across threads and rows summed in token order, so repeated tokens add up in

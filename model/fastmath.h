@@ -15,8 +15,8 @@
 static inline float fm_expf(float x)
 {
     const float log2e = 1.44269504088896341f;
-    const float ln2_hi = 0.693359375f;          // exact in float: n·ln2_hi has no rounding error
-    const float ln2_lo = -2.12194440e-4f;       // ln2 − ln2_hi
+    const float ln2_hi = 0.693359375f;    // exact in float: n·ln2_hi has no rounding error
+    const float ln2_lo = -2.12194440e-4f; // ln2 − ln2_hi
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = floorf(x * log2e + 0.5f);
     float r = x - n * ln2_hi - n * ln2_lo;
@@ -56,7 +56,8 @@ static inline double fm_sum_f64(const float *x, int n)
             lane[k] += (double)x[j + k];
     for (; j < n; j++)
         lane[0] += (double)x[j];
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
 // max of x[0..n), n ≥ 1

@@ -21,7 +21,8 @@ void gelu_backward(float *din, const float *dout, const float *in, size_t n)
         float u = in[i];
         float th = fm_tanhf(GELU_K * (u + 0.044715f * u * u * u));
         float sech2 = 1.0f - th * th;
-        float d = 0.5f * (1.0f + th) + 0.5f * u * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * u * u);
+        float d =
+            0.5f * (1.0f + th) + 0.5f * u * sech2 * GELU_K * (1.0f + 3.0f * 0.044715f * u * u);
         din[i] = dout[i] * d;
     }
 }

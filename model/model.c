@@ -53,7 +53,8 @@ static void model_table_build(struct model *m)
         // The fused projections rely on adjacency in the flat array.
         ASSERT(tt->t[wk].offset == tt->t[bi->wq].offset + tt->t[bi->wq].size);
         ASSERT(tt->t[wv].offset == tt->t[wk].offset + tt->t[wk].size);
-        ASSERT(c->mlp != MLP_SWIGLU || tt->t[w3].offset == tt->t[bi->w1].offset + tt->t[bi->w1].size);
+        ASSERT(c->mlp != MLP_SWIGLU ||
+               tt->t[w3].offset == tt->t[bi->w1].offset + tt->t[bi->w1].size);
     }
     m->final_norm = tensor_table_add(tt, "final_norm.gain", 1, c->dim, TENSOR_GAIN, -1);
     m->head = tensor_table_add(tt, "head", c->vocab, c->dim, TENSOR_HEAD, -1);
@@ -228,10 +229,10 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
     if (c->qk_norm) {
         attention_split_heads(a->q_raw, a->qkv, 3 * I, 0, B, H, T, hd);
         attention_split_heads(a->k_raw, a->qkv, 3 * I, I, B, H, T, hd);
-        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm),
-                     BHT, hd, c->norm);
-        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm),
-                     BHT, hd, c->norm);
+        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm), BHT,
+                     hd, c->norm);
+        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm), BHT,
+                     hd, c->norm);
     } else {
         attention_split_heads(a->q, a->qkv, 3 * I, 0, B, H, T, hd);
         attention_split_heads(a->k, a->qkv, 3 * I, I, B, H, T, hd);
@@ -319,11 +320,9 @@ static void block_backward(struct model *m, const float *params, float *grads, i
         memset(g->dq_raw, 0, (size_t)BHT * hd * sizeof(float));
         memset(g->dk_raw, 0, (size_t)BHT * hd * sizeof(float));
         norm_backward(g->dq_raw, tensor_ptr_mut(m, grads, bi->q_norm), g->dq, a->q_raw,
-                      tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, hd,
-                      c->norm);
+                      tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, hd, c->norm);
         norm_backward(g->dk_raw, tensor_ptr_mut(m, grads, bi->k_norm), g->dk, a->k_raw,
-                      tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, hd,
-                      c->norm);
+                      tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, hd, c->norm);
         dq = g->dq_raw;
         dk = g->dk_raw;
     }
@@ -359,8 +358,8 @@ void model_backward(struct model *m, const float *params, float *grads, const in
             ready(ready_ctx, m->blocks[l].n1);
     }
     embed_backward(tensor_ptr_mut(m, grads, m->tok_embed),
-                   m->pos_embed >= 0 ? tensor_ptr_mut(m, grads, m->pos_embed) : NULL, a->dx,
-                   tokens, B, c->seq_len, c->dim);
+                   m->pos_embed >= 0 ? tensor_ptr_mut(m, grads, m->pos_embed) : NULL, a->dx, tokens,
+                   B, c->seq_len, c->dim);
     if (ready)
         ready(ready_ctx, 0);
 }
@@ -370,10 +369,10 @@ double model_forward_flops(const struct model_config *c, int B)
     double BT = (double)B * c->seq_len, C = c->dim, T = c->seq_len;
     double I = (double)c->heads * c->head_dim, F = (double)c->mlp_ratio * c->dim;
     double up = c->mlp == MLP_SWIGLU ? 2 * F : F;
-    double per_block = 2 * BT * C * 3 * I    // qkv
-                       + 2 * BT * T * I * 2  // scores and p·v (full square, as computed)
-                       + 2 * BT * I * C      // wo
-                       + 2 * BT * C * up     // w1 (| w3)
-                       + 2 * BT * F * C;     // w2
+    double per_block = 2 * BT * C * 3 * I   // qkv
+                       + 2 * BT * T * I * 2 // scores and p·v (full square, as computed)
+                       + 2 * BT * I * C     // wo
+                       + 2 * BT * C * up    // w1 (| w3)
+                       + 2 * BT * F * C;    // w2
     return c->layers * per_block + 2 * BT * C * c->vocab;
 }

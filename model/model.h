@@ -35,19 +35,19 @@ struct model_config {
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
 struct block_acts {
-    float *x_in;                  // [B·T, C] block input (residual stream)
-    float *n1, *n1_mean, *n1_rstd; // [B·T, C], [B·T], [B·T]
-    float *qkv;                   // [B·T, 3·I] projections, I = H·d_h
-    float *q_raw, *k_raw;         // [B, H, T, d_h] before qk-norm
+    float *x_in;                                  // [B·T, C] block input (residual stream)
+    float *n1, *n1_mean, *n1_rstd;                // [B·T, C], [B·T], [B·T]
+    float *qkv;                                   // [B·T, 3·I] projections, I = H·d_h
+    float *q_raw, *k_raw;                         // [B, H, T, d_h] before qk-norm
     float *qn_mean, *qn_rstd, *kn_mean, *kn_rstd; // [B·H·T] qk-norm statistics
-    float *q, *k, *v;             // [B, H, T, d_h] as attended (after qk-norm and RoPE)
-    float *p;                     // [B, H, T, T] attention probabilities
-    float *o;                     // [B, H, T, d_h] attention output per head
-    float *att;                   // [B·T, I] heads merged
-    float *x_mid;                 // [B·T, C] residual after attention
+    float *q, *k, *v;              // [B, H, T, d_h] as attended (after qk-norm and RoPE)
+    float *p;                      // [B, H, T, T] attention probabilities
+    float *o;                      // [B, H, T, d_h] attention output per head
+    float *att;                    // [B·T, I] heads merged
+    float *x_mid;                  // [B·T, C] residual after attention
     float *n2, *n2_mean, *n2_rstd; // [B·T, C], [B·T], [B·T]
-    float *u;                     // [B·T, F] (GELU) or [B·T, 2F] (SwiGLU: gate | up)
-    float *a;                     // [B·T, F] activation
+    float *u;                      // [B·T, F] (GELU) or [B·T, 2F] (SwiGLU: gate | up)
+    float *a;                      // [B·T, F] activation
 };
 
 // The activation arena: every buffer forward and backward need, carved from one allocation
@@ -55,18 +55,18 @@ struct block_acts {
 struct model_acts {
     float *base;
     size_t floats;
-    struct block_acts *blocks; // [L]
+    struct block_acts *blocks;               // [L]
     float *x_final, *nf, *nf_mean, *nf_rstd; // [B·T, C], [B·T, C], [B·T], [B·T]
     float *logits;                           // [B·T, V]; the loss overwrites it with dlogits
     float *rope;                             // [T, d_h/2, 2]
     // backward scratch, shared by the layers (only one is in backward at a time)
-    float *dx, *dn;                 // [B·T, C] residual gradient, norm-output gradient
-    float *dqkv;                    // [B·T, 3·I]
-    float *datt;                    // [B·T, I]
-    float *dq, *dk, *dv, *dout;     // [B, H, T, d_h]
-    float *dq_raw, *dk_raw;         // [B, H, T, d_h]
-    float *dp;                      // [B, H, T, T]
-    float *du, *da;                 // [B·T, 2F], [B·T, F]
+    float *dx, *dn;             // [B·T, C] residual gradient, norm-output gradient
+    float *dqkv;                // [B·T, 3·I]
+    float *datt;                // [B·T, I]
+    float *dq, *dk, *dv, *dout; // [B, H, T, d_h]
+    float *dq_raw, *dk_raw;     // [B, H, T, d_h]
+    float *dp;                  // [B, H, T, T]
+    float *du, *da;             // [B·T, 2F], [B·T, F]
 };
 
 // Table indices of one block's tensors (wk, wv follow wq; w3 follows w1 for SwiGLU).

@@ -34,9 +34,8 @@ void norm_forward(float *out, float *mean, float *rstd, const float *in, const f
     }
 }
 
-void norm_backward(float *din, float *dgain, const float *dout, const float *in,
-                   const float *gain, const float *mean, const float *rstd, int n, int c,
-                   enum norm_kind kind)
+void norm_backward(float *din, float *dgain, const float *dout, const float *in, const float *gain,
+                   const float *mean, const float *rstd, int n, int c, enum norm_kind kind)
 {
     // With xhat = (x - m)·s and g = dout·gain:
     //   layernorm: dx = s·(g − mean(g) − xhat·mean(g·xhat))

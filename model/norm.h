@@ -16,8 +16,7 @@ void norm_forward(float *out, float *mean, float *rstd, const float *in, const f
 
 // din[n, c] += dL/din and dgain[c] += dL/dgain given dout and the forward's in, mean, rstd.
 // ACCUMULATES into both (din is usually the residual stream's gradient).
-void norm_backward(float *din, float *dgain, const float *dout, const float *in,
-                   const float *gain, const float *mean, const float *rstd, int n, int c,
-                   enum norm_kind kind);
+void norm_backward(float *din, float *dgain, const float *dout, const float *in, const float *gain,
+                   const float *mean, const float *rstd, int n, int c, enum norm_kind kind);
 
 #endif

@@ -23,8 +23,7 @@ void adamw_free(struct adamw *a)
 }
 
 void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,
-                          const struct tensor_table *tt, const struct optim_config *oc,
-                          double lr_t)
+                          const struct tensor_table *tt, const struct optim_config *oc, double lr_t)
 {
     long t = ++a->t;
     float b1 = (float)oc->beta1, b2 = (float)oc->beta2, eps = (float)oc->eps;

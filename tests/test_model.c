@@ -242,10 +242,8 @@ static void test_matmul_backward_matches_fd(void **state)
     testing_fill(wt, O * I, 20, 1.0f);
     testing_fill(w, N * O, 21, 1.0f);
     matmul_backward(din, dwt, w, in, wt, N, I, O);
-    assert_true(testing_fd_check("matmul din", mm_loss, &m, in, din, N * I, N * I, 1e-2f) <
-                FD_TOL);
-    assert_true(testing_fd_check("matmul dw", mm_loss, &m, wt, dwt, O * I, O * I, 1e-2f) <
-                FD_TOL);
+    assert_true(testing_fd_check("matmul din", mm_loss, &m, in, din, N * I, N * I, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("matmul dw", mm_loss, &m, wt, dwt, O * I, O * I, 1e-2f) < FD_TOL);
 }
 
 struct emb_ctx {
@@ -372,10 +370,19 @@ static void test_model_table_names_and_order(void **state)
 {
     struct model_config cfg = {16, 2, 2, 8, 8, 32, 4, NORM_LAYERNORM, 1, POS_LEARNED, MLP_SWIGLU};
     struct model m;
-    const char *want[] = {"tok_embed", "pos_embed", "blocks.0.ln1.gain", "blocks.0.attn.wq",
-                          "blocks.0.attn.wk", "blocks.0.attn.wv", "blocks.0.attn.q_norm.gain",
-                          "blocks.0.attn.k_norm.gain", "blocks.0.attn.wo", "blocks.0.ln2.gain",
-                          "blocks.0.mlp.w1", "blocks.0.mlp.w3", "blocks.0.mlp.w2"};
+    const char *want[] = {"tok_embed",
+                          "pos_embed",
+                          "blocks.0.ln1.gain",
+                          "blocks.0.attn.wq",
+                          "blocks.0.attn.wk",
+                          "blocks.0.attn.wv",
+                          "blocks.0.attn.q_norm.gain",
+                          "blocks.0.attn.k_norm.gain",
+                          "blocks.0.attn.wo",
+                          "blocks.0.ln2.gain",
+                          "blocks.0.mlp.w1",
+                          "blocks.0.mlp.w3",
+                          "blocks.0.mlp.w2"};
     model_init(&m, &cfg, 1);
     assert_int_equal(m.table.n, 2 + 2 * 11 + 2);
     for (int i = 0; i < (int)(sizeof(want) / sizeof(want[0])); i++)

@@ -78,8 +78,8 @@ static void run_case(const char *name)
         snprintf(rec, sizeof(rec), "grad/%s", tt->t[i].name);
         const struct fixture_record *r = fixture_find(&fx, rec);
         assert_non_null(r);
-        bad += !(testing_rel_err(rec, run.grads + tt->t[i].offset, r->data, r->count, 1e-30,
-                                 TOL) <= TOL);
+        bad += !(testing_rel_err(rec, run.grads + tt->t[i].offset, r->data, r->count, 1e-30, TOL) <=
+                 TOL);
     }
     if (bad)
         fail_msg("%s: %d gradient tensors differ from the reference", name, bad);

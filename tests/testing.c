@@ -24,8 +24,8 @@ double testing_rel_err(const char *what, const float *a, const float *b, size_t 
     }
     double err = maxd / maxb;
     if (!(err <= tol))
-        fprintf(stderr, "  %s: rel err %.3e > %.1e (worst at %zu: got %.9g want %.9g)\n", what,
-                err, tol, worst, n ? a[worst] : 0.0f, n ? b[worst] : 0.0f);
+        fprintf(stderr, "  %s: rel err %.3e > %.1e (worst at %zu: got %.9g want %.9g)\n", what, err,
+                tol, worst, n ? a[worst] : 0.0f, n ? b[worst] : 0.0f);
     return err;
 }
 

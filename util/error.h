@@ -12,7 +12,7 @@
 
 #if defined(__GNUC__)
 #define CANARY_PRINTF(a, b) __attribute__((format(printf, a, b)))
-#define CANARY_NORETURN __attribute__((noreturn))
+#define CANARY_NORETURN     __attribute__((noreturn))
 #else
 #define CANARY_PRINTF(a, b)
 #define CANARY_NORETURN
