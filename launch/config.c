@@ -224,19 +224,75 @@ void config_defaults(struct config *c)
         }
         snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "default");
     }
+    c->sweep.ranks_per_run = 1;
 }
 
 struct ini_state {
     struct config *c;
     const char *path;
     char err[512];
+    int lineno; // counted by the line callback below: libinih gives handlers no line numbers
 };
+
+// A [sweep] entry: "ranks_per_run = N" or "section.key = v1, v2, ...". The values are checked
+// when the grid is expanded (launch/sweep.c), each by the key's own parser.
+static int sweep_entry(struct ini_state *st, const char *name, const char *value)
+{
+    struct sweep_config *sw = &st->c->sweep;
+    char suggestion[160];
+    if (strcmp(name, "ranks_per_run") == 0) {
+        char *end = NULL;
+        long v = strtol(value, &end, 10);
+        if (end == value || *skip_space(end) != '\0' || v < 1 || v > 1048576) {
+            snprintf(st->err, sizeof(st->err),
+                     "sweep.ranks_per_run = '%s' is not an integer in [1, 1048576]", value);
+            return 0;
+        }
+        sw->ranks_per_run = (int)v;
+        return 1;
+    }
+    const char *dot = strchr(name, '.');
+    char section[64] = "";
+    if (dot && (size_t)(dot - name) < sizeof(section))
+        snprintf(section, sizeof(section), "%.*s", (int)(dot - name), name);
+    if (!dot || key_find(section, dot + 1) < 0) {
+        key_suggest(dot ? section : "", dot ? dot + 1 : name, suggestion, sizeof(suggestion));
+        snprintf(st->err, sizeof(st->err),
+                 "[sweep] '%s' is not a config key (expected section.key = v1, v2, ... or "
+                 "ranks_per_run)%s",
+                 name, suggestion);
+        return 0;
+    }
+    for (int i = 0; i < sw->nkeys; i++) {
+        if (strcmp(sw->key[i], name) == 0) {
+            snprintf(st->err, sizeof(st->err), "[sweep] '%s' is listed twice", name);
+            return 0;
+        }
+    }
+    if (sw->nkeys == SWEEP_MAX_KEYS || strlen(name) >= sizeof(sw->key[0]) ||
+        strlen(value) >= SWEEP_VALUES_MAX) {
+        snprintf(st->err, sizeof(st->err), "[sweep] too many keys or values (at most %d keys)",
+                 SWEEP_MAX_KEYS);
+        return 0;
+    }
+    if (*skip_space(value) == '\0') {
+        snprintf(st->err, sizeof(st->err), "[sweep] '%s' has an empty value list", name);
+        return 0;
+    }
+    snprintf(sw->key[sw->nkeys], sizeof(sw->key[0]), "%s", name);
+    snprintf(sw->values[sw->nkeys], SWEEP_VALUES_MAX, "%s", value);
+    sw->line[sw->nkeys] = st->lineno;
+    sw->nkeys++;
+    return 1;
+}
 
 // libinih calls this per key; returning 0 makes ini_parse report the current line.
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct ini_state *st = user;
     char suggestion[160], why[400];
+    if (strcmp(section, "sweep") == 0)
+        return sweep_entry(st, name, value);
     int i = key_find(section, name);
     if (i < 0) {
         key_suggest(section, name, suggestion, sizeof(suggestion));
@@ -249,6 +305,21 @@ static int config_ini_handler(void *user, const char *section, const char *name,
         return 0;
     }
     return 1;
+}
+
+// fgets for libinih that also counts lines, so [sweep] entries can remember where they were set.
+struct line_reader {
+    FILE *f;
+    int *lineno;
+};
+
+static char *read_line(char *str, int num, void *stream)
+{
+    struct line_reader *lr = stream;
+    char *got = fgets(str, num, lr->f);
+    if (got)
+        (*lr->lineno)++;
+    return got;
 }
 
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen)
@@ -271,7 +342,8 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         fclose(f);
         return -1;
     }
-    line = ini_parse_file(f, config_ini_handler, &st);
+    struct line_reader lr = {f, &st.lineno};
+    line = ini_parse_stream(read_line, &lr, config_ini_handler, &st);
     fclose(f);
     if (line != 0) {
         *c = before;
@@ -371,7 +443,25 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                  c->optim.warmup_steps, t->steps);
         return -1;
     }
-    if (t->batch_size % (world_size * t->grad_accum) != 0) {
+    if (t->deterministic) {
+        int pow2_world = (world_size & (world_size - 1)) == 0;
+        int pow2_accum = (t->grad_accum & (t->grad_accum - 1)) == 0;
+        if (!pow2_world) {
+            snprintf(err, errlen,
+                     "train.deterministic needs a power-of-two number of ranks, not %d",
+                     world_size);
+            return -1;
+        }
+        if (!pow2_accum || t->grad_accum % world_size != 0 || t->batch_size % t->grad_accum != 0) {
+            snprintf(err, errlen,
+                     "train.deterministic: train.grad_accum = %d counts the micro-batches of the "
+                     "global batch in this mode; it must be a power of two, a multiple of the "
+                     "ranks (%d) and divide train.batch_size = %d (e.g. grad_accum = 4 makes "
+                     "np = 1, 2 and 4 bitwise identical)",
+                     t->grad_accum, world_size, t->batch_size);
+            return -1;
+        }
+    } else if (t->batch_size % (world_size * t->grad_accum) != 0) {
         snprintf(err, errlen,
                  "train.batch_size = %d must divide by ranks (%d) x train.grad_accum (%d)",
                  t->batch_size, world_size, t->grad_accum);

@@ -24,10 +24,14 @@ struct train_config {
     int batch_size; // global, sequences
     int grad_accum; // micro-batches per step and rank
     int64_t seed;
-    int eval_every;   // steps between evaluations (0: only at the start and end)
-    int eval_batches; // held-out batches (of batch_size sequences) per evaluation
-    int threads;      // BLAS/OpenMP threads per rank
-    int log_every;    // steps between progress lines
+    int eval_every;     // steps between evaluations (0: only at the start and end)
+    int eval_batches;   // held-out batches (of batch_size sequences) per evaluation
+    int threads;        // BLAS/OpenMP threads per rank
+    int log_every;      // steps between progress lines
+    int deterministic;  // fixed-order reduction: bitwise identical for any power-of-two ranks
+    double bucket_mb;   // gradient allreduce bucket size (MiB)
+    int overlap_reduce; // start bucket allreduces during backward (0: all after backward)
+    int check_every;    // steps between cross-rank parameter checksums (0: never)
 };
 
 struct data_config {
@@ -36,11 +40,24 @@ struct data_config {
     double val_fraction;         // tail of train held out when val is empty
 };
 
+#define SWEEP_MAX_KEYS   16
+#define SWEEP_VALUES_MAX 1024
+
+// The [sweep] section: swept keys with their raw value lists ("3e-4, 1e-3"), in file order.
+struct sweep_config {
+    int nkeys;
+    char key[SWEEP_MAX_KEYS][64];                  // "optim.lr"
+    char values[SWEEP_MAX_KEYS][SWEEP_VALUES_MAX]; // comma-separated, as written
+    int line[SWEEP_MAX_KEYS];                      // where it was set, for messages
+    int ranks_per_run;
+};
+
 struct config {
     struct model_config model;
     struct optim_config optim;
     struct train_config train;
     struct data_config data;
+    struct sweep_config sweep;
     char source[CONFIG_PATH_MAX];                    // the file read, or empty
     char origin[CONFIG_MAX_KEYS][CONFIG_ORIGIN_MAX]; // per key: "default", "file:line", "--set"
 };

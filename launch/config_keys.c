@@ -69,6 +69,17 @@ const struct config_key config_keys[] = {
      "BLAS and OpenMP threads per rank (keep ranks x threads <= cores)"},
     {"train", "log_every", CT_INT, OFF(train.log_every), "10", 1, BIG, 0, NULL,
      "steps between progress lines"},
+    {"train", "deterministic", CT_BOOL, OFF(train.deterministic), "false", 0, 1, 0, NULL,
+     "fixed-order gradient reduction: bitwise identical runs for 1, 2, 4, ... ranks; "
+     "grad_accum then counts the micro-batches of the global batch (a power of two, a multiple "
+     "of the ranks)"},
+    {"train", "bucket_mb", CT_DOUBLE, OFF(train.bucket_mb), "2", 0, 4096, 1, NULL,
+     "gradient allreduce bucket size in MiB (buckets close at tensor boundaries)"},
+    {"train", "overlap_reduce", CT_BOOL, OFF(train.overlap_reduce), "true", 0, 1, 0, NULL,
+     "start each bucket's allreduce while backward continues (false: reduce after backward)"},
+    {"train", "check_every", CT_INT, OFF(train.check_every), "100", 0, BIG, 0, NULL,
+     "steps between cross-rank parameter checksums (a mismatch aborts naming the tensor); 0 "
+     "never"},
     // [data]
     {"data", "train", CT_PATH, OFF(data.train), "", 0, 0, 0, NULL,
      "training token file (llm.c .bin layout; 'canary tokenize' makes one)"},

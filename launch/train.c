@@ -50,6 +50,54 @@ static int run_load_data(struct run *r, char *err, size_t errlen)
     return 0;
 }
 
+// Buckets close at tensor boundaries; the tree of deterministic mode needs one partial sum per
+// level of the local leaves (a binary counter: log2(micro_steps) + 1 buffers).
+static void run_init_reduction(struct run *r)
+{
+    const struct tensor_table *tt = &r->model.table;
+    size_t *bounds = xcalloc((size_t)tt->n + 1, sizeof(size_t));
+    for (int i = 0; i < tt->n; i++)
+        bounds[i] = tt->t[i].offset;
+    bounds[tt->n] = tt->total;
+    size_t bucket = (size_t)(r->cfg.train.bucket_mb * 1048576.0 / sizeof(float));
+    dist_reducer_init(&r->reducer, r->dist, bounds, tt->n, bucket ? bucket : 1,
+                      r->cfg.train.overlap_reduce);
+    free(bounds);
+    r->leaf_loss = xcalloc(3 * (size_t)r->leaves, sizeof(double));
+    r->leaf_loss_mine = xcalloc(3 * (size_t)r->micro_steps, sizeof(double));
+    r->checksums = xcalloc(3 * (size_t)tt->n, sizeof(unsigned long long));
+    r->eval_chunks = r->cfg.train.eval_batches * (r->cfg.train.batch_size / r->micro_batch);
+    r->eval_loss = xcalloc(3 * (size_t)r->eval_chunks, sizeof(double));
+    r->eval_loss_mine = xcalloc(3 * (size_t)r->eval_chunks, sizeof(double));
+    if (r->cfg.train.deterministic) {
+        int levels = 1;
+        while ((1 << (levels - 1)) < r->micro_steps)
+            levels++;
+        r->tree_levels = levels;
+        r->tree = xcalloc((size_t)levels, sizeof(float *));
+        r->tree_level = xcalloc((size_t)levels, sizeof(int));
+        for (int i = 0; i < levels; i++)
+            r->tree[i] = xcalloc(tt->total, sizeof(float));
+        if (r->dist->size > 1)
+            r->tree_scratch = xcalloc(tt->total, sizeof(float));
+    }
+}
+
+// CANARY_FAULT=abort:RANK:STEP makes RANK die after STEP (a crashed node);
+// CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence).
+static void run_init_fault(struct run *r)
+{
+    const char *f = getenv("CANARY_FAULT");
+    char kind[16];
+    int rank = 0;
+    long step = 0;
+    if (!f || sscanf(f, "%15[a-z]:%d:%ld", kind, &rank, &step) != 3)
+        return;
+    r->fault_kind = strcmp(kind, "abort") == 0 ? 1 : strcmp(kind, "perturb") == 0 ? 2 : 0;
+    r->fault_rank = rank;
+    r->fault_step = step;
+}
+
 int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int random_data,
              char *err, size_t errlen)
 {
@@ -58,7 +106,18 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     r->dist = dist;
     r->random_data = random_data;
     r->local_batch = cfg->train.batch_size / dist->size;
-    r->micro_batch = r->local_batch / cfg->train.grad_accum;
+    if (cfg->train.deterministic) {
+        // grad_accum counts the micro-batches of the global batch: their size does not depend on
+        // the rank count, which is what makes the reduction tree the same for any rank count.
+        r->leaves = cfg->train.grad_accum;
+        r->micro_batch = cfg->train.batch_size / r->leaves;
+        r->micro_steps = r->leaves / dist->size;
+    } else {
+        r->micro_steps = cfg->train.grad_accum;
+        r->micro_batch = r->local_batch / r->micro_steps;
+        r->leaves = r->micro_steps * dist->size;
+    }
+    r->l0 = r->final_eval = NAN;
     if (!random_data && run_load_data(r, err, errlen) != 0) {
         run_free(r);
         return -1;
@@ -83,13 +142,27 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
         }
     }
     r->step_flops = 3.0 * model_forward_flops(&cfg->model, r->local_batch);
+    run_init_reduction(r);
+    run_init_fault(r);
     return 0;
 }
 
 void run_free(struct run *r)
 {
-    if (r->params)
+    if (r->params) {
         model_free(&r->model);
+        dist_reducer_free(&r->reducer);
+    }
+    for (int i = 0; i < r->tree_levels; i++)
+        free(r->tree[i]);
+    free(r->tree);
+    free(r->tree_level);
+    free(r->tree_scratch);
+    free(r->leaf_loss);
+    free(r->leaf_loss_mine);
+    free(r->checksums);
+    free(r->eval_loss);
+    free(r->eval_loss_mine);
     free(r->params);
     free(r->grads);
     free(r->update);
@@ -107,11 +180,101 @@ static int loss_finite(const struct loss_parts *p)
     return isfinite(p->total) && isfinite(p->ce) && isfinite(p->z);
 }
 
+// Backward's grads-ready callback: tensors [first, n) are final on this rank.
+static void on_grads_ready(void *ctx, int first)
+{
+    struct run *r = ctx;
+    dist_reducer_ready(&r->reducer, r->model.table.t[first].offset);
+}
+
+// One micro-batch: forward, loss, backward into grads (accumulating). The loss gradient is
+// scaled by 1/leaves so that the sum over all micro-batches of all ranks is the mean.
+static void micro_step(struct run *r, int k, float *grads, int last)
+{
+    const struct config *c = &r->cfg;
+    int T = c->model.seq_len, mb = r->micro_batch;
+    const int *in = r->inputs + (size_t)k * mb * T;
+    const int *tg = r->targets + (size_t)k * mb * T;
+    struct loss_parts lp;
+    model_forward(&r->model, r->params, in, mb);
+    xent_forward_backward(&lp, r->model.acts.logits, NULL, tg, mb * T, c->model.vocab,
+                          (float)c->optim.z_loss, 1.0f / (float)r->leaves);
+    model_backward(&r->model, r->params, grads, in, mb, last ? on_grads_ready : NULL, r);
+    r->leaf_loss_mine[3 * k] = lp.total;
+    r->leaf_loss_mine[3 * k + 1] = lp.ce;
+    r->leaf_loss_mine[3 * k + 2] = lp.z;
+}
+
+static void add_into(float *acc, const float *x, size_t n)
+{
+#pragma omp parallel for simd schedule(static)
+    for (size_t i = 0; i < n; i++)
+        acc[i] = acc[i] + x[i];
+}
+
+// Default mode: micro-batches accumulate into grads; the last one's backward starts the bucket
+// allreduces, which finish after it.
+static void grads_accumulate_overlapped(struct run *r)
+{
+    size_t n = r->model.table.total;
+    memset(r->grads, 0, n * sizeof(float));
+    dist_reducer_begin(&r->reducer, r->grads);
+    for (int k = 0; k < r->micro_steps; k++)
+        micro_step(r, k, r->grads, k == r->micro_steps - 1);
+    dist_reducer_finish(&r->reducer); // Σ over ranks of Σ_k g_k / leaves: the mean
+}
+
+// Deterministic mode: every micro-batch's gradient is computed alone and the gradients are summed
+// along a balanced binary tree over the micro-batches of the global batch, first locally (a
+// binary counter of partial sums), then across ranks (dist_tree_allreduce_f32). The tree is the
+// same for any power-of-two rank count, so are the bits.
+static void grads_accumulate_tree(struct run *r)
+{
+    size_t n = r->model.table.total;
+    int depth = 0;
+    for (int k = 0; k < r->micro_steps; k++) {
+        float *leaf = r->tree[depth];
+        memset(leaf, 0, n * sizeof(float));
+        micro_step(r, k, leaf, 0);
+        int level = 0;
+        while (depth > 0 && r->tree_level[depth - 1] == level) {
+            add_into(r->tree[depth - 1], leaf, n); // left + right
+            depth--;
+            leaf = r->tree[depth];
+            level++;
+        }
+        r->tree_level[depth] = level;
+        depth++;
+    }
+    ASSERT(depth == 1); // micro_steps is a power of two
+    memcpy(r->grads, r->tree[0], n * sizeof(float));
+    if (r->dist->size > 1)
+        dist_tree_allreduce_f32(r->dist, r->grads, r->tree_scratch, n);
+}
+
+// Loss parts of the global batch: the mean over all micro-batches, summed in global order so the
+// reported loss is the same for any rank count.
+static void step_loss(struct run *r, struct loss_parts *out)
+{
+    const double *all = r->leaf_loss_mine;
+    double sum[3] = {0.0, 0.0, 0.0};
+    if (r->dist->size > 1) {
+        dist_allgather_f64(r->dist, r->leaf_loss_mine, r->leaf_loss, 3 * (size_t)r->micro_steps);
+        all = r->leaf_loss;
+    }
+    for (int k = 0; k < r->leaves; k++)
+        for (int j = 0; j < 3; j++)
+            sum[j] += all[3 * k + j];
+    memset(out, 0, sizeof(*out));
+    out->total = sum[0] / r->leaves;
+    out->ce = sum[1] / r->leaves;
+    out->z = sum[2] / r->leaves;
+}
+
 void train_step(struct run *r, struct step_result *res)
 {
     const struct config *c = &r->cfg;
     struct model *m = &r->model;
-    int T = c->model.seq_len, accum = c->train.grad_accum, mb = r->micro_batch;
     size_t n = m->table.total;
     memset(res, 0, sizeof(*res));
 
@@ -122,34 +285,13 @@ void train_step(struct run *r, struct step_result *res)
         sampler_train_batch(&r->sampler, r->inputs, r->targets, first, r->local_batch);
     }
 
-    // 2–4. forward, loss, backward per micro-batch; gradients accumulate
-    memset(r->grads, 0, n * sizeof(float));
-    double parts[3] = {0.0, 0.0, 0.0}; // total, ce, z summed over micro-batches
-    for (int k = 0; k < accum; k++) {
-        const int *in = r->inputs + (size_t)k * mb * T;
-        const int *tg = r->targets + (size_t)k * mb * T;
-        struct loss_parts lp;
-        model_forward(m, r->params, in, mb);
-        xent_forward_backward(&lp, m->acts.logits, NULL, tg, mb * T, c->model.vocab,
-                              (float)c->optim.z_loss, 1.0f / (float)accum);
-        model_backward(m, r->params, r->grads, in, mb, NULL, NULL);
-        parts[0] += lp.total;
-        parts[1] += lp.ce;
-        parts[2] += lp.z;
-    }
-
-    // 5. gradient reduction (mean over ranks), norm, clipping
-    if (r->dist->size > 1) {
-        dist_allreduce_sum_f32(r->dist, r->grads, n);
-        dist_allreduce_sum_f64(r->dist, parts, 3);
-        float inv = 1.0f / (float)r->dist->size;
-        for (size_t i = 0; i < n; i++)
-            r->grads[i] *= inv;
-    }
-    double denom = (double)accum * r->dist->size;
-    res->loss.total = parts[0] / denom;
-    res->loss.ce = parts[1] / denom;
-    res->loss.z = parts[2] / denom;
+    // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction)
+    // 5. finish the gradient reduction (mean over the global batch), norm, clipping
+    if (c->train.deterministic)
+        grads_accumulate_tree(r);
+    else
+        grads_accumulate_overlapped(r);
+    step_loss(r, &res->loss);
     res->grad_norm = optim_grad_norm(r->tensor_sumsq, r->grads, &m->table);
     res->lr = schedule_lr(&c->optim, r->step, c->train.steps);
     res->finite = loss_finite(&res->loss) && isfinite(res->grad_norm);
@@ -163,31 +305,62 @@ void train_step(struct run *r, struct step_result *res)
     r->step++;
 }
 
+// FNV-1a over a tensor's bits.
+static unsigned long long tensor_checksum(const float *x, size_t n)
+{
+    unsigned long long h = 0xcbf29ce484222325ULL;
+    const unsigned char *b = (const unsigned char *)x;
+    for (size_t i = 0; i < n * sizeof(float); i++) {
+        h ^= b[i];
+        h *= 0x100000001b3ULL;
+    }
+    return h;
+}
+
+void train_check_consistency(struct run *r)
+{
+    const struct tensor_table *tt = &r->model.table;
+    if (r->dist->size == 1)
+        return;
+    for (int i = 0; i < tt->n; i++)
+        r->checksums[i] = tensor_checksum(r->params + tt->t[i].offset, tt->t[i].size);
+    int bad = dist_first_mismatch_u64(r->dist, r->checksums, r->checksums + tt->n, tt->n);
+    if (bad >= 0)
+        FATAL("parameters differ across ranks after step %ld: first differing tensor '%s'", r->step,
+              tt->t[bad].name);
+}
+
 void train_eval(struct run *r, struct loss_parts *out)
 {
     const struct config *c = &r->cfg;
     struct model *m = &r->model;
     int T = c->model.seq_len, mb = r->micro_batch;
-    long total = (long)c->train.eval_batches * c->train.batch_size;
-    long per_rank = total / r->dist->size; // batch_size divides by ranks
-    double sums[3] = {0.0, 0.0, 0.0};
-    for (long s = 0; s < per_rank; s += mb) {
-        int b = (int)(per_rank - s < mb ? per_rank - s : mb);
+    // eval_batches · batch_size sequences in chunks of one micro-batch; a rank takes a contiguous
+    // run of chunks. Per-chunk losses are gathered and summed in global order, so the result is
+    // the same for any rank count when the micro-batch is (deterministic mode).
+    int chunks = r->eval_chunks / r->dist->size;
+    for (int k = 0; k < chunks; k++) {
         struct loss_parts lp;
-        sampler_eval_batch(&r->sampler, r->inputs, r->targets,
-                           (uint64_t)(r->dist->rank * per_rank + s), b);
-        model_forward(m, r->params, r->inputs, b);
-        xent_forward(&lp, m->acts.logits, r->targets, b * T, c->model.vocab,
+        uint64_t first = ((uint64_t)r->dist->rank * chunks + k) * (uint64_t)mb;
+        sampler_eval_batch(&r->sampler, r->inputs, r->targets, first, mb);
+        model_forward(m, r->params, r->inputs, mb);
+        xent_forward(&lp, m->acts.logits, r->targets, mb * T, c->model.vocab,
                      (float)c->optim.z_loss);
-        // weight by sequences so a short last chunk counts for what it holds
-        sums[0] += lp.total * b;
-        sums[1] += lp.ce * b;
-        sums[2] += lp.z * b;
+        r->eval_loss_mine[3 * k] = lp.total;
+        r->eval_loss_mine[3 * k + 1] = lp.ce;
+        r->eval_loss_mine[3 * k + 2] = lp.z;
     }
-    if (r->dist->size > 1)
-        dist_allreduce_sum_f64(r->dist, sums, 3);
+    const double *all = r->eval_loss_mine;
+    if (r->dist->size > 1) {
+        dist_allgather_f64(r->dist, r->eval_loss_mine, r->eval_loss, 3 * (size_t)chunks);
+        all = r->eval_loss;
+    }
+    double sum[3] = {0.0, 0.0, 0.0};
+    for (int k = 0; k < r->eval_chunks; k++)
+        for (int j = 0; j < 3; j++)
+            sum[j] += all[3 * k + j];
     memset(out, 0, sizeof(*out));
-    out->total = sums[0] / (double)total;
-    out->ce = sums[1] / (double)total;
-    out->z = sums[2] / (double)total;
+    out->total = sum[0] / r->eval_chunks;
+    out->ce = sum[1] / r->eval_chunks;
+    out->z = sum[2] / r->eval_chunks;
 }

@@ -13,6 +13,7 @@
 #include "data/sampler.h"
 #include "data/tokens.h"
 #include "dist/dist.h"
+#include "dist/reduce.h"
 #include "launch/config.h"
 #include "losses/xent.h"
 #include "model/model.h"
@@ -45,10 +46,37 @@ struct run {
     struct sampler sampler;
     int local_batch;       // sequences per rank per step
     int micro_batch;       // sequences per forward/backward
+    int micro_steps;       // forward/backward passes per rank per step
+    int leaves;            // micro-batches in the global batch (micro_steps · ranks)
     int *inputs, *targets; // [local_batch, T]
     long step;             // next step to take
     int random_data;       // benchmark: fixed random tokens instead of the sampler
     double step_flops;     // model FLOPs of one step on this rank (fwd + bwd)
+
+    // gradient reduction
+    struct dist_reducer reducer; // bucketed, overlapped averaging (default mode)
+    float **tree;                // deterministic mode: [tree_levels] partial sums of leaf gradients
+    int *tree_level;             // level of each stacked partial sum
+    int tree_levels;
+    float *tree_scratch;                // [table.total] receive buffer of the cross-rank tree
+    double *leaf_loss;                  // [3 · leaves] loss parts per micro-batch, in global order
+    double *leaf_loss_mine;             // [3 · micro_steps]
+    int eval_chunks;                    // micro-batches in one evaluation (all ranks)
+    double *eval_loss, *eval_loss_mine; // [3 · eval_chunks] per-chunk loss parts
+
+    // cross-rank consistency
+    unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max
+
+    // fault injection for tests (CANARY_FAULT=abort:RANK:STEP or perturb:RANK:STEP)
+    int fault_kind; // 0 none, 1 abort, 2 perturb
+    int fault_rank;
+    long fault_step;
+
+    // outcome, for sweeps
+    double l0;         // held-out loss at step 0
+    double final_eval; // held-out loss at the end (NaN when the run stopped early)
+    const char *tag;   // prefix of printed lines (the run id in a sweep), may be NULL
+    int quiet;         // 1: only the first and last lines and evaluations are printed
 };
 
 // Loads data, builds the model, initialises weights and state. The config must be validated.
@@ -60,6 +88,10 @@ void run_free(struct run *r);
 
 // Phases 1–6 of DESIGN.md §3 for step r->step; advances r->step when the update was applied.
 void train_step(struct run *r, struct step_result *res);
+
+// Compares parameter checksums across the ranks of the run; aborts the job naming the first
+// tensor that differs. No-op with one rank.
+void train_check_consistency(struct run *r);
 
 // Mean held-out loss over train.eval_batches batches (all ranks take part).
 void train_eval(struct run *r, struct loss_parts *out);

@@ -13,23 +13,29 @@
 #include "util/timer.h"
 
 struct train_out {
-    FILE *log;     // log.txt: everything printed, plus the run header
-    FILE *metrics; // metrics.tsv: one row per step and per evaluation, full precision
-    int rank0;
+    FILE *log;       // log.txt: everything printed, plus the run header
+    FILE *metrics;   // metrics.tsv: one row per step and per evaluation, full precision
+    int rank0;       // rank 0 of the run's communicator writes
+    const char *tag; // prefix on stdout (the run id in a sweep)
+    int quiet;       // progress lines go to log.txt only
 };
 
 // Prints a line to stdout and log.txt (rank 0 only).
-static void out_line(struct train_out *o, const char *fmt, ...) CANARY_PRINTF(2, 3);
-static void out_line(struct train_out *o, const char *fmt, ...)
+static void out_line(struct train_out *o, int progress, const char *fmt, ...) CANARY_PRINTF(3, 4);
+static void out_line(struct train_out *o, int progress, const char *fmt, ...)
 {
     va_list ap;
     if (!o->rank0)
         return;
-    va_start(ap, fmt);
-    vprintf(fmt, ap);
-    va_end(ap);
-    fputc('\n', stdout);
-    fflush(stdout);
+    if (!(progress && o->quiet)) {
+        if (o->tag)
+            printf("[%s] ", o->tag);
+        va_start(ap, fmt);
+        vprintf(fmt, ap);
+        va_end(ap);
+        fputc('\n', stdout);
+        fflush(stdout);
+    }
     if (o->log) {
         va_start(ap, fmt);
         vfprintf(o->log, fmt, ap);
@@ -81,21 +87,32 @@ static void close_outputs(struct train_out *o)
     o->log = o->metrics = NULL;
 }
 
-static void eval_and_report(struct run *r, struct train_out *o, long step)
+static double eval_and_report(struct run *r, struct train_out *o, long step)
 {
     struct loss_parts lp;
     train_eval(r, &lp);
-    out_line(o, "eval step %ld: loss %.6f (ce %.6f z %.6f)%s", step, lp.total, lp.ce, lp.z,
+    out_line(o, 0, "eval step %ld: loss %.6f (ce %.6f z %.6f)%s", step, lp.total, lp.ce, lp.z,
              step == 0 ? "  [l0, loss at init]" : "");
     if (o->rank0 && o->metrics)
         fprintf(o->metrics, "eval\t%ld\t%.17g\t%.17g\t%.17g\t\t\t\t\n", step, lp.total, lp.ce,
                 lp.z);
+    return lp.total;
+}
+
+// Test hooks (CANARY_FAULT, see run_init): a rank that dies, or one whose parameters drift.
+static void inject_fault(struct run *r)
+{
+    if (r->fault_kind == 0 || r->dist->rank != r->fault_rank || r->step != r->fault_step)
+        return;
+    if (r->fault_kind == 1)
+        FATAL("fault injected by CANARY_FAULT at step %ld", r->step);
+    r->params[r->model.table.t[r->model.table.n / 2].offset] += 1.0f;
 }
 
 int train_run(struct run *r, const char *out_dir)
 {
     const struct config *c = &r->cfg;
-    struct train_out o = {NULL, NULL, r->dist->rank == 0};
+    struct train_out o = {NULL, NULL, r->dist->rank == 0, r->tag, r->quiet};
     char err[1024];
     int rc = TRAIN_EXIT_OK;
     long steps = c->train.steps;
@@ -109,17 +126,17 @@ int train_run(struct run *r, const char *out_dir)
         return TRAIN_EXIT_IO;
     }
     peak = matmul_peak_gflops(256, 3) * c->train.threads;
-    out_line(&o, "canary train: %s", out_dir);
-    out_line(&o,
+    out_line(&o, 0, "canary train: %s", out_dir);
+    out_line(&o, 0,
              "model: dim %d layers %d heads %d head_dim %d seq_len %d vocab %d | %zu parameters "
              "in %d tensors | %d rank(s) x %d thread(s)",
              c->model.dim, c->model.layers, c->model.heads, c->model.head_dim, c->model.seq_len,
              c->model.vocab, r->model.table.total, r->model.table.n, r->dist->size,
              c->train.threads);
-    out_line(&o, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
+    out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
              r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
 
-    eval_and_report(r, &o, 0);
+    r->l0 = eval_and_report(r, &o, 0);
     t_start = t_window = timer_now();
     while (r->step < steps) {
         struct step_result res;
@@ -128,7 +145,7 @@ int train_run(struct run *r, const char *out_dir)
         train_step(r, &res);
         double dt = timer_now() - t0;
         if (!res.finite) {
-            out_line(&o, "step %ld: non-finite %s (loss %g, grad norm %g): stopping", step + 1,
+            out_line(&o, 0, "step %ld: non-finite %s (loss %g, grad norm %g): stopping", step + 1,
                      isfinite(res.loss.total) ? "gradient" : "loss", res.loss.total, res.grad_norm);
             if (o.rank0)
                 err_printf("training diverged at step %ld: the loss or gradient is not finite",
@@ -136,6 +153,9 @@ int train_run(struct run *r, const char *out_dir)
             rc = TRAIN_EXIT_NONFINITE;
             break;
         }
+        inject_fault(r);
+        if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
+            train_check_consistency(r);
         window_flops += r->step_flops * r->dist->size;
         window_steps++;
         if (o.rank0)
@@ -148,7 +168,7 @@ int train_run(struct run *r, const char *out_dir)
             double gflops = window_flops / span * 1e-9 / r->dist->size;
             char eta[32];
             format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
-            out_line(&o,
+            out_line(&o, 1,
                      "step %6ld/%ld | loss %.4f (ce %.4f z %.2e) | lr %.3e | gnorm %.3f%s | "
                      "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak) | ETA %s",
                      r->step, steps, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
@@ -163,10 +183,11 @@ int train_run(struct run *r, const char *out_dir)
             eval_and_report(r, &o, r->step);
     }
     if (rc == TRAIN_EXIT_OK) {
-        eval_and_report(r, &o, r->step);
+        train_check_consistency(r);
+        r->final_eval = eval_and_report(r, &o, r->step);
         char took[32];
         format_eta(took, sizeof(took), timer_now() - t_start);
-        out_line(&o, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv)",
+        out_line(&o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv)",
                  steps, took, out_dir);
     }
     if (o.rank0 && (ferror(o.metrics) || ferror(o.log))) {

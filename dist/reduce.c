@@ -1,0 +1,127 @@
+// Bucketed, overlapped gradient averaging and the deterministic tree reduction.
+//
+// Overlap: MPI only progresses non-blocking collectives inside MPI calls (no progress thread is
+// assumed), so dist_reducer_ready also tests the buckets in flight; backward calls it once per
+// block, which is often enough to move each bucket along while the next block computes.
+#include "dist/reduce.h"
+
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/dist.h"
+
+static MPI_Comm comm_of(const struct dist_ctx *d)
+{
+    return *(MPI_Comm *)d->comm;
+}
+
+void dist_reducer_init(struct dist_reducer *r, struct dist_ctx *d, const size_t *bounds, int nb,
+                       size_t bucket_floats, int overlap)
+{
+    memset(r, 0, sizeof(*r));
+    r->d = d;
+    r->overlap = overlap;
+    r->buckets = calloc((size_t)nb, sizeof(*r->buckets));
+    r->requests = calloc((size_t)nb, sizeof(MPI_Request));
+    if (!r->buckets || !r->requests)
+        dist_world_abort(134);
+    // Walk from the tail: a bucket closes at the first tensor boundary that makes it big enough.
+    size_t hi = bounds[nb];
+    for (int i = nb - 1; i >= 0; i--) {
+        size_t lo = bounds[i];
+        if (hi - lo >= bucket_floats || i == 0) {
+            if (hi > lo) {
+                r->buckets[r->n].lo = lo;
+                r->buckets[r->n].hi = hi;
+                r->n++;
+            }
+            hi = lo;
+        }
+    }
+    for (int i = 0; i < r->n; i++)
+        ((MPI_Request *)r->requests)[i] = MPI_REQUEST_NULL;
+}
+
+void dist_reducer_free(struct dist_reducer *r)
+{
+    free(r->buckets);
+    free(r->requests);
+    memset(r, 0, sizeof(*r));
+}
+
+void dist_reducer_begin(struct dist_reducer *r, float *buf)
+{
+    r->buf = buf;
+    for (int i = 0; i < r->n; i++)
+        r->buckets[i].started = 0;
+}
+
+static void bucket_start(struct dist_reducer *r, int i)
+{
+    struct dist_bucket *b = &r->buckets[i];
+    MPI_Request *req = (MPI_Request *)r->requests + i;
+    // Buckets are far below 2^31 floats (the table closes them at tensor boundaries; a single
+    // tensor that large would not fit a CPU trainer anyway).
+    MPI_Iallreduce(MPI_IN_PLACE, r->buf + b->lo, (int)(b->hi - b->lo), MPI_FLOAT, MPI_SUM,
+                   comm_of(r->d), req);
+    b->started = 1;
+}
+
+void dist_reducer_ready(struct dist_reducer *r, size_t from)
+{
+    int flag = 0;
+    if (r->d->size == 1 || !r->overlap)
+        return;
+    for (int i = 0; i < r->n; i++)
+        if (!r->buckets[i].started && r->buckets[i].lo >= from)
+            bucket_start(r, i);
+    MPI_Testall(r->n, (MPI_Request *)r->requests, &flag, MPI_STATUSES_IGNORE);
+}
+
+void dist_reducer_finish(struct dist_reducer *r)
+{
+    if (r->d->size == 1)
+        return;
+    double t0 = MPI_Wtime();
+    for (int i = 0; i < r->n; i++)
+        if (!r->buckets[i].started)
+            bucket_start(r, i);
+    MPI_Waitall(r->n, (MPI_Request *)r->requests, MPI_STATUSES_IGNORE);
+    r->wait_seconds = MPI_Wtime() - t0;
+}
+
+void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, size_t n)
+{
+    MPI_Comm comm = comm_of(d);
+    for (int mask = 1; mask < d->size; mask <<= 1) {
+        int partner = d->rank ^ mask;
+        size_t done = 0;
+        while (done < n) {
+            size_t chunk = n - done < (1u << 28) ? n - done : (1u << 28);
+            MPI_Sendrecv(buf + done, (int)chunk, MPI_FLOAT, partner, 17, scratch + done, (int)chunk,
+                         MPI_FLOAT, partner, 17, comm, MPI_STATUS_IGNORE);
+            done += chunk;
+        }
+        // a + b == b + a in IEEE arithmetic, so both partners compute the same bits.
+        for (size_t i = 0; i < n; i++)
+            buf[i] = buf[i] + scratch[i];
+    }
+}
+
+void dist_allgather_f64(struct dist_ctx *d, const double *in, double *out, size_t n)
+{
+    MPI_Allgather(in, (int)n, MPI_DOUBLE, out, (int)n, MPI_DOUBLE, comm_of(d));
+}
+
+int dist_first_mismatch_u64(struct dist_ctx *d, const unsigned long long *vals,
+                            unsigned long long *scratch, int n)
+{
+    unsigned long long *mn = scratch, *mx = scratch + n;
+    MPI_Allreduce(vals, mn, n, MPI_UNSIGNED_LONG_LONG, MPI_MIN, comm_of(d));
+    MPI_Allreduce(vals, mx, n, MPI_UNSIGNED_LONG_LONG, MPI_MAX, comm_of(d));
+    for (int i = 0; i < n; i++)
+        if (mn[i] != mx[i])
+            return i;
+    return -1;
+}
