@@ -42,6 +42,30 @@ void dist_free(struct dist_ctx *d)
         MPI_Finalize();
 }
 
+int dist_split(struct dist_ctx *d, int color, struct dist_ctx *child)
+{
+    MPI_Comm *comm = malloc(sizeof(*comm));
+    if (!comm)
+        return -1;
+    if (MPI_Comm_split(*(MPI_Comm *)d->comm, color, d->rank, comm) != MPI_SUCCESS) {
+        free(comm);
+        return -1;
+    }
+    MPI_Comm_set_errhandler(*comm, MPI_ERRORS_ARE_FATAL);
+    MPI_Comm_rank(*comm, &child->rank);
+    MPI_Comm_size(*comm, &child->size);
+    child->comm = comm;
+    child->owns_mpi = 0;
+    return 0;
+}
+
+double dist_max_f64(struct dist_ctx *d, double v)
+{
+    double out = v;
+    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, *(MPI_Comm *)d->comm);
+    return out;
+}
+
 void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes)
 {
     // MPI counts are int: send in chunks of at most 1 GiB.

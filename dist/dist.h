@@ -20,6 +20,13 @@ struct dist_ctx {
 int dist_init(struct dist_ctx *d, int *argc, char ***argv);
 void dist_free(struct dist_ctx *d);
 
+// Splits d into groups of ranks with the same color (MPI_Comm_split, ordered by rank): child
+// becomes the context of this rank's group. Free child with dist_free (MPI stays up).
+int dist_split(struct dist_ctx *d, int color, struct dist_ctx *child);
+
+// Max of v over the ranks of d.
+double dist_max_f64(struct dist_ctx *d, double v);
+
 // Broadcast bytes from rank 0 of d's communicator.
 void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes);
 // Logical AND of ok over the ranks of d (for "did every rank load its config/data").

@@ -25,5 +25,6 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d);
 int cmd_tokenize(int argc, char **argv, struct dist_ctx *d);
 int cmd_bench(int argc, char **argv, struct dist_ctx *d);
 int cmd_config(int argc, char **argv, struct dist_ctx *d);
+int cmd_sweep(int argc, char **argv, struct dist_ctx *d);
 
 #endif

@@ -373,12 +373,19 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
 
 int config_set(struct config *c, const char *assignment, char *err, size_t errlen)
 {
+    return config_set_from(c, assignment, "--set", err, errlen);
+}
+
+int config_set_from(struct config *c, const char *assignment, const char *origin, char *err,
+                    size_t errlen)
+{
     char section[64], key[64], suggestion[160], why[400];
+    const char *prefix = strcmp(origin, "--set") == 0 ? "--set " : "";
     const char *dot = strchr(assignment, '.');
     const char *eq = strchr(assignment, '=');
     if (!dot || !eq || dot > eq || (size_t)(dot - assignment) >= sizeof(section) ||
         (size_t)(eq - dot - 1) >= sizeof(key)) {
-        snprintf(err, errlen, "--set '%s': expected section.key=value", assignment);
+        snprintf(err, errlen, "%s'%s': expected section.key=value", prefix, assignment);
         return -1;
     }
     snprintf(section, sizeof(section), "%.*s", (int)(dot - assignment), assignment);
@@ -389,15 +396,15 @@ int config_set(struct config *c, const char *assignment, char *err, size_t errle
     int i = key_find(section, key);
     if (i < 0) {
         key_suggest(section, key, suggestion, sizeof(suggestion));
-        snprintf(err, errlen, "--set %s: unknown key '%s.%s'%s", assignment, section, key,
+        snprintf(err, errlen, "%s%s: unknown key '%s.%s'%s", prefix, assignment, section, key,
                  suggestion);
         return -1;
     }
     if (key_parse(c, &config_keys[i], eq + 1, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "--set %s: %s", assignment, why);
+        snprintf(err, errlen, "%s%s: %s", prefix, assignment, why);
         return -1;
     }
-    snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "--set");
+    snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "%s", origin);
     return 0;
 }
 

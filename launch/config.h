@@ -70,6 +70,9 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
 
 // Applies "section.key=value" (a --set argument). Returns 0 or -1 with a reason in err.
 int config_set(struct config *c, const char *assignment, char *err, size_t errlen);
+// The same, recording origin ("sweep", ...) as where the value came from.
+int config_set_from(struct config *c, const char *assignment, const char *origin, char *err,
+                    size_t errlen);
 
 // Cross-key checks and resolution (head_dim 0 → dim/heads) for a job of world_size ranks.
 // need_data: the command reads data.train. Returns 0 or -1 with a reason in err.

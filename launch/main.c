@@ -11,23 +11,25 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "canary — a trainer for small-scale proxy studies of training instabilities\n"
-               "\n"
-               "usage: [mpirun -np N] canary COMMAND [options]\n"
-               "\n"
-               "commands:\n"
-               "  train     train a model from a config file\n"
-               "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
-               "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
-               "memory)\n"
-               "  config    print the resolved config, or the key reference (--markdown)\n"
-               "\n"
-               "options:\n"
-               "  -h, --help     this help; 'canary COMMAND --help' for a command's options\n"
-               "  --version      print the version\n"
-               "\n"
-               "Configuration keys: docs/config.md. Exit codes: 0 success, 1 bad input, 2 I/O\n"
-               "failure during a run, 3 the loss or gradient became non-finite.\n");
+    fprintf(f,
+            "canary — a trainer for small-scale proxy studies of training instabilities\n"
+            "\n"
+            "usage: [mpirun -np N] canary COMMAND [options]\n"
+            "\n"
+            "commands:\n"
+            "  train     train a model from a config file\n"
+            "  sweep     train every point of a [sweep] grid, by groups of ranks, in one mpirun\n"
+            "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
+            "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
+            "memory)\n"
+            "  config    print the resolved config, or the key reference (--markdown)\n"
+            "\n"
+            "options:\n"
+            "  -h, --help     this help; 'canary COMMAND --help' for a command's options\n"
+            "  --version      print the version\n"
+            "\n"
+            "Configuration keys: docs/config.md. Exit codes: 0 success, 1 bad input, 2 I/O\n"
+            "failure during a run, 3 the loss or gradient became non-finite.\n");
 }
 
 int main(int argc, char **argv)
@@ -55,6 +57,8 @@ int main(int argc, char **argv)
         rc = cmd_train(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "tokenize") == 0)
         rc = cmd_tokenize(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "sweep") == 0)
+        rc = cmd_sweep(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "bench") == 0)
         rc = cmd_bench(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "config") == 0)

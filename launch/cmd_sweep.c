@@ -1,0 +1,226 @@
+// `canary sweep`: every point of a [sweep] grid trained once, by groups of ranks, in one mpirun.
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "launch/cli.h"
+#include "launch/rundir.h"
+#include "launch/sweep.h"
+#include "launch/train.h"
+#include "util/error.h"
+
+static void sweep_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: mpirun -np N canary sweep --config STUDY.ini [--set section.key=value ...]\n"
+            "                                  [--out runs/NAME]\n"
+            "\n"
+            "Trains every point of the grid in the config's [sweep] section, each once:\n"
+            "\n"
+            "  [sweep]\n"
+            "  optim.lr = 3e-4, 1e-3, 3e-3     ; any config key, comma-separated values\n"
+            "  model.qk_norm = true, false     ; the grid is the product of the lists\n"
+            "  ranks_per_run = 1               ; ranks that train one run together\n"
+            "\n"
+            "The N ranks form N / ranks_per_run groups; runs are handed to groups by a balanced\n"
+            "static plan (largest estimated cost first, to the least loaded group). Each run\n"
+            "writes runs/NAME/<id>/ (config.ini, log.txt, metrics.tsv); runs/NAME/index.tsv gets\n"
+            "a row per run as it finishes (id, swept values, status ok/diverged/failed, steps,\n"
+            "l0, final eval loss). A diverged or failed run never stops the sweep. Exit code 0\n"
+            "when every run finished (ok or diverged), 2 when some failed, 1 on bad input.\n");
+}
+
+static int dir_is_empty(const char *path)
+{
+    DIR *dir = opendir(path);
+    struct dirent *e = NULL;
+    int empty = 1;
+    if (!dir)
+        return 0; // a file, or unreadable: not a usable empty directory
+    while ((e = readdir(dir)) != NULL)
+        if (strcmp(e->d_name, ".") != 0 && strcmp(e->d_name, "..") != 0)
+            empty = 0;
+    closedir(dir);
+    return empty;
+}
+
+// Rank 0: the study config, the grid, the output directory and its index. Returns 0 or -1
+// (message printed).
+static int sweep_prepare(const struct cli_config_opts *opts, const char *out, int world,
+                         struct config *base, struct sweep_plan *plan)
+{
+    char err[1400], path[CONFIG_PATH_MAX + 32];
+    struct stat st;
+    config_defaults(base);
+    if (config_load_file(base, opts->config_path, err, sizeof(err)) != 0)
+        goto fail;
+    for (int i = 0; i < opts->nsets; i++)
+        if (config_set(base, opts->sets[i], err, sizeof(err)) != 0)
+            goto fail;
+    if (world % base->sweep.ranks_per_run != 0) {
+        snprintf(err, sizeof(err),
+                 "sweep.ranks_per_run = %d does not divide the %d ranks of this job (use a "
+                 "multiple of it in mpirun -np)",
+                 base->sweep.ranks_per_run, world);
+        goto fail;
+    }
+    if (sweep_expand(base, plan, err, sizeof(err)) != 0)
+        goto fail;
+    // Every distinct data file must load before any run starts.
+    for (int i = 0; i < plan->n; i++) {
+        const struct config *c = &plan->pts[i].cfg;
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++)
+            seen = strcmp(plan->pts[j].cfg.data.train, c->data.train) == 0 &&
+                   strcmp(plan->pts[j].cfg.data.val, c->data.val) == 0 &&
+                   plan->pts[j].cfg.model.vocab == c->model.vocab;
+        struct token_file tf;
+        if (!seen) {
+            if (tokens_open(&tf, c->data.train, c->model.vocab, err, sizeof(err)) != 0)
+                goto fail;
+            tokens_close(&tf);
+            if (c->data.val[0]) {
+                if (tokens_open(&tf, c->data.val, c->model.vocab, err, sizeof(err)) != 0)
+                    goto fail;
+                tokens_close(&tf);
+            }
+        }
+    }
+    if (stat(out, &st) == 0 && !dir_is_empty(out)) {
+        snprintf(err, sizeof(err),
+                 "sweep output '%s' already exists and is not empty; give a new --out (sweeps "
+                 "do not resume)",
+                 out);
+        goto fail;
+    }
+    if (rundir_create(out, err, sizeof(err)) != 0)
+        goto fail;
+    snprintf(path, sizeof(path), "%s/index.tsv", out);
+    if (sweep_index_create(path, base, err, sizeof(err)) != 0)
+        goto fail;
+    return 0;
+fail:
+    err_printf("%s", err);
+    return -1;
+}
+
+int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
+{
+    struct cli_config_opts opts;
+    struct config *base = NULL;
+    struct sweep_plan plan;
+    struct dist_ctx group;
+    char out[CONFIG_PATH_MAX], index[CONFIG_PATH_MAX + 32], err[1024];
+    const char *out_arg = NULL;
+    int ok = 1, n = 0, rc = 0;
+    memset(&opts, 0, sizeof(opts));
+    memset(&plan, 0, sizeof(plan));
+    for (int i = 1; i < argc; i++) {
+        int took = cli_take_config_opt(&opts, argc, argv, &i);
+        if (took < 0)
+            return 1;
+        if (took)
+            continue;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            if (d->rank == 0)
+                sweep_usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
+            out_arg = argv[++i];
+            continue;
+        }
+        if (d->rank == 0) {
+            err_printf("sweep: unexpected argument '%s'", argv[i]);
+            sweep_usage(stderr);
+        }
+        return 1;
+    }
+    if (!opts.config_path) {
+        if (d->rank == 0)
+            err_printf("sweep: --config STUDY.ini is required");
+        return 1;
+    }
+    if (out_arg)
+        snprintf(out, sizeof(out), "%s", out_arg);
+    else
+        rundir_default_name(out, sizeof(out), opts.config_path);
+    dist_bcast_bytes(d, out, sizeof(out));
+    base = xcalloc(1, sizeof(*base));
+    if (d->rank == 0)
+        ok = sweep_prepare(&opts, out, d->size, base, &plan) == 0;
+    dist_bcast_bytes(d, &ok, sizeof(ok));
+    if (!ok) {
+        free(base);
+        return 1;
+    }
+    dist_bcast_bytes(d, base, sizeof(*base));
+    n = plan.n;
+    dist_bcast_bytes(d, &n, sizeof(n));
+    if (d->rank != 0) {
+        plan.pts = xcalloc((size_t)n, sizeof(*plan.pts));
+        plan.n = n;
+    }
+    dist_bcast_bytes(d, plan.pts, (size_t)n * sizeof(*plan.pts));
+    int rpr = base->sweep.ranks_per_run;
+    sweep_assign(&plan, d->size / rpr); // the same plan on every rank
+    if (dist_split(d, d->rank / rpr, &group) != 0)
+        FATAL("MPI_Comm_split failed");
+    snprintf(index, sizeof(index), "%s/index.tsv", out);
+    if (d->rank == 0)
+        printf("canary sweep: %d runs, %d group(s) of %d rank(s); index %s\n", n, plan.ngroups, rpr,
+               index);
+    fflush(stdout);
+
+    int failed = 0;
+    for (int i = 0; i < n; i++) {
+        struct sweep_point *pt = &plan.pts[i];
+        struct run run;
+        char dir[CONFIG_PATH_MAX + SWEEP_ID_MAX + 2];
+        const char *status = "failed";
+        if (pt->group != d->rank / rpr)
+            continue;
+        snprintf(dir, sizeof(dir), "%s/%s", out, pt->id);
+        int init_ok = run_init(&run, &pt->cfg, &group, 0, err, sizeof(err)) == 0;
+        if (!init_ok)
+            err_printf("sweep run %s: %s", pt->id, err);
+        if (dist_all_ok(&group, init_ok)) {
+            run.tag = pt->id;
+            run.quiet = 1;
+            int trc = train_run(&run, dir);
+            status = trc == TRAIN_EXIT_OK          ? "ok"
+                     : trc == TRAIN_EXIT_NONFINITE ? "diverged"
+                                                   : "failed";
+            if (group.rank == 0 &&
+                sweep_index_append(index, base, pt, status, run.step, run.l0, run.final_eval) != 0)
+                err_printf("sweep: cannot append to '%s'", index);
+            run_free(&run);
+        } else {
+            if (init_ok)
+                run_free(&run);
+            if (group.rank == 0)
+                sweep_index_append(index, base, pt, status, 0, NAN, NAN);
+        }
+        failed += strcmp(status, "failed") == 0;
+        if (group.rank == 0) {
+            printf("[%s] %s\n", pt->id, status);
+            fflush(stdout);
+        }
+    }
+    dist_free(&group);
+    double any_failed = dist_max_f64(d, failed);
+    dist_barrier(d);
+    if (d->rank == 0) {
+        if (sweep_index_finish(index, err, sizeof(err)) != 0)
+            err_printf("%s", err);
+        printf("sweep done: %d runs; index %s\n", n, index);
+    }
+    rc = any_failed > 0 ? 2 : 0;
+    sweep_plan_free(&plan);
+    free(base);
+    return rc;
+}

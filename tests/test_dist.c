@@ -1,0 +1,123 @@
+// dist/: run under mpiexec -n 1, 2 and 4 by ctest. The deterministic tree reduction (bitwise equal
+// to the serial balanced tree, on every rank), the bucketed reducer, the mismatch finder, splits.
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "dist/dist.h"
+#include "dist/reduce.h"
+#include "tests/testing.h"
+
+static struct dist_ctx world;
+
+// Contribution of rank r: magnitudes spread over decades, so the summation order shows in the
+// bits.
+static float contribution(int r, size_t i)
+{
+    return (float)((1.0 + 0.37 * (double)r) * pow(10.0, (double)((i + 3 * (size_t)r) % 9) - 4.0) *
+                   (i % 2 ? -1.0 : 1.0));
+}
+
+// The balanced binary tree over n leaves (n a power of two), serially.
+static float tree_sum(const float *leaves, int n)
+{
+    if (n == 1)
+        return leaves[0];
+    return tree_sum(leaves, n / 2) + tree_sum(leaves + n / 2, n / 2);
+}
+
+static void test_dist_tree_allreduce_is_the_balanced_tree(void **state)
+{
+    enum { N = 1000 };
+    float *buf = calloc(N, sizeof(float)), *scratch = calloc(N, sizeof(float));
+    float leaves[64];
+    for (size_t i = 0; i < N; i++)
+        buf[i] = contribution(world.rank, i);
+    dist_tree_allreduce_f32(&world, buf, scratch, N);
+    for (size_t i = 0; i < N; i++) {
+        for (int r = 0; r < world.size; r++)
+            leaves[r] = contribution(r, i);
+        float want = tree_sum(leaves, world.size);
+        if (memcmp(&buf[i], &want, sizeof(float)) != 0)
+            fail_msg("element %zu: %.9g, serial tree %.9g", i, buf[i], want);
+    }
+    // every rank holds the same bits
+    unsigned long long bits[N / 2], scr[N];
+    memcpy(bits, buf, sizeof(bits));
+    assert_int_equal(dist_first_mismatch_u64(&world, bits, scr, N / 2), -1);
+    free(buf);
+    free(scratch);
+}
+
+static void check_reducer(int overlap)
+{
+    // five "tensors" of uneven sizes; buckets of at least 300 floats close at their boundaries
+    size_t bounds[6] = {0, 100, 400, 450, 900, 1000};
+    struct dist_reducer red;
+    float buf[1000];
+    dist_reducer_init(&red, &world, bounds, 5, 300, overlap);
+    assert_int_equal(red.n, 3); // [450,1000), [100,450), [0,100)
+    assert_int_equal(red.buckets[0].lo, 450);
+    assert_int_equal(red.buckets[1].lo, 100);
+    assert_int_equal(red.buckets[2].hi, 100);
+    for (int i = 0; i < 1000; i++)
+        buf[i] = (float)(world.rank + 1) * (float)(i % 7);
+    dist_reducer_begin(&red, buf);
+    dist_reducer_ready(&red, 900); // nothing complete yet
+    dist_reducer_ready(&red, 450); // bucket 0 may start
+    dist_reducer_ready(&red, 0);
+    dist_reducer_finish(&red);
+    float ranks_sum = (float)(world.size * (world.size + 1) / 2);
+    for (int i = 0; i < 1000; i++)
+        assert_float_equal(buf[i], ranks_sum * (float)(i % 7), 0.0);
+    dist_reducer_free(&red);
+}
+
+static void test_dist_reducer_sums_overlapped(void **state)
+{
+    check_reducer(1);
+}
+
+static void test_dist_reducer_sums_blocking(void **state)
+{
+    check_reducer(0);
+}
+
+static void test_dist_first_mismatch_finds_index(void **state)
+{
+    unsigned long long v[8] = {1, 2, 3, 4, 5, 6, 7, 8}, scr[16];
+    assert_int_equal(dist_first_mismatch_u64(&world, v, scr, 8), -1);
+    if (world.rank == world.size - 1)
+        v[5] = 99;
+    assert_int_equal(dist_first_mismatch_u64(&world, v, scr, 8), world.size > 1 ? 5 : -1);
+}
+
+static void test_dist_split_groups(void **state)
+{
+    struct dist_ctx g;
+    assert_int_equal(dist_split(&world, world.rank / 2, &g), 0);
+    int want = world.size - (world.rank / 2) * 2 >= 2 ? 2 : 1;
+    assert_int_equal(g.size, want);
+    assert_int_equal(g.rank, world.rank % 2);
+    double mx = dist_max_f64(&g, (double)world.rank);
+    assert_float_equal(mx, (double)(world.rank / 2 * 2 + want - 1), 0.0);
+    dist_free(&g);
+}
+
+int main(int argc, char **argv)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_dist_tree_allreduce_is_the_balanced_tree),
+        cmocka_unit_test(test_dist_reducer_sums_overlapped),
+        cmocka_unit_test(test_dist_reducer_sums_blocking),
+        cmocka_unit_test(test_dist_first_mismatch_finds_index),
+        cmocka_unit_test(test_dist_split_groups),
+    };
+    if (dist_init(&world, &argc, &argv) != 0)
+        return 1;
+    int failed = cmocka_run_group_tests_name("dist", tests, NULL, NULL);
+    // a failure on any rank fails the job
+    int all_ok = dist_all_ok(&world, failed == 0);
+    dist_free(&world);
+    return all_ok ? 0 : 1;
+}
