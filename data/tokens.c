@@ -20,7 +20,12 @@ int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, s
     size_t hdr_bytes = TOKENS_HEADER_INTS * sizeof(int32_t);
 
     memset(tf, 0, sizeof(*tf));
-    fd = open(path, O_RDONLY);
+    // stat first: opening a FIFO or device for reading could block
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "token file '%s': not a regular file", path);
+        goto out;
+    }
+    fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
         snprintf(err, errlen, "open token file '%s': %s", path, strerror(errno));
         goto out;

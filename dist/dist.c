@@ -12,9 +12,13 @@ int dist_init(struct dist_ctx *d, int *argc, char ***argv)
     d->owns_mpi = 0;
     MPI_Initialized(&initialized);
     if (!initialized) {
-        if (MPI_Init(argc, argv) != MPI_SUCCESS)
+        // OpenMP threads run between MPI calls, but only the main thread calls MPI.
+        int provided = 0;
+        if (MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
             return -1;
         d->owns_mpi = 1;
+        if (provided < MPI_THREAD_FUNNELED)
+            fprintf(stderr, "canary: warning: MPI provides no MPI_THREAD_FUNNELED support\n");
     }
     comm = malloc(sizeof(*comm));
     if (!comm)
@@ -81,6 +85,8 @@ void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes)
 int dist_all_ok(struct dist_ctx *d, int ok)
 {
     int in = ok ? 1 : 0, out = 0;
+    if (d->size == 1)
+        return in;
     MPI_Allreduce(&in, &out, 1, MPI_INT, MPI_MIN, *(MPI_Comm *)d->comm);
     return out;
 }

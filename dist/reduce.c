@@ -27,14 +27,27 @@ void dist_reducer_init(struct dist_reducer *r, struct dist_ctx *d, const size_t 
     if (!r->buckets || !r->requests)
         dist_world_abort(134);
     // Walk from the tail: a bucket closes at the first tensor boundary that makes it big enough.
+    // MPI counts are ints, so a bucket (one huge tensor) is cut into pieces of at most 2^30.
+    const size_t max_count = (size_t)1 << 30;
     size_t hi = bounds[nb];
+    int cap = nb;
     for (int i = nb - 1; i >= 0; i--) {
         size_t lo = bounds[i];
         if (hi - lo >= bucket_floats || i == 0) {
-            if (hi > lo) {
-                r->buckets[r->n].lo = lo;
+            while (hi > lo) {
+                size_t piece_lo = hi - lo > max_count ? hi - max_count : lo;
+                if (r->n == cap) {
+                    cap *= 2;
+                    r->buckets = realloc(r->buckets, (size_t)cap * sizeof(*r->buckets));
+                    r->requests = realloc(r->requests, (size_t)cap * sizeof(MPI_Request));
+                    if (!r->buckets || !r->requests)
+                        dist_world_abort(134);
+                }
+                r->buckets[r->n].lo = piece_lo;
                 r->buckets[r->n].hi = hi;
+                r->buckets[r->n].started = 0;
                 r->n++;
+                hi = piece_lo;
             }
             hi = lo;
         }
@@ -61,8 +74,6 @@ static void bucket_start(struct dist_reducer *r, int i)
 {
     struct dist_bucket *b = &r->buckets[i];
     MPI_Request *req = (MPI_Request *)r->requests + i;
-    // Buckets are far below 2^31 floats (the table closes them at tensor boundaries; a single
-    // tensor that large would not fit a CPU trainer anyway).
     MPI_Iallreduce(MPI_IN_PLACE, r->buf + b->lo, (int)(b->hi - b->lo), MPI_FLOAT, MPI_SUM,
                    comm_of(r->d), req);
     b->started = 1;

@@ -39,12 +39,14 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         if (took)
             continue;
         if ((strcmp(argv[i], "--steps") == 0 || strcmp(argv[i], "--warmup") == 0) && i + 1 < argc) {
-            int v = atoi(argv[i + 1]);
-            if (v < (argv[i][2] == 's' ? 1 : 0)) {
+            char *end = NULL;
+            long v = strtol(argv[i + 1], &end, 10);
+            if (end == argv[i + 1] || *end != '\0' || v < (argv[i][2] == 's' ? 1 : 0) ||
+                v > 1000000) {
                 err_printf("bench: bad %s '%s'", argv[i], argv[i + 1]);
                 return 1;
             }
-            *(argv[i][2] == 's' ? &steps : &warmup) = v;
+            *(argv[i][2] == 's' ? &steps : &warmup) = (int)v;
             i++;
             continue;
         }

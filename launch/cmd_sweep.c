@@ -30,8 +30,10 @@ static void sweep_usage(FILE *f)
             "static plan (largest estimated cost first, to the least loaded group). Each run\n"
             "writes runs/NAME/<id>/ (config.ini, log.txt, metrics.tsv); runs/NAME/index.tsv gets\n"
             "a row per run as it finishes (id, swept values, status ok/diverged/failed, steps,\n"
-            "l0, final eval loss). A diverged or failed run never stops the sweep. Exit code 0\n"
-            "when every run finished (ok or diverged), 2 when some failed, 1 on bad input.\n");
+            "l0, final eval loss); diverged means the loss became non-finite or the final eval\n"
+            "loss is above l0, the loss at initialisation. A diverged or failed run never stops\n"
+            "the sweep. Exit code 0 when every run finished (ok or diverged), 2 when some\n"
+            "failed, 1 on bad input.\n");
 }
 
 static int dir_is_empty(const char *path)
@@ -192,9 +194,13 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
             run.tag = pt->id;
             run.quiet = 1;
             int trc = train_run(&run, dir);
-            status = trc == TRAIN_EXIT_OK          ? "ok"
-                     : trc == TRAIN_EXIT_NONFINITE ? "diverged"
-                                                   : "failed";
+            // Diverged: stopped on a non-finite loss, or ended worse than at initialisation
+            // (Wortsman et al. count both as l0 in the LR sensitivity).
+            if (trc == TRAIN_EXIT_NONFINITE ||
+                (trc == TRAIN_EXIT_OK && !(run.final_eval <= run.l0)))
+                status = "diverged";
+            else if (trc == TRAIN_EXIT_OK)
+                status = "ok";
             if (group.rank == 0 &&
                 sweep_index_append(index, base, pt, status, run.step, run.l0, run.final_eval) != 0)
                 err_printf("sweep: cannot append to '%s'", index);

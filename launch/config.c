@@ -8,6 +8,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "launch/config_keys.h"
 
@@ -217,6 +218,10 @@ void config_defaults(struct config *c)
 {
     char err[256];
     memset(c, 0, sizeof(*c));
+    if (config_key_count > CONFIG_MAX_KEYS) {
+        fprintf(stderr, "canary: the key table outgrew CONFIG_MAX_KEYS\n");
+        abort();
+    }
     for (int i = 0; i < config_key_count; i++) {
         if (key_parse(c, &config_keys[i], config_keys[i].def, err, sizeof(err)) != 0) {
             fprintf(stderr, "canary: bad default in the key table: %s\n", err);
@@ -231,7 +236,8 @@ struct ini_state {
     struct config *c;
     const char *path;
     char err[512];
-    int lineno; // counted by the line callback below: libinih gives handlers no line numbers
+    int lineno;   // counted by the line callback below: libinih gives handlers no line numbers
+    int err_line; // line of the first error (libinih goes on parsing after an error)
 };
 
 // A [sweep] entry: "ranks_per_run = N" or "section.key = v1, v2, ...". The values are checked
@@ -286,10 +292,29 @@ static int sweep_entry(struct ini_state *st, const char *name, const char *value
     return 1;
 }
 
-// libinih calls this per key; returning 0 makes ini_parse report the current line.
+static int config_ini_entry(struct ini_state *st, const char *section, const char *name,
+                            const char *value);
+
+// libinih calls this per key; returning 0 makes ini_parse report the current line. Only the
+// first error is kept: libinih goes on parsing after one.
 static int config_ini_handler(void *user, const char *section, const char *name, const char *value)
 {
     struct ini_state *st = user;
+    char saved[sizeof(st->err)];
+    int had_error = st->err[0] != '\0';
+    if (had_error)
+        memcpy(saved, st->err, sizeof(saved));
+    int ok = config_ini_entry(st, section, name, value);
+    if (had_error)
+        memcpy(st->err, saved, sizeof(saved));
+    else if (!ok)
+        st->err_line = st->lineno;
+    return ok;
+}
+
+static int config_ini_entry(struct ini_state *st, const char *section, const char *name,
+                            const char *value)
+{
     char suggestion[160], why[400];
     if (strcmp(section, "sweep") == 0)
         return sweep_entry(st, name, value);
@@ -310,15 +335,25 @@ static int config_ini_handler(void *user, const char *section, const char *name,
 // fgets for libinih that also counts lines, so [sweep] entries can remember where they were set.
 struct line_reader {
     FILE *f;
-    int *lineno;
+    struct ini_state *st;
 };
 
 static char *read_line(char *str, int num, void *stream)
 {
     struct line_reader *lr = stream;
     char *got = fgets(str, num, lr->f);
-    if (got)
-        (*lr->lineno)++;
+    if (!got)
+        return NULL;
+    lr->st->lineno++;
+    size_t len = strlen(got);
+    if (len == (size_t)num - 1 && got[len - 1] != '\n' && !feof(lr->f)) {
+        // libinih would split the line silently; stop and say so instead
+        if (!lr->st->err[0]) {
+            snprintf(lr->st->err, sizeof(lr->st->err), "line longer than %d characters", num - 2);
+            lr->st->err_line = lr->st->lineno;
+        }
+        return NULL;
+    }
     return got;
 }
 
@@ -332,6 +367,10 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     memset(&st, 0, sizeof(st));
     st.c = c;
     st.path = path;
+    if (stat(path, &fst) == 0 && !S_ISREG(fst.st_mode)) { // a FIFO would block in fopen
+        snprintf(err, errlen, "read config '%s': not a regular file", path);
+        return -1;
+    }
     f = fopen(path, "r");
     if (!f) {
         snprintf(err, errlen, "read config '%s': %s", path, strerror(errno));
@@ -342,13 +381,14 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
         fclose(f);
         return -1;
     }
-    struct line_reader lr = {f, &st.lineno};
+    struct line_reader lr = {f, &st};
     line = ini_parse_stream(read_line, &lr, config_ini_handler, &st);
     fclose(f);
-    if (line != 0) {
+    if (line != 0 || st.err[0]) {
         *c = before;
-        if (st.err[0])
-            snprintf(err, errlen, "%s:%d: %s", path, line, st.err);
+        // the earliest problem wins: a syntax error (line > 0, no message) or a bad entry
+        if (st.err[0] && (line <= 0 || st.err_line <= line))
+            snprintf(err, errlen, "%s:%d: %s", path, st.err_line, st.err);
         else if (line > 0)
             snprintf(err, errlen, "%s:%d: syntax error (expected '[section]' or 'key = value')",
                      path, line);
@@ -472,6 +512,32 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         snprintf(err, errlen,
                  "train.batch_size = %d must divide by ranks (%d) x train.grad_accum (%d)",
                  t->batch_size, world_size, t->grad_accum);
+        return -1;
+    }
+    // Refuse what cannot fit before anything is allocated (an OOM kill says nothing useful).
+    int micro = t->deterministic ? t->batch_size / t->grad_accum
+                                 : t->batch_size / (world_size * t->grad_accum);
+    double acts = 0.0, state = 0.0;
+    double need = model_memory_estimate(m, micro, &acts, &state);
+    double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (ram > 0 && need > ram) {
+        snprintf(err, errlen,
+                 "the model needs about %.1f GiB per rank (activations %.1f GiB for micro-batches "
+                 "of %d sequences, parameters and optimizer state %.1f GiB) but this machine has "
+                 "%.1f GiB: raise train.grad_accum, or lower model.seq_len, model.dim or "
+                 "train.batch_size",
+                 need / 1073741824.0, acts / 1073741824.0, micro, state / 1073741824.0,
+                 ram / 1073741824.0);
+        return -1;
+    }
+    // Row counts of every kernel are ints (BLAS takes ints): keep micro-batch products in range.
+    double widest =
+        fmax(fmax((double)m->vocab, 3.0 * m->heads * m->head_dim), 2.0 * m->mlp_ratio * m->dim);
+    if ((double)micro * m->seq_len * fmax(widest, (double)m->heads * m->seq_len) > 2147483647.0) {
+        snprintf(err, errlen,
+                 "a micro-batch of %d sequences of %d tokens is too large for 32-bit kernel "
+                 "indices: raise train.grad_accum",
+                 micro, m->seq_len);
         return -1;
     }
     if (need_data && c->data.train[0] == '\0') {

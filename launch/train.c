@@ -317,6 +317,11 @@ static unsigned long long tensor_checksum(const float *x, size_t n)
     return h;
 }
 
+unsigned long long train_params_checksum(const struct run *r)
+{
+    return tensor_checksum(r->params, r->model.table.total);
+}
+
 void train_check_consistency(struct run *r)
 {
     const struct tensor_table *tt = &r->model.table;

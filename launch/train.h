@@ -93,6 +93,9 @@ void train_step(struct run *r, struct step_result *res);
 // tensor that differs. No-op with one rank.
 void train_check_consistency(struct run *r);
 
+// FNV-1a over the bits of all parameters: a fingerprint of the weights for comparing runs.
+unsigned long long train_params_checksum(const struct run *r);
+
 // Mean held-out loss over train.eval_batches batches (all ranks take part).
 void train_eval(struct run *r, struct loss_parts *out);
 

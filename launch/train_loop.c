@@ -120,8 +120,10 @@ int train_run(struct run *r, const char *out_dir)
     double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0;
     long window_steps = 0;
 
-    if (o.rank0 && open_outputs(&o, out_dir, c, err, sizeof(err)) != 0) {
+    int opened = !o.rank0 || open_outputs(&o, out_dir, c, err, sizeof(err)) == 0;
+    if (!opened)
         err_printf("%s", err);
+    if (!dist_all_ok(r->dist, opened)) { // every rank stops, none waits in a collective
         close_outputs(&o);
         return TRAIN_EXIT_IO;
     }
@@ -183,10 +185,12 @@ int train_run(struct run *r, const char *out_dir)
             eval_and_report(r, &o, r->step);
     }
     if (rc == TRAIN_EXIT_OK) {
-        train_check_consistency(r);
+        if (c->train.check_every > 0)
+            train_check_consistency(r);
         r->final_eval = eval_and_report(r, &o, r->step);
         char took[32];
         format_eta(took, sizeof(took), timer_now() - t_start);
+        out_line(&o, 0, "parameter checksum %016llx", train_params_checksum(r));
         out_line(&o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv)",
                  steps, took, out_dir);
     }

@@ -19,6 +19,8 @@ static inline float fm_expf(float x)
     const float ln2_lo = -2.12194440e-4f; // ln2 − ln2_hi
     x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
     float n = floorf(x * log2e + 0.5f);
+    // NaN passes the clamps above; keep the int conversion defined (r, and so the result, stay NaN)
+    n = fmaxf(fminf(n, 127.0f), -126.0f);
     float r = x - n * ln2_hi - n * ln2_lo;
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
@@ -60,7 +62,8 @@ static inline double fm_sum_f64(const float *x, int n)
            ((lane[4] + lane[5]) + (lane[6] + lane[7]));
 }
 
-// max of x[0..n), n ≥ 1
+// max of x[0..n), n ≥ 1. A NaN may be skipped here; callers subtract the max from every element,
+// so a NaN still reaches their result.
 static inline float fm_max(const float *x, int n)
 {
     float m = x[0];

@@ -72,6 +72,7 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     size_t I = (size_t)c->heads * c->head_dim, F = (size_t)c->mlp_ratio * c->dim;
     size_t U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     size_t BHT = (size_t)B * c->heads * T, P = BHT * T;
+    size_t qk = c->qk_norm ? 1 : 0; // pre-norm q, k and their statistics only with qk-norm
 #define TAKE(ptr, count)                                                                           \
     do {                                                                                           \
         if (base)                                                                                  \
@@ -85,12 +86,12 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
         TAKE(b->n1_mean, BT);
         TAKE(b->n1_rstd, BT);
         TAKE(b->qkv, BT * 3 * I);
-        TAKE(b->q_raw, BT * I);
-        TAKE(b->k_raw, BT * I);
-        TAKE(b->qn_mean, BHT);
-        TAKE(b->qn_rstd, BHT);
-        TAKE(b->kn_mean, BHT);
-        TAKE(b->kn_rstd, BHT);
+        TAKE(b->q_raw, qk * BT * I);
+        TAKE(b->k_raw, qk * BT * I);
+        TAKE(b->qn_mean, qk * BHT);
+        TAKE(b->qn_rstd, qk * BHT);
+        TAKE(b->kn_mean, qk * BHT);
+        TAKE(b->kn_rstd, qk * BHT);
         TAKE(b->q, BT * I);
         TAKE(b->k, BT * I);
         TAKE(b->v, BT * I);
@@ -119,8 +120,8 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     TAKE(g->dk, BT * I);
     TAKE(g->dv, BT * I);
     TAKE(g->dout, BT * I);
-    TAKE(g->dq_raw, BT * I);
-    TAKE(g->dk_raw, BT * I);
+    TAKE(g->dq_raw, qk * BT * I);
+    TAKE(g->dk_raw, qk * BT * I);
     TAKE(g->dp, P);
     TAKE(g->du, BT * U);
     TAKE(g->da, BT * F);
@@ -362,6 +363,22 @@ void model_backward(struct model *m, const float *params, float *grads, const in
                    B, c->seq_len, c->dim);
     if (ready)
         ready(ready_ctx, 0);
+}
+
+double model_memory_estimate(const struct model_config *c, int B, double *acts_bytes,
+                             double *state_bytes)
+{
+    double C = c->dim, L = c->layers, T = c->seq_len, V = c->vocab, H = c->heads;
+    double hd = c->head_dim > 0 ? c->head_dim : C / H;
+    double I = H * hd, F = (double)c->mlp_ratio * C, U = c->mlp == MLP_SWIGLU ? 2 * F : F;
+    double BT = (double)B * T, P = BT * H * T, qk = c->qk_norm ? 1.0 : 0.0;
+    double per_block_params = 2 * C + 3 * C * I + I * C + C * U + F * C + qk * 2 * hd;
+    double params = L * per_block_params + 2 * V * C + C + (c->pos == POS_LEARNED ? T * C : 0);
+    double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P;
+    double acts = L * per_block + BT * (3 * C + V + 3 * I + 5 * I + 2 * qk * I + U + F) + P;
+    *acts_bytes = 4.0 * acts;
+    *state_bytes = 4.0 * 5.0 * params; // params, grads, update, m, v
+    return *acts_bytes + *state_bytes;
 }
 
 double model_forward_flops(const struct model_config *c, int B)

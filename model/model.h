@@ -110,6 +110,12 @@ void model_forward(struct model *m, const float *params, const int *tokens, int 
 void model_backward(struct model *m, const float *params, float *grads, const int *tokens, int B,
                     model_grads_ready_fn ready, void *ready_ctx);
 
+// Bytes of parameters, gradients, update, AdamW moments and the activation arena for micro-batches
+// of B sequences, in double so that absurd configs do not wrap: an estimate to refuse a run
+// before anything is allocated (the exact arena size is model_acts_bytes).
+double model_memory_estimate(const struct model_config *cfg, int B, double *acts_bytes,
+                             double *state_bytes);
+
 // Matmul FLOPs of one forward over B sequences (backward is 2× this).
 double model_forward_flops(const struct model_config *cfg, int B);
 

@@ -33,9 +33,9 @@ static void test_config_defaults_are_wortsman_like(void **state)
     assert_int_equal(c.model.dim, 64);
     assert_int_equal(c.model.norm, NORM_LAYERNORM);
     assert_int_equal(c.model.pos, POS_ROPE);
-    assert_float_equal(c.optim.beta2, 0.95, 0.0);
-    assert_float_equal(c.optim.eps, 1e-8, 0.0);
-    assert_float_equal(c.optim.z_loss, 1e-4, 0.0);
+    expect_near(c.optim.beta2, 0.95, 0.0);
+    expect_near(c.optim.eps, 1e-8, 0.0);
+    expect_near(c.optim.z_loss, 1e-4, 0.0);
     assert_int_equal(c.optim.wd_mode, WD_INDEPENDENT);
     assert_int_equal(config_validate(&c, 1, 0, err, sizeof(err)), 0);
     assert_int_equal(c.model.head_dim, 16); // resolved from dim / heads
@@ -53,7 +53,7 @@ static void test_config_file_and_set(void **state)
     assert_int_equal(c.model.qk_norm, 1);
     assert_int_equal(c.model.norm, NORM_RMSNORM);
     assert_int_equal(config_set(&c, "optim.lr=1e-2", err, sizeof(err)), 0);
-    assert_float_equal(c.optim.lr, 1e-2, 0.0);
+    expect_near(c.optim.lr, 1e-2, 0.0);
     assert_int_equal(config_set(&c, "model.mlp = swiglu", err, sizeof(err)), 0);
     assert_int_equal(c.model.mlp, MLP_SWIGLU);
     assert_int_equal(config_get_string(&c, "model.mlp", v, sizeof(v)), 0);
@@ -88,6 +88,17 @@ static void test_config_file_errors_name_line_and_key(void **state)
     expect_file_error("[model]\nqk_norm = maybe\n", "not a boolean");
     expect_file_error("[model]\ndim 64\n", ":2: syntax error");
     expect_file_error("[modle]\ndim = 64\n", "did you mean 'model.dim'");
+    // the first problem is reported, with its own line
+    expect_file_error("[model]\ndim 64\nlayers = 2\nheads = x\n", ":2: syntax error");
+    expect_file_error("[model]\nheads = x\ndim 64\n", ":2: model.heads = 'x'");
+    expect_file_error("[optim]\nwarmup_steps = 2\nlr = 0\nbeta1 = 7\n", ":3: optim.lr = 0");
+    // a line libinih would cut is refused
+    char longline[400];
+    memset(longline, 'a', sizeof(longline));
+    memcpy(longline, "[data]\ntrain = ", 15);
+    longline[sizeof(longline) - 2] = '\n';
+    longline[sizeof(longline) - 1] = '\0';
+    expect_file_error(longline, ":2: line longer than");
 }
 
 static void test_config_set_errors(void **state)

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/sampler.h"
@@ -113,8 +114,13 @@ static void test_tokenize_bytes(void **state)
     assert_int_equal(tf.tokens[3], 255);
     tokens_close(&tf);
     // an unwritable output leaves nothing behind
-    snprintf(bin, sizeof(bin), "%s/no/such/dir/t.bin", dir);
+    snprintf(bin, sizeof(bin), "%s/sub", dir);
+    assert_int_equal(mkdir(bin, 0555), 0);
+    snprintf(bin, sizeof(bin), "%s/sub/no/t.bin", dir);
     assert_int_equal(tokens_from_text(txt, bin, &n, err, sizeof(err)), -1);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s/sub)\"", dir);
+    assert_int_equal(system(cmd), 0); // no temporary file left behind
 }
 
 static void test_sampler_keyed_by_seed_and_index(void **state)
@@ -146,6 +152,30 @@ static void test_sampler_keyed_by_seed_and_index(void **state)
     assert_int_equal(in2[T], 900 + 2 * T);
 }
 
+static void test_sampler_stays_inside_the_training_split(void **state)
+{
+    // n_train = T + 1 leaves exactly one valid start; the held-out split is all sentinels, so an
+    // off-by-one would show up as a sentinel in the inputs or targets.
+    enum { T = 8 };
+    uint16_t data[T + 1 + 20];
+    int in[16 * T], tg[16 * T];
+    for (int i = 0; i < T + 1; i++)
+        data[i] = (uint16_t)i;
+    for (int i = T + 1; i < T + 21; i++)
+        data[i] = 999;
+    struct sampler s = {data, T + 1, data + T + 1, 20, T, 1};
+    sampler_train_batch(&s, in, tg, 0, 16);
+    for (int b = 0; b < 16; b++) {
+        for (int t = 0; t < T; t++) {
+            assert_int_equal(in[b * T + t], t);
+            assert_int_equal(tg[b * T + t], t + 1);
+        }
+    }
+    sampler_eval_batch(&s, in, tg, 0, 4);
+    for (int i = 0; i < 4 * T; i++)
+        assert_int_equal(tg[i], 999); // evaluation reads the held-out split only
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -153,6 +183,7 @@ int main(void)
         cmocka_unit_test(test_tokens_bad_files_refused),
         cmocka_unit_test(test_tokenize_bytes),
         cmocka_unit_test(test_sampler_keyed_by_seed_and_index),
+        cmocka_unit_test(test_sampler_stays_inside_the_training_split),
     };
     return cmocka_run_group_tests_name("data", tests, setup, teardown);
 }

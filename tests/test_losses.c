@@ -41,8 +41,8 @@ static void test_xent_gradient_matches_fd(void **state)
     memcpy(g2, logits, sizeof(g2));
     xent_forward_backward(&lp, g2, NULL, targets, N, V, 0.05f, 0.25f);
     for (int i = 0; i < N * V; i++)
-        assert_float_equal(g2[i], 0.25f * grad[i], 1e-7);
-    assert_float_equal(lp.total, lf.total, 1e-12);
+        expect_near(g2[i], 0.25f * grad[i], 1e-7);
+    expect_near(lp.total, lf.total, 1e-12);
 }
 
 static void test_xent_uniform_logits_give_log_vocab(void **state)
@@ -54,15 +54,15 @@ static void test_xent_uniform_logits_give_log_vocab(void **state)
     for (int i = 0; i < N * V; i++)
         logits[i] = 0.0f;
     xent_forward(&lp, logits, targets, N, V, 1e-4f);
-    assert_float_equal(lp.ce, log(256.0), 1e-6);
-    assert_float_equal(lp.z, 1e-4 * log(256.0) * log(256.0), 1e-9);
-    assert_float_equal(lp.total, lp.ce + lp.z, 1e-12);
+    expect_near(lp.ce, log(256.0), 1e-6);
+    expect_near(lp.z, 1e-4 * log(256.0) * log(256.0), 1e-9);
+    expect_near(lp.total, lp.ce + lp.z, 1e-12);
     // shifting all logits changes log Z (and the z-loss) but not the cross-entropy
     for (int i = 0; i < N * V; i++)
         logits[i] = -7.0f;
     xent_forward(&lp, logits, targets, N, V, 0.0f);
-    assert_float_equal(lp.ce, log(256.0), 1e-5);
-    assert_float_equal(lp.z, 0.0, 0.0);
+    expect_near(lp.ce, log(256.0), 1e-5);
+    expect_near(lp.z, 0.0, 0.0);
 }
 
 static void test_xent_logz_reported_per_row(void **state)
@@ -72,10 +72,32 @@ static void test_xent_logz_reported_per_row(void **state)
     float logz[2];
     struct loss_parts lp;
     xent_forward_backward(&lp, logits, logz, targets, 2, 3, 0.0f, 1.0f);
-    assert_float_equal(logz[0], log(3.0), 1e-6);
-    assert_float_equal(logz[1], log(exp(1.0) + exp(2.0) + exp(3.0)), 1e-5);
+    expect_near(logz[0], log(3.0), 1e-6);
+    expect_near(logz[1], log(exp(1.0) + exp(2.0) + exp(3.0)), 1e-5);
     // the gradient rows sum to zero (softmax minus one-hot)
-    assert_float_equal(logits[0] + logits[1] + logits[2], 0.0f, 1e-6);
+    expect_near(logits[0] + logits[1] + logits[2], 0.0f, 1e-6);
+}
+
+static void test_xent_nonfinite_logits_propagate(void **state)
+{
+    // a NaN or +Inf anywhere in a row (not only first) must make the loss non-finite
+    enum { V = 16 };
+    float logits[2 * V];
+    int targets[2] = {1, 2};
+    struct loss_parts lp;
+    for (int bad = 0; bad < 3; bad++) {
+        for (int pos = 0; pos < V; pos += 5) {
+            for (int i = 0; i < 2 * V; i++)
+                logits[i] = 0.1f * (float)(i % 7);
+            logits[V + pos] = bad == 0 ? NAN : bad == 1 ? INFINITY : -INFINITY;
+            xent_forward(&lp, logits, targets, 2, V, 1e-4f);
+            if (bad < 2)
+                assert_false(isfinite(lp.total));
+            xent_forward_backward(&lp, logits, NULL, targets, 2, V, 1e-4f, 1.0f);
+            if (bad < 2)
+                assert_false(isfinite(lp.total));
+        }
+    }
 }
 
 int main(void)
@@ -84,6 +106,7 @@ int main(void)
         cmocka_unit_test(test_xent_gradient_matches_fd),
         cmocka_unit_test(test_xent_uniform_logits_give_log_vocab),
         cmocka_unit_test(test_xent_logz_reported_per_row),
+        cmocka_unit_test(test_xent_nonfinite_logits_propagate),
     };
     return cmocka_run_group_tests_name("losses", tests, NULL, NULL);
 }

@@ -89,9 +89,9 @@ static void test_norm_backward_accumulates(void **state)
         g2[i] = 2.0f;
     norm_backward(d2, g2, dout, in, gain, mean, rstd, N, C, NORM_LAYERNORM);
     for (int i = 0; i < N * C; i++)
-        assert_float_equal(d2[i], d1[i] + 1.0f, 1e-6);
+        expect_near(d2[i], d1[i] + 1.0f, 1e-6);
     for (int i = 0; i < C; i++)
-        assert_float_equal(g2[i], g1[i] + 2.0f, 1e-6);
+        expect_near(g2[i], g1[i] + 2.0f, 1e-6);
 }
 
 // ---- rope ----
@@ -122,8 +122,8 @@ static void test_rope_backward_matches_fd(void **state)
                 FD_TOL);
     // position 0 is the identity; position 1 pair 0 rotates by exactly 1 radian
     rope_loss(&c);
-    assert_float_equal(y[0], x[0], 1e-6);
-    assert_float_equal(y[HD], x[HD] * cosf(1.0f) - x[HD + 1] * sinf(1.0f), 1e-5);
+    expect_near(y[0], x[0], 1e-6);
+    expect_near(y[HD], x[HD] * cosf(1.0f) - x[HD + 1] * sinf(1.0f), 1e-5);
 }
 
 // ---- attention core ----
@@ -205,7 +205,7 @@ static void test_mlp_gelu_backward_matches_fd(void **state)
     // tanh-GELU(1) = 0.841192
     float one = 1.0f, g = 0.0f;
     gelu_forward(&g, &one, 1);
-    assert_float_equal(g, 0.8411920f, 1e-6);
+    expect_near(g, 0.8411920f, 1e-6);
 }
 
 static void test_mlp_swiglu_backward_matches_fd(void **state)
@@ -275,7 +275,7 @@ static void test_embed_backward_matches_fd(void **state)
     assert_true(testing_fd_check("embed wpe", emb_loss, &e, wpe, dwpe, T * C, T * C, 1e-2f) <
                 FD_TOL);
     for (int c = 0; c < C; c++)
-        assert_float_equal(dwte[2 * C + c], 0.0f, 0.0); // token 2 never appears
+        expect_near(dwte[2 * C + c], 0.0f, 0.0); // token 2 never appears
 }
 
 // ---- whole model ----
@@ -361,8 +361,8 @@ static void test_fastmath_accuracy(void **state)
     assert_true(worst_tanh < 3e-7);
     assert_true(fm_expf(-1000.0f) > 0.0f && fm_expf(1000.0f) < INFINITY); // clamped, finite
     float v[11] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11};
-    assert_float_equal(fm_sum_f64(v, 11), 66.0, 0.0);
-    assert_float_equal(fm_max(v, 11), 11.0f, 0.0);
+    expect_near(fm_sum_f64(v, 11), 66.0, 0.0);
+    expect_near(fm_max(v, 11), 11.0f, 0.0);
 }
 
 // ---- tensor table and init ----
@@ -425,7 +425,7 @@ static void test_model_init_statistics_and_name_keying(void **state)
         }
         double rms = sqrt(s / t->size);
         if (t->kind == TENSOR_GAIN) {
-            assert_float_equal(rms, 1.0, 1e-12);
+            expect_near(rms, 1.0, 1e-12);
         } else {
             double want = 1.0 / sqrt(t->kind == TENSOR_EMBEDDING ? 64.0 : (double)t->cols);
             if (fabs(rms / want - 1.0) > 0.05)

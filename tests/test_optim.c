@@ -25,17 +25,17 @@ static struct optim_config base_config(void)
 static void test_schedule_warmup_then_decay(void **state)
 {
     struct optim_config oc = base_config();
-    assert_float_equal(schedule_lr(&oc, 0, 110), 1e-3, 1e-15);
-    assert_float_equal(schedule_lr(&oc, 9, 110), 1e-2, 1e-15);
-    assert_float_equal(schedule_lr(&oc, 10, 110), 1e-2, 1e-15); // start of the decay
-    assert_float_equal(schedule_lr(&oc, 60, 110), 1e-4 + (1e-2 - 1e-4) * 0.5, 1e-12); // midpoint
-    assert_float_equal(schedule_lr(&oc, 110, 110), 1e-4, 1e-15);
+    expect_near(schedule_lr(&oc, 0, 110), 1e-3, 1e-15);
+    expect_near(schedule_lr(&oc, 9, 110), 1e-2, 1e-15);
+    expect_near(schedule_lr(&oc, 10, 110), 1e-2, 1e-15);                       // start of the decay
+    expect_near(schedule_lr(&oc, 60, 110), 1e-4 + (1e-2 - 1e-4) * 0.5, 1e-12); // midpoint
+    expect_near(schedule_lr(&oc, 110, 110), 1e-4, 1e-15);
     oc.schedule = SCHEDULE_LINEAR;
-    assert_float_equal(schedule_lr(&oc, 35, 110), 1e-2 + (1e-4 - 1e-2) * 0.25, 1e-12);
+    expect_near(schedule_lr(&oc, 35, 110), 1e-2 + (1e-4 - 1e-2) * 0.25, 1e-12);
     oc.schedule = SCHEDULE_CONSTANT;
-    assert_float_equal(schedule_lr(&oc, 80, 110), 1e-2, 0.0);
+    expect_near(schedule_lr(&oc, 80, 110), 1e-2, 0.0);
     oc.warmup_steps = 0;
-    assert_float_equal(schedule_lr(&oc, 0, 110), 1e-2, 0.0);
+    expect_near(schedule_lr(&oc, 0, 110), 1e-2, 0.0);
 }
 
 static void test_clip_scales_to_threshold(void **state)
@@ -47,15 +47,15 @@ static void test_clip_scales_to_threshold(void **state)
     tensor_table_add(&tt, "a", 1, 2, TENSOR_GAIN, -1);
     tensor_table_add(&tt, "b", 5, 1, TENSOR_MATRIX, 0);
     double norm = optim_grad_norm(sumsq, g, &tt);
-    assert_float_equal(norm, 13.0, 1e-12);
-    assert_float_equal(sumsq[0], 25.0, 1e-12);
-    assert_float_equal(sumsq[1], 144.0, 1e-12);
-    assert_float_equal(optim_clip(g, 7, norm, 20.0), 1.0, 0.0); // below threshold: untouched
-    assert_float_equal(g[0], 3.0f, 0.0);
-    assert_float_equal(optim_clip(g, 7, norm, 1.3), 0.1, 1e-12);
-    assert_float_equal(g[1], 0.4f, 1e-7);
-    assert_float_equal(optim_grad_norm(sumsq, g, &tt), 1.3, 1e-6);
-    assert_float_equal(optim_clip(g, 7, 100.0, 0.0), 1.0, 0.0); // clip 0 disables
+    expect_near(norm, 13.0, 1e-12);
+    expect_near(sumsq[0], 25.0, 1e-12);
+    expect_near(sumsq[1], 144.0, 1e-12);
+    expect_near(optim_clip(g, 7, norm, 20.0), 1.0, 0.0); // below threshold: untouched
+    expect_near(g[0], 3.0f, 0.0);
+    expect_near(optim_clip(g, 7, norm, 1.3), 0.1, 1e-12);
+    expect_near(g[1], 0.4f, 1e-7);
+    expect_near(optim_grad_norm(sumsq, g, &tt), 1.3, 1e-6);
+    expect_near(optim_clip(g, 7, 100.0, 0.0), 1.0, 0.0); // clip 0 disables
     tensor_table_free(&tt);
 }
 
@@ -79,19 +79,19 @@ static void check_adamw(enum wd_mode mode)
         double wd = i < 2 ? 0.1 : 0.0;
         double want = mode == WD_INDEPENDENT ? lr_t * delta + 0.5 * wd * params[i]
                                              : lr_t * (delta + wd * params[i]);
-        assert_float_equal(upd[i], want, 1e-7);
+        expect_near(upd[i], want, 1e-7);
     }
-    assert_float_equal(a.m[0], 0.1f * 0.2f, 1e-8);
-    assert_float_equal(a.v[1], 0.05f * 0.01f, 1e-9);
+    expect_near(a.m[0], 0.1f * 0.2f, 1e-8);
+    expect_near(a.v[1], 0.05f * 0.01f, 1e-9);
     // second step: bias correction with t = 2
     adamw_update_compute(&a, upd, params, grads, &tt, &oc, lr_t);
     double m = 0.9 * 0.02 + 0.1 * 0.2, v = 0.95 * 0.002 + 0.05 * 0.04;
     double d = (m / (1 - 0.81)) / (sqrt(v / (1 - 0.9025)) + 1e-8);
     double want = mode == WD_INDEPENDENT ? lr_t * d + 0.5 * 0.1 * 0.5 : lr_t * (d + 0.1 * 0.5);
-    assert_float_equal(upd[0], want, 1e-7);
+    expect_near(upd[0], want, 1e-7);
     float p0 = params[0];
     optim_update_apply(params, upd, 4);
-    assert_float_equal(params[0], p0 - upd[0], 0.0);
+    expect_near(params[0], p0 - upd[0], 0.0);
     adamw_free(&a);
     tensor_table_free(&tt);
 }

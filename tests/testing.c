@@ -13,16 +13,21 @@ double testing_rel_err(const char *what, const float *a, const float *b, size_t 
 {
     double maxb = floor, maxd = 0.0;
     size_t worst = 0;
+    int saw_nan = 0;
     for (size_t i = 0; i < n; i++) {
         double d = fabs((double)a[i] - (double)b[i]);
-        if (!(d <= maxd)) { // NaN counts as worst
+        if (isnan(d) && !saw_nan) { // a NaN is the worst error and stays so
+            saw_nan = 1;
+            worst = i;
+        }
+        if (!saw_nan && d > maxd) {
             maxd = d;
             worst = i;
         }
         if (fabs((double)b[i]) > maxb)
             maxb = fabs((double)b[i]);
     }
-    double err = maxd / maxb;
+    double err = saw_nan ? NAN : maxd / maxb;
     if (!(err <= tol))
         fprintf(stderr, "  %s: rel err %.3e > %.1e (worst at %zu: got %.9g want %.9g)\n", what, err,
                 tol, worst, n ? a[worst] : 0.0f, n ? b[worst] : 0.0f);
@@ -41,6 +46,7 @@ double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float
 {
     size_t stride = n > max_checks ? n / max_checks : 1;
     double maxnum = 1e-3, maxd = 0.0;
+    int saw_nan = 0;
     for (size_t i = 0; i < n; i += stride) {
         float saved = x[i];
         x[i] = saved + eps;
@@ -54,12 +60,22 @@ double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float
             fprintf(stderr, "    [%zu] analytic %.6g numeric %.6g\n", i, analytic[i], num);
         if (fabs(num) > maxnum)
             maxnum = fabs(num);
-        if (!(d <= maxd))
+        if (isnan(d))
+            saw_nan = 1;
+        else if (d > maxd)
             maxd = d;
     }
-    double err = maxd / maxnum;
+    double err = saw_nan ? NAN : maxd / maxnum;
     fprintf(stderr, "  fd %-28s rel err %.2e\n", what, err);
     return err;
+}
+
+void expect_near_at(double got, double want, double tol, const char *file, int line)
+{
+    if (!(fabs(got - want) <= tol)) { // NaN and Inf fail
+        fprintf(stderr, "  expected %.17g within %.3g of %.17g\n", got, tol, want);
+        _fail(file, line);
+    }
 }
 
 void testing_fill(float *x, size_t n, uint64_t seed, float scale)

@@ -18,6 +18,11 @@ double testing_rel_err(const char *what, const float *a, const float *b, size_t 
 // Fails the test when testing_rel_err exceeds tol.
 void expect_close(const char *what, const float *a, const float *b, size_t n, double tol);
 
+// Fails unless |got − want| ≤ tol, in double (cmocka 1.1.5's assert_float_equal casts to float
+// and lets NaN pass).
+void expect_near_at(double got, double want, double tol, const char *file, int line);
+#define expect_near(got, want, tol) expect_near_at((got), (want), (tol), __FILE__, __LINE__)
+
 // Loss of the current state; the check perturbs x in place and calls it.
 typedef double (*testing_loss_fn)(void *ctx);
 
