@@ -24,6 +24,12 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+static double median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(double), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 int cmd_bench(int argc, char **argv, struct dist_ctx *d)
 {
     struct cli_config_opts opts;
@@ -74,16 +80,19 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         return 1;
     }
     double *times = xcalloc((size_t)steps, sizeof(double));
+    double *waits = xcalloc((size_t)steps, sizeof(double));
     for (int s = 0; s < warmup + steps; s++) {
         struct step_result res;
         double t0 = timer_now();
         train_step(&run, &res);
         double dt = timer_now() - t0;
-        if (s >= warmup)
-            times[s - warmup] = dt;
+        if (s >= warmup) {
+            // the slowest rank sets the pace of a data-parallel step
+            times[s - warmup] = dist_max_f64(d, dt);
+            waits[s - warmup] = dist_max_f64(d, run.reducer.wait_seconds);
+        }
     }
-    qsort(times, (size_t)steps, sizeof(double), cmp_double);
-    double med = steps % 2 ? times[steps / 2] : 0.5 * (times[steps / 2 - 1] + times[steps / 2]);
+    double med = median(times, steps), wait_med = median(waits, steps);
     double tokens = (double)cfg.train.batch_size * cfg.model.seq_len;
     double gflops = run.step_flops / med * 1e-9;
     size_t n = run.model.table.total;
@@ -95,11 +104,14 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     if (d->rank == 0)
         printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
                "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
-               "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f\n",
+               "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
+               "reduce_wait_ms=%.3f\n",
                tokens / med, med * 1e3, gflops, sgemm_1t,
                100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
-               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0));
+               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
+               d->size, wait_med * 1e3);
     free(times);
+    free(waits);
     run_free(&run);
     return 0;
 }

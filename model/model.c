@@ -280,16 +280,14 @@ void model_forward(struct model *m, const float *params, const int *tokens, int 
 
 // ---- backward ----
 
-// dx holds dL/d(block output) on entry and dL/d(block input) on exit.
-static void block_backward(struct model *m, const float *params, float *grads, int l, int B)
+// dx holds dL/d(block output) on entry and dL/d(x_mid) on exit (MLP half of the block).
+static void block_backward_mlp(struct model *m, const float *params, float *grads, int l, int B)
 {
     const struct model_config *c = &m->cfg;
     const struct block_index *bi = &m->blocks[l];
     struct block_acts *a = &m->acts.blocks[l];
     struct model_acts *g = &m->acts;
-    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner, F = m->ffn;
-    int BT = B * T, BHT = B * H * T;
-    float scale = 1.0f / sqrtf((float)hd);
+    int C = c->dim, F = m->ffn, BT = B * c->seq_len;
 
     // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
     matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
@@ -305,6 +303,18 @@ static void block_backward(struct model *m, const float *params, float *grads, i
     }
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,
                   tensor_ptr(m, params, bi->n2), a->n2_mean, a->n2_rstd, BT, C, c->norm);
+}
+
+// dx holds dL/d(x_mid) on entry and dL/d(block input) on exit (attention half of the block).
+static void block_backward_attn(struct model *m, const float *params, float *grads, int l, int B)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    struct model_acts *g = &m->acts;
+    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner;
+    int BT = B * T, BHT = B * H * T;
+    float scale = 1.0f / sqrtf((float)hd);
 
     // attention: x_mid = x_in + wo·attn(...)
     matmul_backward(g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,
@@ -353,8 +363,13 @@ void model_backward(struct model *m, const float *params, float *grads, const in
                   c->norm);
     if (ready)
         ready(ready_ctx, m->final_norm);
+    // Tensors are in forward order, so after each half-block a tail range is final: the MLP's
+    // (from ln2 on) and then the whole block's (from ln1 on).
     for (int l = c->layers - 1; l >= 0; l--) {
-        block_backward(m, params, grads, l, B);
+        block_backward_mlp(m, params, grads, l, B);
+        if (ready)
+            ready(ready_ctx, m->blocks[l].n2);
+        block_backward_attn(m, params, grads, l, B);
         if (ready)
             ready(ready_ctx, m->blocks[l].n1);
     }

@@ -50,38 +50,56 @@ static void test_train_grad_accum_matches_full_batch(void **state)
 struct ready_log {
     int calls;
     int firsts[64];
+    float *snapshots[64]; // copy of the gradients' final tail at each call
+    const float *grads;
+    const struct tensor_table *tt;
 };
 
 static void on_ready(void *ctx, int first)
 {
     struct ready_log *log = ctx;
-    if (log->calls < 64)
+    if (log->calls < 64) {
+        size_t lo = log->tt->t[first].offset, n = log->tt->total - lo;
         log->firsts[log->calls] = first;
+        log->snapshots[log->calls] = malloc(n * sizeof(float) + 1);
+        memcpy(log->snapshots[log->calls], log->grads + lo, n * sizeof(float));
+    }
     log->calls++;
 }
 
-static void test_train_ready_callback_covers_tail_ranges(void **state)
+static void test_train_ready_callback_reports_final_tails(void **state)
 {
     struct config c;
     struct run r;
     struct dist_ctx solo = {0, 1, NULL, 0};
-    struct ready_log log = {0, {0}};
+    struct ready_log log;
     struct loss_parts lp;
     char err[256];
     small_config(&c);
     assert_int_equal(run_init(&r, &c, &solo, 1, err, sizeof(err)), 0);
+    memset(&log, 0, sizeof(log));
+    log.grads = r.grads;
+    log.tt = &r.model.table;
     model_forward(&r.model, r.params, r.inputs, r.micro_batch);
     xent_forward_backward(&lp, r.model.acts.logits, NULL, r.targets,
                           r.micro_batch * c.model.seq_len, c.model.vocab, 0.0f, 1.0f);
     memset(r.grads, 0, r.model.table.total * sizeof(float));
     model_backward(&r.model, r.params, r.grads, r.inputs, r.micro_batch, on_ready, &log);
-    // head + final norm, then each block back to front, then the embeddings
-    assert_int_equal(log.calls, c.model.layers + 2);
+    // head + final norm, then each block's MLP half and attention half, then the embeddings
+    assert_int_equal(log.calls, 2 * c.model.layers + 2);
     assert_int_equal(log.firsts[0], r.model.final_norm);
-    for (int i = 1; i < log.calls; i++)
-        assert_true(log.firsts[i] < log.firsts[i - 1]);
+    assert_int_equal(log.firsts[1], r.model.blocks[c.model.layers - 1].n2);
+    assert_int_equal(log.firsts[2], r.model.blocks[c.model.layers - 1].n1);
     assert_int_equal(log.firsts[log.calls - 1], 0);
-    assert_int_equal(log.firsts[1], r.model.blocks[c.model.layers - 1].n1);
+    for (int i = 0; i < log.calls; i++) {
+        if (i > 0)
+            assert_true(log.firsts[i] < log.firsts[i - 1]);
+        // what was reported final must not change afterwards
+        size_t lo = r.model.table.t[log.firsts[i]].offset;
+        assert_memory_equal(log.snapshots[i], r.grads + lo,
+                            (r.model.table.total - lo) * sizeof(float));
+        free(log.snapshots[i]);
+    }
     run_free(&r);
 }
 
@@ -111,7 +129,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_grad_accum_matches_full_batch),
-        cmocka_unit_test(test_train_ready_callback_covers_tail_ranges),
+        cmocka_unit_test(test_train_ready_callback_reports_final_tails),
         cmocka_unit_test(test_train_nonfinite_step_leaves_params),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
