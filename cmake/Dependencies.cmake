@@ -1,6 +1,6 @@
 # Imported targets for every external dependency (DESIGN.md §1):
 #   MPI::MPI_C, canary::blas (OpenBLAS, OpenMP build preferred), canary::inih, canary::cmocka,
-#   OpenMP::OpenMP_C.  HDF5 arrives with the probes module.
+#   OpenMP::OpenMP_C, canary::hdf5 (the C library, serial build).
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_package(PkgConfig REQUIRED)
@@ -38,4 +38,14 @@ if(CANARY_CMOCKA_INCLUDE AND CANARY_CMOCKA_LIB)
   set_target_properties(canary::cmocka PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${CANARY_CMOCKA_INCLUDE}"
     INTERFACE_LINK_LIBRARIES "${CANARY_CMOCKA_LIB}")
+endif()
+
+# HDF5: Debian's serial C library through pkg-config (hdf5-serial.pc), else CMake's FindHDF5.
+pkg_check_modules(HDF5 IMPORTED_TARGET hdf5-serial)
+if(HDF5_FOUND)
+  add_library(canary::hdf5 ALIAS PkgConfig::HDF5)
+else()
+  find_package(HDF5 REQUIRED COMPONENTS C)
+  add_library(canary::hdf5 INTERFACE IMPORTED)
+  set_target_properties(canary::hdf5 PROPERTIES INTERFACE_LINK_LIBRARIES hdf5::hdf5)
 endif()

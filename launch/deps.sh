@@ -4,8 +4,8 @@
 #   canary_ensure_packages PKG...   install whichever of PKG are not installed yet
 
 canary_build_packages="cmake make gcc pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin
-libcmocka-dev libinih-dev"
-canary_test_packages="python3 python3-pytest python3-numpy clang-format git"
+libcmocka-dev libinih-dev libhdf5-dev"
+canary_test_packages="python3 python3-pytest python3-numpy python3-h5py clang-format git"
 canary_corpus_packages="nodejs npm ca-certificates"
 canary_bench_packages="python3 python3-torch python3-numpy"
 

@@ -9,8 +9,8 @@
 #include "model/fastmath.h"
 #include "model/matmul.h"
 
-void attention_forward(float *out, float *p, const float *q, const float *k, const float *v, int B,
-                       int H, int T, int hd, float scale)
+void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
+                       const float *v, int B, int H, int T, int hd, float scale)
 {
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
@@ -18,16 +18,37 @@ void attention_forward(float *out, float *p, const float *q, const float *k, con
         float *pp = p + (size_t)bh * T * T;
         // scores = q kᵀ · scale, full square; the masked half is overwritten below.
         matmul_sgemm(0, 1, T, T, hd, scale, q + off, hd, k + off, hd, 0.0f, pp, T);
+        double max_abs = 0.0, entropy = 0.0;
         for (int i = 0; i < T; i++) {
             float *row = pp + (size_t)i * T;
             float mx = fm_max(row, i + 1);
-            for (int j = 0; j <= i; j++)
-                row[j] = fm_expf(row[j] - mx);
-            float inv = (float)(1.0 / fm_sum_f64(row, i + 1));
+            double tilt = 0.0; // Σ e_j (z_j − max), for the entropy
+            if (stats) {
+                float mn = row[0];
+                for (int j = 1; j <= i; j++)
+                    mn = row[j] < mn ? row[j] : mn;
+                max_abs = fmax(max_abs, fmax(fabs((double)mx), fabs((double)mn)));
+                for (int j = 0; j <= i; j++) {
+                    float t = row[j] - mx;
+                    row[j] = fm_expf(t);
+                    tilt += (double)row[j] * (double)t;
+                }
+            } else {
+                for (int j = 0; j <= i; j++)
+                    row[j] = fm_expf(row[j] - mx);
+            }
+            double sum = fm_sum_f64(row, i + 1);
+            float inv = (float)(1.0 / sum);
             for (int j = 0; j <= i; j++)
                 row[j] *= inv;
             for (int j = i + 1; j < T; j++)
                 row[j] = 0.0f;
+            if (stats) // H = −Σ p log p = log Σe − Σ p (z − max)
+                entropy += log(sum) - tilt / sum;
+        }
+        if (stats) {
+            stats[2 * bh] = (float)max_abs;
+            stats[2 * bh + 1] = (float)entropy;
         }
         matmul_sgemm(0, 0, T, hd, T, 1.0f, pp, T, v + off, hd, 0.0f, out + off, hd);
     }

@@ -112,6 +112,7 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     TAKE(g->nf_rstd, BT);
     TAKE(g->logits, BT * (size_t)c->vocab);
     TAKE(g->rope, T * (size_t)c->head_dim);
+    TAKE(g->attn_stats, (size_t)c->layers * B * c->heads * 2);
     TAKE(g->dx, BT * C);
     TAKE(g->dn, BT * C);
     TAKE(g->dqkv, BT * 3 * I);
@@ -242,7 +243,8 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
         rope_forward(a->q, m->acts.rope, BHT, T, hd);
         rope_forward(a->k, m->acts.rope, BHT, T, hd);
     }
-    attention_forward(a->o, a->p, a->q, a->k, a->v, B, H, T, hd, scale);
+    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
+    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, scale);
     attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);
     matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
     add_inplace(a->x_mid, a->x_in, (size_t)BT * C);

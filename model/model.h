@@ -59,6 +59,7 @@ struct model_acts {
     float *x_final, *nf, *nf_mean, *nf_rstd; // [B·T, C], [B·T, C], [B·T], [B·T]
     float *logits;                           // [B·T, V]; the loss overwrites it with dlogits
     float *rope;                             // [T, d_h/2, 2]
+    float *attn_stats; // [L, B·H, 2] max |logit| and summed entropy, when probe_attention is set
     // backward scratch, shared by the layers (only one is in backward at a time)
     float *dx, *dn;             // [B·T, C] residual gradient, norm-output gradient
     float *dqkv;                // [B·T, 3·I]
@@ -83,6 +84,7 @@ struct model {
     int tok_embed, pos_embed, final_norm, head; // table indices (pos_embed −1 for RoPE)
     struct block_index *blocks;                 // [L]
     struct model_acts acts;
+    int probe_attention; // set by the caller for forwards whose attention statistics it reads
 };
 
 // Called during backward when the gradients of tensors [first, table.n) are final, so the caller

@@ -135,7 +135,7 @@ struct att_ctx {
 static double att_loss(void *ptr)
 {
     struct att_ctx *a = ptr;
-    attention_forward(a->out, a->p, a->q, a->k, a->v, a->B, a->H, a->T, a->hd,
+    attention_forward(a->out, a->p, NULL, a->q, a->k, a->v, a->B, a->H, a->T, a->hd,
                       1.0f / sqrtf((float)a->hd));
     return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->hd);
 }
@@ -165,13 +165,13 @@ static void test_attention_is_causal(void **state)
     testing_fill(q, N, 12, 1.0f);
     testing_fill(k, N, 13, 1.0f);
     testing_fill(v, N, 14, 1.0f);
-    attention_forward(o1, p, q, k, v, B, H, T, HD, 0.5f);
+    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, 0.5f);
     for (int j = 0; j < T; j++)
         for (int i = j + 1; i < T; i++)
             assert_true(p[j * T + i] == 0.0f);
     k[(T - 1) * HD] += 3.0f;
     v[(T - 1) * HD] += 3.0f;
-    attention_forward(o2, p, q, k, v, B, H, T, HD, 0.5f);
+    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, 0.5f);
     assert_memory_equal(o1, o2, (T - 1) * HD * sizeof(float));
     assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
 }

@@ -1,0 +1,445 @@
+// HDF5 wrapper. Errors: HDF5's own error stack printing is turned off; each call checks its
+// return value and reports the operation and object in err.
+#include "probes/h5.h"
+
+#include <hdf5.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define H5_MAX_SERIES 256
+
+struct h5series {
+    hid_t dset;
+    int ndim;        // row dimensions (0..2)
+    hsize_t dims[2]; // row shape
+    hsize_t rows;
+    hsize_t row_size;
+};
+
+struct h5file {
+    hid_t file;
+    char path[1024];
+    struct h5series series[H5_MAX_SERIES];
+    int nseries;
+};
+
+#define FAIL(...)                                                                                  \
+    do {                                                                                           \
+        snprintf(err, errlen, __VA_ARGS__);                                                        \
+    } while (0)
+
+int h5_open(struct h5file **out, const char *path, enum h5_mode mode, char *err, size_t errlen)
+{
+    struct h5file *f = calloc(1, sizeof(*f));
+    hid_t fapl = -1;
+    *out = NULL;
+    if (!f) {
+        FAIL("open '%s': out of memory", path);
+        return -1;
+    }
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL); // we report errors ourselves
+    snprintf(f->path, sizeof(f->path), "%s", path);
+    fapl = H5Pcreate(H5P_FILE_ACCESS);
+    // The latest format is what SWMR needs; files still open with any h5py on HDF5 ≥ 1.10.
+    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    if (mode == H5_CREATE)
+        f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    else
+        f->file = H5Fopen(path, mode == H5_READ ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl);
+    H5Pclose(fapl);
+    if (f->file < 0) {
+        FAIL("%s HDF5 file '%s' failed (missing, unwritable, or not an HDF5 file)",
+             mode == H5_CREATE ? "create" : "open", path);
+        free(f);
+        return -1;
+    }
+    *out = f;
+    return 0;
+}
+
+int h5_close(struct h5file *f)
+{
+    int rc = 0;
+    if (!f)
+        return 0;
+    for (int i = 0; i < f->nseries; i++)
+        if (H5Dclose(f->series[i].dset) < 0)
+            rc = -1;
+    if (H5Fclose(f->file) < 0)
+        rc = -1;
+    free(f);
+    return rc;
+}
+
+int h5_flush(struct h5file *f, char *err, size_t errlen)
+{
+    if (H5Fflush(f->file, H5F_SCOPE_GLOBAL) < 0) {
+        FAIL("flush '%s' failed (disk full?)", f->path);
+        return -1;
+    }
+    return 0;
+}
+
+int h5_start_swmr(struct h5file *f, char *err, size_t errlen)
+{
+    if (H5Fstart_swmr_write(f->file) < 0) {
+        FAIL("start SWMR writing on '%s' failed", f->path);
+        return -1;
+    }
+    return 0;
+}
+
+// Opens group obj, creating it and its parents when missing. Caller closes.
+static hid_t group_open(struct h5file *f, const char *obj)
+{
+    if (strcmp(obj, "/") == 0)
+        return H5Gopen2(f->file, "/", H5P_DEFAULT);
+    if (H5Lexists(f->file, obj, H5P_DEFAULT) > 0)
+        return H5Gopen2(f->file, obj, H5P_DEFAULT);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t g = H5Gcreate2(f->file, obj, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    return g;
+}
+
+static int attr_write(struct h5file *f, const char *obj, const char *name, hid_t type,
+                      const void *value, char *err, size_t errlen)
+{
+    hid_t g = group_open(f, obj), space = -1, attr = -1;
+    int rc = -1;
+    if (g < 0) {
+        FAIL("create group '%s' in '%s' failed", obj, f->path);
+        return -1;
+    }
+    space = H5Screate(H5S_SCALAR);
+    if (H5Aexists(g, name) > 0)
+        H5Adelete(g, name);
+    attr = H5Acreate2(g, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+    if (attr >= 0 && H5Awrite(attr, type, value) >= 0)
+        rc = 0;
+    else
+        FAIL("write attribute '%s/%s' in '%s' failed", obj, name, f->path);
+    if (attr >= 0)
+        H5Aclose(attr);
+    H5Sclose(space);
+    H5Gclose(g);
+    return rc;
+}
+
+int h5_attr_str(struct h5file *f, const char *obj, const char *name, const char *value, char *err,
+                size_t errlen)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, strlen(value) + 1);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    int rc = attr_write(f, obj, name, type, value, err, errlen);
+    H5Tclose(type);
+    return rc;
+}
+
+int h5_attr_f64(struct h5file *f, const char *obj, const char *name, double value, char *err,
+                size_t errlen)
+{
+    return attr_write(f, obj, name, H5T_NATIVE_DOUBLE, &value, err, errlen);
+}
+
+int h5_attr_i64(struct h5file *f, const char *obj, const char *name, int64_t value, char *err,
+                size_t errlen)
+{
+    return attr_write(f, obj, name, H5T_NATIVE_INT64, &value, err, errlen);
+}
+
+static hid_t attr_open(struct h5file *f, const char *obj, const char *name)
+{
+    if (H5Aexists_by_name(f->file, obj, name, H5P_DEFAULT) <= 0)
+        return -1;
+    return H5Aopen_by_name(f->file, obj, name, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+int h5_attr_read_i64(struct h5file *f, const char *obj, const char *name, int64_t *value, char *err,
+                     size_t errlen)
+{
+    hid_t a = attr_open(f, obj, name);
+    if (a < 0 || H5Aread(a, H5T_NATIVE_INT64, value) < 0) {
+        FAIL("read attribute '%s/%s' from '%s' failed", obj, name, f->path);
+        if (a >= 0)
+            H5Aclose(a);
+        return -1;
+    }
+    H5Aclose(a);
+    return 0;
+}
+
+int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *value, size_t len,
+                     char *err, size_t errlen)
+{
+    hid_t a = attr_open(f, obj, name);
+    int rc = -1;
+    if (a >= 0) {
+        hid_t ftype = H5Aget_type(a);
+        size_t n = H5Tget_size(ftype);
+        if (H5Tget_class(ftype) == H5T_STRING && !H5Tis_variable_str(ftype) && n < len) {
+            hid_t mtype = H5Tcopy(H5T_C_S1);
+            H5Tset_size(mtype, n);
+            memset(value, 0, len);
+            rc = H5Aread(a, mtype, value) < 0 ? -1 : 0;
+            H5Tclose(mtype);
+        }
+        H5Tclose(ftype);
+        H5Aclose(a);
+    }
+    if (rc != 0)
+        FAIL("read attribute '%s/%s' from '%s' failed", obj, name, f->path);
+    return rc;
+}
+
+// ---- series ----
+
+static int series_add(struct h5file *f, hid_t dset, char *err, size_t errlen)
+{
+    struct h5series *s = NULL;
+    hid_t space = H5Dget_space(dset);
+    hsize_t dims[3] = {0, 0, 0};
+    int nd = H5Sget_simple_extent_ndims(space);
+    H5Sget_simple_extent_dims(space, dims, NULL);
+    H5Sclose(space);
+    if (f->nseries == H5_MAX_SERIES || nd < 1 || nd > 3) {
+        FAIL("'%s': too many series or a bad series shape", f->path);
+        return -1;
+    }
+    s = &f->series[f->nseries];
+    s->dset = dset;
+    s->ndim = nd - 1;
+    s->rows = dims[0];
+    s->row_size = 1;
+    for (int i = 0; i < s->ndim; i++) {
+        s->dims[i] = dims[i + 1];
+        s->row_size *= dims[i + 1];
+    }
+    return f->nseries++;
+}
+
+int h5_series_create(struct h5file *f, const char *path, int ndim, const int *dims,
+                     const char *description, int *series, char *err, size_t errlen)
+{
+    hsize_t cur[3] = {0, 1, 1}, max[3] = {H5S_UNLIMITED, 1, 1}, chunk[3] = {64, 1, 1};
+    hid_t space = -1, dcpl = -1, dset = -1, lcpl = -1;
+    hsize_t row = 1;
+    for (int i = 0; i < ndim; i++) {
+        cur[i + 1] = max[i + 1] = chunk[i + 1] = (hsize_t)dims[i];
+        row *= (hsize_t)dims[i];
+    }
+    // about 64 KiB chunks: few enough for fast appends, small enough for partial reads
+    chunk[0] = row >= 8192 ? 1 : 8192 / row;
+    space = H5Screate_simple(ndim + 1, cur, max);
+    dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, ndim + 1, chunk);
+    lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    dset = H5Dcreate2(f->file, path, H5T_NATIVE_DOUBLE, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    if (dset < 0) {
+        FAIL("create series '%s' in '%s' failed", path, f->path);
+        return -1;
+    }
+    if (description && description[0]) {
+        hid_t type = H5Tcopy(H5T_C_S1), aspace = H5Screate(H5S_SCALAR);
+        H5Tset_size(type, strlen(description) + 1);
+        hid_t a = H5Acreate2(dset, "description", type, aspace, H5P_DEFAULT, H5P_DEFAULT);
+        if (a >= 0) {
+            H5Awrite(a, type, description);
+            H5Aclose(a);
+        }
+        H5Sclose(aspace);
+        H5Tclose(type);
+    }
+    *series = series_add(f, dset, err, errlen);
+    return *series < 0 ? -1 : 0;
+}
+
+int h5_series_open(struct h5file *f, const char *path, int *series, char *err, size_t errlen)
+{
+    hid_t dset = H5Dopen2(f->file, path, H5P_DEFAULT);
+    if (dset < 0) {
+        FAIL("open series '%s' in '%s' failed", path, f->path);
+        return -1;
+    }
+    *series = series_add(f, dset, err, errlen);
+    return *series < 0 ? -1 : 0;
+}
+
+int h5_series_append(struct h5file *f, int id, const double *row, char *err, size_t errlen)
+{
+    struct h5series *s = &f->series[id];
+    hsize_t ext[3] = {s->rows + 1, s->dims[0], s->dims[1]};
+    hsize_t start[3] = {s->rows, 0, 0}, count[3] = {1, s->dims[0], s->dims[1]};
+    hid_t fspace = -1, mspace = -1;
+    int rc = -1;
+    if (H5Dset_extent(s->dset, ext) < 0)
+        goto out;
+    fspace = H5Dget_space(s->dset);
+    mspace = H5Screate_simple(s->ndim + 1, count, NULL);
+    if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
+        goto out;
+    if (H5Dwrite(s->dset, H5T_NATIVE_DOUBLE, mspace, fspace, H5P_DEFAULT, row) < 0)
+        goto out;
+    s->rows++;
+    rc = 0;
+out:
+    if (mspace >= 0)
+        H5Sclose(mspace);
+    if (fspace >= 0)
+        H5Sclose(fspace);
+    if (rc != 0)
+        FAIL("append a row to a series of '%s' failed (disk full?)", f->path);
+    return rc;
+}
+
+long h5_series_rows(struct h5file *f, int id)
+{
+    return (long)f->series[id].rows;
+}
+
+int h5_series_truncate(struct h5file *f, int id, long rows, char *err, size_t errlen)
+{
+    struct h5series *s = &f->series[id];
+    hsize_t ext[3] = {(hsize_t)rows, s->dims[0], s->dims[1]};
+    if ((hsize_t)rows >= s->rows)
+        return 0;
+    if (H5Dset_extent(s->dset, ext) < 0) {
+        FAIL("truncate a series of '%s' failed", f->path);
+        return -1;
+    }
+    s->rows = (hsize_t)rows;
+    return 0;
+}
+
+int h5_series_read_row(struct h5file *f, int id, long row, double *out, char *err, size_t errlen)
+{
+    struct h5series *s = &f->series[id];
+    hsize_t start[3] = {(hsize_t)row, 0, 0}, count[3] = {1, s->dims[0], s->dims[1]};
+    hid_t fspace = H5Dget_space(s->dset), mspace = H5Screate_simple(s->ndim + 1, count, NULL);
+    int rc = -1;
+    if ((hsize_t)row < s->rows &&
+        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+        H5Dread(s->dset, H5T_NATIVE_DOUBLE, mspace, fspace, H5P_DEFAULT, out) >= 0)
+        rc = 0;
+    H5Sclose(mspace);
+    H5Sclose(fspace);
+    if (rc != 0)
+        FAIL("read row %ld of a series of '%s' failed", row, f->path);
+    return rc;
+}
+
+// ---- fixed datasets ----
+
+int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const float *data, char *err, size_t errlen)
+{
+    hsize_t d[4], chunk[4];
+    size_t count = 1;
+    for (int i = 0; i < ndim; i++) {
+        d[i] = dims[i];
+        count *= dims[i];
+    }
+    // One chunk per dataset, capped at 1 Mi values per chunk along the first axis.
+    for (int i = 0; i < ndim; i++)
+        chunk[i] = d[i] ? d[i] : 1;
+    size_t row = count / (d[0] ? d[0] : 1);
+    if (count > (1u << 20))
+        chunk[0] = (1u << 20) / (row ? row : 1) ? (1u << 20) / (row ? row : 1) : 1;
+    hid_t space = H5Screate_simple(ndim, d, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    H5Pset_chunk(dcpl, ndim, chunk);
+    H5Pset_fletcher32(dcpl);
+    hid_t dset = H5Dcreate2(f->file, path, H5T_NATIVE_FLOAT, space, lcpl, dcpl, H5P_DEFAULT);
+    int rc = -1;
+    if (dset >= 0 && H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+        rc = 0;
+    else
+        FAIL("write dataset '%s' in '%s' failed (disk full?)", path, f->path);
+    if (dset >= 0)
+        H5Dclose(dset);
+    H5Pclose(lcpl);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    return rc;
+}
+
+int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, int *ndim,
+                size_t *dims, char *err, size_t errlen)
+{
+    hid_t dset = -1, space = -1;
+    hsize_t d[4];
+    size_t n = 1;
+    int rc = -1;
+    if (H5Lexists(f->file, path, H5P_DEFAULT) <= 0) {
+        FAIL("'%s' has no dataset '%s'", f->path, path);
+        return -1;
+    }
+    dset = H5Dopen2(f->file, path, H5P_DEFAULT);
+    space = dset >= 0 ? H5Dget_space(dset) : -1;
+    int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (nd < 1 || nd > 4) {
+        FAIL("dataset '%s' in '%s' is not a 1-4 dimensional array", path, f->path);
+        goto out;
+    }
+    H5Sget_simple_extent_dims(space, d, NULL);
+    for (int i = 0; i < nd; i++) {
+        n *= d[i];
+        dims[i] = d[i];
+    }
+    *ndim = nd;
+    if (n != count) {
+        FAIL("dataset '%s' in '%s' holds %zu values, expected %zu", path, f->path, n, count);
+        goto out;
+    }
+    if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+        FAIL("read dataset '%s' in '%s' failed: checksum mismatch or corrupt file", path, f->path);
+        goto out;
+    }
+    rc = 0;
+out:
+    if (space >= 0)
+        H5Sclose(space);
+    if (dset >= 0)
+        H5Dclose(dset);
+    return rc;
+}
+
+int h5_write_strings(struct h5file *f, const char *path, const char *const *strings, int n,
+                     char *err, size_t errlen)
+{
+    hsize_t d = (hsize_t)n;
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t space = H5Screate_simple(1, &d, NULL);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, strings) >= 0)
+        rc = 0;
+    else
+        FAIL("write '%s' in '%s' failed", path, f->path);
+    if (dset >= 0)
+        H5Dclose(dset);
+    H5Pclose(lcpl);
+    H5Sclose(space);
+    H5Tclose(type);
+    return rc;
+}
+
+void h5_version(char *out, size_t len)
+{
+    unsigned maj = 0, min = 0, rel = 0;
+    H5get_libversion(&maj, &min, &rel);
+    snprintf(out, len, "%u.%u.%u", maj, min, rel);
+}
