@@ -8,8 +8,10 @@
 
 // out[B,H,T,d_h] = softmax(q kᵀ · scale, causal) v. Writes the probabilities p[B,H,T,T] (zeros
 // above the diagonal), kept for backward. Overwrites out and p.
-void attention_forward(float *out, float *p, const float *q, const float *k, const float *v, int B,
-                       int H, int T, int hd, float scale);
+// When stats is not NULL it receives, per (batch, head), the max |logit| (logit = q·k·scale over
+// the causal entries) and the attention entropy summed over query rows: stats[B·H, 2].
+void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
+                       const float *v, int B, int H, int T, int hd, float scale);
 
 // Given dout[B,H,T,d_h] and the forward's p, q, k, v: OVERWRITES dq, dk, dv [B,H,T,d_h].
 // dp[B,H,T,T] is scratch.
