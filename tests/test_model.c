@@ -176,6 +176,33 @@ static void test_attention_is_causal(void **state)
     assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
 }
 
+static void test_attention_stats_match_hand_computation(void **state)
+{
+    // One head, T = 3, d_h = 2: logits z_ij = q_i·k_j·scale for j ≤ i, computed by hand here.
+    float q[6] = {1, 0, 0, 2, -1, 1}, k[6] = {3, 1, -2, 0.5f, 1, -4}, v[6] = {0}, o[6];
+    float p[9], stats[2];
+    float scale = 0.7f;
+    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, scale);
+    double max_abs = 0.0, entropy = 0.0;
+    for (int i = 0; i < 3; i++) {
+        double z[3], mx = -1e30, sum = 0.0;
+        for (int j = 0; j <= i; j++) {
+            z[j] = scale * (q[2 * i] * k[2 * j] + q[2 * i + 1] * k[2 * j + 1]);
+            max_abs = fmax(max_abs, fabs(z[j]));
+            mx = fmax(mx, z[j]);
+        }
+        for (int j = 0; j <= i; j++)
+            sum += exp(z[j] - mx);
+        for (int j = 0; j <= i; j++) {
+            double pj = exp(z[j] - mx) / sum;
+            entropy -= pj * log(pj);
+            expect_near(p[3 * i + j], pj, 1e-6);
+        }
+    }
+    expect_near(stats[0], max_abs, 1e-5);
+    expect_near(stats[1], entropy, 1e-5);
+}
+
 // ---- activations ----
 struct act_ctx {
     float *in, *out, *w;
@@ -482,6 +509,7 @@ int main(void)
         cmocka_unit_test(test_rope_backward_matches_fd),
         cmocka_unit_test(test_attention_backward_matches_fd),
         cmocka_unit_test(test_attention_is_causal),
+        cmocka_unit_test(test_attention_stats_match_hand_computation),
         cmocka_unit_test(test_mlp_gelu_backward_matches_fd),
         cmocka_unit_test(test_mlp_swiglu_backward_matches_fd),
         cmocka_unit_test(test_matmul_backward_matches_fd),
