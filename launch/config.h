@@ -34,6 +34,12 @@ struct train_config {
     int check_every;    // steps between cross-rank parameter checksums (0: never)
 };
 
+struct probes_config {
+    int enabled;     // write probes.h5
+    int every;       // steps between rows of the per-layer / per-head / per-tensor probes
+    int flush_every; // steps between flushes of probes.h5 (readers see rows up to the last flush)
+};
+
 struct data_config {
     char train[CONFIG_PATH_MAX]; // token file
     char val[CONFIG_PATH_MAX];   // held-out token file; empty: the tail of train
@@ -57,6 +63,7 @@ struct config {
     struct optim_config optim;
     struct train_config train;
     struct data_config data;
+    struct probes_config probes;
     struct sweep_config sweep;
     char source[CONFIG_PATH_MAX];                    // the file read, or empty
     char origin[CONFIG_MAX_KEYS][CONFIG_ORIGIN_MAX]; // per key: "default", "file:line", "--set"

@@ -87,6 +87,15 @@ const struct config_key config_keys[] = {
      "held-out token file; empty = the tail val_fraction of data.train"},
     {"data", "val_fraction", CT_DOUBLE, OFF(data.val_fraction), "0.05", 0, 0.5, 1, NULL,
      "fraction of data.train held out (its tail) when data.val is empty"},
+    // [probes]
+    {"probes", "enabled", CT_BOOL, OFF(probes.enabled), "true", 0, 1, 0, NULL,
+     "write probes.h5 in the run directory"},
+    {"probes", "every", CT_INT, OFF(probes.every), "10", 1, BIG, 0, NULL,
+     "steps between rows of the attention, output, residual and per-tensor probes (loss, lr, "
+     "gradient norm and throughput get a row every step)"},
+    {"probes", "flush_every", CT_INT, OFF(probes.flush_every), "50", 1, BIG, 0, NULL,
+     "steps between flushes of probes.h5; a reader (or a crash) sees every row up to the last "
+     "flush"},
 };
 
 const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

@@ -133,6 +133,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     model_params_init(&r->model, r->params, (uint64_t)cfg->train.seed);
     size_t tok = (size_t)r->local_batch * cfg->model.seq_len;
     r->inputs = xcalloc(tok, sizeof(int));
+    r->logz = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(float));
     r->targets = xcalloc(tok, sizeof(int));
     if (random_data) {
         for (size_t i = 0; i < tok; i++) {
@@ -161,6 +162,7 @@ void run_free(struct run *r)
     free(r->leaf_loss);
     free(r->leaf_loss_mine);
     free(r->checksums);
+    free(r->logz);
     free(r->eval_loss);
     free(r->eval_loss_mine);
     free(r->params);
@@ -189,17 +191,29 @@ static void on_grads_ready(void *ctx, int first)
 
 // One micro-batch: forward, loss, backward into grads (accumulating). The loss gradient is
 // scaled by 1/leaves so that the sum over all micro-batches of all ranks is the mean.
-static void micro_step(struct run *r, int k, float *grads, int last)
+static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
 {
     const struct config *c = &r->cfg;
     int T = c->model.seq_len, mb = r->micro_batch;
     const int *in = r->inputs + (size_t)k * mb * T;
     const int *tg = r->targets + (size_t)k * mb * T;
     struct loss_parts lp;
+    // Probe steps: attention statistics and the output's log Z from the last micro-batch, taken
+    // from what forward and the loss compute anyway.
+    int probe = last && r->probe_step;
+    r->model.probe_attention = probe;
     model_forward(&r->model, r->params, in, mb);
-    xent_forward_backward(&lp, r->model.acts.logits, NULL, tg, mb * T, c->model.vocab,
-                          (float)c->optim.z_loss, 1.0f / (float)r->leaves);
-    model_backward(&r->model, r->params, grads, in, mb, last ? on_grads_ready : NULL, r);
+    if (probe) {
+        const float *lg = r->model.acts.logits;
+        size_t n = (size_t)mb * T * c->model.vocab;
+        double s = 0.0;
+        for (size_t i = 0; i < n; i++)
+            s += (double)lg[i] * (double)lg[i];
+        r->logit_sumsq = s;
+    }
+    xent_forward_backward(&lp, r->model.acts.logits, probe ? r->logz : NULL, tg, mb * T,
+                          c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
+    model_backward(&r->model, r->params, grads, in, mb, reduce ? on_grads_ready : NULL, r);
     r->leaf_loss_mine[3 * k] = lp.total;
     r->leaf_loss_mine[3 * k + 1] = lp.ce;
     r->leaf_loss_mine[3 * k + 2] = lp.z;
@@ -220,7 +234,7 @@ static void grads_accumulate_overlapped(struct run *r)
     memset(r->grads, 0, n * sizeof(float));
     dist_reducer_begin(&r->reducer, r->grads);
     for (int k = 0; k < r->micro_steps; k++)
-        micro_step(r, k, r->grads, k == r->micro_steps - 1);
+        micro_step(r, k, r->grads, k == r->micro_steps - 1, k == r->micro_steps - 1);
     dist_reducer_finish(&r->reducer); // Σ over ranks of Σ_k g_k / leaves: the mean
 }
 
@@ -235,7 +249,7 @@ static void grads_accumulate_tree(struct run *r)
     for (int k = 0; k < r->micro_steps; k++) {
         float *leaf = r->tree[depth];
         memset(leaf, 0, n * sizeof(float));
-        micro_step(r, k, leaf, 0);
+        micro_step(r, k, leaf, k == r->micro_steps - 1, 0);
         int level = 0;
         while (depth > 0 && r->tree_level[depth - 1] == level) {
             add_into(r->tree[depth - 1], leaf, n); // left + right
@@ -344,6 +358,7 @@ void train_eval(struct run *r, struct loss_parts *out)
     // run of chunks. Per-chunk losses are gathered and summed in global order, so the result is
     // the same for any rank count when the micro-batch is (deterministic mode).
     int chunks = r->eval_chunks / r->dist->size;
+    m->probe_attention = 0;
     for (int k = 0; k < chunks; k++) {
         struct loss_parts lp;
         uint64_t first = ((uint64_t)r->dist->rank * chunks + k) * (uint64_t)mb;

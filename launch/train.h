@@ -15,6 +15,7 @@
 #include "dist/dist.h"
 #include "dist/reduce.h"
 #include "launch/config.h"
+#include "launch/train_probes.h"
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
@@ -71,6 +72,12 @@ struct run {
     int fault_kind; // 0 none, 1 abort, 2 perturb
     int fault_rank;
     long fault_step;
+
+    // probes
+    struct run_probes probes;
+    int probe_step;     // set by the loop: the coming step writes probe-cadence rows
+    float *logz;        // [micro_batch · T] log Z of the last micro-batch, at probe steps
+    double logit_sumsq; // Σ logit² of the last micro-batch, at probe steps
 
     // outcome, for sweeps
     double l0;         // held-out loss at step 0

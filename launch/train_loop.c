@@ -96,6 +96,9 @@ static double eval_and_report(struct run *r, struct train_out *o, long step)
     if (o->rank0 && o->metrics)
         fprintf(o->metrics, "eval\t%ld\t%.17g\t%.17g\t%.17g\t\t\t\t\n", step, lp.total, lp.ce,
                 lp.z);
+    char err[512];
+    if (run_probes_eval(r, step, lp.total, err, sizeof(err)) != 0)
+        err_printf("%s", err); // the loop notices at its next flush check
     return lp.total;
 }
 
@@ -121,12 +124,16 @@ int train_run(struct run *r, const char *out_dir)
     long window_steps = 0;
 
     int opened = !o.rank0 || open_outputs(&o, out_dir, c, err, sizeof(err)) == 0;
+    if (opened && run_probes_open(r, out_dir, err, sizeof(err)) != 0)
+        opened = 0;
     if (!opened)
         err_printf("%s", err);
     if (!dist_all_ok(r->dist, opened)) { // every rank stops, none waits in a collective
+        run_probes_close(r);
         close_outputs(&o);
         return TRAIN_EXIT_IO;
     }
+    int io_ok = 1; // rank 0's probe writes; checked by all ranks at every flush
     peak = matmul_peak_gflops(256, 3) * c->train.threads;
     out_line(&o, 0, "canary train: %s", out_dir);
     out_line(&o, 0,
@@ -143,6 +150,7 @@ int train_run(struct run *r, const char *out_dir)
     while (r->step < steps) {
         struct step_result res;
         long step = r->step;
+        r->probe_step = r->probes.active && probe_set_due(&r->probes.set, step + 1);
         double t0 = timer_now();
         train_step(r, &res);
         double dt = timer_now() - t0;
@@ -153,6 +161,15 @@ int train_run(struct run *r, const char *out_dir)
                 err_printf("training diverged at step %ld: the loss or gradient is not finite",
                            step + 1);
             rc = TRAIN_EXIT_NONFINITE;
+            break;
+        }
+        if (io_ok && run_probes_step(r, &res, tokens_per_step / dt, err, sizeof(err)) != 0) {
+            err_printf("%s", err);
+            io_ok = 0;
+        }
+        if (r->step % c->probes.flush_every == 0 && !dist_all_ok(r->dist, io_ok)) {
+            out_line(&o, 0, "step %ld: writing probes.h5 failed: stopping", r->step);
+            rc = TRAIN_EXIT_IO;
             break;
         }
         inject_fault(r);
@@ -191,9 +208,15 @@ int train_run(struct run *r, const char *out_dir)
         char took[32];
         format_eta(took, sizeof(took), timer_now() - t_start);
         out_line(&o, 0, "parameter checksum %016llx", train_params_checksum(r));
-        out_line(&o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv)",
-                 steps, took, out_dir);
+        out_line(&o, 0,
+                 "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv%s)",
+                 steps, took, out_dir, r->probes.active ? ", probes.h5" : "");
     }
+    if (run_probes_flush(r, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;
+    }
+    run_probes_close(r);
     if (o.rank0 && (ferror(o.metrics) || ferror(o.log))) {
         err_printf("write outputs in '%s' failed", out_dir);
         rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;

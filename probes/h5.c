@@ -90,6 +90,15 @@ int h5_start_swmr(struct h5file *f, char *err, size_t errlen)
     return 0;
 }
 
+// Strings are variable-length UTF-8: h5py reads them as str.
+static hid_t string_type(void)
+{
+    hid_t type = H5Tcopy(H5T_C_S1);
+    H5Tset_size(type, H5T_VARIABLE);
+    H5Tset_cset(type, H5T_CSET_UTF8);
+    return type;
+}
+
 // Opens group obj, creating it and its parents when missing. Caller closes.
 static hid_t group_open(struct h5file *f, const char *obj)
 {
@@ -131,10 +140,8 @@ static int attr_write(struct h5file *f, const char *obj, const char *name, hid_t
 int h5_attr_str(struct h5file *f, const char *obj, const char *name, const char *value, char *err,
                 size_t errlen)
 {
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, strlen(value) + 1);
-    H5Tset_cset(type, H5T_CSET_UTF8);
-    int rc = attr_write(f, obj, name, type, value, err, errlen);
+    hid_t type = string_type();
+    int rc = attr_write(f, obj, name, type, &value, err, errlen);
     H5Tclose(type);
     return rc;
 }
@@ -178,16 +185,14 @@ int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *
     hid_t a = attr_open(f, obj, name);
     int rc = -1;
     if (a >= 0) {
-        hid_t ftype = H5Aget_type(a);
-        size_t n = H5Tget_size(ftype);
-        if (H5Tget_class(ftype) == H5T_STRING && !H5Tis_variable_str(ftype) && n < len) {
-            hid_t mtype = H5Tcopy(H5T_C_S1);
-            H5Tset_size(mtype, n);
-            memset(value, 0, len);
-            rc = H5Aread(a, mtype, value) < 0 ? -1 : 0;
-            H5Tclose(mtype);
+        hid_t type = string_type();
+        char *s = NULL;
+        if (H5Aread(a, type, &s) >= 0 && s) {
+            snprintf(value, len, "%s", s);
+            H5free_memory(s);
+            rc = 0;
         }
-        H5Tclose(ftype);
+        H5Tclose(type);
         H5Aclose(a);
     }
     if (rc != 0)
@@ -247,11 +252,10 @@ int h5_series_create(struct h5file *f, const char *path, int ndim, const int *di
         return -1;
     }
     if (description && description[0]) {
-        hid_t type = H5Tcopy(H5T_C_S1), aspace = H5Screate(H5S_SCALAR);
-        H5Tset_size(type, strlen(description) + 1);
+        hid_t type = string_type(), aspace = H5Screate(H5S_SCALAR);
         hid_t a = H5Acreate2(dset, "description", type, aspace, H5P_DEFAULT, H5P_DEFAULT);
         if (a >= 0) {
-            H5Awrite(a, type, description);
+            H5Awrite(a, type, &description);
             H5Aclose(a);
         }
         H5Sclose(aspace);
@@ -417,9 +421,7 @@ int h5_write_strings(struct h5file *f, const char *path, const char *const *stri
                      char *err, size_t errlen)
 {
     hsize_t d = (hsize_t)n;
-    hid_t type = H5Tcopy(H5T_C_S1);
-    H5Tset_size(type, H5T_VARIABLE);
-    H5Tset_cset(type, H5T_CSET_UTF8);
+    hid_t type = string_type();
     hid_t space = H5Screate_simple(1, &d, NULL);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);

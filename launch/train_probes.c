@@ -1,0 +1,287 @@
+// Probes of a training run: what each one means is its registration's description, which is
+// also stored in probes.h5. Rank 0 writes; attention and output probes describe rank 0's last
+// micro-batch of the step, per-tensor probes the reduced gradients and the shared parameters.
+#include "launch/train_probes.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "launch/config_keys.h"
+#include "launch/train.h"
+#include "util/error.h"
+
+#ifndef CANARY_GIT_SHA
+#define CANARY_GIT_SHA "unknown"
+#endif
+
+char *openblas_get_config(void);
+
+static void register_all(struct run_probes *p)
+{
+    struct probe_set *s = &p->set;
+    p->loss_total = probe_register(s, "loss/total", PROBE_SCALAR, 1,
+                                   "training loss of the step: ce + z (+ aux), mean over the "
+                                   "global batch");
+    p->loss_ce = probe_register(s, "loss/ce", PROBE_SCALAR, 1, "cross-entropy part of the loss");
+    p->loss_z = probe_register(s, "loss/z", PROBE_SCALAR, 1,
+                               "output z-loss part: optim.z_loss * mean(log^2 Z)");
+    p->loss_aux = probe_register(s, "loss/aux", PROBE_SCALAR, 1,
+                                 "auxiliary (MoE) losses; 0 for dense models");
+    p->lr = probe_register(s, "lr", PROBE_SCALAR, 1, "learning rate used by the step");
+    p->grad_norm = probe_register(s, "grad/global_norm", PROBE_SCALAR, 1,
+                                  "L2 norm of the whole gradient before clipping");
+    p->clip = probe_register(s, "grad/clip_factor", PROBE_SCALAR, 1,
+                             "factor applied by global-norm clipping (1 = not clipped)");
+    p->tokens_per_s = probe_register(s, "tokens_per_s", PROBE_SCALAR, 1,
+                                     "training throughput of the step, all ranks");
+    p->attn_max_logit = probe_register(
+        s, "attn/max_logit", PROBE_LAYER_HEADS, 0,
+        "[layer, head] max |q.k|/sqrt(d_h) over causal pairs (Wortsman's attention-logit growth)");
+    p->attn_entropy = probe_register(
+        s, "attn/entropy", PROBE_LAYER_HEADS, 0,
+        "[layer, head] mean attention entropy -sum p log p over query rows (nats; entropy "
+        "collapse precedes instability)");
+    p->attn_q_rms = probe_register(s, "attn/q_rms", PROBE_LAYER_HEADS, 0,
+                                   "[layer, head] RMS of q as attended (after qk-norm and RoPE)");
+    p->attn_k_rms = probe_register(s, "attn/k_rms", PROBE_LAYER_HEADS, 0,
+                                   "[layer, head] RMS of k as attended (after qk-norm and RoPE)");
+    p->logz_mean = probe_register(s, "output/logz_mean", PROBE_SCALAR, 0,
+                                  "mean over tokens of log Z of the output softmax (drifts "
+                                  "negative before output-logit divergence)");
+    p->logz_std = probe_register(s, "output/logz_std", PROBE_SCALAR, 0,
+                                 "standard deviation over tokens of log Z");
+    p->logz_max = probe_register(s, "output/logz_max", PROBE_SCALAR, 0, "max over tokens of log Z");
+    p->logit_rms =
+        probe_register(s, "output/logit_rms", PROBE_SCALAR, 0, "RMS of the output logits");
+    p->resid_rms = probe_register(s, "resid/rms", PROBE_LAYERS, 0,
+                                  "[layer] RMS of the residual stream after each block");
+    p->grad_rms = probe_register(s, "grad/rms", PROBE_TENSORS, 0,
+                                 "[tensor] gradient RMS before clipping (names: /tensors/names; "
+                                 "compare with AdamW eps)");
+    p->param_rms =
+        probe_register(s, "param/rms", PROBE_TENSORS, 0, "[tensor] parameter RMS after the update");
+    p->update_rms = probe_register(s, "update/rms", PROBE_TENSORS, 0,
+                                   "[tensor] RMS of the update applied at this step");
+    p->adam_sqrt_v_rms = probe_register(s, "adam/sqrt_v_rms", PROBE_TENSORS, 0,
+                                        "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected "
+                                        "second moment");
+    p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
+                                      "[tensor] fraction of entries with sqrt(v_hat) < eps: "
+                                      "where eps, not the gradient, sets the update size");
+}
+
+static int write_attributes(struct run *r, char *err, size_t errlen)
+{
+    struct h5file *f = r->probes.set.file;
+    const struct config *c = &r->cfg;
+    char buf[512], host[256] = "unknown", h5v[64];
+    time_t now = time(NULL);
+    struct tm tm;
+    gethostname(host, sizeof(host));
+    host[sizeof(host) - 1] = '\0';
+    gmtime_r(&now, &tm);
+    strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    h5_version(h5v, sizeof(h5v));
+    const char *prov = "/provenance";
+    if (h5_attr_str(f, prov, "git_sha", CANARY_GIT_SHA, err, errlen) ||
+        h5_attr_str(f, prov, "compiler", __VERSION__, err, errlen) ||
+        h5_attr_str(f, prov, "hdf5_version", h5v, err, errlen) ||
+        h5_attr_str(f, prov, "openblas", openblas_get_config(), err, errlen) ||
+        h5_attr_str(f, prov, "host", host, err, errlen) ||
+        h5_attr_str(f, prov, "start_time_utc", buf, err, errlen) ||
+        h5_attr_i64(f, prov, "world_size", r->dist->size, err, errlen) ||
+        h5_attr_i64(f, prov, "threads_per_rank", c->train.threads, err, errlen) ||
+        h5_attr_i64(f, prov, "seed", c->train.seed, err, errlen) ||
+        h5_attr_str(f, "/", "description",
+                    "canary probes: per-step series (rows aligned with /step), probe-cadence "
+                    "series (rows aligned with /probe_step), /eval (the row at step 0 is l0, the "
+                    "loss at initialisation), /tensors/names for per-tensor series; every "
+                    "dataset has a description attribute",
+                    err, errlen))
+        return -1;
+    for (int i = 0; i < config_key_count; i++) {
+        const struct config_key *k = &config_keys[i];
+        char name[160], value[CONFIG_PATH_MAX + 32];
+        const char *field = (const char *)c + k->offset;
+        snprintf(name, sizeof(name), "%s.%s", k->section, k->key);
+        int rc = 0;
+        if (k->type == CT_INT || k->type == CT_BOOL)
+            rc = h5_attr_i64(f, "/config", name, *(const int *)field, err, errlen);
+        else if (k->type == CT_I64)
+            rc = h5_attr_i64(f, "/config", name, *(const int64_t *)field, err, errlen);
+        else if (k->type == CT_DOUBLE)
+            rc = h5_attr_f64(f, "/config", name, *(const double *)field, err, errlen);
+        else if (config_get_string(c, name, value, sizeof(value)) == 0)
+            rc = h5_attr_str(f, "/config", name, value, err, errlen);
+        if (rc)
+            return -1;
+    }
+    const char *names[1024];
+    int n = r->model.table.n < 1024 ? r->model.table.n : 1024;
+    for (int i = 0; i < n; i++)
+        names[i] = r->model.table.t[i].name;
+    return h5_write_strings(f, "/tensors/names", names, n, err, errlen);
+}
+
+int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    char path[CONFIG_PATH_MAX + 32];
+    int dims[1];
+    probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
+                   r->cfg.probes.every);
+    register_all(p);
+    p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
+    if (!p->active)
+        return 0;
+    snprintf(path, sizeof(path), "%s/probes.h5", out_dir);
+    if (probe_set_create(&p->set, path, err, errlen) != 0 ||
+        h5_series_create(p->set.file, "/eval/step", 0, dims, "step of each evaluation",
+                         &p->eval_step, err, errlen) != 0 ||
+        h5_series_create(p->set.file, "/eval/loss", 0, dims,
+                         "held-out loss (ce + z) on the fixed evaluation batches; the row at "
+                         "step 0 is l0",
+                         &p->eval_loss, err, errlen) != 0 ||
+        write_attributes(r, err, errlen) != 0 || probe_set_start(&p->set, err, errlen) != 0) {
+        probe_set_free(&p->set);
+        p->active = 0;
+        return -1;
+    }
+    return 0;
+}
+
+static double rms(double sumsq, double n)
+{
+    return n > 0 ? sqrt(sumsq / n) : 0.0;
+}
+
+static double sumsq_f32(const float *x, size_t n)
+{
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += (double)x[i] * (double)x[i];
+    return s;
+}
+
+// Attention, output and residual rows from the activations of the last micro-batch.
+static void fill_model_rows(struct run *r)
+{
+    struct run_probes *p = &r->probes;
+    const struct model *m = &r->model;
+    const struct model_config *c = &m->cfg;
+    int B = r->micro_batch, H = c->heads, T = c->seq_len, L = c->layers, hd = c->head_dim;
+    double *mx = probe_row(&p->set, p->attn_max_logit), *ent = probe_row(&p->set, p->attn_entropy);
+    double *qr = probe_row(&p->set, p->attn_q_rms), *kr = probe_row(&p->set, p->attn_k_rms);
+    for (int l = 0; l < L; l++) {
+        const float *st = m->acts.attn_stats + (size_t)l * B * H * 2;
+        const struct block_acts *a = &m->acts.blocks[l];
+        for (int h = 0; h < H; h++) {
+            double best = 0.0, esum = 0.0, qs = 0.0, ks = 0.0;
+            for (int b = 0; b < B; b++) {
+                size_t bh = (size_t)b * H + h;
+                best = fmax(best, st[2 * bh]);
+                esum += st[2 * bh + 1];
+                qs += sumsq_f32(a->q + bh * T * hd, (size_t)T * hd);
+                ks += sumsq_f32(a->k + bh * T * hd, (size_t)T * hd);
+            }
+            mx[l * H + h] = best;
+            ent[l * H + h] = esum / ((double)B * T);
+            qr[l * H + h] = rms(qs, (double)B * T * hd);
+            kr[l * H + h] = rms(ks, (double)B * T * hd);
+        }
+        const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
+        probe_row(&p->set, p->resid_rms)[l] =
+            rms(sumsq_f32(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
+    }
+    size_t n = (size_t)B * T;
+    double s = 0.0, s2 = 0.0, zmax = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        s += r->logz[i];
+        s2 += (double)r->logz[i] * r->logz[i];
+        zmax = fmax(zmax, r->logz[i]);
+    }
+    double mean = s / (double)n;
+    probe_row(&p->set, p->logz_mean)[0] = mean;
+    probe_row(&p->set, p->logz_std)[0] = sqrt(fmax(0.0, s2 / (double)n - mean * mean));
+    probe_row(&p->set, p->logz_max)[0] = zmax;
+    probe_row(&p->set, p->logit_rms)[0] = rms(r->logit_sumsq, (double)n * c->vocab);
+}
+
+// Per-tensor rows from the reduced gradient (Σg² of the step), the parameters, the update and
+// AdamW's second moment.
+static void fill_tensor_rows(struct run *r)
+{
+    struct run_probes *p = &r->probes;
+    const struct tensor_table *tt = &r->model.table;
+    double bc2 = 1.0 - pow(r->cfg.optim.beta2, (double)r->adamw.t);
+    double eps = r->cfg.optim.eps;
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        const float *v = r->adamw.v + t->offset;
+        double n = (double)t->size, vs = 0.0;
+        long small = 0;
+        for (size_t j = 0; j < t->size; j++) {
+            double vhat = (double)v[j] / bc2;
+            vs += vhat;
+            small += sqrt(vhat) < eps;
+        }
+        probe_row(&p->set, p->grad_rms)[i] = rms(r->tensor_sumsq[i], n);
+        probe_row(&p->set, p->param_rms)[i] = rms(sumsq_f32(r->params + t->offset, t->size), n);
+        probe_row(&p->set, p->update_rms)[i] = rms(sumsq_f32(r->update + t->offset, t->size), n);
+        probe_row(&p->set, p->adam_sqrt_v_rms)[i] = sqrt(vs / n);
+        probe_row(&p->set, p->adam_eps_frac)[i] = (double)small / n;
+    }
+}
+
+int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
+                    size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    long step = r->step; // the step just taken, counted from 1
+    if (!p->active)
+        return 0;
+    probe_row(&p->set, p->loss_total)[0] = res->loss.total;
+    probe_row(&p->set, p->loss_ce)[0] = res->loss.ce;
+    probe_row(&p->set, p->loss_z)[0] = res->loss.z;
+    probe_row(&p->set, p->loss_aux)[0] = res->loss.aux;
+    probe_row(&p->set, p->lr)[0] = res->lr;
+    probe_row(&p->set, p->grad_norm)[0] = res->grad_norm;
+    probe_row(&p->set, p->clip)[0] = res->clip_factor;
+    probe_row(&p->set, p->tokens_per_s)[0] = tokens_per_s;
+    if (probe_set_due(&p->set, step)) {
+        fill_model_rows(r);
+        fill_tensor_rows(r);
+    }
+    if (probe_set_write(&p->set, step, err, errlen) != 0)
+        return -1;
+    if (step % r->cfg.probes.flush_every == 0)
+        return probe_set_flush(&p->set, err, errlen);
+    return 0;
+}
+
+int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    double s = (double)step;
+    if (!p->active)
+        return 0;
+    if (h5_series_append(p->set.file, p->eval_step, &s, err, errlen) != 0 ||
+        h5_series_append(p->set.file, p->eval_loss, &loss, err, errlen) != 0)
+        return -1;
+    return probe_set_flush(&p->set, err, errlen);
+}
+
+int run_probes_flush(struct run *r, char *err, size_t errlen)
+{
+    return r->probes.active ? probe_set_flush(&r->probes.set, err, errlen) : 0;
+}
+
+void run_probes_close(struct run *r)
+{
+    probe_set_free(&r->probes.set);
+    r->probes.active = 0;
+}

@@ -1,0 +1,35 @@
+// provides: the probes of a training run — registration, filling the rows from values the step
+//           already computed, and probes.h5 with its provenance and config attributes.
+#ifndef CANARY_LAUNCH_TRAIN_PROBES_H
+#define CANARY_LAUNCH_TRAIN_PROBES_H
+
+#include <stddef.h>
+
+#include "probes/probes.h"
+
+struct run;
+struct step_result;
+
+// Indices of the registered probes.
+struct run_probes {
+    struct probe_set set;
+    int active; // rank 0 of the run with probes.enabled
+    int loss_total, loss_ce, loss_z, loss_aux, lr, grad_norm, clip, tokens_per_s;
+    int attn_max_logit, attn_entropy, attn_q_rms, attn_k_rms;
+    int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
+    int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
+    int eval_step, eval_loss; // h5 series handles of /eval
+};
+
+// Registers every probe (all ranks, so the layout is known) and, on rank 0, creates
+// out_dir/probes.h5 with /provenance, /config and /tensors. Returns 0 or -1 with err.
+int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen);
+// Fills and appends the rows of this step (rank 0). Call after train_step.
+int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
+                    size_t errlen);
+// Appends an evaluation row (/eval/step, /eval/loss).
+int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen);
+int run_probes_flush(struct run *r, char *err, size_t errlen);
+void run_probes_close(struct run *r);
+
+#endif

@@ -1,0 +1,103 @@
+"""probes.h5: self-describing layout, typed config, rows aligned by step, readable while the run is
+live, and intact up to the last flush after a SIGKILL."""
+import os
+import signal
+import subprocess
+import time
+
+import h5py
+import numpy as np
+
+from conftest import run
+
+
+def train(canary, config, out, *sets):
+    args = ["train", "--config", str(config), "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    r = run(canary, *args)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def test_probes_file_explains_itself(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    r = train(canary, small_config, out, "probes.every=4", "train.steps=12")
+    with h5py.File(out / "probes.h5", "r") as f:
+        assert "per-step series" in f.attrs["description"]
+        for key in ("git_sha", "compiler", "hdf5_version", "openblas", "host", "start_time_utc",
+                    "world_size", "threads_per_rank", "seed"):
+            assert key in f["provenance"].attrs, key
+        cfg = f["config"].attrs
+        assert cfg["model.dim"] == 32 and isinstance(cfg["model.dim"], np.integer)
+        assert cfg["optim.lr"] == 3e-3 and isinstance(cfg["optim.lr"], np.floating)
+        assert cfg["model.norm"] == "layernorm"
+        names = list(f["tensors/names"].asstr()[:])
+        assert names[0] == "tok_embed" and names[-1] == "head"
+        assert list(f["step"][:]) == list(range(1, 13))
+        assert list(f["probe_step"][:]) == [4, 8, 12]
+        assert f["loss/total"].shape == (12,) and f["lr"].shape == (12,)
+        assert f["attn/max_logit"].shape == (3, 2, 2)  # [rows, layers, heads]
+        assert f["attn/entropy"].shape == (3, 2, 2)
+        assert f["resid/rms"].shape == (3, 2)
+        assert f["grad/rms"].shape == (3, len(names))
+        missing = []
+        f.visititems(lambda n, o: missing.append(n) if isinstance(o, h5py.Dataset) and
+                     n != "tensors/names" and "description" not in o.attrs else None)
+        assert not missing, missing
+        # values make sense
+        assert np.all(f["attn/entropy"][:] > 0) and np.all(f["attn/entropy"][:] < np.log(32))
+        assert np.all(f["attn/max_logit"][:] > 0)
+        assert np.all((f["adam/eps_frac"][:] >= 0) & (f["adam/eps_frac"][:] <= 1))
+        assert np.all(f["grad/clip_factor"][:] <= 1)
+        assert list(f["eval/step"][:]) == [0, 5, 10, 12]
+        l0 = f["eval/loss"][0]
+    assert f"eval step 0: loss {l0:.6f}" in r.stdout
+    metrics = (out / "metrics.tsv").read_text().splitlines()[1:]
+    losses = [float(l.split("\t")[2]) for l in metrics if l.startswith("train")]
+    with h5py.File(out / "probes.h5", "r") as f:
+        assert np.array_equal(f["loss/total"][:], np.array(losses))
+
+
+def test_probes_can_be_turned_off(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    r = train(canary, small_config, out, "probes.enabled=false")
+    assert not (out / "probes.h5").exists()
+    assert "probes.h5" not in r.stdout
+
+
+def test_probes_readable_live_and_after_sigkill(canary, small_config, tmp_path):
+    out = tmp_path / "live"
+    env = dict(os.environ, OMP_NUM_THREADS="1", OMPI_ALLOW_RUN_AS_ROOT="1",
+               OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1")
+    proc = subprocess.Popen([canary, "train", "--config", str(small_config), "--out", str(out),
+                             "--set", "train.steps=100000", "--set", "probes.flush_every=5",
+                             "--set", "train.eval_every=0"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        seen = []
+        deadline = time.time() + 60
+        while time.time() < deadline and len(seen) < 3:
+            time.sleep(0.3)
+            if not (out / "probes.h5").exists():
+                continue
+            try:
+                with h5py.File(out / "probes.h5", "r", swmr=True) as f:
+                    n = f["step"].shape[0]
+                    if n > 0:
+                        assert f["loss/total"].shape[0] >= n - 0  # written with the step
+                        assert f["step"][n - 1] == n
+                        seen.append(n)
+            except OSError:
+                pass  # the file is being created
+        assert len(seen) == 3 and seen[-1] > seen[0], f"live reads saw {seen}"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    with h5py.File(out / "probes.h5", "r", swmr=True) as f:
+        n = f["step"].shape[0]
+        assert n >= seen[-1]  # at least every row up to the last flush
+        assert list(f["step"][:]) == list(range(1, n + 1))
+        assert np.all(np.isfinite(f["loss/total"][:n]))
