@@ -116,6 +116,17 @@ void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n)
     }
 }
 
+void dist_library_version(char *out, size_t len)
+{
+    char version[MPI_MAX_LIBRARY_VERSION_STRING];
+    int n = 0;
+    MPI_Get_library_version(version, &n);
+    for (int i = 0; i < n; i++)
+        if (version[i] == '\n')
+            version[i] = ' ';
+    snprintf(out, len, "%.*s", n, version);
+}
+
 int dist_world_rank(void)
 {
     int initialized = 0, finalized = 0, rank = 0;

@@ -37,6 +37,9 @@ void dist_barrier(struct dist_ctx *d);
 void dist_allreduce_sum_f32(struct dist_ctx *d, float *buf, size_t n);
 void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n);
 
+// The MPI library's version string (for provenance).
+void dist_library_version(char *out, size_t len);
+
 // World rank, or 0 when MPI is not initialised (for error messages from any code).
 int dist_world_rank(void);
 int dist_world_size(void);

@@ -411,6 +411,24 @@ int config_load_file(struct config *c, const char *path, char *err, size_t errle
     return 0;
 }
 
+int config_load_string(struct config *c, const char *text, const char *name, char *err,
+                       size_t errlen)
+{
+    struct ini_state st;
+    struct config before = *c;
+    memset(&st, 0, sizeof(st));
+    st.c = c;
+    st.path = name;
+    int line = ini_parse_string(text, config_ini_handler, &st);
+    if (line != 0 || st.err[0]) {
+        *c = before;
+        snprintf(err, errlen, "%s: config line %d: %s", name, st.err[0] ? st.err_line : line,
+                 st.err[0] ? st.err : "syntax error");
+        return -1;
+    }
+    return 0;
+}
+
 int config_set(struct config *c, const char *assignment, char *err, size_t errlen)
 {
     return config_set_from(c, assignment, "--set", err, errlen);

@@ -32,6 +32,8 @@ struct train_config {
     double bucket_mb;   // gradient allreduce bucket size (MiB)
     int overlap_reduce; // start bucket allreduces during backward (0: all after backward)
     int check_every;    // steps between cross-rank parameter checksums (0: never)
+    int checkpoint_every; // steps between checkpoints (0: only at the end)
+    int keep_checkpoints; // newest checkpoints kept
 };
 
 struct probes_config {
@@ -74,6 +76,10 @@ void config_defaults(struct config *c);
 
 // Reads an INI file over c. Returns 0, or -1 with "file:line: ..." in err.
 int config_load_file(struct config *c, const char *path, char *err, size_t errlen);
+
+// Reads INI text (a checkpoint's resolved config) over c; name labels messages.
+int config_load_string(struct config *c, const char *text, const char *name, char *err,
+                       size_t errlen);
 
 // Applies "section.key=value" (a --set argument). Returns 0 or -1 with a reason in err.
 int config_set(struct config *c, const char *assignment, char *err, size_t errlen);

@@ -80,6 +80,11 @@ const struct config_key config_keys[] = {
     {"train", "check_every", CT_INT, OFF(train.check_every), "100", 0, BIG, 0, NULL,
      "steps between cross-rank parameter checksums (a mismatch aborts naming the tensor); 0 "
      "never"},
+    {"train", "checkpoint_every", CT_INT, OFF(train.checkpoint_every), "250", 0, BIG, 0, NULL,
+     "steps between checkpoints in ckpt/ (one is always written at the end); 0 = only at the "
+     "end"},
+    {"train", "keep_checkpoints", CT_INT, OFF(train.keep_checkpoints), "2", 1, 100000, 0, NULL,
+     "newest checkpoints kept; older ones are deleted"},
     // [data]
     {"data", "train", CT_PATH, OFF(data.train), "", 0, 0, 0, NULL,
      "training token file (llm.c .bin layout; 'canary tokenize' makes one)"},

@@ -4,18 +4,23 @@
 #include "launch/train_probes.h"
 
 #include <cblas.h>
+#include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "dist/dist.h"
 #include "launch/config_keys.h"
 #include "launch/train.h"
 #include "util/error.h"
 
 #ifndef CANARY_GIT_SHA
 #define CANARY_GIT_SHA "unknown"
+#endif
+#ifndef CANARY_COMPILE_FLAGS
+#define CANARY_COMPILE_FLAGS "unknown"
 #endif
 
 char *openblas_get_config(void);
@@ -74,11 +79,10 @@ static void register_all(struct run_probes *p)
                                       "where eps, not the gradient, sets the update size");
 }
 
-static int write_attributes(struct run *r, char *err, size_t errlen)
+int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
 {
-    struct h5file *f = r->probes.set.file;
     const struct config *c = &r->cfg;
-    char buf[512], host[256] = "unknown", h5v[64];
+    char buf[64], host[256] = "unknown", h5v[64], mpi[512];
     time_t now = time(NULL);
     struct tm tm;
     gethostname(host, sizeof(host));
@@ -86,23 +90,25 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
     gmtime_r(&now, &tm);
     strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
     h5_version(h5v, sizeof(h5v));
+    dist_library_version(mpi, sizeof(mpi));
     const char *prov = "/provenance";
     if (h5_attr_str(f, prov, "git_sha", CANARY_GIT_SHA, err, errlen) ||
-        h5_attr_str(f, prov, "compiler", __VERSION__, err, errlen) ||
+        h5_attr_str(f, prov, "compiler", "gcc " __VERSION__, err, errlen) ||
+        h5_attr_str(f, prov, "compile_flags", CANARY_COMPILE_FLAGS, err, errlen) ||
         h5_attr_str(f, prov, "hdf5_version", h5v, err, errlen) ||
         h5_attr_str(f, prov, "openblas", openblas_get_config(), err, errlen) ||
+        h5_attr_str(f, prov, "mpi", mpi, err, errlen) ||
         h5_attr_str(f, prov, "host", host, err, errlen) ||
         h5_attr_str(f, prov, "start_time_utc", buf, err, errlen) ||
         h5_attr_i64(f, prov, "world_size", r->dist->size, err, errlen) ||
         h5_attr_i64(f, prov, "threads_per_rank", c->train.threads, err, errlen) ||
-        h5_attr_i64(f, prov, "seed", c->train.seed, err, errlen) ||
-        h5_attr_str(f, "/", "description",
-                    "canary probes: per-step series (rows aligned with /step), probe-cadence "
-                    "series (rows aligned with /probe_step), /eval (the row at step 0 is l0, the "
-                    "loss at initialisation), /tensors/names for per-tensor series; every "
-                    "dataset has a description attribute",
-                    err, errlen))
+        h5_attr_i64(f, prov, "seed", c->train.seed, err, errlen))
         return -1;
+    return 0;
+}
+
+int run_h5_config(struct h5file *f, const struct config *c, char *err, size_t errlen)
+{
     for (int i = 0; i < config_key_count; i++) {
         const struct config_key *k = &config_keys[i];
         char name[160], value[CONFIG_PATH_MAX + 32];
@@ -120,6 +126,32 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
         if (rc)
             return -1;
     }
+    // The same config as INI text, so a checkpoint alone can rebuild the run.
+    char *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        snprintf(err, errlen, "write config text: out of memory");
+        return -1;
+    }
+    config_write(c, mem);
+    fclose(mem);
+    int rc = h5_attr_str(f, "/config", "ini", text, err, errlen);
+    free(text);
+    return rc;
+}
+
+static int write_attributes(struct run *r, char *err, size_t errlen)
+{
+    struct h5file *f = r->probes.set.file;
+    if (run_h5_provenance(f, r, err, errlen) || run_h5_config(f, &r->cfg, err, errlen) ||
+        h5_attr_str(f, "/", "description",
+                    "canary probes: per-step series (rows aligned with /step), probe-cadence "
+                    "series (rows aligned with /probe_step), /eval (the row at step 0 is l0, the "
+                    "loss at initialisation), /tensors/names for per-tensor series; every "
+                    "dataset has a description attribute",
+                    err, errlen))
+        return -1;
     const char *names[1024];
     int n = r->model.table.n < 1024 ? r->model.table.n : 1024;
     for (int i = 0; i < n; i++)

@@ -21,6 +21,13 @@ struct run_probes {
     int eval_step, eval_loss; // h5 series handles of /eval
 };
 
+struct config;
+
+// /provenance (git sha, compiler and flags, library versions, host, time, world size, threads,
+// seed) and /config (every key, typed, plus the resolved INI text as "ini") on any canary file.
+int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen);
+int run_h5_config(struct h5file *f, const struct config *c, char *err, size_t errlen);
+
 // Registers every probe (all ranks, so the layout is known) and, on rank 0, creates
 // out_dir/probes.h5 with /provenance, /config and /tensors. Returns 0 or -1 with err.
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen);
