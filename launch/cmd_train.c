@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/rundir.h"
 #include "launch/train.h"
@@ -33,7 +34,8 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
     struct config cfg;
     struct run run;
     char out[CONFIG_PATH_MAX], err[1024];
-    const char *out_arg = NULL;
+    char config_path[CONFIG_PATH_MAX + 16], ckpt[CONFIG_PATH_MAX + 64];
+    const char *out_arg = NULL, *resume = NULL;
     int rc = TRAIN_EXIT_INPUT;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
@@ -51,11 +53,26 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
             out_arg = argv[++i];
             continue;
         }
+        if (strcmp(argv[i], "--resume") == 0 && i + 1 < argc) {
+            resume = argv[++i];
+            continue;
+        }
         if (d->rank == 0) {
             err_printf("train: unexpected argument '%s'", argv[i]);
             train_usage(stderr);
         }
         return TRAIN_EXIT_INPUT;
+    }
+    if (resume) {
+        // The run's own resolved config, then --set (e.g. more train.steps).
+        if (opts.config_path || out_arg || strlen(resume) >= sizeof(out)) {
+            if (d->rank == 0)
+                err_printf("train: --resume DIR takes no --config or --out (DIR has both)");
+            return TRAIN_EXIT_INPUT;
+        }
+        snprintf(config_path, sizeof(config_path), "%s/config.ini", resume);
+        opts.config_path = config_path;
+        out_arg = resume;
     }
     if (!opts.config_path) {
         if (d->rank == 0) {
@@ -77,17 +94,38 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
         dist_bcast_bytes(d, out, sizeof(out)); // rank 0's clock names the run
     }
     // Refuse an occupied run directory before loading anything: bad input, nothing written.
-    int ok = d->rank != 0 || rundir_check_free(out, err, sizeof(err)) == 0;
+    // A resume needs a checkpoint instead.
+    int ok = 1;
+    if (d->rank == 0 && !resume)
+        ok = rundir_check_free(out, err, sizeof(err)) == 0;
+    if (d->rank == 0 && resume && ckpt_find_latest(resume, ckpt, sizeof(ckpt)) != 0) {
+        snprintf(err, sizeof(err), "resume '%s': no checkpoint in %s/ckpt", resume, resume);
+        ok = 0;
+    }
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok))
         return TRAIN_EXIT_INPUT;
+    if (resume)
+        dist_bcast_bytes(d, ckpt, sizeof(ckpt));
     ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
+    if (ok && resume && ckpt_read(&run, ckpt, err, sizeof(err)) != 0) {
+        run_free(&run);
+        ok = 0;
+    }
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
         if (ok)
             run_free(&run);
+        return TRAIN_EXIT_INPUT;
+    }
+    if (resume && run.step >= cfg.train.steps) {
+        if (d->rank == 0)
+            err_printf("resume '%s': the checkpoint is at step %ld of train.steps = %d; nothing "
+                       "to do (raise it with --set train.steps=N)",
+                       resume, run.step, cfg.train.steps);
+        run_free(&run);
         return TRAIN_EXIT_INPUT;
     }
     rc = train_run(&run, out);

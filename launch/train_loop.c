@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "launch/checkpoint.h"
 #include "launch/rundir.h"
 #include "launch/train.h"
 #include "model/matmul.h"
@@ -56,25 +57,63 @@ static void format_eta(char *buf, size_t len, double seconds)
         snprintf(buf, len, "%lds", s);
 }
 
-static int open_outputs(struct train_out *o, const char *dir, const struct config *c, char *err,
+// Keeps the metrics rows of steps ≤ step (a resumed run rewrites what came after).
+static int metrics_truncate(const char *path, long step, char *err, size_t errlen)
+{
+    char tmp[CONFIG_PATH_MAX + 48], line[1024];
+    FILE *in = fopen(path, "r"), *out = NULL;
+    int rc = -1, first = 1;
+    if (!in) {
+        snprintf(err, errlen, "open '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    out = fopen(tmp, "w");
+    if (!out) {
+        snprintf(err, errlen, "write '%s': %s", tmp, strerror(errno));
+        goto done;
+    }
+    while (fgets(line, sizeof(line), in)) {
+        char kind[16];
+        long s = 0;
+        if (first || (sscanf(line, "%15s %ld", kind, &s) == 2 && s <= step))
+            fputs(line, out);
+        first = 0;
+    }
+    if (fclose(out) != 0 || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "rewrite '%s': %s", path, strerror(errno));
+        goto done;
+    }
+    rc = 0;
+done:
+    fclose(in);
+    return rc;
+}
+
+static int open_outputs(struct train_out *o, const char *dir, const struct run *r, char *err,
                         size_t errlen)
 {
     char path[CONFIG_PATH_MAX + 32];
-    if (rundir_create(dir, err, errlen) != 0 || rundir_write_config(dir, c, err, errlen) != 0)
+    int resume = r->step > 0;
+    if (!resume &&
+        (rundir_create(dir, err, errlen) != 0 || rundir_write_config(dir, &r->cfg, err, errlen)))
         return -1;
     snprintf(path, sizeof(path), "%s/log.txt", dir);
-    o->log = fopen(path, "w");
+    o->log = fopen(path, resume ? "a" : "w");
     if (!o->log) {
         snprintf(err, errlen, "open '%s': %s", path, strerror(errno));
         return -1;
     }
     snprintf(path, sizeof(path), "%s/metrics.tsv", dir);
-    o->metrics = fopen(path, "w");
+    if (resume && metrics_truncate(path, r->step, err, errlen) != 0)
+        return -1;
+    o->metrics = fopen(path, resume ? "a" : "w");
     if (!o->metrics) {
         snprintf(err, errlen, "open '%s': %s", path, strerror(errno));
         return -1;
     }
-    fprintf(o->metrics, "kind\tstep\tloss\tce\tz\tlr\tgrad_norm\tclip_factor\ttokens_per_s\n");
+    if (!resume)
+        fprintf(o->metrics, "kind\tstep\tloss\tce\tz\tlr\tgrad_norm\tclip_factor\ttokens_per_s\n");
     return 0;
 }
 
@@ -96,10 +135,30 @@ static double eval_and_report(struct run *r, struct train_out *o, long step)
     if (o->rank0 && o->metrics)
         fprintf(o->metrics, "eval\t%ld\t%.17g\t%.17g\t%.17g\t\t\t\t\n", step, lp.total, lp.ce,
                 lp.z);
+    if (o->rank0 && o->metrics)
+        fflush(o->metrics);
     char err[512];
     if (run_probes_eval(r, step, lp.total, err, sizeof(err)) != 0)
         err_printf("%s", err); // the loop notices at its next flush check
     return lp.total;
+}
+
+// Rank 0 writes a checkpoint; every rank learns whether it worked. Returns 1 on success.
+static int checkpoint(struct run *r, struct train_out *o, const char *out_dir)
+{
+    char err[1024];
+    // Probe rows up to the checkpoint reach the disk first, so a resume finds them all.
+    int ok = run_probes_flush(r, err, sizeof(err)) == 0;
+    if (ok && r->dist->rank == 0)
+        ok = ckpt_write(r, out_dir, err, sizeof(err)) == 0;
+    if (!ok)
+        err_printf("%s", err);
+    if (!dist_all_ok(r->dist, ok)) {
+        out_line(o, 0, "step %ld: checkpoint failed; the previous one is intact: stopping",
+                 r->step);
+        return 0;
+    }
+    return 1;
 }
 
 // Test hooks (CANARY_FAULT, see run_init): a rank that dies, or one whose parameters drift.
@@ -123,7 +182,7 @@ int train_run(struct run *r, const char *out_dir)
     double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0;
     long window_steps = 0;
 
-    int opened = !o.rank0 || open_outputs(&o, out_dir, c, err, sizeof(err)) == 0;
+    int opened = !o.rank0 || open_outputs(&o, out_dir, r, err, sizeof(err)) == 0;
     if (opened && run_probes_open(r, out_dir, err, sizeof(err)) != 0)
         opened = 0;
     if (!opened)
@@ -145,7 +204,11 @@ int train_run(struct run *r, const char *out_dir)
     out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
              r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
 
-    r->l0 = eval_and_report(r, &o, 0);
+    long first_step = r->step; // > 0 when resuming from a checkpoint
+    if (first_step == 0)
+        r->l0 = eval_and_report(r, &o, 0);
+    else
+        out_line(&o, 0, "resumed from step %ld", first_step);
     t_start = t_window = timer_now();
     while (r->step < steps) {
         struct step_result res;
@@ -172,18 +235,25 @@ int train_run(struct run *r, const char *out_dir)
             rc = TRAIN_EXIT_IO;
             break;
         }
+        if (c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
+            r->step != steps && !checkpoint(r, &o, out_dir)) {
+            rc = TRAIN_EXIT_IO;
+            break;
+        }
         inject_fault(r);
         if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
             train_check_consistency(r);
         window_flops += r->step_flops * r->dist->size;
         window_steps++;
-        if (o.rank0)
+        if (o.rank0) {
             fprintf(o.metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
                     step + 1, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
                     res.clip_factor, tokens_per_step / dt);
+            fflush(o.metrics); // a crash loses no row (a small write per step)
+        }
         if (r->step % c->train.log_every == 0 || r->step == steps) {
             double now = timer_now(), span = now - t_window;
-            double per_step = (now - t_start) / (double)r->step;
+            double per_step = (now - t_start) / (double)(r->step - first_step);
             double gflops = window_flops / span * 1e-9 / r->dist->size;
             char eta[32];
             format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
@@ -204,6 +274,8 @@ int train_run(struct run *r, const char *out_dir)
     if (rc == TRAIN_EXIT_OK) {
         if (c->train.check_every > 0)
             train_check_consistency(r);
+        if (!checkpoint(r, &o, out_dir))
+            rc = TRAIN_EXIT_IO;
         r->final_eval = eval_and_report(r, &o, r->step);
         char took[32];
         format_eta(took, sizeof(took), timer_now() - t_start);

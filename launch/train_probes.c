@@ -159,6 +159,23 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
     return h5_write_strings(f, "/tensors/names", names, n, err, errlen);
 }
 
+static int truncate_eval(struct run_probes *p, long step, char *err, size_t errlen)
+{
+    long rows = h5_series_rows(p->set.file, p->eval_step);
+    double s = 0.0;
+    while (rows > 0) {
+        if (h5_series_read_row(p->set.file, p->eval_step, rows - 1, &s, err, errlen) != 0)
+            return -1;
+        if ((long)s <= step)
+            break;
+        rows--;
+    }
+    if (h5_series_truncate(p->set.file, p->eval_step, rows, err, errlen) != 0 ||
+        h5_series_truncate(p->set.file, p->eval_loss, rows, err, errlen) != 0)
+        return -1;
+    return 0;
+}
+
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen)
 {
     struct run_probes *p = &r->probes;
@@ -171,6 +188,19 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     if (!p->active)
         return 0;
     snprintf(path, sizeof(path), "%s/probes.h5", out_dir);
+    if (r->step > 0 && access(path, F_OK) == 0) {
+        // Resuming: keep the rows of steps up to the checkpoint, drop the rest.
+        if (probe_set_reopen(&p->set, path, r->step, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/eval/step", &p->eval_step, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/eval/loss", &p->eval_loss, err, errlen) != 0 ||
+            truncate_eval(p, r->step, err, errlen) != 0 ||
+            probe_set_start(&p->set, err, errlen) != 0) {
+            probe_set_free(&p->set);
+            p->active = 0;
+            return -1;
+        }
+        return 0;
+    }
     if (probe_set_create(&p->set, path, err, errlen) != 0 ||
         h5_series_create(p->set.file, "/eval/step", 0, dims, "step of each evaluation",
                          &p->eval_step, err, errlen) != 0 ||

@@ -43,6 +43,13 @@ int h5_open(struct h5file **out, const char *path, enum h5_mode mode, char *err,
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     // The latest format is what SWMR needs; files still open with any h5py on HDF5 ≥ 1.10.
     H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    if (mode == H5_READWRITE) {
+        // A run killed while writing in SWMR mode leaves the "open for writing" marks in the
+        // superblock; resuming clears them (what the h5clear tool does).
+        hbool_t clear = 1;
+        if (H5Pexist(fapl, "clear_status_flags") > 0)
+            H5Pset(fapl, "clear_status_flags", &clear);
+    }
     if (mode == H5_CREATE)
         f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     else

@@ -1,0 +1,226 @@
+// Checkpoints in HDF5 through probes/h5.h.
+#include "launch/checkpoint.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "launch/config_keys.h"
+#include "launch/train.h"
+#include "probes/h5.h"
+
+static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
+{
+    const struct tensor_table *tt = &r->model.table;
+    char path[TENSOR_NAME_MAX + 32];
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        size_t dims[2] = {(size_t)t->rows, (size_t)t->cols};
+        int nd = t->rows == 1 ? 1 : 2;
+        const size_t *shape = nd == 1 ? dims + 1 : dims; // gains are 1-D, like torch
+        snprintf(path, sizeof(path), "/params/%s", t->name);
+        if (h5_write_f32(f, path, nd, shape, r->params + t->offset, err, errlen))
+            return -1;
+        snprintf(path, sizeof(path), "/optim/%s/m", t->name);
+        if (h5_write_f32(f, path, nd, shape, r->adamw.m + t->offset, err, errlen))
+            return -1;
+        snprintf(path, sizeof(path), "/optim/%s/v", t->name);
+        if (h5_write_f32(f, path, nd, shape, r->adamw.v + t->offset, err, errlen))
+            return -1;
+    }
+    if (h5_attr_i64(f, "/state", "step", r->step, err, errlen) ||
+        h5_attr_i64(f, "/state", "adam_t", r->adamw.t, err, errlen) ||
+        h5_attr_i64(f, "/state", "data_cursor", r->step * (int64_t)r->cfg.train.batch_size, err,
+                    errlen) ||
+        h5_attr_i64(f, "/state", "seed", r->cfg.train.seed, err, errlen) ||
+        h5_attr_str(f, "/state", "description",
+                    "step: optimizer steps taken; adam_t: AdamW bias-correction count; "
+                    "data_cursor: global samples consumed (sample i is keyed by (seed, i)); the "
+                    "lr schedule is a function of step",
+                    err, errlen) ||
+        h5_attr_str(f, "/", "description",
+                    "canary checkpoint: /params/<name> (row-major [out, in] like torch.nn.Linear; "
+                    "gains 1-D), /optim/<name>/{m,v} AdamW moments, /state, /config, /provenance",
+                    err, errlen))
+        return -1;
+    return run_h5_config(f, &r->cfg, err, errlen) || run_h5_provenance(f, r, err, errlen) ? -1 : 0;
+}
+
+// Deletes all but the newest `keep` step_*.h5 files of dir.
+static void ckpt_prune(const char *dir, int keep)
+{
+    struct dirent *e = NULL;
+    long steps[4096];
+    int n = 0;
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL && n < 4096) {
+        long s = 0;
+        char tail[8];
+        if (sscanf(e->d_name, "step_%ld.%7s", &s, tail) == 2 && strcmp(tail, "h5") == 0)
+            steps[n++] = s;
+    }
+    closedir(d);
+    for (int i = 0; i < n; i++) {
+        int newer = 0;
+        for (int j = 0; j < n; j++)
+            newer += steps[j] > steps[i];
+        if (newer >= keep) {
+            char path[CONFIG_PATH_MAX + 64];
+            snprintf(path, sizeof(path), "%s/step_%08ld.h5", dir, steps[i]);
+            unlink(path);
+        }
+    }
+}
+
+int ckpt_write(struct run *r, const char *run_dir, char *err, size_t errlen)
+{
+    char dir[CONFIG_PATH_MAX + 16], path[CONFIG_PATH_MAX + 64], tmp[CONFIG_PATH_MAX + 80];
+    struct h5file *f = NULL;
+    snprintf(dir, sizeof(dir), "%s/ckpt", run_dir);
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "create checkpoint directory '%s': %s", dir, strerror(errno));
+        return -1;
+    }
+    snprintf(path, sizeof(path), "%s/step_%08ld.h5", dir, r->step);
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    if (h5_open(&f, tmp, H5_CREATE, err, errlen) != 0)
+        return -1;
+    int rc = ckpt_body(r, f, err, errlen);
+    if (h5_close(f) != 0 && rc == 0) {
+        snprintf(err, errlen, "write checkpoint '%s': closing the file failed (disk full?)", tmp);
+        rc = -1;
+    }
+    if (rc == 0 && rename(tmp, path) != 0) {
+        snprintf(err, errlen, "rename checkpoint '%s': %s", tmp, strerror(errno));
+        rc = -1;
+    }
+    if (rc != 0) {
+        unlink(tmp); // the previous checkpoints stay as they were
+        return -1;
+    }
+    ckpt_prune(dir, r->cfg.train.keep_checkpoints);
+    return 0;
+}
+
+// The config stored in f.
+static int read_config(struct h5file *f, const char *path, struct config *c, char *err,
+                       size_t errlen)
+{
+    size_t cap = 1 << 16;
+    char *text = malloc(cap);
+    int rc = -1;
+    if (!text) {
+        snprintf(err, errlen, "read checkpoint '%s': out of memory", path);
+        return -1;
+    }
+    if (h5_attr_read_str(f, "/config", "ini", text, cap, err, errlen) == 0) {
+        config_defaults(c);
+        rc = config_load_string(c, text, path, err, errlen);
+    }
+    free(text);
+    return rc;
+}
+
+int ckpt_read_config(const char *path, struct config *c, char *err, size_t errlen)
+{
+    struct h5file *f = NULL;
+    char why[600];
+    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint: %s", why);
+        return -1;
+    }
+    int rc = read_config(f, path, c, err, errlen);
+    h5_close(f);
+    return rc;
+}
+
+int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
+{
+    struct h5file *f = NULL;
+    struct config saved;
+    const struct tensor_table *tt = &r->model.table;
+    char ds[TENSOR_NAME_MAX + 32], why[800];
+    int64_t step = 0, adam_t = 0;
+    int rc = -1;
+    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint: %s", why);
+        return -1;
+    }
+    if (read_config(f, path, &saved, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint '%s': no readable config (%s)", path, why);
+        goto out;
+    }
+    // Every [model] key must match: the tensors would not fit otherwise. head_dim is compared
+    // resolved (0 means dim / heads).
+    if (saved.model.head_dim == 0 && saved.model.heads > 0)
+        saved.model.head_dim = saved.model.dim / saved.model.heads;
+    for (int i = 0; i < config_key_count; i++) {
+        const struct config_key *k = &config_keys[i];
+        char a[128], b[128], name[128];
+        if (strcmp(k->section, "model") != 0)
+            continue;
+        snprintf(name, sizeof(name), "model.%s", k->key);
+        config_get_string(&saved, name, a, sizeof(a));
+        config_get_string(&r->cfg, name, b, sizeof(b));
+        if (strcmp(a, b) != 0) {
+            snprintf(err, errlen,
+                     "checkpoint '%s' is of another model: %s = %s there, %s in this run", path,
+                     name, a, b);
+            goto out;
+        }
+    }
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        size_t dims[4];
+        int nd = 0;
+        snprintf(ds, sizeof(ds), "/params/%s", t->name);
+        if (h5_read_f32(f, ds, r->params + t->offset, t->size, &nd, dims, why, sizeof(why)))
+            goto bad;
+        snprintf(ds, sizeof(ds), "/optim/%s/m", t->name);
+        if (h5_read_f32(f, ds, r->adamw.m + t->offset, t->size, &nd, dims, why, sizeof(why)))
+            goto bad;
+        snprintf(ds, sizeof(ds), "/optim/%s/v", t->name);
+        if (h5_read_f32(f, ds, r->adamw.v + t->offset, t->size, &nd, dims, why, sizeof(why)))
+            goto bad;
+    }
+    if (h5_attr_read_i64(f, "/state", "step", &step, why, sizeof(why)) ||
+        h5_attr_read_i64(f, "/state", "adam_t", &adam_t, why, sizeof(why)))
+        goto bad;
+    r->step = (long)step;
+    r->adamw.t = (long)adam_t;
+    rc = 0;
+    goto out;
+bad:
+    snprintf(err, errlen, "read checkpoint '%s': %s", path, why);
+out:
+    h5_close(f);
+    return rc;
+}
+
+int ckpt_find_latest(const char *run_dir, char *out, size_t outlen)
+{
+    char dir[CONFIG_PATH_MAX + 16];
+    struct dirent *e = NULL;
+    long best = -1;
+    snprintf(dir, sizeof(dir), "%s/ckpt", run_dir);
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    while ((e = readdir(d)) != NULL) {
+        long s = 0;
+        char tail[8];
+        if (sscanf(e->d_name, "step_%ld.%7s", &s, tail) == 2 && strcmp(tail, "h5") == 0 && s > best)
+            best = s;
+    }
+    closedir(d);
+    if (best < 0)
+        return -1;
+    snprintf(out, outlen, "%s/step_%08ld.h5", dir, best);
+    return 0;
+}

@@ -1,0 +1,32 @@
+// provides: checkpoints — write (atomic, Fletcher32), read and verify against the run, find the
+//           newest in a run directory, prune old ones.
+//
+// Layout (DESIGN.md §7): /params/<name> with the tensor's shape, /optim/<name>/{m,v},
+// /state (attributes: step, adam_t, data_cursor, seed, lr_schedule_step), /config (every key,
+// typed, and the INI text), /provenance. The RNG is counter-based and the sampler is keyed by
+// the step, so the step is the whole of the RNG and data state. Rank 0 writes (every rank holds
+// the same parameters and optimizer state); every rank reads.
+#ifndef CANARY_LAUNCH_CHECKPOINT_H
+#define CANARY_LAUNCH_CHECKPOINT_H
+
+#include <stddef.h>
+
+struct run;
+struct config;
+
+// Writes run_dir/ckpt/step_NNNNNNNN.h5 for r->step through a temporary name and a rename, then
+// deletes all but the newest train.keep_checkpoints. On failure the previous checkpoints are
+// untouched. Returns 0 or -1 with err.
+int ckpt_write(struct run *r, const char *run_dir, char *err, size_t errlen);
+
+// Loads path into r (built from a compatible config): parameters by name and shape, AdamW
+// state, step. Returns 0 or -1 with err (a model key that differs is named).
+int ckpt_read(struct run *r, const char *path, char *err, size_t errlen);
+
+// The config stored in a checkpoint (for `canary eval`). Returns 0 or -1 with err.
+int ckpt_read_config(const char *path, struct config *c, char *err, size_t errlen);
+
+// The newest checkpoint of run_dir into out; returns 0, or -1 when there is none.
+int ckpt_find_latest(const char *run_dir, char *out, size_t outlen);
+
+#endif
