@@ -89,13 +89,19 @@ int ckpt_write(struct run *r, const char *run_dir, char *err, size_t errlen)
     }
     snprintf(path, sizeof(path), "%s/step_%08ld.h5", dir, r->step);
     snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    if (h5_open(&f, tmp, H5_CREATE, err, errlen) != 0)
+    // Built in memory and written with plain writes: a full disk is an ordinary error here and
+    // never leaves HDF5 holding a half-written file.
+    char why[1200];
+    if (h5_open(&f, tmp, H5_MEMORY, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "write checkpoint at step %ld: %s", r->step, why);
         return -1;
-    int rc = ckpt_body(r, f, err, errlen);
-    if (h5_close(f) != 0 && rc == 0) {
-        snprintf(err, errlen, "write checkpoint '%s': closing the file failed (disk full?)", tmp);
-        rc = -1;
     }
+    int rc = ckpt_body(r, f, why, sizeof(why));
+    if (rc == 0)
+        rc = h5_write_image(f, tmp, why, sizeof(why));
+    h5_close(f);
+    if (rc != 0)
+        snprintf(err, errlen, "write checkpoint at step %ld: %s", r->step, why);
     if (rc == 0 && rename(tmp, path) != 0) {
         snprintf(err, errlen, "rename checkpoint '%s': %s", tmp, strerror(errno));
         rc = -1;

@@ -24,14 +24,14 @@ struct train_config {
     int batch_size; // global, sequences
     int grad_accum; // micro-batches per step and rank
     int64_t seed;
-    int eval_every;     // steps between evaluations (0: only at the start and end)
-    int eval_batches;   // held-out batches (of batch_size sequences) per evaluation
-    int threads;        // BLAS/OpenMP threads per rank
-    int log_every;      // steps between progress lines
-    int deterministic;  // fixed-order reduction: bitwise identical for any power-of-two ranks
-    double bucket_mb;   // gradient allreduce bucket size (MiB)
-    int overlap_reduce; // start bucket allreduces during backward (0: all after backward)
-    int check_every;    // steps between cross-rank parameter checksums (0: never)
+    int eval_every;       // steps between evaluations (0: only at the start and end)
+    int eval_batches;     // held-out batches (of batch_size sequences) per evaluation
+    int threads;          // BLAS/OpenMP threads per rank
+    int log_every;        // steps between progress lines
+    int deterministic;    // fixed-order reduction: bitwise identical for any power-of-two ranks
+    double bucket_mb;     // gradient allreduce bucket size (MiB)
+    int overlap_reduce;   // start bucket allreduces during backward (0: all after backward)
+    int check_every;      // steps between cross-rank parameter checksums (0: never)
     int checkpoint_every; // steps between checkpoints (0: only at the end)
     int keep_checkpoints; // newest checkpoints kept
 };

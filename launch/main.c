@@ -19,6 +19,7 @@ static void usage(FILE *f)
             "commands:\n"
             "  train     train a model from a config file\n"
             "  sweep     train every point of a [sweep] grid, by groups of ranks, in one mpirun\n"
+            "  eval      the loss of a checkpoint on held-out data or a token file\n"
             "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
             "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
             "memory)\n"
@@ -57,6 +58,8 @@ int main(int argc, char **argv)
         rc = cmd_train(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "tokenize") == 0)
         rc = cmd_tokenize(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "eval") == 0)
+        rc = cmd_eval(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "sweep") == 0)
         rc = cmd_sweep(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "bench") == 0)

@@ -2,6 +2,8 @@
 #include "launch/train.h"
 
 #include <math.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -84,7 +86,8 @@ static void run_init_reduction(struct run *r)
 }
 
 // CANARY_FAULT=abort:RANK:STEP makes RANK die after STEP (a crashed node);
-// CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence).
+// CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence);
+// CANARY_FAULT=fsize:RANK:BYTES limits the size of the files RANK writes (a full disk).
 static void run_init_fault(struct run *r)
 {
     const char *f = getenv("CANARY_FAULT");
@@ -96,6 +99,13 @@ static void run_init_fault(struct run *r)
     r->fault_kind = strcmp(kind, "abort") == 0 ? 1 : strcmp(kind, "perturb") == 0 ? 2 : 0;
     r->fault_rank = rank;
     r->fault_step = step;
+    if (strcmp(kind, "fsize") == 0 && rank == r->dist->rank) {
+        // A disk that fills: files of this process may not grow past `step` bytes from now on
+        // (after MPI is up, whose shared-memory files need more); writes then fail with EFBIG.
+        struct rlimit lim = {(rlim_t)step, (rlim_t)step};
+        signal(SIGXFSZ, SIG_IGN);
+        setrlimit(RLIMIT_FSIZE, &lim);
+    }
 }
 
 int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int random_data,

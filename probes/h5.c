@@ -2,10 +2,13 @@
 // return value and reports the operation and object in err.
 #include "probes/h5.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <hdf5.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define H5_MAX_SERIES 256
 
@@ -42,7 +45,8 @@ int h5_open(struct h5file **out, const char *path, enum h5_mode mode, char *err,
     snprintf(f->path, sizeof(f->path), "%s", path);
     fapl = H5Pcreate(H5P_FILE_ACCESS);
     // The latest format is what SWMR needs; files still open with any h5py on HDF5 ≥ 1.10.
-    H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
+    if (mode != H5_MEMORY) // memory images keep the default format: see h5_write_image
+        H5Pset_libver_bounds(fapl, H5F_LIBVER_LATEST, H5F_LIBVER_LATEST);
     if (mode == H5_READWRITE) {
         // A run killed while writing in SWMR mode leaves the "open for writing" marks in the
         // superblock; resuming clears them (what the h5clear tool does).
@@ -50,14 +54,16 @@ int h5_open(struct h5file **out, const char *path, enum h5_mode mode, char *err,
         if (H5Pexist(fapl, "clear_status_flags") > 0)
             H5Pset(fapl, "clear_status_flags", &clear);
     }
-    if (mode == H5_CREATE)
+    if (mode == H5_MEMORY)
+        H5Pset_fapl_core(fapl, 1 << 20, 0);
+    if (mode == H5_CREATE || mode == H5_MEMORY)
         f->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     else
         f->file = H5Fopen(path, mode == H5_READ ? H5F_ACC_RDONLY : H5F_ACC_RDWR, fapl);
     H5Pclose(fapl);
     if (f->file < 0) {
         FAIL("%s HDF5 file '%s' failed (missing, unwritable, or not an HDF5 file)",
-             mode == H5_CREATE ? "create" : "open", path);
+             mode == H5_CREATE || mode == H5_MEMORY ? "create" : "open", path);
         free(f);
         return -1;
     }
@@ -86,6 +92,50 @@ int h5_flush(struct h5file *f, char *err, size_t errlen)
         return -1;
     }
     return 0;
+}
+
+int h5_write_image(struct h5file *f, const char *path, char *err, size_t errlen)
+{
+    if (H5Fflush(f->file, H5F_SCOPE_GLOBAL) < 0) {
+        FAIL("build the image of '%s' failed", path);
+        return -1;
+    }
+    ssize_t size = H5Fget_file_image(f->file, NULL, 0);
+    char *buf = size > 0 ? malloc((size_t)size) : NULL;
+    if (!buf || H5Fget_file_image(f->file, buf, (size_t)size) != size) {
+        FAIL("build the image of '%s' failed (out of memory?)", path);
+        free(buf);
+        return -1;
+    }
+    int rc = -1, fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0) {
+        FAIL("create '%s': %s", path, strerror(errno));
+        free(buf);
+        return -1;
+    }
+    size_t done = 0;
+    while (done < (size_t)size) {
+        ssize_t w = write(fd, buf + done, (size_t)size - done);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            FAIL("write '%s': %s (disk full?)", path, w < 0 ? strerror(errno) : "short write");
+            goto out;
+        }
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0) {
+        FAIL("write '%s': %s (disk full?)", path, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (close(fd) != 0 && rc == 0) {
+        FAIL("write '%s': %s (disk full?)", path, strerror(errno));
+        rc = -1;
+    }
+    free(buf);
+    return rc;
 }
 
 int h5_start_swmr(struct h5file *f, char *err, size_t errlen)

@@ -12,12 +12,18 @@
 
 struct h5file; // opaque
 
-enum h5_mode { H5_CREATE, H5_READ, H5_READWRITE };
+// H5_MEMORY: a file built in memory (HDF5's core driver, no backing store), written out with
+// h5_write_image — HDF5 then never writes to disk itself, so a full disk is a plain write error.
+enum h5_mode { H5_CREATE, H5_READ, H5_READWRITE, H5_MEMORY };
 
 int h5_open(struct h5file **f, const char *path, enum h5_mode mode, char *err, size_t errlen);
 // Closes and frees f (NULL is fine). Returns -1 if the close failed (data may be lost).
 int h5_close(struct h5file *f);
 int h5_flush(struct h5file *f, char *err, size_t errlen);
+// Writes the image of an H5_MEMORY file to path (created or truncated), with fsync. Returns 0 or
+// -1 with err; a failed write leaves a partial file at path for the caller to remove.
+int h5_write_image(struct h5file *f, const char *path, char *err, size_t errlen);
+
 // Switches a file opened for writing to single-writer/multiple-reader mode: from now on readers
 // (h5py with swmr=True) see every flushed row. No dataset may be created afterwards.
 int h5_start_swmr(struct h5file *f, char *err, size_t errlen);

@@ -1,0 +1,130 @@
+// `canary eval`: the loss of a checkpoint on held-out batches or on the start of a token file.
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/checkpoint.h"
+#include "launch/cli.h"
+#include "launch/train.h"
+#include "util/error.h"
+
+static void eval_usage(FILE *f)
+{
+    fprintf(f, "usage: [mpirun -np N] canary eval --checkpoint FILE [--data FILE] [--batches N]\n"
+               "                                  [--set section.key=value ...]\n"
+               "\n"
+               "Prints the loss (ce + z, and each part) of a checkpoint at full precision:\n"
+               "  without --data, on the run's fixed held-out batches (train.eval_batches of\n"
+               "  train.batch_size sequences, as during training);\n"
+               "  with --data FILE, on the first N x train.batch_size sequences of FILE in order\n"
+               "  (sequence k is tokens k*T .. k*T+T), N = --batches (default 1).\n"
+               "The model and batch settings come from the checkpoint's config; --set may change\n"
+               "train.batch_size or train.threads.\n");
+}
+
+int cmd_eval(int argc, char **argv, struct dist_ctx *d)
+{
+    struct cli_config_opts opts;
+    struct config cfg;
+    struct run run;
+    char err[1400];
+    const char *ckpt = NULL, *data = NULL;
+    long batches = 0;
+    int ok = 1;
+    memset(&opts, 0, sizeof(opts));
+    for (int i = 1; i < argc; i++) {
+        int took = cli_take_config_opt(&opts, argc, argv, &i);
+        if (took < 0)
+            return 1;
+        if (took && opts.config_path) {
+            err_printf("eval: the config comes from the checkpoint (no --config)");
+            return 1;
+        }
+        if (took)
+            continue;
+        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            if (d->rank == 0)
+                eval_usage(stdout);
+            return 0;
+        }
+        if (strcmp(argv[i], "--checkpoint") == 0 && i + 1 < argc) {
+            ckpt = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
+            data = argv[++i];
+            continue;
+        }
+        if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            batches = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || batches < 1 || batches > 1000000) {
+                err_printf("eval: --batches takes an integer in [1, 1000000]");
+                return 1;
+            }
+            continue;
+        }
+        err_printf("eval: unexpected argument '%s'", argv[i]);
+        return 1;
+    }
+    if (!ckpt) {
+        if (d->rank == 0) {
+            err_printf("eval: --checkpoint FILE is required");
+            eval_usage(stderr);
+        }
+        return 1;
+    }
+    if (d->rank == 0) {
+        ok = ckpt_read_config(ckpt, &cfg, err, sizeof(err)) == 0;
+        for (int i = 0; ok && i < opts.nsets; i++)
+            ok = config_set(&cfg, opts.sets[i], err, sizeof(err)) == 0;
+        if (ok && data) {
+            // The whole file is the held-out split: evaluation sequence k starts at k*T.
+            snprintf(cfg.data.train, sizeof(cfg.data.train), "%s", data);
+            snprintf(cfg.data.val, sizeof(cfg.data.val), "%s", data);
+            cfg.train.eval_batches = (int)(batches ? batches : 1);
+        } else if (ok && batches) {
+            cfg.train.eval_batches = (int)batches;
+        }
+        cfg.probes.enabled = 0;
+        if (ok)
+            ok = config_validate(&cfg, d->size, 1, err, sizeof(err)) == 0;
+        if (!ok)
+            err_printf("%s", err);
+    }
+    dist_bcast_bytes(d, &ok, sizeof(ok));
+    if (!ok)
+        return 1;
+    dist_bcast_bytes(d, &cfg, sizeof(cfg));
+    ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
+    if (ok && ckpt_read(&run, ckpt, err, sizeof(err)) != 0) {
+        run_free(&run);
+        ok = 0;
+    }
+    if (!ok)
+        err_printf("%s", err);
+    if (!dist_all_ok(d, ok)) {
+        if (ok)
+            run_free(&run);
+        return 1;
+    }
+    if (data && (size_t)run.eval_chunks * run.micro_batch > sampler_eval_sequences(&run.sampler)) {
+        if (d->rank == 0)
+            err_printf("eval: '%s' holds %zu sequences of %d tokens, fewer than the %ld x %d "
+                       "asked for",
+                       data, sampler_eval_sequences(&run.sampler), cfg.model.seq_len,
+                       (long)cfg.train.eval_batches, cfg.train.batch_size);
+        run_free(&run);
+        return 1;
+    }
+    struct loss_parts lp;
+    train_eval(&run, &lp);
+    if (d->rank == 0)
+        printf("checkpoint %s (step %ld): loss %.17g ce %.17g z %.17g on %d sequences of %d "
+               "tokens\n",
+               ckpt, run.step, lp.total, lp.ce, lp.z, cfg.train.eval_batches * cfg.train.batch_size,
+               cfg.model.seq_len);
+    run_free(&run);
+    return isfinite(lp.total) ? 0 : 3;
+}
