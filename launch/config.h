@@ -33,6 +33,7 @@ struct train_config {
     int overlap_reduce;   // start bucket allreduces during backward (0: all after backward)
     int check_every;      // steps between cross-rank parameter checksums (0: never)
     int checkpoint_every; // steps between checkpoints (0: only at the end)
+    int on_nonfinite;     // 0 stop, 1 skip the step
     int keep_checkpoints; // newest checkpoints kept
 };
 
@@ -40,6 +41,10 @@ struct probes_config {
     int enabled;     // write probes.h5
     int every;       // steps between rows of the per-layer / per-head / per-tensor probes
     int flush_every; // steps between flushes of probes.h5 (readers see rows up to the last flush)
+    int lr_probe_every;     // steps between local LR-sensitivity probes (0: never)
+    double spike_sigma;     // z-score of a loss or gradient-norm spike event
+    int spike_window;       // steps in the rolling window of the spike z-score
+    double logit_threshold; // max attention logit that records a threshold event
 };
 
 struct data_config {

@@ -83,6 +83,9 @@ const struct config_key config_keys[] = {
     {"train", "checkpoint_every", CT_INT, OFF(train.checkpoint_every), "250", 0, BIG, 0, NULL,
      "steps between checkpoints in ckpt/ (one is always written at the end); 0 = only at the "
      "end"},
+    {"train", "on_nonfinite", CT_ENUM, OFF(train.on_nonfinite), "stop", 0, 0, 0, "stop|skip",
+     "a non-finite loss or gradient: stop the run (exit code 3) or skip the step's update and "
+     "go on (an event either way)"},
     {"train", "keep_checkpoints", CT_INT, OFF(train.keep_checkpoints), "2", 1, 100000, 0, NULL,
      "newest checkpoints kept; older ones are deleted"},
     // [data]
@@ -101,6 +104,17 @@ const struct config_key config_keys[] = {
     {"probes", "flush_every", CT_INT, OFF(probes.flush_every), "50", 1, BIG, 0, NULL,
      "steps between flushes of probes.h5; a reader (or a crash) sees every row up to the last "
      "flush"},
+    {"probes", "lr_probe_every", CT_INT, OFF(probes.lr_probe_every), "100", 0, BIG, 0, NULL,
+     "steps between local LR-sensitivity probes: the loss of a fixed held-out batch after the "
+     "step's update scaled by 0, 1/2, 1, 2 (weights untouched); 0 never"},
+    {"probes", "spike_sigma", CT_DOUBLE, OFF(probes.spike_sigma), "6", 0, 1000, 1, NULL,
+     "a loss or gradient norm this many standard deviations above its rolling mean is a spike "
+     "event"},
+    {"probes", "spike_window", CT_INT, OFF(probes.spike_window), "128", 2, 1000000, 0, NULL,
+     "steps in the rolling window of the spike test"},
+    {"probes", "logit_threshold", CT_DOUBLE, OFF(probes.logit_threshold), "1e4", 0, 1e30, 1, NULL,
+     "max attention logit that records a threshold event (Wortsman: above 1e4 runs "
+     "diverged)"},
 };
 
 const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

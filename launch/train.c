@@ -144,6 +144,11 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     size_t tok = (size_t)r->local_batch * cfg->model.seq_len;
     r->inputs = xcalloc(tok, sizeof(int));
     r->logz = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(float));
+    if (cfg->probes.enabled && cfg->probes.lr_probe_every > 0 && dist->rank == 0 && !random_data) {
+        r->trial = xcalloc(r->model.table.total, sizeof(float));
+        r->probe_inputs = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
+        r->probe_targets = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
+    }
     r->targets = xcalloc(tok, sizeof(int));
     if (random_data) {
         for (size_t i = 0; i < tok; i++) {
@@ -173,6 +178,9 @@ void run_free(struct run *r)
     free(r->leaf_loss_mine);
     free(r->checksums);
     free(r->logz);
+    free(r->trial);
+    free(r->probe_inputs);
+    free(r->probe_targets);
     free(r->eval_loss);
     free(r->eval_loss_mine);
     free(r->params);
@@ -208,12 +216,12 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
     const int *in = r->inputs + (size_t)k * mb * T;
     const int *tg = r->targets + (size_t)k * mb * T;
     struct loss_parts lp;
-    // Probe steps: attention statistics and the output's log Z from the last micro-batch, taken
-    // from what forward and the loss compute anyway.
-    int probe = last && r->probe_step;
-    r->model.probe_attention = probe;
+    // Output probes (log Z, logit RMS) every step and attention statistics at probe steps, from
+    // the last micro-batch, taken from what forward and the loss compute anyway.
+    int outputs = last && r->probes.active;
+    r->model.probe_attention = last && r->probe_step;
     model_forward(&r->model, r->params, in, mb);
-    if (probe) {
+    if (outputs) {
         const float *lg = r->model.acts.logits;
         size_t n = (size_t)mb * T * c->model.vocab;
         double s = 0.0;
@@ -221,7 +229,7 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
             s += (double)lg[i] * (double)lg[i];
         r->logit_sumsq = s;
     }
-    xent_forward_backward(&lp, r->model.acts.logits, probe ? r->logz : NULL, tg, mb * T,
+    xent_forward_backward(&lp, r->model.acts.logits, outputs ? r->logz : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
     model_backward(&r->model, r->params, grads, in, mb, reduce ? on_grads_ready : NULL, r);
     r->leaf_loss_mine[3 * k] = lp.total;
@@ -295,6 +303,31 @@ static void step_loss(struct run *r, struct loss_parts *out)
     out->z = sum[2] / r->leaves;
 }
 
+// Local LR sensitivity (between computing the update and applying it): the loss of the fixed
+// probe batch at θ − f·update for f = 0, ½, 1, 2 — the update as it is about to land, scaled as
+// if the learning rate were scaled. Trial weights go to a separate buffer, so the parameters are
+// never touched. Rank 0 only (the parameters and update are the same on every rank).
+static void lr_probe(struct run *r)
+{
+    const float factors[4] = {0.0f, 0.5f, 1.0f, 2.0f};
+    const struct config *c = &r->cfg;
+    size_t n = r->model.table.total;
+    int mb = r->micro_batch, T = c->model.seq_len;
+    r->model.probe_attention = 0;
+    sampler_eval_batch(&r->sampler, r->probe_inputs, r->probe_targets, 0, mb);
+    for (int i = 0; i < 4; i++) {
+        float f = factors[i];
+#pragma omp parallel for simd schedule(static)
+        for (size_t j = 0; j < n; j++)
+            r->trial[j] = r->params[j] - f * r->update[j];
+        struct loss_parts lp;
+        model_forward(&r->model, r->trial, r->probe_inputs, mb);
+        xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
+                     (float)c->optim.z_loss);
+        r->lr_probe_loss[i] = lp.total;
+    }
+}
+
 void train_step(struct run *r, struct step_result *res)
 {
     const struct config *c = &r->cfg;
@@ -325,6 +358,8 @@ void train_step(struct run *r, struct step_result *res)
 
     // 6. optimizer: compute the update, then apply it
     adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
+    if (r->lr_probe_due)
+        lr_probe(r);
     optim_update_apply(r->params, r->update, n);
     r->step++;
 }

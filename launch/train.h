@@ -77,7 +77,11 @@ struct run {
     struct run_probes probes;
     int probe_step;     // set by the loop: the coming step writes probe-cadence rows
     float *logz;        // [micro_batch · T] log Z of the last micro-batch, at probe steps
-    double logit_sumsq; // Σ logit² of the last micro-batch, at probe steps
+    double logit_sumsq; // Σ logit² of the last micro-batch (rank 0 with probes on)
+    int lr_probe_due;   // set by the loop: this step runs the local LR-sensitivity probe
+    float *trial;       // [table.total] trial weights of the LR probe (rank 0), or NULL
+    int *probe_inputs, *probe_targets; // [micro_batch, T] the fixed probe batch
+    double lr_probe_loss[4];           // probe-batch loss at lr × {0, ½, 1, 2}
 
     // outcome, for sweeps
     double l0;         // held-out loss at step 0

@@ -143,6 +143,25 @@ static double eval_and_report(struct run *r, struct train_out *o, long step)
     return lp.total;
 }
 
+// "non-finite loss nan" or "non-finite gradient: first in 'blocks.0.attn.wq' (grad norm inf)".
+static void nonfinite_detail(const struct run *r, const struct step_result *res, char *out,
+                             size_t len)
+{
+    if (!isfinite(res->loss.total)) {
+        snprintf(out, len, "non-finite loss %g (ce %g, z %g)", res->loss.total, res->loss.ce,
+                 res->loss.z);
+        return;
+    }
+    for (int i = 0; i < r->model.table.n; i++) {
+        if (!isfinite(r->tensor_sumsq[i])) {
+            snprintf(out, len, "non-finite gradient, first in '%s' (loss %g)",
+                     r->model.table.t[i].name, res->loss.total);
+            return;
+        }
+    }
+    snprintf(out, len, "non-finite gradient norm %g", res->grad_norm);
+}
+
 // Rank 0 writes a checkpoint; every rank learns whether it worked. Returns 1 on success.
 static int checkpoint(struct run *r, struct train_out *o, const char *out_dir)
 {
@@ -214,12 +233,23 @@ int train_run(struct run *r, const char *out_dir)
         struct step_result res;
         long step = r->step;
         r->probe_step = r->probes.active && probe_set_due(&r->probes.set, step + 1);
+        r->lr_probe_due =
+            r->trial && c->probes.lr_probe_every > 0 && (step + 1) % c->probes.lr_probe_every == 0;
         double t0 = timer_now();
         train_step(r, &res);
         double dt = timer_now() - t0;
         if (!res.finite) {
-            out_line(&o, 0, "step %ld: non-finite %s (loss %g, grad norm %g): stopping", step + 1,
-                     isfinite(res.loss.total) ? "gradient" : "loss", res.loss.total, res.grad_norm);
+            char what[200];
+            nonfinite_detail(r, &res, what, sizeof(what));
+            if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0)
+                err_printf("%s", err);
+            if (c->train.on_nonfinite == 1) { // skip: no update, on to the next batch
+                out_line(&o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)",
+                         step + 1, what);
+                r->step++;
+                continue;
+            }
+            out_line(&o, 0, "step %ld: %s: stopping", step + 1, what);
             if (o.rank0)
                 err_printf("training diverged at step %ld: the loss or gradient is not finite",
                            step + 1);

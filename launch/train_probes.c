@@ -54,14 +54,14 @@ static void register_all(struct run_probes *p)
                                    "[layer, head] RMS of q as attended (after qk-norm and RoPE)");
     p->attn_k_rms = probe_register(s, "attn/k_rms", PROBE_LAYER_HEADS, 0,
                                    "[layer, head] RMS of k as attended (after qk-norm and RoPE)");
-    p->logz_mean = probe_register(s, "output/logz_mean", PROBE_SCALAR, 0,
+    p->logz_mean = probe_register(s, "output/logz_mean", PROBE_SCALAR, 1,
                                   "mean over tokens of log Z of the output softmax (drifts "
                                   "negative before output-logit divergence)");
-    p->logz_std = probe_register(s, "output/logz_std", PROBE_SCALAR, 0,
+    p->logz_std = probe_register(s, "output/logz_std", PROBE_SCALAR, 1,
                                  "standard deviation over tokens of log Z");
-    p->logz_max = probe_register(s, "output/logz_max", PROBE_SCALAR, 0, "max over tokens of log Z");
+    p->logz_max = probe_register(s, "output/logz_max", PROBE_SCALAR, 1, "max over tokens of log Z");
     p->logit_rms =
-        probe_register(s, "output/logit_rms", PROBE_SCALAR, 0, "RMS of the output logits");
+        probe_register(s, "output/logit_rms", PROBE_SCALAR, 1, "RMS of the output logits");
     p->resid_rms = probe_register(s, "resid/rms", PROBE_LAYERS, 0,
                                   "[layer] RMS of the residual stream after each block");
     p->grad_rms = probe_register(s, "grad/rms", PROBE_TENSORS, 0,
@@ -159,32 +159,50 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
     return h5_write_strings(f, "/tensors/names", names, n, err, errlen);
 }
 
-static int truncate_eval(struct run_probes *p, long step, char *err, size_t errlen)
+// Drops the rows of a table (a step column and its companions) after `step`.
+static int truncate_table(struct h5file *f, int step_series, const int *others, int n, long step,
+                          char *err, size_t errlen)
 {
-    long rows = h5_series_rows(p->set.file, p->eval_step);
+    long rows = h5_series_rows(f, step_series);
     double s = 0.0;
     while (rows > 0) {
-        if (h5_series_read_row(p->set.file, p->eval_step, rows - 1, &s, err, errlen) != 0)
+        if (h5_series_read_row(f, step_series, rows - 1, &s, err, errlen) != 0)
             return -1;
         if ((long)s <= step)
             break;
         rows--;
     }
-    if (h5_series_truncate(p->set.file, p->eval_step, rows, err, errlen) != 0 ||
-        h5_series_truncate(p->set.file, p->eval_loss, rows, err, errlen) != 0)
+    if (h5_series_truncate(f, step_series, rows, err, errlen) != 0)
         return -1;
+    for (int i = 0; i < n; i++)
+        if (h5_series_truncate(f, others[i], rows, err, errlen) != 0)
+            return -1;
     return 0;
+}
+
+static int truncate_eval(struct run_probes *p, long step, char *err, size_t errlen)
+{
+    int eval[1] = {p->eval_loss}, lr[1] = {p->lr_loss}, ev[2] = {p->ev_kind, p->ev_detail};
+    struct h5file *f = p->set.file;
+    return truncate_table(f, p->eval_step, eval, 1, step, err, errlen) ||
+                   truncate_table(f, p->lr_step, lr, 1, step, err, errlen) ||
+                   truncate_table(f, p->ev_step, ev, 2, step, err, errlen)
+               ? -1
+               : 0;
 }
 
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen)
 {
     struct run_probes *p = &r->probes;
     char path[CONFIG_PATH_MAX + 32];
-    int dims[1];
+    int dims[1], four[1] = {4};
     probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
                    r->cfg.probes.every);
     register_all(p);
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
+    p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
+    p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
+    p->win_n = p->win_pos = p->above_threshold = p->events = 0;
     if (!p->active)
         return 0;
     snprintf(path, sizeof(path), "%s/probes.h5", out_dir);
@@ -193,6 +211,11 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
         if (probe_set_reopen(&p->set, path, r->step, err, errlen) != 0 ||
             h5_series_open(p->set.file, "/eval/step", &p->eval_step, err, errlen) != 0 ||
             h5_series_open(p->set.file, "/eval/loss", &p->eval_loss, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/lr_probe/step", &p->lr_step, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/lr_probe/loss", &p->lr_loss, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/events/step", &p->ev_step, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/events/kind", &p->ev_kind, err, errlen) != 0 ||
+            h5_series_open(p->set.file, "/events/detail", &p->ev_detail, err, errlen) != 0 ||
             truncate_eval(p, r->step, err, errlen) != 0 ||
             probe_set_start(&p->set, err, errlen) != 0) {
             probe_set_free(&p->set);
@@ -208,6 +231,20 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
                          "held-out loss (ce + z) on the fixed evaluation batches; the row at "
                          "step 0 is l0",
                          &p->eval_loss, err, errlen) != 0 ||
+        h5_series_create(p->set.file, "/lr_probe/step", 0, dims,
+                         "step of each local LR-sensitivity probe", &p->lr_step, err,
+                         errlen) != 0 ||
+        h5_series_create(p->set.file, "/lr_probe/loss", 1, four,
+                         "[f] loss of the fixed probe batch (held-out sequences 0..micro_batch-1) "
+                         "at theta - f * update for f = 0, 1/2, 1, 2: the step's update with the "
+                         "learning rate scaled by f, weights untouched",
+                         &p->lr_loss, err, errlen) != 0 ||
+        h5_series_create(p->set.file, "/events/step", 0, dims, "step of each event", &p->ev_step,
+                         err, errlen) != 0 ||
+        h5_series_create_str(p->set.file, "/events/kind", "non-finite, spike or threshold",
+                             &p->ev_kind, err, errlen) != 0 ||
+        h5_series_create_str(p->set.file, "/events/detail", "what happened, in words",
+                             &p->ev_detail, err, errlen) != 0 ||
         write_attributes(r, err, errlen) != 0 || probe_set_start(&p->set, err, errlen) != 0) {
         probe_set_free(&p->set);
         p->active = 0;
@@ -259,7 +296,13 @@ static void fill_model_rows(struct run *r)
         probe_row(&p->set, p->resid_rms)[l] =
             rms(sumsq_f32(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
     }
-    size_t n = (size_t)B * T;
+}
+
+// Output rows (every step) from the loss's log Z per token and the logits' Σ².
+static void fill_output_rows(struct run *r)
+{
+    struct run_probes *p = &r->probes;
+    size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
     double s = 0.0, s2 = 0.0, zmax = -INFINITY;
     for (size_t i = 0; i < n; i++) {
         s += r->logz[i];
@@ -270,7 +313,7 @@ static void fill_model_rows(struct run *r)
     probe_row(&p->set, p->logz_mean)[0] = mean;
     probe_row(&p->set, p->logz_std)[0] = sqrt(fmax(0.0, s2 / (double)n - mean * mean));
     probe_row(&p->set, p->logz_max)[0] = zmax;
-    probe_row(&p->set, p->logit_rms)[0] = rms(r->logit_sumsq, (double)n * c->vocab);
+    probe_row(&p->set, p->logit_rms)[0] = rms(r->logit_sumsq, (double)n * r->cfg.model.vocab);
 }
 
 // Per-tensor rows from the reduced gradient (Σg² of the step), the parameters, the update and
@@ -299,6 +342,68 @@ static void fill_tensor_rows(struct run *r)
     }
 }
 
+// Spike test of x against the window of the steps before it; then x joins the window.
+static int spike_z(const double *win, int n, double x, double *z)
+{
+    double mean = 0.0, var = 0.0;
+    for (int i = 0; i < n; i++)
+        mean += win[i];
+    mean /= n;
+    for (int i = 0; i < n; i++)
+        var += (win[i] - mean) * (win[i] - mean);
+    double sd = sqrt(var / (n - 1));
+    *z = sd > 0.0 ? (x - mean) / sd : 0.0;
+    return sd > 0.0;
+}
+
+static int check_events(struct run *r, const struct step_result *res, long step, char *err,
+                        size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    const struct probes_config *pc = &r->cfg.probes;
+    char detail[256];
+    double z = 0.0;
+    if (p->win_n == pc->spike_window) {
+        if (spike_z(p->win_loss, p->win_n, res->loss.total, &z) && z > pc->spike_sigma) {
+            snprintf(detail, sizeof(detail),
+                     "loss %.6g is %.1f sigma above the mean of the last %d steps", res->loss.total,
+                     z, p->win_n);
+            if (run_probes_event(r, step, "spike", detail, err, errlen) != 0)
+                return -1;
+        }
+        if (spike_z(p->win_gnorm, p->win_n, res->grad_norm, &z) && z > pc->spike_sigma) {
+            snprintf(detail, sizeof(detail),
+                     "gradient norm %.6g is %.1f sigma above the mean of the last %d steps",
+                     res->grad_norm, z, p->win_n);
+            if (run_probes_event(r, step, "spike", detail, err, errlen) != 0)
+                return -1;
+        }
+    }
+    p->win_loss[p->win_pos] = res->loss.total;
+    p->win_gnorm[p->win_pos] = res->grad_norm;
+    p->win_pos = (p->win_pos + 1) % pc->spike_window;
+    if (p->win_n < pc->spike_window)
+        p->win_n++;
+    if (r->probe_step) {
+        const double *mx = probe_row(&p->set, p->attn_max_logit);
+        int worst = 0, n = r->cfg.model.layers * r->cfg.model.heads;
+        for (int i = 1; i < n; i++)
+            worst = mx[i] > mx[worst] ? i : worst;
+        int above = mx[worst] > pc->logit_threshold;
+        if (above && !p->above_threshold) {
+            snprintf(detail, sizeof(detail),
+                     "max attention logit %.6g in layer %d head %d crossed probes.logit_threshold "
+                     "= %g",
+                     mx[worst], worst / r->cfg.model.heads, worst % r->cfg.model.heads,
+                     pc->logit_threshold);
+            if (run_probes_event(r, step, "threshold", detail, err, errlen) != 0)
+                return -1;
+        }
+        p->above_threshold = above;
+    }
+    return 0;
+}
+
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen)
 {
@@ -314,15 +419,42 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     probe_row(&p->set, p->grad_norm)[0] = res->grad_norm;
     probe_row(&p->set, p->clip)[0] = res->clip_factor;
     probe_row(&p->set, p->tokens_per_s)[0] = tokens_per_s;
+    fill_output_rows(r);
     if (probe_set_due(&p->set, step)) {
         fill_model_rows(r);
         fill_tensor_rows(r);
     }
     if (probe_set_write(&p->set, step, err, errlen) != 0)
         return -1;
+    if (r->lr_probe_due) {
+        double s = (double)step;
+        if (h5_series_append(p->set.file, p->lr_step, &s, err, errlen) != 0 ||
+            h5_series_append(p->set.file, p->lr_loss, r->lr_probe_loss, err, errlen) != 0)
+            return -1;
+    }
+    if (check_events(r, res, step, err, errlen) != 0)
+        return -1;
     if (step % r->cfg.probes.flush_every == 0)
         return probe_set_flush(&p->set, err, errlen);
     return 0;
+}
+
+int run_probes_event(struct run *r, long step, const char *kind, const char *detail, char *err,
+                     size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    double s = (double)step;
+    if (r->dist->rank != 0)
+        return 0;
+    fprintf(stderr, "canary: event at step %ld: %s: %s\n", step, kind, detail);
+    p->events++;
+    if (!p->active)
+        return 0;
+    if (h5_series_append(p->set.file, p->ev_step, &s, err, errlen) != 0 ||
+        h5_series_append_str(p->set.file, p->ev_kind, kind, err, errlen) != 0 ||
+        h5_series_append_str(p->set.file, p->ev_detail, detail, err, errlen) != 0)
+        return -1;
+    return probe_set_flush(&p->set, err, errlen); // the rows leading up to it reach the disk
 }
 
 int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen)
@@ -345,5 +477,8 @@ int run_probes_flush(struct run *r, char *err, size_t errlen)
 void run_probes_close(struct run *r)
 {
     probe_set_free(&r->probes.set);
+    free(r->probes.win_loss);
+    free(r->probes.win_gnorm);
+    r->probes.win_loss = r->probes.win_gnorm = NULL;
     r->probes.active = 0;
 }

@@ -18,7 +18,14 @@ struct run_probes {
     int attn_max_logit, attn_entropy, attn_q_rms, attn_k_rms;
     int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
     int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
-    int eval_step, eval_loss; // h5 series handles of /eval
+    int eval_step, eval_loss;        // h5 series handles of /eval
+    int lr_step, lr_loss;            // /lr_probe/step, /lr_probe/loss
+    int ev_step, ev_kind, ev_detail; // /events/{step,kind,detail}
+    // spike test: rolling windows of the loss and the gradient norm (steps before this one)
+    double *win_loss, *win_gnorm; // [spike_window]
+    int win_n, win_pos;
+    int above_threshold; // the max attention logit was above probes.logit_threshold
+    int events;          // events recorded in this run
 };
 
 struct config;
@@ -34,6 +41,11 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
 // Fills and appends the rows of this step (rank 0). Call after train_step.
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen);
+// Records an event (rank 0): a row of /events, a line on stderr, and a flush so the rows leading
+// up to it are on disk. kind: "non-finite", "spike", "threshold".
+int run_probes_event(struct run *r, long step, const char *kind, const char *detail, char *err,
+                     size_t errlen);
+
 // Appends an evaluation row (/eval/step, /eval/loss).
 int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen);
 int run_probes_flush(struct run *r, char *err, size_t errlen);

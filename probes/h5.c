@@ -322,6 +322,61 @@ int h5_series_create(struct h5file *f, const char *path, int ndim, const int *di
     return *series < 0 ? -1 : 0;
 }
 
+int h5_series_create_str(struct h5file *f, const char *path, const char *description, int *series,
+                         char *err, size_t errlen)
+{
+    hsize_t cur = 0, max = H5S_UNLIMITED, chunk = 64;
+    hid_t type = string_type(), space = H5Screate_simple(1, &cur, &max);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_chunk(dcpl, 1, &chunk);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
+    H5Pclose(lcpl);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    if (dset < 0) {
+        H5Tclose(type);
+        FAIL("create series '%s' in '%s' failed", path, f->path);
+        return -1;
+    }
+    hid_t aspace = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(dset, "description", type, aspace, H5P_DEFAULT, H5P_DEFAULT);
+    if (a >= 0) {
+        H5Awrite(a, type, &description);
+        H5Aclose(a);
+    }
+    H5Sclose(aspace);
+    H5Tclose(type);
+    *series = series_add(f, dset, err, errlen);
+    return *series < 0 ? -1 : 0;
+}
+
+int h5_series_append_str(struct h5file *f, int id, const char *value, char *err, size_t errlen)
+{
+    struct h5series *s = &f->series[id];
+    hsize_t ext = s->rows + 1, start = s->rows, count = 1;
+    hid_t type = string_type(), fspace = -1, mspace = -1;
+    int rc = -1;
+    if (H5Dset_extent(s->dset, &ext) < 0)
+        goto out;
+    fspace = H5Dget_space(s->dset);
+    mspace = H5Screate_simple(1, &count, NULL);
+    if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
+        H5Dwrite(s->dset, type, mspace, fspace, H5P_DEFAULT, &value) < 0)
+        goto out;
+    s->rows++;
+    rc = 0;
+out:
+    if (mspace >= 0)
+        H5Sclose(mspace);
+    if (fspace >= 0)
+        H5Sclose(fspace);
+    H5Tclose(type);
+    if (rc != 0)
+        FAIL("append to a text series of '%s' failed (disk full?)", f->path);
+    return rc;
+}
+
 int h5_series_open(struct h5file *f, const char *path, int *series, char *err, size_t errlen)
 {
     hid_t dset = H5Dopen2(f->file, path, H5P_DEFAULT);

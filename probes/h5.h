@@ -46,6 +46,10 @@ int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *
 // "description" attribute. Returns a handle index ≥ 0 through *series.
 int h5_series_create(struct h5file *f, const char *path, int ndim, const int *dims,
                      const char *description, int *series, char *err, size_t errlen);
+// A series of variable-length UTF-8 strings (the text columns of /events).
+int h5_series_create_str(struct h5file *f, const char *path, const char *description, int *series,
+                         char *err, size_t errlen);
+int h5_series_append_str(struct h5file *f, int series, const char *value, char *err, size_t errlen);
 // Opens an existing series (resume).
 int h5_series_open(struct h5file *f, const char *path, int *series, char *err, size_t errlen);
 // Appends one row (prod(dims) values).
