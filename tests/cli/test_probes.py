@@ -1,6 +1,7 @@
 """probes.h5: self-describing layout, typed config, rows aligned by step, readable while the run is
 live, and intact up to the last flush after a SIGKILL."""
 import os
+import re
 import signal
 import subprocess
 import time
@@ -101,3 +102,54 @@ def test_probes_readable_live_and_after_sigkill(canary, small_config, tmp_path):
         assert n >= seen[-1]  # at least every row up to the last flush
         assert list(f["step"][:]) == list(range(1, n + 1))
         assert np.all(np.isfinite(f["loss/total"][:n]))
+
+
+def test_lr_probe_leaves_training_unchanged(canary, small_config, tmp_path):
+    a, b = tmp_path / "with", tmp_path / "without"
+    train(canary, small_config, a, "probes.lr_probe_every=1", "train.steps=10")
+    train(canary, small_config, b, "probes.lr_probe_every=0", "train.steps=10")
+    ra = [l.split("\t")[:8] for l in (a / "metrics.tsv").read_text().splitlines()]
+    rb = [l.split("\t")[:8] for l in (b / "metrics.tsv").read_text().splitlines()]
+    assert ra == rb
+    ca = re.findall(r"parameter checksum (\w+)", (a / "log.txt").read_text())
+    cb = re.findall(r"parameter checksum (\w+)", (b / "log.txt").read_text())
+    assert ca == cb  # the trial updates never touched the weights
+    with h5py.File(a / "probes.h5", "r") as f:
+        steps, loss = f["lr_probe/step"][:], f["lr_probe/loss"][:]
+    assert list(steps) == list(range(1, 11)) and loss.shape == (10, 4)
+    # the trial at f = 1 is exactly the update that lands: its loss is the next step's f = 0
+    assert np.array_equal(loss[:-1, 2], loss[1:, 0])
+    with h5py.File(b / "probes.h5", "r") as f:
+        assert f["lr_probe/step"].shape == (0,)
+
+
+def test_events_are_recorded(canary, small_config, tmp_path):
+    out = tmp_path / "ev"
+    r = run(canary, "train", "--config", str(small_config), "--out", str(out),
+            "--set", "train.steps=40", "--set", "probes.every=1", "--set",
+            "probes.logit_threshold=0.5", "--set", "probes.spike_window=4", "--set",
+            "probes.spike_sigma=0.1")
+    assert r.returncode == 0, r.stderr
+    with h5py.File(out / "probes.h5", "r") as f:
+        kinds = list(f["events/kind"].asstr()[:])
+        details = list(f["events/detail"].asstr()[:])
+        steps = f["events/step"][:]
+    assert kinds.count("threshold") == 1 and steps[kinds.index("threshold")] == 1
+    assert "crossed probes.logit_threshold = 0.5" in details[kinds.index("threshold")]
+    assert "spike" in kinds
+    assert "event at step" in r.stderr
+
+
+def test_nonfinite_skip_goes_on_and_records(canary, small_config, tmp_path):
+    out = tmp_path / "nan"
+    r = run(canary, "train", "--config", str(small_config), "--out", str(out),
+            "--set", "optim.lr=100", "--set", "optim.clip=0", "--set", "optim.z_loss=0",
+            "--set", "optim.warmup_steps=0", "--set", "optim.beta2=0", "--set",
+            "train.steps=200", "--set", "train.on_nonfinite=skip")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "update skipped" in r.stdout
+    with h5py.File(out / "probes.h5", "r") as f:
+        kinds = list(f["events/kind"].asstr()[:])
+        details = list(f["events/detail"].asstr()[:])
+    assert "non-finite" in kinds
+    assert any("non-finite" in d for d in details)
