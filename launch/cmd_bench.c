@@ -4,7 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/train.h"
 #include "model/matmul.h"
@@ -36,7 +39,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     struct config cfg;
     struct run run;
     char err[1024];
-    int steps = 10, warmup = 3;
+    int steps = 10, warmup = 3, probes = 0;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
         int took = cli_take_config_opt(&opts, argc, argv, &i);
@@ -56,16 +59,21 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             i++;
             continue;
         }
+        if (strcmp(argv[i], "--probes") == 0) {
+            probes = 1;
+            continue;
+        }
         if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
             printf("usage: canary bench [--config FILE] [--set section.key=value ...]\n"
-                   "                    [--steps N (10)] [--warmup N (3)]\n"
+                   "                    [--steps N (10)] [--warmup N (3)] [--probes]\n"
                    "\n"
                    "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
                    "model on random tokens after the warmup steps, and prints one line of\n"
                    "key=value pairs: median tokens/s and step time, model GFLOP/s, the\n"
                    "single-thread sgemm rate measured in this run and the fraction of it (times\n"
                    "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
-                   "with the PyTorch reference.\n");
+                   "with the PyTorch reference. --probes also writes the probes (probes.every,\n"
+                   "probes.flush_every) to a temporary probes.h5, as a run would.\n");
             return 0;
         }
         err_printf("bench: unexpected argument '%s'", argv[i]);
@@ -79,12 +87,23 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         err_printf("%s", err);
         return 1;
     }
+    char probe_dir[] = "/tmp/canary-bench-XXXXXX";
+    if (probes && d->rank == 0) {
+        if (!mkdtemp(probe_dir) || run_probes_open(&run, probe_dir, err, sizeof(err)) != 0) {
+            err_printf("bench: probes in '%s': %s", probe_dir, err);
+            run_free(&run);
+            return 1;
+        }
+    }
     double *times = xcalloc((size_t)steps, sizeof(double));
     double *waits = xcalloc((size_t)steps, sizeof(double));
     for (int s = 0; s < warmup + steps; s++) {
         struct step_result res;
         double t0 = timer_now();
+        run.probe_step = run.probes.active && probe_set_due(&run.probes.set, run.step + 1);
         train_step(&run, &res);
+        if (run.probes.active && run_probes_step(&run, &res, 0.0, err, sizeof(err)) != 0)
+            err_printf("bench: %s", err);
         double dt = timer_now() - t0;
         if (s >= warmup) {
             // the slowest rank sets the pace of a data-parallel step
@@ -112,6 +131,24 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                d->size, wait_med * 1e3);
     free(times);
     free(waits);
+    if (run.probes.active) {
+        char path[96];
+        struct stat st;
+        double t0 = timer_now();
+        if (ckpt_write(&run, probe_dir, err, sizeof(err)) != 0)
+            err_printf("bench: %s", err);
+        double ckpt_s = timer_now() - t0;
+        snprintf(path, sizeof(path), "%s/ckpt/step_%08ld.h5", probe_dir, run.step);
+        printf("checkpoint_ms=%.1f checkpoint_mib=%.2f\n", ckpt_s * 1e3,
+               stat(path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0.0);
+        unlink(path);
+        snprintf(path, sizeof(path), "%s/ckpt", probe_dir);
+        rmdir(path);
+        run_probes_close(&run);
+        snprintf(path, sizeof(path), "%s/probes.h5", probe_dir);
+        unlink(path);
+        rmdir(probe_dir);
+    }
     run_free(&run);
     return 0;
 }
