@@ -1,0 +1,96 @@
+"""Every probe against an independent computation (tests/torch_probes.py, float64 PyTorch) on a
+tiny model. A corpus of one repeated byte makes every training window the same sequence, so the
+batch of each step is known; checkpoints at every step give the weights the step started from."""
+import os
+import sys
+
+import h5py
+import numpy as np
+import torch
+
+from conftest import ROOT, run, write_tokens
+
+sys.path.insert(0, os.path.join(ROOT, "tests"))
+import torch_model as tm  # noqa: E402
+import torch_probes  # noqa: E402
+
+CONFIG = """
+[model]
+dim = 16
+layers = 2
+heads = 2
+seq_len = 8
+vocab = 32
+qk_norm = {qk}
+pos = {pos}
+[optim]
+lr = 1e-2
+warmup_steps = 0
+z_loss = 1e-2
+[train]
+steps = 3
+batch_size = 2
+eval_every = 0
+eval_batches = 1
+checkpoint_every = 1
+keep_checkpoints = 10
+[probes]
+every = 1
+"""
+
+
+def load(ckpt, cfg):
+    with h5py.File(ckpt, "r") as f:
+        params = {n: torch.tensor(np.array(f["params"][n]), dtype=torch.float64)
+                  for n, _ in tm.tensor_specs(cfg)}
+        v = {n: np.array(f["optim"][n]["v"], dtype=np.float64) for n, _ in tm.tensor_specs(cfg)}
+        t = int(f["state"].attrs["adam_t"])
+    return params, v, t
+
+
+def check(canary, tmp_path, qk, pos):
+    data = tmp_path / "same.bin"
+    write_tokens(data, [7] * 4000)
+    ini = tmp_path / "tiny.ini"
+    ini.write_text(CONFIG.format(qk=qk, pos=pos) + f"\n[data]\ntrain = {data}\n")
+    out = tmp_path / f"run_{qk}_{pos}"
+    r = run(canary, "train", "--config", str(ini), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    cfg = tm.load_config(str(ini))
+    x = torch.full((2, 8), 7, dtype=torch.long)
+    with h5py.File(out / "probes.h5", "r") as f:
+        names = list(f["tensors/names"].asstr()[:])
+        got = {k: f[k][2] for k in ("attn/max_logit", "attn/entropy", "attn/q_rms",
+                                    "attn/k_rms", "resid/rms", "output/logz_mean",
+                                    "output/logz_std", "output/logz_max", "output/logit_rms",
+                                    "grad/rms", "param/rms", "update/rms", "adam/sqrt_v_rms",
+                                    "adam/eps_frac", "loss/total")}
+    # step 3 started from the weights of checkpoint 2 and ended at checkpoint 3
+    p2, _, _ = load(out / "ckpt" / "step_00000002.h5", cfg)
+    p3, v3, t3 = load(out / "ckpt" / "step_00000003.h5", cfg)
+    leaves = {n: p.clone().requires_grad_(True) for n, p in p2.items()}
+    want, loss = torch_probes.probes(cfg, leaves, x, x)
+    loss.backward()
+    for k, w in want.items():
+        w = w.detach().numpy()
+        assert np.allclose(got[k], w, rtol=1e-4, atol=1e-6), (k, got[k], w)
+    assert abs(got["loss/total"] - float(loss)) <= 1e-5 * float(loss)
+    beta2, eps = cfg["optim"]["beta2"], cfg["optim"]["eps"]
+    for i, n in enumerate(names):
+        g = leaves[n].grad.numpy()
+        assert np.isclose(got["grad/rms"][i], np.sqrt(np.mean(g * g)), rtol=1e-3), n
+        assert np.isclose(got["param/rms"][i], np.sqrt(np.mean(p3[n].numpy() ** 2)), rtol=1e-6), n
+        upd = (p2[n] - p3[n]).numpy()
+        assert np.isclose(got["update/rms"][i], np.sqrt(np.mean(upd * upd)), rtol=1e-3,
+                          atol=1e-9), n
+        vhat = v3[n] / (1 - beta2 ** t3)
+        assert np.isclose(got["adam/sqrt_v_rms"][i], np.sqrt(np.mean(vhat)), rtol=1e-5), n
+        assert np.isclose(got["adam/eps_frac"][i], np.mean(np.sqrt(vhat) < eps)), n
+
+
+def test_probe_values_rope(canary, tmp_path):
+    check(canary, tmp_path, "false", "rope")
+
+
+def test_probe_values_qknorm_learned(canary, tmp_path):
+    check(canary, tmp_path, "true", "learned")
