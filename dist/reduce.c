@@ -120,6 +120,12 @@ void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, siz
     }
 }
 
+void dist_allgatherv_f32(struct dist_ctx *d, const float *send, int count, float *recv,
+                         const int *counts, const int *displs)
+{
+    MPI_Allgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, comm_of(d));
+}
+
 void dist_allgather_f64(struct dist_ctx *d, const double *in, double *out, size_t n)
 {
     MPI_Allgather(in, (int)n, MPI_DOUBLE, out, (int)n, MPI_DOUBLE, comm_of(d));

@@ -48,6 +48,10 @@ void dist_reducer_finish(struct dist_reducer *r);
 // rank count. scratch holds n floats. Blocking. Requires a power-of-two d->size.
 void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, size_t n);
 
+// Gathers send[count] of every rank into recv at displs[rank] (counts[rank] floats each).
+void dist_allgatherv_f32(struct dist_ctx *d, const float *send, int count, float *recv,
+                         const int *counts, const int *displs);
+
 // out[rank·n + i] = in[i] of every rank (blocking).
 void dist_allgather_f64(struct dist_ctx *d, const double *in, double *out, size_t n);
 

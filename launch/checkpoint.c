@@ -31,6 +31,11 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
         snprintf(path, sizeof(path), "/optim/%s/v", t->name);
         if (h5_write_f32(f, path, nd, shape, r->adamw.v + t->offset, err, errlen))
             return -1;
+        if (r->muon_on && r->muon_owner[i] >= 0) {
+            snprintf(path, sizeof(path), "/optim/%s/momentum", t->name);
+            if (h5_write_f32(f, path, nd, shape, r->muon.momentum + t->offset, err, errlen))
+                return -1;
+        }
     }
     if (h5_attr_i64(f, "/state", "step", r->step, err, errlen) ||
         h5_attr_i64(f, "/state", "adam_t", r->adamw.t, err, errlen) ||
@@ -44,7 +49,8 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
                     err, errlen) ||
         h5_attr_str(f, "/", "description",
                     "canary checkpoint: /params/<name> (row-major [out, in] like torch.nn.Linear; "
-                    "gains 1-D), /optim/<name>/{m,v} AdamW moments, /state, /config, /provenance",
+                    "gains 1-D), /optim/<name>/{m,v} AdamW moments (and /momentum of Muon's "
+                    "matrices), /state, /config, /provenance",
                     err, errlen))
         return -1;
     return run_h5_config(f, &r->cfg, err, errlen) || run_h5_provenance(f, r, err, errlen) ? -1 : 0;
@@ -181,6 +187,13 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
             goto out;
         }
     }
+    if (saved.optim.name != r->cfg.optim.name) {
+        snprintf(err, errlen,
+                 "checkpoint '%s' was written with another optimizer (optim.name differs); its "
+                 "state cannot continue this run",
+                 path);
+        goto out;
+    }
     for (int i = 0; i < tt->n; i++) {
         const struct tensor *t = &tt->t[i];
         size_t dims[4];
@@ -194,6 +207,12 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
         snprintf(ds, sizeof(ds), "/optim/%s/v", t->name);
         if (h5_read_f32(f, ds, r->adamw.v + t->offset, t->size, &nd, dims, why, sizeof(why)))
             goto bad;
+        if (r->muon_on && r->muon_owner[i] >= 0) {
+            snprintf(ds, sizeof(ds), "/optim/%s/momentum", t->name);
+            if (h5_read_f32(f, ds, r->muon.momentum + t->offset, t->size, &nd, dims, why,
+                            sizeof(why)))
+                goto bad;
+        }
     }
     if (h5_attr_read_i64(f, "/state", "step", &step, why, sizeof(why)) ||
         h5_attr_read_i64(f, "/state", "adam_t", &adam_t, why, sizeof(why)))

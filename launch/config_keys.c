@@ -31,7 +31,9 @@ const struct config_key config_keys[] = {
     {"model", "mlp_ratio", CT_INT, OFF(model.mlp_ratio), "4", 1, 64, 0, NULL,
      "MLP hidden width as a multiple of dim (for SwiGLU too)"},
     // [optim]
-    {"optim", "name", CT_ENUM, OFF(optim.name), "adamw", 0, 0, 0, "adamw", "optimizer"},
+    {"optim", "name", CT_ENUM, OFF(optim.name), "adamw", 0, 0, 0, "adamw|muon",
+     "optimizer: AdamW for every tensor, or Muon for the hidden 2-D matrices (attention and MLP) "
+     "with AdamW for embeddings, head and gains"},
     {"optim", "lr", CT_DOUBLE, OFF(optim.lr), "1e-3", 0, 100, 1, NULL,
      "peak learning rate (after warmup)"},
     {"optim", "min_lr", CT_DOUBLE, OFF(optim.min_lr), "1e-5", 0, 100, 0, NULL,
@@ -53,6 +55,19 @@ const struct config_key config_keys[] = {
      "linear warmup steps (lr * (step+1) / warmup_steps); at most train.steps"},
     {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,
      "output z-loss coefficient: adds z_loss * mean(log^2 Z) to the loss; 0 disables"},
+    {"optim", "momentum", CT_DOUBLE, OFF(optim.momentum), "0.95", 0, 0.999999, 0, NULL,
+     "Muon: Nesterov momentum beta, in [0, 1)"},
+    {"optim", "ns_steps", CT_INT, OFF(optim.ns_steps), "5", 1, 100, 0, NULL,
+     "Muon: Newton-Schulz iterations (quintic, coefficients 3.4445, -4.7750, 2.0315)"},
+    {"optim", "muon_scale", CT_ENUM, OFF(optim.muon_scale), "rms_match", 0, 0, 0, "shape|rms_match",
+     "Muon update scale: shape = sqrt(max(1, rows/cols)) (Keller Jordan); rms_match = "
+     "0.2*sqrt(max(rows, cols)) (Moonlight: AdamW's lr and weight decay carry over)"},
+    {"optim", "muon_lr_scale", CT_DOUBLE, OFF(optim.muon_lr_scale), "1", 0, 1e6, 1, NULL,
+     "Muon group's learning rate = the schedule's lr (peak optim.lr) times this, so one lr "
+     "sweep moves both groups"},
+    {"optim", "muon_weight_decay", CT_DOUBLE, OFF(optim.muon_weight_decay), "1e-4", 0, 10, 0, NULL,
+     "Muon group's weight decay (optim.wd_mode applies: coupled W(1 - lr*wd), "
+     "independent W(1 - s_t*wd))"},
     // [train]
     {"train", "steps", CT_INT, OFF(train.steps), "500", 1, BIG, 0, NULL, "optimizer steps"},
     {"train", "batch_size", CT_INT, OFF(train.batch_size), "32", 1, BIG, 0, NULL,

@@ -19,6 +19,7 @@
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
+#include "optim/muon.h"
 
 // Exit codes of `canary train`.
 enum train_exit {
@@ -43,6 +44,12 @@ struct run {
     float *params, *grads, *update; // [table.total] each
     double *tensor_sumsq;           // [table.n] per-tensor Σg² of the last step
     struct adamw adamw;
+    struct muon muon;            // optim.name = muon
+    int muon_on;
+    int *muon_owner;             // [table.n] rank that orthogonalises the tensor, −1 not Muon
+    float *muon_send, *muon_recv; // packed updates shared after the sharded NS
+    int *muon_counts, *muon_displs; // [ranks] floats each rank sends / where they land
+    double *muon_ortho;          // [table.n] ‖OOᵀ − I‖_F/sqrt(r) at probe steps (0 elsewhere)
     struct token_file train_file, val_file;
     struct sampler sampler;
     int local_batch;       // sequences per rank per step

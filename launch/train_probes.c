@@ -25,7 +25,7 @@
 
 char *openblas_get_config(void);
 
-static void register_all(struct run_probes *p)
+static void register_all(struct run_probes *p, int muon)
 {
     struct probe_set *s = &p->set;
     p->loss_total = probe_register(s, "loss/total", PROBE_SCALAR, 1,
@@ -77,6 +77,15 @@ static void register_all(struct run_probes *p)
     p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
                                       "[tensor] fraction of entries with sqrt(v_hat) < eps: "
                                       "where eps, not the gradient, sets the update size");
+    p->muon_ortho = p->muon_momentum_rms = -1;
+    if (muon) {
+        p->muon_ortho = probe_register(s, "muon/ortho_err", PROBE_TENSORS, 0,
+                                       "[tensor] Muon: |O O^T - I|_F / sqrt(min(rows, cols)) of "
+                                       "the Newton-Schulz output (0 for AdamW's tensors)");
+        p->muon_momentum_rms = probe_register(s, "muon/momentum_rms", PROBE_TENSORS, 0,
+                                              "[tensor] Muon: RMS of the momentum buffer (0 for "
+                                              "AdamW's tensors)");
+    }
 }
 
 int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
@@ -198,7 +207,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     int dims[1], four[1] = {4};
     probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
                    r->cfg.probes.every);
-    register_all(p);
+    register_all(p, r->muon_on);
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
@@ -339,6 +348,12 @@ static void fill_tensor_rows(struct run *r)
         probe_row(&p->set, p->update_rms)[i] = rms(sumsq_f32(r->update + t->offset, t->size), n);
         probe_row(&p->set, p->adam_sqrt_v_rms)[i] = sqrt(vs / n);
         probe_row(&p->set, p->adam_eps_frac)[i] = (double)small / n;
+        if (p->muon_ortho >= 0) {
+            int m = r->muon_owner[i] >= 0;
+            probe_row(&p->set, p->muon_ortho)[i] = m ? r->muon_ortho[i] : 0.0;
+            probe_row(&p->set, p->muon_momentum_rms)[i] =
+                m ? rms(sumsq_f32(r->muon.momentum + t->offset, t->size), n) : 0.0;
+        }
     }
 }
 

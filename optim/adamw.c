@@ -33,6 +33,8 @@ void adamw_update_compute(struct adamw *a, float *update, const float *params, c
     float s = (float)(lr_t / oc->lr);
     for (int i = 0; i < tt->n; i++) {
         const struct tensor *ten = &tt->t[i];
+        if (optim_uses_muon(oc, ten->kind))
+            continue; // Muon's group
         float wd = tensor_kind_decays(ten->kind) ? (float)oc->weight_decay : 0.0f;
         // update = lr·Δ + wd_scale·θ
         float wd_scale = oc->wd_mode == WD_INDEPENDENT ? s * wd : lr * wd;

@@ -23,7 +23,8 @@ void adamw_init(struct adamw *a, size_t n);
 void adamw_free(struct adamw *a);
 
 // Advances the moments with grads and writes update[] (to be subtracted from params) for the
-// learning rate lr_t of this step. Does not modify params.
+// learning rate lr_t of this step, for the tensors of AdamW's group (all of them unless
+// optim.name = muon). Does not modify params.
 void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,
                           const struct tensor_table *tt, const struct optim_config *oc,
                           double lr_t);

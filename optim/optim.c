@@ -43,3 +43,8 @@ void optim_update_apply(float *params, const float *update, size_t n)
     for (size_t i = 0; i < n; i++)
         params[i] -= update[i];
 }
+
+int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind)
+{
+    return oc->name == OPTIM_MUON && kind == TENSOR_MATRIX;
+}

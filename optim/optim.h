@@ -10,7 +10,8 @@
 
 #include "model/tensors.h"
 
-enum optim_name { OPTIM_ADAMW = 0 };
+enum optim_name { OPTIM_ADAMW = 0, OPTIM_MUON = 1 };
+enum muon_scale { MUON_SCALE_SHAPE = 0, MUON_SCALE_RMS_MATCH = 1 };
 enum wd_mode { WD_INDEPENDENT = 0, WD_COUPLED = 1 };
 enum schedule_kind { SCHEDULE_COSINE = 0, SCHEDULE_LINEAR = 1, SCHEDULE_CONSTANT = 2 };
 
@@ -25,7 +26,17 @@ struct optim_config {
     enum schedule_kind schedule;
     int warmup_steps;
     double z_loss; // output z-loss coefficient
+    // Muon (optim.name = muon): hidden matrices; AdamW keeps the other tensors
+    double momentum; // β of the momentum buffer (Nesterov)
+    int ns_steps;    // Newton–Schulz iterations
+    enum muon_scale muon_scale;
+    double muon_lr_scale;     // the Muon group's lr = schedule lr × this
+    double muon_weight_decay; // λ of the Muon group (wd_mode as for AdamW)
 };
+
+// The optimizer group of a tensor: 1 when Muon updates it (optim.name = muon and a hidden 2-D
+// matrix), 0 for AdamW.
+int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind);
 
 // Per-tensor Σ g² into sumsq[table.n] (double), each tensor summed in a fixed order; returns the
 // global L2 norm. Thread-count independent.

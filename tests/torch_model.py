@@ -1,7 +1,8 @@
 """Independent PyTorch reference of canary's dense transformer.
 
 This module re-implements, in plain PyTorch, exactly the model, loss, learning
-rate schedule, gradient clipping and AdamW update that the C trainer uses.
+rate schedule, gradient clipping and the AdamW and Muon updates that the C
+trainer uses.
 It is used in two ways:
 
   * tests/gen_reference.py runs it in float64 ("plain" mode: every operation
@@ -26,6 +27,7 @@ Conventions (must match the C side bit-for-bit in meaning):
 
 import configparser
 import math
+import re
 
 import torch
 import torch.nn.functional as F
@@ -68,6 +70,12 @@ DEFAULTS = {
         "schedule": "cosine",  # cosine | linear | constant
         "warmup_steps": 0,
         "z_loss": 1e-4,
+        # Muon (optim.name = muon): hidden 2-D matrices only, AdamW elsewhere.
+        "momentum": 0.95,
+        "ns_steps": 5,
+        "muon_scale": "rms_match",  # shape | rms_match
+        "muon_lr_scale": 1.0,
+        "muon_weight_decay": 1e-4,
     },
     "train": {
         "steps": 100,
@@ -76,7 +84,13 @@ DEFAULTS = {
     },
 }
 
+# Keys only meaningful for optim.name = muon. config_to_ini leaves them out of
+# AdamW configs, so those files stay loadable by parsers that predate Muon.
+MUON_KEYS = ("momentum", "ns_steps", "muon_scale", "muon_lr_scale", "muon_weight_decay")
+
 _CHOICES = {
+    ("optim", "name"): ("adamw", "muon"),
+    ("optim", "muon_scale"): ("shape", "rms_match"),
     ("model", "norm"): ("layernorm", "rmsnorm"),
     ("model", "pos"): ("rope", "learned"),
     ("model", "mlp"): ("gelu", "swiglu"),
@@ -145,14 +159,22 @@ def validate(cfg):
         raise ValueError("dim must be divisible by heads when head_dim = 0")
     if m["pos"] == "rope" and head_dim(cfg) % 2 != 0:
         raise ValueError("rope needs an even head_dim")
+    if cfg["optim"]["ns_steps"] < 1:
+        raise ValueError("optim.ns_steps must be >= 1")
 
 
-def config_to_ini(cfg):
-    """Render a config as INI text with all keys of all three sections."""
+def config_to_ini(cfg, muon_keys=None):
+    """Render a config as INI text with all keys of all three sections.
+    The Muon-only keys (MUON_KEYS) are written when muon_keys is true; the
+    default (None) writes them only when optim.name = muon."""
+    if muon_keys is None:
+        muon_keys = cfg["optim"]["name"] == "muon"
     lines = []
     for sec in ("model", "optim", "train"):
         lines.append("[%s]" % sec)
         for key in DEFAULTS[sec]:
+            if sec == "optim" and key in MUON_KEYS and not muon_keys:
+                continue
             val = cfg[sec][key]
             if isinstance(val, bool):
                 text = "true" if val else "false"
@@ -493,3 +515,114 @@ def train_step(cfg, params, names, opt, x, y, t, fast=False):
     norm, clipped = clip_grads(grads, cfg["optim"]["clip"])
     lr = opt.step(params, grads, t)
     return {"loss": total, "ce": ce, "z": z, "grad_norm": norm, "clipped": clipped, "lr": lr}
+
+
+# ---------------------------------------------------------------------------
+# Muon
+# ---------------------------------------------------------------------------
+
+# Quintic Newton-Schulz coefficients: each iteration maps every singular value
+# sigma of X to a*sigma + b*sigma^3 + c*sigma^5.
+NS_COEFFS = (3.4445, -4.7750, 2.0315)
+NS_EPS = 1e-7
+
+_MUON_RE = re.compile(r"^blocks\.\d+\.(attn\.(wq|wk|wv|wo)|mlp\.(w1|w2|w3))$")
+
+
+def is_muon_matrix(name):
+    """Hidden 2-D matrices (attention and MLP weights of every block) are
+    updated by Muon; everything else (embeddings, head, gains) by AdamW."""
+    return _MUON_RE.match(name) is not None
+
+
+def newton_schulz(U, steps, coeffs=NS_COEFFS, eps=NS_EPS):
+    """Approximate orthogonalisation of the 2-D tensor U, in U's dtype.
+
+    X = U (transposed when rows > cols, so that X X^T is the small Gram
+    matrix); X /= ||X||_F + eps; then `steps` times
+        A = X X^T;  Bm = b A + c A A;  X = a X + Bm X
+    and transpose back. Returns a new tensor of U's shape."""
+    a, b, c = coeffs
+    X = U
+    transposed = U.shape[0] > U.shape[1]
+    if transposed:
+        X = X.t()
+    X = X / (torch.linalg.norm(X) + eps)
+    for _ in range(steps):
+        A = X @ X.t()
+        Bm = b * A + c * (A @ A)
+        X = a * X + Bm @ X
+    if transposed:
+        X = X.t()
+    return X.contiguous()
+
+
+def muon_shape_scale(kind, rows, cols):
+    """Update scale: shape -> sqrt(max(1, rows/cols)); rms_match -> 0.2*sqrt(max(rows, cols))."""
+    if kind == "shape":
+        return math.sqrt(max(1.0, rows / cols))
+    return 0.2 * math.sqrt(max(rows, cols))
+
+
+class Muon:
+    """Muon for the hidden matrices, the hand-written AdamW for the rest.
+
+    For 0-based step t, lr_t = lr_at(cfg, t), s_t = lr_t / optim.lr,
+    lr_m = lr_t * muon_lr_scale, lambda = muon_weight_decay. Per Muon matrix W
+    [rows, cols] with (already clipped) gradient G and buffer B (init 0):
+        B = beta B + (1 - beta) G
+        U = (1 - beta) G + beta B            (Nesterov)
+        O = newton_schulz(U, ns_steps)
+        W -= lr_m * scale * O + d * W_old,   d = lr_m * lambda  (coupled)
+                                             d = s_t * lambda   (independent)
+    Other tensors: AdamW exactly as with optim.name = adamw (same t).
+    """
+
+    def __init__(self, cfg, names, params):
+        o = cfg["optim"]
+        self.cfg = cfg
+        self.names = list(names)
+        self.beta, self.steps = o["momentum"], o["ns_steps"]
+        self.kind, self.lr_scale = o["muon_scale"], o["muon_lr_scale"]
+        self.wd, self.mode, self.peak = o["muon_weight_decay"], o["wd_mode"], o["lr"]
+        self.is_muon = [is_muon_matrix(n) for n in self.names]
+        for n, mu in zip(self.names, self.is_muon):
+            assert not mu or params[n].dim() == 2, n
+        self.muon_names = [n for n, mu in zip(self.names, self.is_muon) if mu]
+        self.adam_names = [n for n, mu in zip(self.names, self.is_muon) if not mu]
+        self.adamw = AdamW(cfg, self.adam_names, params)
+        self.momentum = {n: torch.zeros_like(params[n]) for n in self.muon_names}
+
+    @torch.no_grad()
+    def step(self, params, grads, t):
+        """Update params (dict, in place) from grads (list in self.names order)
+        for 0-based step t. Returns lr_t."""
+        lr = lr_at(self.cfg, t)
+        s = lr / self.peak if self.peak != 0 else 0.0
+        lr_m = lr * self.lr_scale
+        decay = lr_m * self.wd if self.mode == "coupled" else s * self.wd
+        beta = self.beta
+        adam_grads = []
+        for name, g, mu in zip(self.names, grads, self.is_muon):
+            if not mu:
+                adam_grads.append(g)
+                continue
+            w = params[name]
+            buf = self.momentum[name]
+            buf.mul_(beta).add_(g, alpha=1.0 - beta)
+            u = (1.0 - beta) * g + beta * buf
+            o = newton_schulz(u, self.steps)
+            scale = muon_shape_scale(self.kind, w.shape[0], w.shape[1])
+            update = (lr_m * scale) * o
+            if decay != 0.0:
+                update = update + decay * w
+            w.sub_(update)
+        self.adamw.step(params, adam_grads, t)
+        return lr
+
+
+def make_optimizer(cfg, names, params):
+    """AdamW or Muon according to optim.name."""
+    if cfg["optim"]["name"] == "muon":
+        return Muon(cfg, names, params)
+    return AdamW(cfg, names, params)
