@@ -675,11 +675,12 @@ def write_readme(out_dir, results, ns=None):
                 o["wd_mode"], o["momentum"], o["ns_steps"], r["muon_errs"][0], r["muon_errs"][1]))
         lines.append("")
     if ns is not None:
-        lines.append(NS_README % NS_SEED)
+        lines.append((NS_README % NS_SEED).rstrip("\n"))
         for r in ns["info"]:
-            lines.append("| `%s` | %d x %d | %.4f | %s | %.1e | %.1e |" % (
+            lines.append("| `%s` | %d x %d | %.4f | %s | %.1e | %s |" % (
                 r["name"], r["shape"][0], r["shape"][1], r["sig0_min"],
-                ", ".join("%.4f" % v for v in r["sv"]), r["f32_err"], r["f32_null"]))
+                ", ".join("%.4f" % v for v in r["sv"]), r["f32_err"],
+                "%.1e" % r["f32_null"] if r["name"] == "rankdef" else "-"))
         lines.append("")
         lines.append("band = [%.9g, %.9g], band_from = %.7g. \"float32 NS\" is the same "
                      "iteration run in float32 on the same input (a guide to the tolerance a "
