@@ -97,6 +97,8 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     }
     double *times = xcalloc((size_t)steps, sizeof(double));
     double *waits = xcalloc((size_t)steps, sizeof(double));
+    double *opt_times = xcalloc((size_t)steps, sizeof(double));
+    double *grads = xcalloc((size_t)steps, sizeof(double));
     for (int s = 0; s < warmup + steps; s++) {
         struct step_result res;
         double t0 = timer_now();
@@ -109,9 +111,12 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             // the slowest rank sets the pace of a data-parallel step
             times[s - warmup] = dist_max_f64(d, dt);
             waits[s - warmup] = dist_max_f64(d, run.reducer.wait_seconds);
+            opt_times[s - warmup] = dist_max_f64(d, res.seconds_optim);
+            grads[s - warmup] = dist_max_f64(d, res.seconds_grads);
         }
     }
     double med = median(times, steps), wait_med = median(waits, steps);
+    double opt_med = median(opt_times, steps), grads_med = median(grads, steps);
     double tokens = (double)cfg.train.batch_size * cfg.model.seq_len;
     double gflops = run.step_flops / med * 1e-9;
     size_t n = run.model.table.total;
@@ -124,13 +129,15 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
                "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
                "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
-               "reduce_wait_ms=%.3f\n",
+               "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f\n",
                tokens / med, med * 1e3, gflops, sgemm_1t,
                100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
                accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
-               d->size, wait_med * 1e3);
+               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3);
     free(times);
     free(waits);
+    free(opt_times);
+    free(grads);
     if (run.probes.active) {
         char path[96];
         struct stat st;

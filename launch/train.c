@@ -444,6 +444,7 @@ void train_step(struct run *r, struct step_result *res)
     struct model *m = &r->model;
     size_t n = m->table.total;
     memset(res, 0, sizeof(*res));
+    double t0 = timer_now();
 
     // 1. this rank's slice of the global batch
     if (!r->random_data) {
@@ -465,6 +466,8 @@ void train_step(struct run *r, struct step_result *res)
     if (!res->finite)
         return; // the caller reports and stops; parameters stay as they were
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
+    double t1 = timer_now();
+    res->seconds_grads = t1 - t0;
 
     // 6. optimizer: compute the update, then apply it
     adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
@@ -473,6 +476,7 @@ void train_step(struct run *r, struct step_result *res)
     if (r->lr_probe_due)
         lr_probe(r);
     optim_update_apply(r->params, r->update, n);
+    res->seconds_optim = timer_now() - t1;
     r->step++;
 }
 

@@ -16,6 +16,7 @@
 #include "dist/reduce.h"
 #include "launch/config.h"
 #include "launch/train_probes.h"
+#include "util/timer.h"
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
@@ -32,9 +33,11 @@ enum train_exit {
 struct step_result {
     struct loss_parts loss; // mean over the global batch
     double lr;
-    double grad_norm;   // global, before clipping
-    double clip_factor; // 1 when not clipped
-    int finite;         // 0: loss or gradient non-finite; the update was not applied
+    double grad_norm;     // global, before clipping
+    double clip_factor;   // 1 when not clipped
+    int finite;           // 0: loss or gradient non-finite; the update was not applied
+    double seconds_grads; // phases 1–5: batch, forward, loss, backward, reduction, clipping
+    double seconds_optim; // phase 6: the optimizers (Muon's sharded NS and gather included)
 };
 
 struct run {
@@ -44,12 +47,12 @@ struct run {
     float *params, *grads, *update; // [table.total] each
     double *tensor_sumsq;           // [table.n] per-tensor Σg² of the last step
     struct adamw adamw;
-    struct muon muon;            // optim.name = muon
+    struct muon muon; // optim.name = muon
     int muon_on;
-    int *muon_owner;             // [table.n] rank that orthogonalises the tensor, −1 not Muon
-    float *muon_send, *muon_recv; // packed updates shared after the sharded NS
+    int *muon_owner;                // [table.n] rank that orthogonalises the tensor, −1 not Muon
+    float *muon_send, *muon_recv;   // packed updates shared after the sharded NS
     int *muon_counts, *muon_displs; // [ranks] floats each rank sends / where they land
-    double *muon_ortho;          // [table.n] ‖OOᵀ − I‖_F/sqrt(r) at probe steps (0 elsewhere)
+    double *muon_ortho; // [table.n] ‖OOᵀ − I‖_F/sqrt(r) at probe steps (0 elsewhere)
     struct token_file train_file, val_file;
     struct sampler sampler;
     int local_batch;       // sequences per rank per step

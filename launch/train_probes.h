@@ -19,9 +19,9 @@ struct run_probes {
     int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
     int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
     int muon_ortho, muon_momentum_rms; // −1 unless optim.name = muon
-    int eval_step, eval_loss;        // h5 series handles of /eval
-    int lr_step, lr_loss;            // /lr_probe/step, /lr_probe/loss
-    int ev_step, ev_kind, ev_detail; // /events/{step,kind,detail}
+    int eval_step, eval_loss;          // h5 series handles of /eval
+    int lr_step, lr_loss;              // /lr_probe/step, /lr_probe/loss
+    int ev_step, ev_kind, ev_detail;   // /events/{step,kind,detail}
     // spike test: rolling windows of the loss and the gradient norm (steps before this one)
     double *win_loss, *win_gnorm; // [spike_window]
     int win_n, win_pos;

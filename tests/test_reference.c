@@ -104,7 +104,20 @@ static void run_case(const char *name)
                                  TOL) <= TOL);
     }
     if (bad)
-        fail_msg("%s: %d tensors differ from the reference after 3 AdamW steps", name, bad);
+        fail_msg("%s: %d tensors differ from the reference after 3 steps", name, bad);
+    // Muon's momentum buffers after the 3 steps
+    for (int i = 0; run.muon_on && i < tt->n; i++) {
+        if (run.muon_owner[i] < 0)
+            continue;
+        snprintf(rec, sizeof(rec), "momentum/%s", tt->t[i].name);
+        const struct fixture_record *r = fixture_find(&fx, rec);
+        if (!r)
+            fail_msg("%s: fixture has no '%s'", name, rec);
+        bad += !(testing_rel_err(rec, run.muon.momentum + tt->t[i].offset, r->data, r->count, 1e-30,
+                                 TOL) <= TOL);
+    }
+    if (bad)
+        fail_msg("%s: %d Muon momentum buffers differ from the reference", name, bad);
     run_free(&run);
     fixture_free(&fx);
 }
@@ -129,6 +142,16 @@ static void test_reference_rms_learned_gelu_headdim(void **state)
     run_case("rms_learned_gelu_headdim");
 }
 
+static void test_reference_muon_rms(void **state)
+{
+    run_case("muon_rms");
+}
+
+static void test_reference_muon_shape_swiglu(void **state)
+{
+    run_case("muon_shape_swiglu");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -136,6 +159,8 @@ int main(void)
         cmocka_unit_test(test_reference_rms_qknorm_learned_swiglu),
         cmocka_unit_test(test_reference_ln_qknorm_rope_swiglu),
         cmocka_unit_test(test_reference_rms_learned_gelu_headdim),
+        cmocka_unit_test(test_reference_muon_rms),
+        cmocka_unit_test(test_reference_muon_shape_swiglu),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }
