@@ -4,8 +4,11 @@
 
 #include "model/tensors.h"
 #include "optim/adamw.h"
+#include "optim/muon.h"
 #include "optim/optim.h"
 #include "tests/testing.h"
+#include <stdio.h>
+#include <stdlib.h>
 
 static struct optim_config base_config(void)
 {
@@ -106,6 +109,155 @@ static void test_adamw_coupled_decay(void **state)
     check_adamw(WD_COUPLED);
 }
 
+// Eigenvalues of a symmetric n×n matrix (cyclic Jacobi, double), into w[n].
+static void sym_eigenvalues(double *a, int n, double *w)
+{
+    for (int sweep = 0; sweep < 100; sweep++) {
+        double off = 0.0;
+        for (int p = 0; p < n; p++)
+            for (int q = p + 1; q < n; q++)
+                off += a[p * n + q] * a[p * n + q];
+        if (off < 1e-30)
+            break;
+        for (int p = 0; p < n; p++) {
+            for (int q = p + 1; q < n; q++) {
+                if (fabs(a[p * n + q]) < 1e-300)
+                    continue;
+                double theta = (a[q * n + q] - a[p * n + p]) / (2.0 * a[p * n + q]);
+                double t = (theta >= 0 ? 1.0 : -1.0) / (fabs(theta) + sqrt(theta * theta + 1.0));
+                double c = 1.0 / sqrt(t * t + 1.0), s = t * c;
+                for (int k = 0; k < n; k++) { // rotate columns p, q
+                    double akp = a[k * n + p], akq = a[k * n + q];
+                    a[k * n + p] = c * akp - s * akq;
+                    a[k * n + q] = s * akp + c * akq;
+                }
+                for (int k = 0; k < n; k++) { // rotate rows p, q
+                    double apk = a[p * n + k], aqk = a[q * n + k];
+                    a[p * n + k] = c * apk - s * aqk;
+                    a[q * n + k] = s * apk + c * aqk;
+                }
+            }
+        }
+    }
+    for (int i = 0; i < n; i++)
+        w[i] = a[i * n + i];
+}
+
+static int cmp_desc(const void *x, const void *y)
+{
+    double a = *(const double *)x, b = *(const double *)y;
+    return (a < b) - (a > b);
+}
+
+// Newton–Schulz in fp32 against the float64 reference (tests/gen_reference.py, PyTorch
+// float64) on tall, wide, square and rank-deficient matrices; the singular values of the
+// result lie in the band the quintic maps (0, 1] into, and a rank-deficient input stays so.
+static void test_muon_newton_schulz_matches_float64(void **state)
+{
+    struct fixture fx;
+    char path[512];
+    const char *names[4] = {"tall", "wide", "square", "rankdef"};
+    struct tensor_table tt;
+    struct optim_config oc = base_config();
+    struct muon m;
+    oc.name = OPTIM_MUON;
+    tensor_table_init(&tt);
+    tensor_table_add(&tt, "scratch", 16, 16, TENSOR_MATRIX, 0);
+    muon_init(&m, &tt, &oc);
+    snprintf(path, sizeof(path), "%s/tests/fixtures/muon_ns/ns.bin", CANARY_SOURCE_DIR);
+    assert_int_equal(fixture_load(&fx, path), 0);
+    const struct fixture_record *band = fixture_find(&fx, "band");
+    assert_non_null(band);
+    for (int k = 0; k < 4; k++) {
+        char rec[64];
+        snprintf(rec, sizeof(rec), "in/%s", names[k]);
+        const struct fixture_record *in = fixture_find(&fx, rec);
+        snprintf(rec, sizeof(rec), "out/%s", names[k]);
+        const struct fixture_record *want = fixture_find(&fx, rec);
+        snprintf(rec, sizeof(rec), "sv/%s", names[k]);
+        const struct fixture_record *sv = fixture_find(&fx, rec);
+        assert_non_null(in);
+        assert_non_null(want);
+        assert_non_null(sv);
+        int rows = in->dims[0], cols = in->dims[1], r = rows < cols ? rows : cols;
+        float x[256];
+        double ortho = 0.0;
+        memcpy(x, in->data, in->count * sizeof(float));
+        muon_newton_schulz(&m, x, rows, cols, 5, &ortho);
+        expect_close(rec, x, want->data, in->count, 1e-4);
+        // singular values: square roots of the eigenvalues of O Oᵀ (or Oᵀ O), r of them
+        double g[256], w[16];
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < r; j++) {
+                double acc = 0.0;
+                if (rows <= cols)
+                    for (int l = 0; l < cols; l++)
+                        acc += (double)x[i * cols + l] * x[j * cols + l];
+                else
+                    for (int l = 0; l < rows; l++)
+                        acc += (double)x[l * cols + i] * x[l * cols + j];
+                g[i * r + j] = acc;
+            }
+        sym_eigenvalues(g, r, w);
+        for (int i = 0; i < r; i++)
+            w[i] = sqrt(fmax(0.0, w[i]));
+        qsort(w, (size_t)r, sizeof(double), cmp_desc);
+        for (int i = 0; i < r; i++) {
+            expect_near(w[i], sv->data[i], 1e-4);
+            if (sv->data[i] == 0.0f) {
+                assert_true(w[i] < 1e-3); // rank deficiency survives
+            } else {
+                assert_true(w[i] >= band->data[0] - 1e-5 && w[i] <= band->data[1] + 1e-5);
+            }
+        }
+        assert_true(ortho > 0.0 && ortho < 1.0);
+    }
+    fixture_free(&fx);
+    muon_free(&m);
+    tensor_table_free(&tt);
+}
+
+// One Muon update by hand: the momentum buffer and Nesterov input, then the scale and weight
+// decay applied to a given orthogonalised O, for both scales and both decay modes.
+static void test_muon_momentum_and_update_formulas(void **state)
+{
+    struct tensor_table tt;
+    struct optim_config oc = base_config();
+    struct muon m;
+    float params[6] = {1, 2, 3, 4, 5, 6}, grads[6] = {0.5f, -1, 2, 0, 1, -2}, update[6];
+    oc.name = OPTIM_MUON;
+    oc.momentum = 0.9;
+    oc.muon_lr_scale = 2.0;
+    oc.muon_weight_decay = 0.1;
+    tensor_table_init(&tt);
+    tensor_table_add(&tt, "w", 2, 3, TENSOR_MATRIX, 0);
+    muon_init(&m, &tt, &oc);
+    muon_momentum(&m, update, grads, &tt.t[0], &oc);
+    for (int j = 0; j < 6; j++) {
+        double b = 0.1 * grads[j], u = 0.1 * grads[j] + 0.9 * b;
+        expect_near(m.momentum[j], b, 1e-7);
+        expect_near(update[j], u, 1e-7);
+    }
+    // take the Nesterov input as O: muon_finish turns O into lr_m·s·O + decay
+    float o[6];
+    memcpy(o, update, sizeof(o));
+    for (int mode = 0; mode < 2; mode++) {
+        oc.wd_mode = mode == 0 ? WD_COUPLED : WD_INDEPENDENT;
+        oc.muon_scale = mode == 0 ? MUON_SCALE_RMS_MATCH : MUON_SCALE_SHAPE;
+        memcpy(update, o, sizeof(o));
+        muon_finish(update, params, &tt.t[0], &oc, 5e-3);          // s_t = 0.5
+        double lr_m = 1e-2, s = mode == 0 ? 0.2 * sqrt(3.0) : 1.0; // rows 2 < cols 3
+        for (int j = 0; j < 6; j++) {
+            double wd = mode == 0 ? lr_m * 0.1 : 0.5 * 0.1;
+            expect_near(update[j], lr_m * s * o[j] + wd * params[j], 1e-7);
+        }
+    }
+    assert_true(optim_uses_muon(&oc, TENSOR_MATRIX) && !optim_uses_muon(&oc, TENSOR_GAIN) &&
+                !optim_uses_muon(&oc, TENSOR_EMBEDDING) && !optim_uses_muon(&oc, TENSOR_HEAD));
+    muon_free(&m);
+    tensor_table_free(&tt);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -113,6 +265,8 @@ int main(void)
         cmocka_unit_test(test_clip_scales_to_threshold),
         cmocka_unit_test(test_adamw_independent_decay),
         cmocka_unit_test(test_adamw_coupled_decay),
+        cmocka_unit_test(test_muon_newton_schulz_matches_float64),
+        cmocka_unit_test(test_muon_momentum_and_update_formulas),
     };
     return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
 }
