@@ -256,6 +256,13 @@ int train_run(struct run *r, const char *out_dir)
             rc = TRAIN_EXIT_NONFINITE;
             break;
         }
+        // the step's row goes out before any checkpoint of this step, so a resume finds it
+        if (o.rank0) {
+            fprintf(o.metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
+                    step + 1, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
+                    res.clip_factor, tokens_per_step / dt);
+            fflush(o.metrics); // a crash loses no row (a small write per step)
+        }
         if (io_ok && run_probes_step(r, &res, tokens_per_step / dt, err, sizeof(err)) != 0) {
             err_printf("%s", err);
             io_ok = 0;
@@ -275,12 +282,6 @@ int train_run(struct run *r, const char *out_dir)
             train_check_consistency(r);
         window_flops += r->step_flops * r->dist->size;
         window_steps++;
-        if (o.rank0) {
-            fprintf(o.metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
-                    step + 1, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
-                    res.clip_factor, tokens_per_step / dt);
-            fflush(o.metrics); // a crash loses no row (a small write per step)
-        }
         if (r->step % c->train.log_every == 0 || r->step == steps) {
             double now = timer_now(), span = now - t_window;
             double per_step = (now - t_start) / (double)(r->step - first_step);

@@ -1,0 +1,63 @@
+"""Non-embedding parameter count of a canary model config (Kaplan / Wortsman convention).
+
+Contract: ``non_embedding_params(config)`` takes a flat dict of resolved config keys
+("model.dim", "model.layers", ...; values may be numbers or strings) and returns the number of
+entries in the attention and MLP matrices of all blocks, or None when a needed key is missing.
+Embedding, positional table, LM head and the O(d) norm gains (including the qk-norm gains) are
+excluded, so qk-norm on/off runs of one shape have the same count. Per block (see model/model.c):
+wq, wk, wv ([inner, d]) and wo ([d, inner]) give 4*d*inner, inner = heads * head_dim
+(head_dim 0 means dim / heads); the MLP has w1, w2 (and w3 for SwiGLU) of d*F, F = mlp_ratio*d.
+"""
+
+# Swept keys that change the model's size; the early warning fits across them.
+SIZE_KEYS = ("model.dim", "model.layers", "model.heads", "model.head_dim", "model.mlp_ratio",
+             "model.mlp")
+
+
+def _int(config, key, default=None):
+    value = config.get(key, default)
+    if value is None:
+        return None
+    try:
+        return int(float(value))
+    except (TypeError, ValueError):
+        return None
+
+
+def non_embedding_params(config):
+    """Attention + MLP matrix entries over all blocks, or None if the config lacks the shape."""
+    dim = _int(config, "model.dim")
+    layers = _int(config, "model.layers")
+    heads = _int(config, "model.heads")
+    if not dim or not layers or not heads:
+        return None
+    head_dim = _int(config, "model.head_dim", 0) or dim // heads
+    ratio = _int(config, "model.mlp_ratio", 4)
+    if ratio is None:
+        return None
+    mlp = str(config.get("model.mlp", "gelu")).strip().lower()
+    inner = heads * head_dim
+    ffn = ratio * dim
+    per_block = 4 * dim * inner + (3 if mlp == "swiglu" else 2) * dim * ffn
+    return layers * per_block
+
+
+def size_label(config):
+    """Short description of the model shape, e.g. 'd=64 L=2 (98k params)'."""
+    n = non_embedding_params(config)
+    parts = []
+    for key, short in (("model.dim", "d"), ("model.layers", "L"), ("model.heads", "H")):
+        if key in config:
+            parts.append(f"{short}={_int(config, key)}")
+    text = " ".join(parts) if parts else "unknown size"
+    if n is not None:
+        text += f" ({human_count(n)} params)"
+    return text
+
+
+def human_count(n):
+    """12345678 -> '12.3M'."""
+    for div, suffix in ((1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if n >= div:
+            return f"{n / div:.3g}{suffix}"
+    return str(int(n))

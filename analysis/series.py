@@ -1,0 +1,89 @@
+"""Reading single values out of a run's probe series (shared by figures, early warning, report).
+
+Contracts:
+- ``block_max_logit(run, layer)`` -> (probe steps, max over heads of attn/max_logit for that
+  layer); empty arrays when the run has no such data.
+- ``value_at_step(steps, values, step)`` -> (value, step used, reached). The row used is the
+  last finite one at or before ``step``; ``reached`` is False when the series ends before
+  ``step`` (a run that stopped early), in which case its last finite row is returned.
+  (NaN, NaN, False) when there is no finite row at all.
+- ``last_finite(values)`` -> the last finite entry, NaN if none.
+- ``default_logit_step(runs)`` -> min(2000, the latest probe step of any run): Wortsman et al.
+  read the block-0 logit at step 2e3; a short CPU sweep uses its last probe row instead.
+- ``tensor_columns(run, suffix)`` -> {layer: column} of /tensors/names "blocks.<l>.<suffix>".
+- ``tail_mean(steps, values, fraction)`` -> mean of the finite rows in the last ``fraction`` of
+  the run's steps (at least the last finite row), NaN if none.
+"""
+
+import math
+import re
+
+import numpy as np
+
+
+def block_max_logit(run, layer=0):
+    """Probe steps and the max over heads of the max attention logit of ``layer``."""
+    if not (run.has("probe_step") and run.has("attn/max_logit")):
+        return np.array([]), np.array([])
+    logits = run.series["attn/max_logit"]
+    if logits.ndim != 3 or layer >= logits.shape[1]:
+        return np.array([]), np.array([])
+    n = min(len(run.series["probe_step"]), len(logits))
+    with np.errstate(invalid="ignore"):
+        vals = np.nanmax(np.where(np.isfinite(logits[:n, layer, :]), logits[:n, layer, :],
+                                  np.nan), axis=1) if logits.shape[2] else np.full(n, np.nan)
+    return run.series["probe_step"][:n], vals
+
+
+def value_at_step(steps, values, step):
+    """Last finite value at or before ``step`` (see the module docstring)."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    if not ok.any():
+        return math.nan, math.nan, False
+    reached = bool(len(steps) and steps.max() >= step)
+    cand = np.nonzero(ok & (steps <= step))[0]
+    if len(cand) == 0:
+        cand = np.nonzero(ok)[0][:1]  # the first probe row comes after ``step``
+    i = cand[-1]
+    return float(values[i]), float(steps[i]), reached
+
+
+def last_finite(values):
+    """Last finite entry of a 1-D array, NaN if none."""
+    values = np.asarray(values, dtype=float)
+    ok = np.nonzero(np.isfinite(values))[0]
+    return float(values[ok[-1]]) if len(ok) else math.nan
+
+
+def default_logit_step(runs):
+    """min(2000, latest probe step over the runs); 2000 when no run has probe rows."""
+    last = [float(r.series["probe_step"][-1]) for r in runs if r.has("probe_step")]
+    return int(min(2000, max(last))) if last else 2000
+
+
+_BLOCK = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+def tensor_columns(run, suffix):
+    """{layer: column index} of the tensors named blocks.<layer>.<suffix>."""
+    out = {}
+    for i, name in enumerate(run.tensor_names):
+        m = _BLOCK.match(name)
+        if m and m.group(2) == suffix:
+            out[int(m.group(1))] = i
+    return out
+
+
+def tail_mean(steps, values, fraction=0.1):
+    """Mean of finite values over the last ``fraction`` of the steps (at least one row)."""
+    steps = np.asarray(steps, dtype=float)
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values) & np.isfinite(steps)
+    if not ok.any():
+        return math.nan
+    s, v = steps[ok], values[ok]
+    lo = s[-1] - fraction * max(s[-1], 1.0)
+    sel = v[s >= lo]
+    return float(sel.mean()) if len(sel) else float(v[-1])
