@@ -194,9 +194,7 @@ def fig_early_warning(ew, out_dir):
         ax.set_title(group_label(family), fontsize="medium")
         ax.legend(fontsize="x-small")
     if not families:
-        _no_data(axes[0], "\n".join(ew.messages) or "no fit")
-        for line in axes[0].texts:
-            line.set_fontsize("small")
+        _no_data(axes[0], ew.messages[-1] if ew.messages else "no fit")
     for ax in axes:
         ax.set_xlabel("non-embedding parameters")
         ax.set_ylabel(f"max attention logit, block 0, step {ew.step:g}")

@@ -70,6 +70,25 @@ class Style:
             if k not in self.groups:
                 self.groups.append(k)
         self.run_index = {r.id: i for i, r in enumerate(sweep.runs)}
+        self.families = []  # groups without the model-size keys
+        for k in self.groups:
+            if self.family(k) not in self.families:
+                self.families.append(self.family(k))
+
+    @staticmethod
+    def family(key):
+        """A group key without the model-size keys (the same curve in every size panel)."""
+        return tuple((k, v) for k, v in key if k not in SIZE_KEYS)
+
+    def curve(self, key, by="group"):
+        """(colour, line style, marker) of a per-group curve, the same in every figure:
+        by="family" colours by the group without size keys (one panel per size)."""
+        ls, marker = LINESTYLES[self.families.index(self.family(key)) % len(LINESTYLES)] \
+            if self.family(key) in self.families else LINESTYLES[0]
+        ref = self.families if by == "family" else self.groups
+        k = self.family(key) if by == "family" else key
+        i = ref.index(k) if k in ref else 0
+        return plt.get_cmap("tab10")(i % 10), ls, marker or "o"
 
     def color(self, run):
         if self.by_lr and math.isfinite(run.lr) and run.lr > 0:
@@ -124,13 +143,17 @@ def _panels(n, title, width=4.6, height=3.6):
     axes = list(axs.ravel())
     for ax in axes[n:]:
         fig.delaxes(ax)
-    fig.suptitle(title)
+    import textwrap
+    fig.suptitle(textwrap.fill(title, 50 * ncols + 10))
     return fig, axes[:n]
 
 
 def _no_data(ax, text="no data"):
-    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="0.4",
-            wrap=True)
+    import textwrap
+    ax.text(0.5, 0.5, textwrap.fill(text, 48), ha="center", va="center",
+            transform=ax.transAxes, color="0.4", fontsize="small")
+    ax.set_xticks([])
+    ax.set_yticks([])
 
 
 def _log_if_positive(ax, values, axis="y", spread=10.0):
@@ -138,6 +161,18 @@ def _log_if_positive(ax, values, axis="y", spread=10.0):
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if len(v) and np.all(v > 0) and v.max() / v.min() > spread:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+
+
+def _symlog(ax, linthresh, values):
+    """Symmetric log y axis with decade ticks; drops the ticks at +-linthresh, which would
+    crowd the 0 label."""
+    lt = 10 ** math.floor(math.log10(linthresh))
+    ax.set_yscale("symlog", linthresh=lt, linscale=0.5)
+    top = max(abs(v) for v in values)
+    decades = range(int(math.log10(lt)) + 1, int(math.ceil(math.log10(top))) + 1)
+    pos = [10.0 ** d for d in decades]
+    ax.set_yticks(sorted([-p for p in pos if -p >= min(values) * 1.5] + [0.0] +
+                         [p for p in pos if p <= max(values) * 1.5]))
 
 
 def _save(fig, out_dir, name, panels, caption):
@@ -172,7 +207,7 @@ def fig_loss_vs_lr(sweep, out_dir, style, lr_range=None, sensitivities=None):
     for ax, (params, runs) in zip(axes, sizes):
         ax.set_title(size_label(runs[0].config) if params is not None else "unknown size",
                      fontsize="medium")
-        drawn = False
+        drawn = div_labelled = False
         for key, group in _curve_groups(runs, sweep.swept_keys, drop=SIZE_KEYS).items():
             pts = []
             for r in group:
@@ -190,18 +225,19 @@ def fig_loss_vs_lr(sweep, out_dir, style, lr_range=None, sensitivities=None):
             label = group_label(key)
             if full_key in sens and math.isfinite(sens[full_key].sensitivity):
                 label += f"  (sens. {sens[full_key].sensitivity:.3f})"
-            ls, marker = style.group_style(full_key)
-            line, = ax.plot(x, y, linestyle=ls, marker=marker or "o", markersize=4, label=label)
+            color, ls, marker = style.curve(full_key, by="family")
+            ax.plot(x, y, color=color, linestyle=ls, marker=marker, markersize=4, label=label)
             if div.any():
                 ax.plot(x[div], y[div], "x", color="red", markersize=9, mew=2,
-                        label="diverged (at l0)" if not drawn else None)
+                        label=None if div_labelled else "diverged (at l0)")
+                div_labelled = True
             drawn = True
         l0s = [r.l0 for r in runs if math.isfinite(r.l0)]
         if l0s:
             ax.axhline(np.median(l0s), color="0.5", linestyle=":", linewidth=1,
                        label="l0 (loss at init)")
         if lr_range:
-            ax.axvspan(lr_range[0], lr_range[1], color="0.92", zorder=0)
+            ax.axvspan(lr_range[0], lr_range[1], color="0.95", zorder=0)
         if drawn:
             ax.set_xscale("log")
             ax.legend(fontsize="small")
@@ -282,12 +318,11 @@ def fig_attn_logit_vs_lr(sweep, out_dir, style, logit_step=None):
             continue
         pts.sort()
         x, y, reached = map(np.array, zip(*pts))
-        ls, marker = style.group_style(key)
-        line, = ax.plot(x, y, linestyle=ls, marker=marker or "o", label=group_label(key))
+        color, ls, marker = style.curve(key)
+        ax.plot(x, y, color=color, linestyle=ls, marker=marker, label=group_label(key))
         if (~reached).any():
             early = True
-            ax.plot(x[~reached], y[~reached], "o", mfc="white", mec=line.get_color(),
-                    markersize=9)
+            ax.plot(x[~reached], y[~reached], "o", mfc="white", mec=color, markersize=9)
         vals.extend(y)
     if vals:
         ax.set_xscale("log")
@@ -357,9 +392,9 @@ def fig_grad_rms(sweep, out_dir, style, matrices=("mlp.w1",), tail=0.1):
                     continue
                 pts.sort()
                 x, y = zip(*pts)
-                ls, marker = style.group_style(key)
+                color, ls, _ = style.curve(key)
                 label = group_label(key) + (f" {matrix}" if len(matrices) > 1 else "")
-                ax.plot(x, y, linestyle=ls, marker=marker or "os^Dv"[mi % 5], label=label)
+                ax.plot(x, y, color=color, linestyle=ls, marker="os^Dv"[mi % 5], label=label)
                 vals.extend(y)
         if vals:
             for e in eps_values:
@@ -449,7 +484,7 @@ def fig_lr_probe(sweep, out_dir, style):
             span = max(abs(v) for v in vals)
             small = sorted(abs(v) for v in vals if v != 0)
             if span > 0 and small and span / small[0] > 100:
-                ax.set_yscale("symlog", linthresh=max(small[len(small) // 10], span * 1e-4))
+                _symlog(ax, max(small[len(small) // 10], span * 1e-4), vals)
         else:
             _no_data(ax, "no LR-probe rows (probes.lr_probe_every)")
         ax.set_title(f"f = {f}", fontsize="medium")

@@ -4,7 +4,9 @@ Contract of ``load_sweep(path)``:
 
 - ``path`` is a sweep directory: ``index.tsv`` (written by ``canary sweep``) and/or run
   directories ``<id>/`` holding any of config.ini, probes.h5, metrics.tsv, log.txt. Anything
-  else raises ``AnalysisError`` (not a sweep; or a sweep with no runs at all).
+  else raises ``AnalysisError`` (not a sweep; or a sweep with no runs at all). The swept keys
+  are the index's columns between id and status; without an index, the keys the runs'
+  config.ini mark "; sweep" (none: not a sweep).
 - Every run in the index or on disk is returned, in id order, whatever state it is in. Nothing
   that a crash, a kill or a missing file can leave behind raises: the run is loaded from what
   is there and marked instead:
@@ -14,8 +16,9 @@ Contract of ``load_sweep(path)``:
   - ``partial``: its data is incomplete (probes.h5 missing or unreadable, datasets missing,
     series shorter than the steps the run made, or crashed); ``problems`` says what in words.
 - ``status`` is the index's ok | diverged | failed; for runs without an index row it is inferred:
-  "diverged" if a loss went non-finite or the final loss is above l0, "ok" if the final
-  evaluation (at train.steps) is there, "crashed" otherwise.
+  "diverged" if the final evaluation (at train.steps) is there and not below l0, or if it is
+  not there and a loss went non-finite (train.on_nonfinite = stop); "ok" if it is there and
+  below l0; "crashed" otherwise.
 - ``l0`` is the held-out loss of the evaluation row at step 0 (probes.h5, else metrics.tsv),
   else the index's l0. ``final_loss`` is the index's final_eval_loss, or for runs without an
   index row the last evaluation if it was at train.steps; NaN when unknown.
@@ -443,7 +446,10 @@ def load_run(path, run_id, row=None, swept_keys=()):
         finished = len(ev_s) > 0 and target is not None and ev_s[-1] == target
         if finished:
             run.final_loss = float(ev_l[-1])
-        if nonfinite_seen or (finished and not run.final_loss <= run.l0):
+        # With train.on_nonfinite = skip a non-finite step is skipped, not the end of the run.
+        stops = str(run.config.get("train.on_nonfinite", "stop")) != "skip"
+        if (finished and not run.final_loss <= run.l0) or (not finished and nonfinite_seen
+                                                           and stops):
             run.status = "diverged"
         elif finished:
             run.status = "ok"
@@ -458,7 +464,8 @@ def load_run(path, run_id, row=None, swept_keys=()):
         run.diverged = True
     elif run.status == "ok" and not (run.final_loss <= run.l0):
         run.diverged = True  # non-finite or worse than at initialisation
-    elif run.crashed and nonfinite_seen:
+    elif run.crashed and nonfinite_seen and str(run.config.get("train.on_nonfinite",
+                                                               "stop")) != "skip":
         run.diverged = True
     if run.crashed:
         run.partial = True
@@ -498,6 +505,11 @@ def load_sweep(path):
     runs = [load_run(os.path.join(path, i), i, rows.get(i), keys) for i in ids]
     if not has_index:
         keys = _infer_swept_keys(runs)
+        if not keys:
+            raise AnalysisError(
+                f"{path} is not a sweep: no index.tsv, and none of its {len(runs)} run "
+                f"directories has keys marked '; sweep' in config.ini (plain 'canary train' "
+                f"runs?)")
         for r in runs:
             set_swept(r, keys, None)
     _fix_bool_values(runs, keys)
@@ -522,19 +534,11 @@ def set_swept(run, keys, row):
 
 
 def _infer_swept_keys(runs):
-    """Without an index: the keys config.ini marks '; sweep', else the keys whose values differ."""
+    """Without an index: the keys the runs' config.ini mark '; sweep' (sorted)."""
     marked = set()
     for r in runs:
         marked |= r.ini_swept
-    if marked:
-        return sorted(marked)
-    values = {}
-    for r in runs:
-        for k, v in r.config.items():
-            if k.split(".", 1)[0] in ("model", "optim", "train") and k not in (
-                    "train.threads", "train.log_every"):
-                values.setdefault(k, set()).add(str(v))
-    return sorted(k for k, v in values.items() if len(v) > 1)
+    return sorted(marked)
 
 
 def _fix_bool_values(runs, keys):

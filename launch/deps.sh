@@ -5,9 +5,10 @@
 
 canary_build_packages="cmake make gcc pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin
 libcmocka-dev libinih-dev libhdf5-dev"
-canary_test_packages="python3 python3-pytest python3-numpy python3-h5py python3-torch clang-format git"
+canary_test_packages="python3 python3-pytest python3-numpy python3-h5py python3-matplotlib python3-torch clang-format git"
 canary_corpus_packages="nodejs npm ca-certificates"
 canary_bench_packages="python3 python3-torch python3-numpy"
+canary_analysis_packages="python3 python3-numpy python3-h5py python3-matplotlib"
 
 canary_ensure_packages() {
     local missing=() pkg sudo=""

@@ -1,0 +1,85 @@
+"""Command line: ``/usr/bin/python3 -m analysis report SWEEP [options]``.
+
+Contract: exit 0 after writing the report; on bad input (``AnalysisError``, a bad option, an
+unwritable output directory) print one line "canary-analyze: error: ..." to stderr and exit 1
+(2 for a malformed command line). A sweep without optim.lr swept is reported, not an error.
+"""
+
+import argparse
+import sys
+
+from .errors import AnalysisError
+from .sensitivity import DEFAULT_RANGE
+
+PROG = "canary-analyze"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        sys.stderr.write(f"{PROG}: error: {message} (see '{PROG} report --help')\n")
+        sys.exit(2)
+
+
+def _positive_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be > 0")
+    return v
+
+
+def _nonneg_float(text):
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a number") from None
+    if not v >= 0:
+        raise argparse.ArgumentTypeError(f"'{text}' must be >= 0")
+    return v
+
+
+def make_parser():
+    p = _Parser(prog=PROG, description="Analysis of a 'canary sweep' directory.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    r = sub.add_parser(
+        "report", help="LR sensitivity, figures, early warning -> report.md, runs.csv",
+        description="Writes report.md, runs.csv and the figures (PNG) for the sweep in "
+                    "SWEEP (a directory made by 'canary sweep': index.tsv and run "
+                    "directories).")
+    r.add_argument("sweep", metavar="SWEEP", help="sweep directory (runs/NAME)")
+    r.add_argument("--lr-range", nargs=2, type=_positive_float, metavar=("A", "B"),
+                   default=list(DEFAULT_RANGE),
+                   help="LR range of the sensitivity grid (default 3e-4 3e-1, Wortsman et al.)")
+    r.add_argument("--logit-step", type=_nonneg_float, metavar="N", default=None,
+                   help="step at which the block-0 max attention logit is read for the "
+                        "logit-vs-LR figure and the early warning (default min(2000, last "
+                        "probe step))")
+    r.add_argument("--out", metavar="DIR", default=None,
+                   help="output directory (default SWEEP/report)")
+    r.add_argument("--next-factor", type=_positive_float, default=2.0, metavar="F",
+                   help="early warning: predict the size F x the largest (default 2)")
+    r.add_argument("--grad-matrix", action="append", metavar="NAME", default=None,
+                   help="per-block tensor for the gradient-RMS figure, e.g. mlp.w1 "
+                        "(default), attn.wq; repeatable")
+    return p
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    from .report import build_report
+    try:
+        build_report(args.sweep, args.out, tuple(args.lr_range), args.logit_step,
+                     args.next_factor, tuple(args.grad_matrix or ("mlp.w1",)))
+    except AnalysisError as e:
+        sys.stderr.write(f"{PROG}: error: {e}\n")
+        return 1
+    except OSError as e:
+        sys.stderr.write(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
