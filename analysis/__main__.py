@@ -1,6 +1,7 @@
 """Command line: ``/usr/bin/python3 -m analysis report SWEEP [options]``.
 
-Contract: exit 0 after writing the report; on bad input (``AnalysisError``, a bad option, an
+Contract: exit 0 after writing the report (3 when some runs' data was incomplete and skipped,
+each named on stderr); on bad input (``AnalysisError``, a bad option, an
 unwritable output directory) print one line "canary-analyze: error: ..." to stderr and exit 1
 (2 for a malformed command line). A sweep without optim.lr swept is reported, not an error.
 """
@@ -70,15 +71,16 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     from .report import build_report
     try:
-        build_report(args.sweep, args.out, tuple(args.lr_range), args.logit_step,
-                     args.next_factor, tuple(args.grad_matrix or ("mlp.w1",)))
+        rep = build_report(args.sweep, args.out, tuple(args.lr_range), args.logit_step,
+                           args.next_factor, tuple(args.grad_matrix or ("mlp.w1",)))
     except AnalysisError as e:
         sys.stderr.write(f"{PROG}: error: {e}\n")
         return 1
     except OSError as e:
         sys.stderr.write(f"{PROG}: error: {e.filename or ''}: {e.strerror or e}\n")
         return 1
-    return 0
+    # 3: the report is written, but some runs' data was incomplete and skipped (listed above)
+    return 3 if getattr(rep, "skipped", None) else 0
 
 
 if __name__ == "__main__":

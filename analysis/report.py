@@ -21,6 +21,7 @@ next_factor=2.0, grad_matrices=("mlp.w1",), log=print)``:
 import csv
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 
 from .early_warning import early_warning, fig_early_warning, format_predictions
@@ -115,6 +116,11 @@ def build_report(sweep_dir, out_dir=None, lr_range=DEFAULT_RANGE, logit_step=Non
             f"loss {_f(g.best_loss)})")
     for line in format_predictions(ew):
         log("early warning: " + line)
+    # Incomplete runs: one clear line each; their missing parts were skipped above.
+    rep.skipped = [r for r in sweep.runs if r.partial]
+    for r in rep.skipped:
+        sys.stderr.write(f"canary-analyze: run {r.id}: skipped its incomplete data: "
+                         f"{'; '.join(r.problems) or 'incomplete'}\n")
     return rep
 
 

@@ -72,11 +72,29 @@ def test_report_contents(tmp_path):
 def test_cli_writes_report(tmp_path, capsys):
     fabricate = sweep_maker(tmp_path)
     out = tmp_path / "out"
+    # the fabricated sweep holds a crashed run: the report is written, the run is named on
+    # stderr as skipped, and the exit code (3) says something was skipped
     assert main(["report", fabricate(_specs()), "--lr-range", "1e-3", "1e-1", "--out",
-                 str(out), "--logit-step", "20", "--grad-matrix", "attn.wq"]) == 0
-    assert "report:" in capsys.readouterr().out
+                 str(out), "--logit-step", "20", "--grad-matrix", "attn.wq"]) == 3
+    captured = capsys.readouterr()
+    assert "report:" in captured.out
+    assert "canary-analyze: run 005_qk_norm-false_lr-1e-1: skipped its incomplete data" in \
+        captured.err
     assert sorted(os.listdir(out)) == sorted(FIGURES + ["report.md", "runs.csv"])
     assert "at step 20" in (out / "report.md").read_text()
+
+
+def test_corrupt_probe_file_is_reported_and_skipped(tmp_path, capsys):
+    fabricate = sweep_maker(tmp_path)
+    specs = [dict(id=f"r_{lr}", values={"optim.lr": lr}) for lr in ("1e-3", "1e-2")]
+    sweep = fabricate(specs, keys=("optim.lr",))
+    assert main(["report", sweep]) == 0
+    capsys.readouterr()
+    with open(os.path.join(sweep, "r_1e-2", "probes.h5"), "wb") as f:
+        f.write(b"not an HDF5 file")
+    assert main(["report", sweep]) == 3
+    err = capsys.readouterr().err
+    assert "run r_1e-2: skipped its incomplete data: probes.h5 unreadable" in err
 
 
 def _error(capsys, argv, code=1):
