@@ -187,6 +187,17 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
             goto out;
         }
     }
+    // The data order is keyed by (seed, global sample index = step · batch_size): both must match
+    // for the run to continue as it would have.
+    if (saved.train.seed != r->cfg.train.seed ||
+        saved.train.batch_size != r->cfg.train.batch_size) {
+        snprintf(err, errlen,
+                 "checkpoint '%s' has train.seed = %lld and train.batch_size = %d, this run %lld "
+                 "and %d: the data would not continue where it stopped",
+                 path, (long long)saved.train.seed, saved.train.batch_size,
+                 (long long)r->cfg.train.seed, r->cfg.train.batch_size);
+        goto out;
+    }
     if (saved.optim.name != r->cfg.optim.name) {
         snprintf(err, errlen,
                  "checkpoint '%s' was written with another optimizer (optim.name differs); its "
@@ -201,6 +212,12 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
         snprintf(ds, sizeof(ds), "/params/%s", t->name);
         if (h5_read_f32(f, ds, r->params + t->offset, t->size, &nd, dims, why, sizeof(why)))
             goto bad;
+        if (!(nd == 2 && dims[0] == (size_t)t->rows && dims[1] == (size_t)t->cols) &&
+            !(nd == 1 && t->rows == 1 && dims[0] == (size_t)t->cols)) {
+            snprintf(why, sizeof(why), "'%s' has another shape than [%d, %d]", ds, t->rows,
+                     t->cols);
+            goto bad;
+        }
         snprintf(ds, sizeof(ds), "/optim/%s/m", t->name);
         if (h5_read_f32(f, ds, r->adamw.m + t->offset, t->size, &nd, dims, why, sizeof(why)))
             goto bad;

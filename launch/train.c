@@ -464,8 +464,10 @@ void train_step(struct run *r, struct step_result *res)
     res->lr = schedule_lr(&c->optim, r->step, c->train.steps);
     res->finite = loss_finite(&res->loss) && isfinite(res->grad_norm);
     if (!res->finite)
-        return; // the caller reports and stops; parameters stay as they were
+        return; // the caller reports it, then stops or skips; parameters stay as they were
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
+    if (r->probe_step) // from the last micro-batch's activations, before the LR probe reuses them
+        run_probes_fill_model(r);
     double t1 = timer_now();
     res->seconds_grads = t1 - t0;
 

@@ -72,13 +72,14 @@ struct run {
     float *tree_scratch;                // [table.total] receive buffer of the cross-rank tree
     double *leaf_loss;                  // [3 · leaves] loss parts per micro-batch, in global order
     double *leaf_loss_mine;             // [3 · micro_steps]
+    int io_failed;                      // a probe row or event of rank 0 could not be written
     int eval_chunks;                    // micro-batches in one evaluation (all ranks)
     double *eval_loss, *eval_loss_mine; // [3 · eval_chunks] per-chunk loss parts
 
     // cross-rank consistency
     unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max
 
-    // fault injection for tests (CANARY_FAULT=abort:RANK:STEP or perturb:RANK:STEP)
+    // fault injection for tests (CANARY_FAULT=abort|perturb:RANK:STEP or fsize:RANK:BYTES)
     int fault_kind; // 0 none, 1 abort, 2 perturb
     int fault_rank;
     long fault_step;
@@ -86,7 +87,7 @@ struct run {
     // probes
     struct run_probes probes;
     int probe_step;     // set by the loop: the coming step writes probe-cadence rows
-    float *logz;        // [micro_batch · T] log Z of the last micro-batch, at probe steps
+    float *logz;        // [micro_batch · T] log Z of the last micro-batch (rank 0, probes on)
     double logit_sumsq; // Σ logit² of the last micro-batch (rank 0 with probes on)
     int lr_probe_due;   // set by the loop: this step runs the local LR-sensitivity probe
     float *trial;       // [table.total] trial weights of the LR probe (rank 0), or NULL

@@ -95,8 +95,10 @@ static int open_outputs(struct train_out *o, const char *dir, const struct run *
 {
     char path[CONFIG_PATH_MAX + 32];
     int resume = r->step > 0;
-    if (!resume &&
-        (rundir_create(dir, err, errlen) != 0 || rundir_write_config(dir, &r->cfg, err, errlen)))
+    if (!resume && rundir_create(dir, err, errlen) != 0)
+        return -1;
+    // (a resume rewrites it too: --set may have changed train.steps)
+    if (rundir_write_config(dir, &r->cfg, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof(path), "%s/log.txt", dir);
     o->log = fopen(path, resume ? "a" : "w");
@@ -138,8 +140,10 @@ static double eval_and_report(struct run *r, struct train_out *o, long step)
     if (o->rank0 && o->metrics)
         fflush(o->metrics);
     char err[512];
-    if (run_probes_eval(r, step, lp.total, err, sizeof(err)) != 0)
-        err_printf("%s", err); // the loop notices at its next flush check
+    if (run_probes_eval(r, step, lp.total, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        r->io_failed = 1; // the loop's next collective check stops the run
+    }
     return lp.total;
 }
 
@@ -241,20 +245,25 @@ int train_run(struct run *r, const char *out_dir)
         if (!res.finite) {
             char what[200];
             nonfinite_detail(r, &res, what, sizeof(what));
-            if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0)
+            if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0) {
                 err_printf("%s", err);
-            if (c->train.on_nonfinite == 1) { // skip: no update, on to the next batch
-                out_line(&o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)",
-                         step + 1, what);
-                r->step++;
-                continue;
+                r->io_failed = 1;
             }
-            out_line(&o, 0, "step %ld: %s: stopping", step + 1, what);
-            if (o.rank0)
-                err_printf("training diverged at step %ld: the loss or gradient is not finite",
-                           step + 1);
-            rc = TRAIN_EXIT_NONFINITE;
-            break;
+            if (c->train.on_nonfinite != 1) {
+                out_line(&o, 0, "step %ld: %s: stopping", step + 1, what);
+                if (o.rank0)
+                    err_printf("training diverged at step %ld: the loss or gradient is not finite",
+                               step + 1);
+                rc = TRAIN_EXIT_NONFINITE;
+                break;
+            }
+            // skip: no update; the step still gets its rows (non-finite values, as they were),
+            // evaluation and checkpoint, and the data moves on to the next batch
+            out_line(&o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)", step + 1,
+                     what);
+            if (r->probe_step)
+                run_probes_fill_model(r);
+            r->step++;
         }
         // the step's row goes out before any checkpoint of this step, so a resume finds it
         if (o.rank0) {
@@ -267,11 +276,16 @@ int train_run(struct run *r, const char *out_dir)
             err_printf("%s", err);
             io_ok = 0;
         }
+        io_ok = io_ok && !r->io_failed;
         if (r->step % c->probes.flush_every == 0 && !dist_all_ok(r->dist, io_ok)) {
             out_line(&o, 0, "step %ld: writing probes.h5 failed: stopping", r->step);
             rc = TRAIN_EXIT_IO;
             break;
         }
+        // evaluation first: the checkpoint's flush then covers its row, and a resume from this
+        // checkpoint does not need it again
+        if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
+            eval_and_report(r, &o, r->step);
         if (c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
             r->step != steps && !checkpoint(r, &o, out_dir)) {
             rc = TRAIN_EXIT_IO;
@@ -299,15 +313,15 @@ int train_run(struct run *r, const char *out_dir)
             window_flops = 0.0;
             window_steps = 0;
         }
-        if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
-            eval_and_report(r, &o, r->step);
     }
     if (rc == TRAIN_EXIT_OK) {
         if (c->train.check_every > 0)
             train_check_consistency(r);
+        r->final_eval = eval_and_report(r, &o, r->step);
         if (!checkpoint(r, &o, out_dir))
             rc = TRAIN_EXIT_IO;
-        r->final_eval = eval_and_report(r, &o, r->step);
+        if (!dist_all_ok(r->dist, !r->io_failed))
+            rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;
         char took[32];
         format_eta(took, sizeof(took), timer_now() - t_start);
         out_line(&o, 0, "parameter checksum %016llx", train_params_checksum(r));

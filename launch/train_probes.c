@@ -73,7 +73,7 @@ static void register_all(struct run_probes *p, int muon)
                                    "[tensor] RMS of the update applied at this step");
     p->adam_sqrt_v_rms = probe_register(s, "adam/sqrt_v_rms", PROBE_TENSORS, 0,
                                         "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected "
-                                        "second moment");
+                                        "second moment (0 for Muon's matrices)");
     p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
                                       "[tensor] fraction of entries with sqrt(v_hat) < eps: "
                                       "where eps, not the gradient, sets the update size");
@@ -161,11 +161,13 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
                     "dataset has a description attribute",
                     err, errlen))
         return -1;
-    const char *names[1024];
-    int n = r->model.table.n < 1024 ? r->model.table.n : 1024;
+    int n = r->model.table.n;
+    const char **names = xcalloc((size_t)n, sizeof(*names));
     for (int i = 0; i < n; i++)
         names[i] = r->model.table.t[i].name;
-    return h5_write_strings(f, "/tensors/names", names, n, err, errlen);
+    int rc = h5_write_strings(f, "/tensors/names", names, n, err, errlen);
+    free(names);
+    return rc;
 }
 
 // Drops the rows of a table (a step column and its companions) after `step`.
@@ -200,6 +202,46 @@ static int truncate_eval(struct run_probes *p, long step, char *err, size_t errl
                : 0;
 }
 
+// After a resume: l0 from the /eval row at step 0, and the spike windows and threshold state from
+// the rows up to the checkpoint, so events continue as in an uninterrupted run.
+static int restore_state(struct run *r, char *err, size_t errlen)
+{
+    struct run_probes *p = &r->probes;
+    struct h5file *f = p->set.file;
+    double v = 0.0, w = 0.0;
+    if (h5_series_rows(f, p->eval_step) > 0 &&
+        h5_series_read_row(f, p->eval_step, 0, &v, err, errlen) == 0 && v == 0.0 &&
+        h5_series_read_row(f, p->eval_loss, 0, &w, err, errlen) == 0)
+        r->l0 = w;
+    long rows = h5_series_rows(f, p->set.p[p->loss_total].series);
+    int win = r->cfg.probes.spike_window;
+    long first = rows > win ? rows - win : 0;
+    for (long i = first; i < rows; i++) {
+        if (h5_series_read_row(f, p->set.p[p->loss_total].series, i, &v, err, errlen) != 0 ||
+            h5_series_read_row(f, p->set.p[p->grad_norm].series, i, &w, err, errlen) != 0)
+            return -1;
+        if (!isfinite(v) || !isfinite(w))
+            continue; // skipped steps stay out of the windows, as in the run
+        p->win_loss[p->win_pos] = v;
+        p->win_gnorm[p->win_pos] = w;
+        p->win_pos = (p->win_pos + 1) % win;
+        p->win_n += p->win_n < win;
+    }
+    long prows = h5_series_rows(f, p->set.p[p->attn_max_logit].series);
+    if (prows > 0) {
+        int n = r->cfg.model.layers * r->cfg.model.heads;
+        double *row = xcalloc((size_t)n, sizeof(double));
+        int rc =
+            h5_series_read_row(f, p->set.p[p->attn_max_logit].series, prows - 1, row, err, errlen);
+        for (int i = 0; rc == 0 && i < n; i++)
+            p->above_threshold |= row[i] > r->cfg.probes.logit_threshold;
+        free(row);
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen)
 {
     struct run_probes *p = &r->probes;
@@ -226,7 +268,8 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
             h5_series_open(p->set.file, "/events/kind", &p->ev_kind, err, errlen) != 0 ||
             h5_series_open(p->set.file, "/events/detail", &p->ev_detail, err, errlen) != 0 ||
             truncate_eval(p, r->step, err, errlen) != 0 ||
-            probe_set_start(&p->set, err, errlen) != 0) {
+            run_h5_config(p->set.file, &r->cfg, err, errlen) != 0 ||
+            restore_state(r, err, errlen) != 0 || probe_set_start(&p->set, err, errlen) != 0) {
             probe_set_free(&p->set);
             p->active = 0;
             return -1;
@@ -276,7 +319,7 @@ static double sumsq_f32(const float *x, size_t n)
 }
 
 // Attention, output and residual rows from the activations of the last micro-batch.
-static void fill_model_rows(struct run *r)
+void run_probes_fill_model(struct run *r)
 {
     struct run_probes *p = &r->probes;
     const struct model *m = &r->model;
@@ -346,8 +389,9 @@ static void fill_tensor_rows(struct run *r)
         probe_row(&p->set, p->grad_rms)[i] = rms(r->tensor_sumsq[i], n);
         probe_row(&p->set, p->param_rms)[i] = rms(sumsq_f32(r->params + t->offset, t->size), n);
         probe_row(&p->set, p->update_rms)[i] = rms(sumsq_f32(r->update + t->offset, t->size), n);
-        probe_row(&p->set, p->adam_sqrt_v_rms)[i] = sqrt(vs / n);
-        probe_row(&p->set, p->adam_eps_frac)[i] = (double)small / n;
+        int adam = !(r->muon_on && r->muon_owner[i] >= 0); // AdamW's group only
+        probe_row(&p->set, p->adam_sqrt_v_rms)[i] = adam ? sqrt(vs / n) : 0.0;
+        probe_row(&p->set, p->adam_eps_frac)[i] = adam ? (double)small / n : 0.0;
         if (p->muon_ortho >= 0) {
             int m = r->muon_owner[i] >= 0;
             probe_row(&p->set, p->muon_ortho)[i] = m ? r->muon_ortho[i] : 0.0;
@@ -394,11 +438,13 @@ static int check_events(struct run *r, const struct step_result *res, long step,
                 return -1;
         }
     }
-    p->win_loss[p->win_pos] = res->loss.total;
-    p->win_gnorm[p->win_pos] = res->grad_norm;
-    p->win_pos = (p->win_pos + 1) % pc->spike_window;
-    if (p->win_n < pc->spike_window)
-        p->win_n++;
+    if (isfinite(res->loss.total) && isfinite(res->grad_norm)) { // a skipped step stays out
+        p->win_loss[p->win_pos] = res->loss.total;
+        p->win_gnorm[p->win_pos] = res->grad_norm;
+        p->win_pos = (p->win_pos + 1) % pc->spike_window;
+        if (p->win_n < pc->spike_window)
+            p->win_n++;
+    }
     if (r->probe_step) {
         const double *mx = probe_row(&p->set, p->attn_max_logit);
         int worst = 0, n = r->cfg.model.layers * r->cfg.model.heads;
@@ -435,10 +481,9 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     probe_row(&p->set, p->clip)[0] = res->clip_factor;
     probe_row(&p->set, p->tokens_per_s)[0] = tokens_per_s;
     fill_output_rows(r);
-    if (probe_set_due(&p->set, step)) {
-        fill_model_rows(r);
-        fill_tensor_rows(r);
-    }
+    if (probe_set_due(&p->set, step))
+        fill_tensor_rows(r); // the model rows were filled inside the step
+
     if (probe_set_write(&p->set, step, err, errlen) != 0)
         return -1;
     if (r->lr_probe_due) {

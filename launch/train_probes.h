@@ -39,6 +39,9 @@ int run_h5_config(struct h5file *f, const struct config *c, char *err, size_t er
 // Registers every probe (all ranks, so the layout is known) and, on rank 0, creates
 // out_dir/probes.h5 with /provenance, /config and /tensors. Returns 0 or -1 with err.
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen);
+// Fills the attention and residual rows from the step's activations (the last micro-batch).
+// train_step calls it on probe steps before anything else reuses the arena.
+void run_probes_fill_model(struct run *r);
 // Fills and appends the rows of this step (rank 0). Call after train_step.
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen);

@@ -141,6 +141,17 @@ def test_checkpoint_of_another_model_is_refused(canary, small_config, tmp_path):
                   "--set", "model.mlp_ratio=2")
     assert r.returncode == 1
     assert "another model: model.mlp_ratio = 4 there, 2 in this run" in r.stderr
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.steps=30",
+                  "--set", "train.seed=99")
+    assert r.returncode == 1 and "the data would not continue where it stopped" in r.stderr
+    # extending a finished run: the new train.steps is recorded everywhere, l0 carries over
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.steps=16")
+    assert r.returncode == 0, r.stderr
+    assert "steps = 16  ; --set" in (out / "config.ini").read_text()
+    with h5py.File(out / "probes.h5", "r") as f:
+        assert f["config"].attrs["train.steps"] == 16
+        assert list(f["step"][:]) == list(range(1, 17))
+        assert list(f["eval/step"][:]) == [0, 5, 10, 12, 15, 16]
 
 
 def test_full_disk_keeps_previous_checkpoint(canary, small_config, tmp_path):

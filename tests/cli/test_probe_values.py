@@ -1,4 +1,5 @@
-"""Every probe against an independent computation (tests/torch_probes.py, float64 PyTorch) on a
+"""Every probe (with the LR probe running at the same steps, reusing the activation arena)
+against an independent computation (tests/torch_probes.py, float64 PyTorch) on a
 tiny model. A corpus of one repeated byte makes every training window the same sequence, so the
 batch of each step is known; checkpoints at every step give the weights the step started from."""
 import os
@@ -36,6 +37,7 @@ checkpoint_every = 1
 keep_checkpoints = 10
 [probes]
 every = 1
+lr_probe_every = 1
 """
 
 
