@@ -58,13 +58,31 @@ static double point_cost(const struct config *c)
     return step * c->train.steps + eval * evals;
 }
 
+static int sweep_expand_items(const struct config *base, struct sweep_plan *plan,
+                              char (*items)[64][SWEEP_VALUE_MAX], int *count, int *idx, char *err,
+                              size_t errlen);
+
 int sweep_expand(const struct config *base, struct sweep_plan *plan, char *err, size_t errlen)
 {
-    const struct sweep_config *sw = &base->sweep;
-    static char items[SWEEP_MAX_KEYS][64][SWEEP_VALUE_MAX];
+    char(*items)[64][SWEEP_VALUE_MAX] = calloc(SWEEP_MAX_KEYS, sizeof(*items)); // ~1 MiB
     int count[SWEEP_MAX_KEYS], idx[SWEEP_MAX_KEYS];
-    long total = 1;
     memset(plan, 0, sizeof(*plan));
+    if (!items) {
+        snprintf(err, errlen, "sweep: out of memory");
+        return -1;
+    }
+    int rc = sweep_expand_items(base, plan, items, count, idx, err, errlen);
+    free(items);
+    return rc;
+}
+
+// The body of sweep_expand, with the value lists' storage given.
+static int sweep_expand_items(const struct config *base, struct sweep_plan *plan,
+                              char (*items)[64][SWEEP_VALUE_MAX], int *count, int *idx, char *err,
+                              size_t errlen)
+{
+    const struct sweep_config *sw = &base->sweep;
+    long total = 1;
     if (sw->nkeys == 0) {
         snprintf(err, errlen,
                  "%s has no [sweep] section (keys to sweep: section.key = v1, v2, ...)",
@@ -99,7 +117,8 @@ int sweep_expand(const struct config *base, struct sweep_plan *plan, char *err, 
         pt->cfg = *base;
         memset(&pt->cfg.sweep, 0, sizeof(pt->cfg.sweep));
         pt->cfg.sweep.ranks_per_run = sw->ranks_per_run;
-        snprintf(pt->id, sizeof(pt->id), "%03ld", i);
+        // zero-padded to the grid's size, so ids sort in grid order
+        snprintf(pt->id, sizeof(pt->id), "%0*ld", total > 1000 ? (total > 10000 ? 5 : 4) : 3, i);
         for (int k = 0; k < sw->nkeys; k++) {
             const char *v = items[k][idx[k]];
             snprintf(pt->values[k], SWEEP_VALUE_MAX, "%s", v);
