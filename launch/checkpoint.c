@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -115,6 +116,13 @@ int ckpt_write(struct run *r, const char *run_dir, char *err, size_t errlen)
     if (rc != 0) {
         unlink(tmp); // the previous checkpoints stay as they were
         return -1;
+    }
+    // The rename must be durable before older checkpoints go: a crash in between must not leave
+    // the directory without a complete checkpoint.
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    if (dfd >= 0) {
+        fsync(dfd);
+        close(dfd);
     }
     ckpt_prune(dir, r->cfg.train.keep_checkpoints);
     return 0;
