@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -192,6 +193,7 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
             snprintf(err, errlen,
                      "checkpoint '%s' is of another model: %s = %s there, %s in this run", path,
                      name, a, b);
+            rc = -2;
             goto out;
         }
     }
@@ -204,6 +206,7 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
                  "and %d: the data would not continue where it stopped",
                  path, (long long)saved.train.seed, saved.train.batch_size,
                  (long long)r->cfg.train.seed, r->cfg.train.batch_size);
+        rc = -2;
         goto out;
     }
     if (saved.optim.name != r->cfg.optim.name) {
@@ -211,6 +214,7 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
                  "checkpoint '%s' was written with another optimizer (optim.name differs); its "
                  "state cannot continue this run",
                  path);
+        rc = -2;
         goto out;
     }
     for (int i = 0; i < tt->n; i++) {
@@ -253,7 +257,7 @@ out:
     return rc;
 }
 
-int ckpt_find_latest(const char *run_dir, char *out, size_t outlen)
+int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, long *step)
 {
     char dir[CONFIG_PATH_MAX + 16];
     struct dirent *e = NULL;
@@ -265,12 +269,20 @@ int ckpt_find_latest(const char *run_dir, char *out, size_t outlen)
     while ((e = readdir(d)) != NULL) {
         long s = 0;
         char tail[8];
-        if (sscanf(e->d_name, "step_%ld.%7s", &s, tail) == 2 && strcmp(tail, "h5") == 0 && s > best)
+        if (sscanf(e->d_name, "step_%ld.%7s", &s, tail) == 2 && strcmp(tail, "h5") == 0 &&
+            s > best && s < below)
             best = s;
     }
     closedir(d);
     if (best < 0)
         return -1;
     snprintf(out, outlen, "%s/step_%08ld.h5", dir, best);
+    *step = best;
     return 0;
+}
+
+int ckpt_find_latest(const char *run_dir, char *out, size_t outlen)
+{
+    long step = 0;
+    return ckpt_find_before(run_dir, LONG_MAX, out, outlen, &step);
 }

@@ -20,7 +20,9 @@ struct config;
 int ckpt_write(struct run *r, const char *run_dir, char *err, size_t errlen);
 
 // Loads path into r (built from a compatible config): parameters by name and shape, AdamW
-// state, step. Returns 0 or -1 with err (a model key that differs is named).
+// state, step. Returns 0; -1 with err when the file cannot be read (missing, corrupt: an older
+// checkpoint may do); -2 with err when it belongs to another run (a model key, the seed, the
+// batch size or the optimizer differ, named).
 int ckpt_read(struct run *r, const char *path, char *err, size_t errlen);
 
 // The config stored in a checkpoint (for `canary eval`). Returns 0 or -1 with err.
@@ -28,5 +30,7 @@ int ckpt_read_config(const char *path, struct config *c, char *err, size_t errle
 
 // The newest checkpoint of run_dir into out; returns 0, or -1 when there is none.
 int ckpt_find_latest(const char *run_dir, char *out, size_t outlen);
+// The newest checkpoint of run_dir with a step below `below`, into out and *step; 0 or -1.
+int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, long *step);
 
 #endif

@@ -1,4 +1,5 @@
 // `canary train`: load and validate the config, load data, train, write the run directory.
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -26,6 +27,40 @@ static void train_usage(FILE *f)
             "Prints a progress line every train.log_every steps and the held-out loss at step\n"
             "0, every train.eval_every steps and at the end. Exit codes: 0 success, 1 bad\n"
             "input, 2 I/O failure, 3 non-finite loss or gradient.\n");
+}
+
+// Rank 0 loads the newest checkpoint that reads, going back past corrupt ones (each named);
+// the others then load the one it chose. Returns 0, or -1 with err.
+static int resume_load(struct run *run, struct dist_ctx *d, const char *dir, char *ckpt,
+                       size_t ckptlen, char *err, size_t errlen)
+{
+    int found = 0, rc = -1;
+    if (d->rank == 0) {
+        long below = LONG_MAX, step = 0;
+        while (ckpt_find_before(dir, below, ckpt, ckptlen, &step) == 0) {
+            rc = ckpt_read(run, ckpt, err, errlen);
+            if (rc == 0) {
+                found = 1;
+                break;
+            }
+            if (rc == -2) // another run's checkpoint: an older one would not fit either
+                break;
+            err_printf("%s; trying an older checkpoint", err);
+            below = step;
+        }
+        if (!found && rc == -1)
+            snprintf(err, errlen, "resume '%s': no checkpoint in %s/ckpt could be read", dir, dir);
+    }
+    dist_bcast_bytes(d, &found, sizeof(found));
+    dist_bcast_bytes(d, ckpt, ckptlen);
+    if (!found) {
+        if (d->rank != 0)
+            err[0] = '\0'; // rank 0 says why
+        return -1;
+    }
+    if (d->rank != 0 && ckpt_read(run, ckpt, err, errlen) != 0)
+        return -1;
+    return 0;
 }
 
 int cmd_train(int argc, char **argv, struct dist_ctx *d)
@@ -109,11 +144,11 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
     if (resume)
         dist_bcast_bytes(d, ckpt, sizeof(ckpt));
     ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
-    if (ok && resume && ckpt_read(&run, ckpt, err, sizeof(err)) != 0) {
+    if (ok && resume && resume_load(&run, d, resume, ckpt, sizeof(ckpt), err, sizeof(err)) != 0) {
         run_free(&run);
         ok = 0;
     }
-    if (!ok)
+    if (!ok && err[0])
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
         if (ok)

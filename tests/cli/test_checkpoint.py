@@ -134,6 +134,22 @@ def test_corrupt_checkpoint_is_refused(canary, small_config, tmp_path):
     assert "params/head" in r.stderr and "checksum mismatch" in r.stderr, r.stderr
 
 
+def test_resume_goes_back_past_a_corrupt_checkpoint(canary, small_config, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    sets = ("train.checkpoint_every=5", "train.keep_checkpoints=3")
+    assert canary_np(canary, 0, *train_args(small_config, straight, *sets)).returncode == 0
+    r = canary_np(canary, 0, *train_args(small_config, resumed, *sets),
+                  env={"CANARY_FAULT": "abort:0:13"})
+    assert r.returncode != 0
+    newest = resumed / "ckpt" / "step_00000010.h5"
+    newest.write_bytes(newest.read_bytes()[:4096])  # torn: the older one at step 5 must serve
+    r = canary_np(canary, 0, "train", "--resume", str(resumed))
+    assert r.returncode == 0, r.stderr
+    assert "step_00000010.h5" in r.stderr and "trying an older checkpoint" in r.stderr
+    assert "resumed from step 5" in r.stdout
+    assert rows(straight) == rows(resumed) and checksum(straight) == checksum(resumed)
+
+
 def test_checkpoint_of_another_model_is_refused(canary, small_config, tmp_path):
     out = tmp_path / "run"
     assert canary_np(canary, 0, *train_args(small_config, out, "train.steps=12")).returncode == 0
