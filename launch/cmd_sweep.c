@@ -147,6 +147,12 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
             err_printf("sweep: --config STUDY.ini is required");
         return 1;
     }
+    if (out_arg && strlen(out_arg) > RUNDIR_PATH_MAX - SWEEP_ID_MAX) {
+        if (d->rank == 0)
+            err_printf("sweep: the output path is longer than %d characters",
+                       RUNDIR_PATH_MAX - SWEEP_ID_MAX);
+        return 1;
+    }
     if (out_arg)
         snprintf(out, sizeof(out), "%s", out_arg);
     else

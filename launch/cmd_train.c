@@ -100,7 +100,7 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
     }
     if (resume) {
         // The run's own resolved config, then --set (e.g. more train.steps).
-        if (opts.config_path || out_arg || strlen(resume) >= sizeof(out)) {
+        if (opts.config_path || out_arg || strlen(resume) > RUNDIR_PATH_MAX) {
             if (d->rank == 0)
                 err_printf("train: --resume DIR takes no --config or --out (DIR has both)");
             return TRAIN_EXIT_INPUT;
@@ -119,8 +119,9 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
     if (cli_load_config(&cfg, &opts, d, 1) != 0)
         return TRAIN_EXIT_INPUT;
     if (out_arg) {
-        if (strlen(out_arg) >= sizeof(out)) {
-            err_printf("train: --out path too long");
+        if (strlen(out_arg) > RUNDIR_PATH_MAX) {
+            err_printf("train: the run directory path is longer than %d characters",
+                       RUNDIR_PATH_MAX);
             return TRAIN_EXIT_INPUT;
         }
         snprintf(out, sizeof(out), "%s", out_arg);

@@ -16,6 +16,10 @@ int rundir_check_free(const char *dir, char *err, size_t errlen);
 // Writes the resolved config to dir/config.ini through a temporary file and rename.
 int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen);
 
+// Longest run directory path: the files inside (ckpt/step_NNNNNNNN.h5.tmp, …) and a sweep's
+// run ids must still fit CONFIG_PATH_MAX.
+#define RUNDIR_PATH_MAX (CONFIG_PATH_MAX - 200)
+
 // A default run name: runs/<config file stem>-YYYYmmdd-HHMMSS.
 void rundir_default_name(char *out, size_t outlen, const char *config_path);
 

@@ -132,3 +132,10 @@ def test_missing_argument_values(canary, tmp_path):
     r = run(canary, "tokenize", str(tmp_path / "none.txt"), str(tmp_path / "out.bin"))
     assert r.returncode == 1 and "none.txt" in r.stderr
     assert not (tmp_path / "out.bin").exists()
+
+
+def test_run_directory_path_too_long(canary, small_config, tmp_path):
+    out = tmp_path / ("x" * 900)
+    r = run(canary, "train", "--config", str(small_config), "--out", str(out))
+    assert r.returncode == 1 and "run directory path is longer than" in r.stderr
+    assert not out.exists()
