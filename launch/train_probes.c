@@ -506,7 +506,8 @@ int run_probes_event(struct run *r, long step, const char *kind, const char *det
     double s = (double)step;
     if (r->dist->rank != 0)
         return 0;
-    fprintf(stderr, "canary: event at step %ld: %s: %s\n", step, kind, detail);
+    fprintf(stderr, "canary: %s%s%sevent at step %ld: %s: %s\n", r->tag ? "[" : "",
+            r->tag ? r->tag : "", r->tag ? "] " : "", step, kind, detail);
     p->events++;
     if (!p->active)
         return 0;
