@@ -349,23 +349,33 @@ static void grads_accumulate_tree(struct run *r)
         dist_tree_allreduce_f32(r->dist, r->grads, r->tree_scratch, n);
 }
 
+// The mean of per-micro-batch loss parts (3 per micro-batch: total, ce, z; `mine` holds this
+// rank's n, `all` room for every rank's), gathered and summed in global order so the result does
+// not depend on the rank count.
+static void mean_in_global_order(struct run *r, const double *mine, double *all, int n,
+                                 struct loss_parts *out)
+{
+    const double *parts = mine;
+    double sum[3] = {0.0, 0.0, 0.0};
+    int total = n * r->dist->size;
+    if (r->dist->size > 1) {
+        dist_allgather_f64(r->dist, mine, all, 3 * (size_t)n);
+        parts = all;
+    }
+    for (int k = 0; k < total; k++)
+        for (int j = 0; j < 3; j++)
+            sum[j] += parts[3 * k + j];
+    memset(out, 0, sizeof(*out));
+    out->total = sum[0] / total;
+    out->ce = sum[1] / total;
+    out->z = sum[2] / total;
+}
+
 // Loss parts of the global batch: the mean over all micro-batches, summed in global order so the
 // reported loss is the same for any rank count.
 static void step_loss(struct run *r, struct loss_parts *out)
 {
-    const double *all = r->leaf_loss_mine;
-    double sum[3] = {0.0, 0.0, 0.0};
-    if (r->dist->size > 1) {
-        dist_allgather_f64(r->dist, r->leaf_loss_mine, r->leaf_loss, 3 * (size_t)r->micro_steps);
-        all = r->leaf_loss;
-    }
-    for (int k = 0; k < r->leaves; k++)
-        for (int j = 0; j < 3; j++)
-            sum[j] += all[3 * k + j];
-    memset(out, 0, sizeof(*out));
-    out->total = sum[0] / r->leaves;
-    out->ce = sum[1] / r->leaves;
-    out->z = sum[2] / r->leaves;
+    mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, out);
 }
 
 // Local LR sensitivity (between computing the update and applying it): the loss of the fixed
@@ -533,17 +543,5 @@ void train_eval(struct run *r, struct loss_parts *out)
         r->eval_loss_mine[3 * k + 1] = lp.ce;
         r->eval_loss_mine[3 * k + 2] = lp.z;
     }
-    const double *all = r->eval_loss_mine;
-    if (r->dist->size > 1) {
-        dist_allgather_f64(r->dist, r->eval_loss_mine, r->eval_loss, 3 * (size_t)chunks);
-        all = r->eval_loss;
-    }
-    double sum[3] = {0.0, 0.0, 0.0};
-    for (int k = 0; k < r->eval_chunks; k++)
-        for (int j = 0; j < 3; j++)
-            sum[j] += all[3 * k + j];
-    memset(out, 0, sizeof(*out));
-    out->total = sum[0] / r->eval_chunks;
-    out->ce = sum[1] / r->eval_chunks;
-    out->z = sum[2] / r->eval_chunks;
+    mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, out);
 }
