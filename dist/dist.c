@@ -96,16 +96,6 @@ void dist_barrier(struct dist_ctx *d)
     MPI_Barrier(*(MPI_Comm *)d->comm);
 }
 
-void dist_allreduce_sum_f32(struct dist_ctx *d, float *buf, size_t n)
-{
-    while (n > 0) {
-        size_t chunk = n < (1u << 28) ? n : (1u << 28);
-        MPI_Allreduce(MPI_IN_PLACE, buf, (int)chunk, MPI_FLOAT, MPI_SUM, *(MPI_Comm *)d->comm);
-        buf += chunk;
-        n -= chunk;
-    }
-}
-
 void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n)
 {
     while (n > 0) {

@@ -32,9 +32,7 @@ void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes);
 // Logical AND of ok over the ranks of d (for "did every rank load its config/data").
 int dist_all_ok(struct dist_ctx *d, int ok);
 void dist_barrier(struct dist_ctx *d);
-// In-place sums over the ranks of d (blocking). The overlapped, bucketed and deterministic
-// gradient reduction replaces the float version on the step path in the data-parallel issue.
-void dist_allreduce_sum_f32(struct dist_ctx *d, float *buf, size_t n);
+// In-place sum over the ranks of d (blocking).
 void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n);
 
 // The MPI library's version string (for provenance).

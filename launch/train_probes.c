@@ -253,7 +253,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
-    p->win_n = p->win_pos = p->above_threshold = p->events = 0;
+    p->win_n = p->win_pos = p->above_threshold = 0;
     if (!p->active)
         return 0;
     snprintf(path, sizeof(path), "%s/probes.h5", out_dir);
@@ -508,7 +508,6 @@ int run_probes_event(struct run *r, long step, const char *kind, const char *det
         return 0;
     fprintf(stderr, "canary: %s%s%sevent at step %ld: %s: %s\n", r->tag ? "[" : "",
             r->tag ? r->tag : "", r->tag ? "] " : "", step, kind, detail);
-    p->events++;
     if (!p->active)
         return 0;
     if (h5_series_append(p->set.file, p->ev_step, &s, err, errlen) != 0 ||

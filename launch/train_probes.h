@@ -26,7 +26,6 @@ struct run_probes {
     double *win_loss, *win_gnorm; // [spike_window]
     int win_n, win_pos;
     int above_threshold; // the max attention logit was above probes.logit_threshold
-    int events;          // events recorded in this run
 };
 
 struct config;

@@ -130,11 +130,6 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     return n;
 }
 
-size_t model_acts_bytes(const struct model_config *cfg, int max_batch)
-{
-    return model_acts_carve(cfg, max_batch, NULL, NULL) * sizeof(float);
-}
-
 void model_init(struct model *m, const struct model_config *cfg, int max_batch)
 {
     memset(m, 0, sizeof(*m));

@@ -96,9 +96,6 @@ typedef void (*model_grads_ready_fn)(void *ctx, int first_tensor);
 void model_init(struct model *m, const struct model_config *cfg, int max_batch);
 void model_free(struct model *m);
 
-// Bytes the arena holds (for the memory estimate and the benchmark's accounting).
-size_t model_acts_bytes(const struct model_config *cfg, int max_batch);
-
 // Wortsman et al. init, a pure function of (seed, tensor name): embeddings N(0, 1/sqrt(C)),
 // matrices and head truncated normal (±2σ) with std 1/sqrt(fan_in), gains 1.
 void model_params_init(const struct model *m, float *params, uint64_t seed);
@@ -114,7 +111,7 @@ void model_backward(struct model *m, const float *params, float *grads, const in
 
 // Bytes of parameters, gradients, update, AdamW moments and the activation arena for micro-batches
 // of B sequences, in double so that absurd configs do not wrap: an estimate to refuse a run
-// before anything is allocated (the exact arena size is model_acts_bytes).
+// before anything is allocated (the exact arena size is model.acts.floats after model_init).
 double model_memory_estimate(const struct model_config *cfg, int B, double *acts_bytes,
                              double *state_bytes);
 

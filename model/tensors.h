@@ -43,6 +43,5 @@ int tensor_table_add(struct tensor_table *tt, const char *name, int rows, int co
 int tensor_table_find(const struct tensor_table *tt, const char *name);
 // True for the kinds that take weight decay by default (every 2-D tensor, not gains).
 int tensor_kind_decays(enum tensor_kind kind);
-const char *tensor_kind_name(enum tensor_kind kind);
 
 #endif
