@@ -283,24 +283,17 @@ static int series_add(struct h5file *f, hid_t dset, char *err, size_t errlen)
     return f->nseries++;
 }
 
-int h5_series_create(struct h5file *f, const char *path, int ndim, const int *dims,
-                     const char *description, int *series, char *err, size_t errlen)
+// Creates an extendible, chunked dataset of `type` (rank dimensions, the first unlimited) with
+// parent groups as needed and a "description" attribute, and registers it as a series.
+static int series_new(struct h5file *f, const char *path, hid_t type, int rank, const hsize_t *cur,
+                      const hsize_t *max, const hsize_t *chunk, const char *description,
+                      int *series, char *err, size_t errlen)
 {
-    hsize_t cur[3] = {0, 1, 1}, max[3] = {H5S_UNLIMITED, 1, 1}, chunk[3] = {64, 1, 1};
-    hid_t space = -1, dcpl = -1, dset = -1, lcpl = -1;
-    hsize_t row = 1;
-    for (int i = 0; i < ndim; i++) {
-        cur[i + 1] = max[i + 1] = chunk[i + 1] = (hsize_t)dims[i];
-        row *= (hsize_t)dims[i];
-    }
-    // about 64 KiB chunks: few enough for fast appends, small enough for partial reads
-    chunk[0] = row >= 8192 ? 1 : 8192 / row;
-    space = H5Screate_simple(ndim + 1, cur, max);
-    dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, ndim + 1, chunk);
-    lcpl = H5Pcreate(H5P_LINK_CREATE);
+    hid_t space = H5Screate_simple(rank, cur, max);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_create_intermediate_group(lcpl, 1);
-    dset = H5Dcreate2(f->file, path, H5T_NATIVE_DOUBLE, space, lcpl, dcpl, H5P_DEFAULT);
+    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
     H5Pclose(lcpl);
     H5Pclose(dcpl);
     H5Sclose(space);
@@ -309,46 +302,46 @@ int h5_series_create(struct h5file *f, const char *path, int ndim, const int *di
         return -1;
     }
     if (description && description[0]) {
-        hid_t type = string_type(), aspace = H5Screate(H5S_SCALAR);
-        hid_t a = H5Acreate2(dset, "description", type, aspace, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t stype = string_type(), aspace = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(dset, "description", stype, aspace, H5P_DEFAULT, H5P_DEFAULT);
         if (a >= 0) {
-            H5Awrite(a, type, &description);
+            H5Awrite(a, stype, &description);
             H5Aclose(a);
         }
         H5Sclose(aspace);
-        H5Tclose(type);
+        H5Tclose(stype);
     }
     *series = series_add(f, dset, err, errlen);
-    return *series < 0 ? -1 : 0;
+    if (*series < 0) {
+        H5Dclose(dset);
+        return -1;
+    }
+    return 0;
+}
+
+int h5_series_create(struct h5file *f, const char *path, int ndim, const int *dims,
+                     const char *description, int *series, char *err, size_t errlen)
+{
+    hsize_t cur[3] = {0, 1, 1}, max[3] = {H5S_UNLIMITED, 1, 1}, chunk[3] = {64, 1, 1};
+    hsize_t row = 1;
+    for (int i = 0; i < ndim; i++) {
+        cur[i + 1] = max[i + 1] = chunk[i + 1] = (hsize_t)dims[i];
+        row *= (hsize_t)dims[i];
+    }
+    // about 64 KiB chunks: few enough for fast appends, small enough for partial reads
+    chunk[0] = row >= 8192 ? 1 : 8192 / row;
+    return series_new(f, path, H5T_NATIVE_DOUBLE, ndim + 1, cur, max, chunk, description, series,
+                      err, errlen);
 }
 
 int h5_series_create_str(struct h5file *f, const char *path, const char *description, int *series,
                          char *err, size_t errlen)
 {
     hsize_t cur = 0, max = H5S_UNLIMITED, chunk = 64;
-    hid_t type = string_type(), space = H5Screate_simple(1, &cur, &max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_chunk(dcpl, 1, &chunk);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
-    H5Pclose(lcpl);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    if (dset < 0) {
-        H5Tclose(type);
-        FAIL("create series '%s' in '%s' failed", path, f->path);
-        return -1;
-    }
-    hid_t aspace = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(dset, "description", type, aspace, H5P_DEFAULT, H5P_DEFAULT);
-    if (a >= 0) {
-        H5Awrite(a, type, &description);
-        H5Aclose(a);
-    }
-    H5Sclose(aspace);
+    hid_t type = string_type();
+    int rc = series_new(f, path, type, 1, &cur, &max, &chunk, description, series, err, errlen);
     H5Tclose(type);
-    *series = series_add(f, dset, err, errlen);
-    return *series < 0 ? -1 : 0;
+    return rc;
 }
 
 int h5_series_append_str(struct h5file *f, int id, const char *value, char *err, size_t errlen)
