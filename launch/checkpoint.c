@@ -152,7 +152,7 @@ int ckpt_read_config(const char *path, struct config *c, char *err, size_t errle
 {
     struct h5file *f = NULL;
     char why[600];
-    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0) {
+    if (h5_open(&f, path, H5_SEALED, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "read checkpoint: %s", why);
         return -1;
     }
@@ -169,7 +169,7 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
     char ds[TENSOR_NAME_MAX + 32], why[800];
     int64_t step = 0, adam_t = 0;
     int rc = -1;
-    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0) {
+    if (h5_open(&f, path, H5_SEALED, why, sizeof(why)) != 0) {
         snprintf(err, errlen, "read checkpoint: %s", why);
         return -1;
     }

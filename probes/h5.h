@@ -14,7 +14,12 @@ struct h5file; // opaque
 
 // H5_MEMORY: a file built in memory (HDF5's core driver, no backing store), written out with
 // h5_write_image — HDF5 then never writes to disk itself, so a full disk is a plain write error.
-enum h5_mode { H5_CREATE, H5_READ, H5_READWRITE, H5_MEMORY };
+// Such a file is sealed: H5_SEAL_BYTES in front of the HDF5 image (a user block to any HDF5
+// reader) hold a magic, the file size and a 64-bit hash of the rest. H5_SEALED reads a sealed file
+// whole into memory, checks the seal, and only then lets HDF5 parse it (read-only, from memory): a
+// truncated, damaged or hostile file is refused before it reaches the HDF5 parser.
+enum h5_mode { H5_CREATE, H5_READ, H5_READWRITE, H5_MEMORY, H5_SEALED };
+#define H5_SEAL_BYTES 512
 
 int h5_open(struct h5file **f, const char *path, enum h5_mode mode, char *err, size_t errlen);
 // Closes and frees f (NULL is fine). Returns -1 if the close failed (data may be lost).
@@ -23,6 +28,10 @@ int h5_flush(struct h5file *f, char *err, size_t errlen);
 // Writes the image of an H5_MEMORY file to path (created or truncated), with fsync. Returns 0 or
 // -1 with err; a failed write leaves a partial file at path for the caller to remove.
 int h5_write_image(struct h5file *f, const char *path, char *err, size_t errlen);
+// The seal itself, for tests and fuzzing: writes it into image[0, H5_SEAL_BYTES) (size ≥
+// H5_SEAL_BYTES); checks it (0, or -1 with the reason in err).
+void h5_seal_image(unsigned char *image, size_t size);
+int h5_seal_check(const unsigned char *image, size_t size, char *err, size_t errlen);
 
 // Switches a file opened for writing to single-writer/multiple-reader mode: from now on readers
 // (h5py with swmr=True) see every flushed row. No dataset may be created afterwards.

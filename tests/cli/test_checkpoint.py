@@ -120,18 +120,55 @@ def test_checkpoints_pruned_and_loadable_by_eval_and_torch(canary, small_config,
     assert abs(mine - theirs) <= 1e-5 * abs(theirs), (mine, theirs)
 
 
+def seal(data):
+    """The seal canary puts in front of a checkpoint's HDF5 image (probes/h5.c), recomputed here
+    independently: magic, size, 64-bit FNV-1a over 8-byte words with an xor-shift, then tail
+    bytes."""
+    mask, prime = (1 << 64) - 1, 0x100000001b3
+    body = bytes(data[512:])
+    h = 0xcbf29ce484222325
+    words = len(body) // 8
+    for (w,) in np.frombuffer(body[:words * 8], dtype="<u8").reshape(-1, 1).tolist():
+        h = ((h ^ w) * prime) & mask
+        h ^= h >> 29
+    for b in body[words * 8:]:
+        h = ((h ^ b) * prime) & mask
+    head = b"canary-sealed-1\0" + len(data).to_bytes(8, "little") + h.to_bytes(8, "little")
+    data[:512] = head + bytes(512 - len(head))
+
+
 def test_corrupt_checkpoint_is_refused(canary, small_config, tmp_path):
     out = tmp_path / "run"
     assert canary_np(canary, 0, *train_args(small_config, out)).returncode == 0
     ckpt = out / "ckpt" / "step_00000020.h5"
-    with h5py.File(ckpt, "r") as f:
-        offset = f["params/head"].id.get_chunk_info(0).byte_offset
-    data = bytearray(ckpt.read_bytes())
+    pristine = bytearray(ckpt.read_bytes())
+    resealed = bytearray(pristine)
+    seal(resealed)
+    assert resealed == pristine  # the seal is what this test thinks it is
+
+    with h5py.File(ckpt, "r") as f:  # HDF5 addresses count from the end of the user block
+        offset = f.userblock_size + f["params/head"].id.get_chunk_info(0).byte_offset
+    data = bytearray(pristine)
     data[offset + 100] ^= 0x10  # one bit of one weight
     ckpt.write_bytes(bytes(data))
     r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
     assert r.returncode == 1
+    assert "hash mismatch" in r.stderr, r.stderr  # refused before HDF5 parses it
+
+    # The same damage with a valid seal (a file rewritten by hand): HDF5's Fletcher32 names the
+    # dataset.
+    seal(data)
+    ckpt.write_bytes(bytes(data))
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
+    assert r.returncode == 1
     assert "params/head" in r.stderr and "checksum mismatch" in r.stderr, r.stderr
+
+    ckpt.write_bytes(bytes(pristine[:-1000]))
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
+    assert r.returncode == 1 and "truncated" in r.stderr, r.stderr
+    ckpt.write_bytes(bytes(pristine[512:]))  # an unsealed HDF5 file
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
+    assert r.returncode == 1 and "not a sealed canary file" in r.stderr, r.stderr
 
 
 def test_resume_goes_back_past_a_corrupt_checkpoint(canary, small_config, tmp_path):
