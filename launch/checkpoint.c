@@ -3,6 +3,7 @@
 
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <limits.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -161,6 +162,31 @@ int ckpt_read_config(const char *path, struct config *c, char *err, size_t errle
     return rc;
 }
 
+#define CKPT_MAX_STEP (1LL << 50) // beyond any run; a larger step is damage
+
+// A checkpoint is only written after a finite update, so non-finite weights or moments (or a
+// negative second moment) mean a damaged or foreign file, even with intact checksums.
+static int check_values(const struct run *r, char *err, size_t errlen)
+{
+    const struct tensor_table *tt = &r->model.table;
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor *t = &tt->t[i];
+        for (size_t j = 0; j < t->size; j++) {
+            float p = r->params[t->offset + j], m = r->adamw.m[t->offset + j],
+                  v = r->adamw.v[t->offset + j];
+            if (!isfinite(p) || !isfinite(m) || !isfinite(v) || v < 0) {
+                snprintf(err, errlen,
+                         "tensor '%s' holds %s at index %zu (weight %g, m %g, v %g): a checkpoint "
+                         "is only written after a finite step",
+                         t->name, v < 0 ? "a negative second moment" : "a non-finite value", j,
+                         (double)p, (double)m, (double)v);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
 {
     struct h5file *f = NULL;
@@ -245,6 +271,15 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
     }
     if (h5_attr_read_i64(f, "/state", "step", &step, why, sizeof(why)) ||
         h5_attr_read_i64(f, "/state", "adam_t", &adam_t, why, sizeof(why)))
+        goto bad;
+    // adam_t counts applied updates: skipped steps (train.on_nonfinite = skip) make it smaller
+    if (step < 0 || step > CKPT_MAX_STEP || adam_t < 0 || adam_t > step) {
+        snprintf(why, sizeof(why),
+                 "/state has step %lld and adam_t %lld (need 0 <= adam_t <= step)", (long long)step,
+                 (long long)adam_t);
+        goto bad;
+    }
+    if (check_values(r, why, sizeof(why)) != 0)
         goto bad;
     r->step = (long)step;
     r->adamw.t = (long)adam_t;

@@ -9,6 +9,7 @@
 
 #include "launch/cli.h"
 #include "launch/rundir.h"
+#include "launch/stop.h"
 #include "launch/sweep.h"
 #include "launch/train.h"
 #include "util/error.h"
@@ -184,7 +185,8 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
                index);
     fflush(stdout);
 
-    int failed = 0;
+    int failed = 0, stopped = 0;
+    stop_install();
     for (int i = 0; i < n; i++) {
         struct sweep_point *pt = &plan.pts[i];
         struct run run;
@@ -207,6 +209,8 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
                 status = "diverged";
             else if (trc == TRAIN_EXIT_OK)
                 status = "ok";
+            else if (trc == TRAIN_EXIT_STOPPED)
+                status = "stopped";
             if (group.rank == 0 &&
                 sweep_index_append(index, base, pt, status, run.step, run.l0, run.final_eval) != 0)
                 err_printf("sweep: cannot append to '%s'", index);
@@ -222,16 +226,23 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
             printf("[%s] %s\n", pt->id, status);
             fflush(stdout);
         }
+        if (strcmp(status, "stopped") == 0) { // preempted: this group starts no further run
+            stopped = 1;
+            break;
+        }
     }
     dist_free(&group);
-    double any_failed = dist_max_f64(d, failed);
+    double any_failed = dist_max_f64(d, failed), any_stopped = dist_max_f64(d, stopped);
     dist_barrier(d);
     if (d->rank == 0) {
         if (sweep_index_finish(index, err, sizeof(err)) != 0)
             err_printf("%s", err);
-        printf("sweep done: %d runs; index %s\n", n, index);
+        if (any_stopped > 0)
+            printf("sweep stopped by a signal: runs not started are missing from %s\n", index);
+        else
+            printf("sweep done: %d runs; index %s\n", n, index);
     }
-    rc = any_failed > 0 ? 2 : 0;
+    rc = any_failed > 0 ? 2 : any_stopped > 0 ? TRAIN_EXIT_STOPPED : 0;
     sweep_plan_free(&plan);
     free(base);
     return rc;

@@ -6,6 +6,7 @@
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/rundir.h"
+#include "launch/stop.h"
 #include "launch/train.h"
 #include "util/error.h"
 
@@ -25,8 +26,12 @@ static void train_usage(FILE *f)
             "                         must not already hold a run\n"
             "\n"
             "Prints a progress line every train.log_every steps and the held-out loss at step\n"
-            "0, every train.eval_every steps and at the end. Exit codes: 0 success, 1 bad\n"
-            "input, 2 I/O failure, 3 non-finite loss or gradient.\n");
+            "0, every train.eval_every steps and at the end.\n"
+            "SIGTERM, SIGINT, SIGUSR1 or SIGUSR2 (preemption, Ctrl-C) to any rank: all ranks stop\n"
+            "at the next step boundary, write a checkpoint and flush the probes; continue with\n"
+            "--resume. A second such signal kills at once.\n"
+            "Exit codes: 0 success, 1 bad input, 2 I/O failure, 3 non-finite loss or gradient,\n"
+            "4 stopped by a signal (checkpoint written).\n");
 }
 
 // Rank 0 loads the newest checkpoint that reads, going back past corrupt ones (each named);
@@ -164,6 +169,7 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
         run_free(&run);
         return TRAIN_EXIT_INPUT;
     }
+    stop_install(); // from here a SIGTERM or Ctrl-C ends the run with a checkpoint
     rc = train_run(&run, out);
     run_free(&run);
     return rc;

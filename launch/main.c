@@ -30,7 +30,8 @@ static void usage(FILE *f)
             "  --version      print the version\n"
             "\n"
             "Configuration keys: docs/config.md. Exit codes: 0 success, 1 bad input, 2 I/O\n"
-            "failure during a run, 3 the loss or gradient became non-finite.\n");
+            "failure during a run, 3 the loss or gradient became non-finite, 4 stopped by a\n"
+            "signal (SIGTERM, SIGINT, SIGUSR1/2) after writing a checkpoint.\n");
 }
 
 int main(int argc, char **argv)

@@ -140,6 +140,8 @@ static int run_init_muon(struct run *r, char *err, size_t errlen)
 
 // CANARY_FAULT=abort:RANK:STEP makes RANK die after STEP (a crashed node);
 // CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence);
+// CANARY_FAULT=stall:RANK:STEP makes it stop responding after STEP (a hung node; up to 60 s, or
+// until a stop signal), for tests that kill or signal a run at a known point;
 // CANARY_FAULT=fsize:RANK:BYTES limits the size of the files RANK writes (a full disk).
 static void run_init_fault(struct run *r)
 {
@@ -149,7 +151,10 @@ static void run_init_fault(struct run *r)
     long step = 0;
     if (!f || sscanf(f, "%15[a-z]:%d:%ld", kind, &rank, &step) != 3)
         return;
-    r->fault_kind = strcmp(kind, "abort") == 0 ? 1 : strcmp(kind, "perturb") == 0 ? 2 : 0;
+    r->fault_kind = strcmp(kind, "abort") == 0     ? 1
+                    : strcmp(kind, "perturb") == 0 ? 2
+                    : strcmp(kind, "stall") == 0   ? 3
+                                                   : 0;
     r->fault_rank = rank;
     r->fault_step = step;
     if (strcmp(kind, "fsize") == 0 && rank == r->dist->rank) {

@@ -28,6 +28,7 @@ enum train_exit {
     TRAIN_EXIT_INPUT = 1,     // bad config, data or arguments: nothing was trained
     TRAIN_EXIT_IO = 2,        // a file could not be written during the run
     TRAIN_EXIT_NONFINITE = 3, // the loss or gradient became NaN/Inf
+    TRAIN_EXIT_STOPPED = 4,   // stopped by a signal (preemption) after writing a checkpoint
 };
 
 struct step_result {
@@ -80,7 +81,7 @@ struct run {
     unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max
 
     // fault injection for tests (CANARY_FAULT=abort|perturb:RANK:STEP or fsize:RANK:BYTES)
-    int fault_kind; // 0 none, 1 abort, 2 perturb
+    int fault_kind; // 0 none, 1 abort, 2 perturb, 3 stall
     int fault_rank;
     long fault_step;
 

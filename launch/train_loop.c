@@ -5,8 +5,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "launch/checkpoint.h"
+#include "launch/stop.h"
 #include "launch/rundir.h"
 #include "launch/train.h"
 #include "model/matmul.h"
@@ -184,6 +186,25 @@ static int checkpoint(struct run *r, struct train_out *o, const char *out_dir)
     return 1;
 }
 
+// A stop request by signal, agreed by all ranks at a step boundary: a checkpoint of this step
+// (unless one was just written), an event, and TRAIN_EXIT_STOPPED — or TRAIN_EXIT_IO when the
+// checkpoint cannot be written.
+static int stop_run(struct run *r, struct train_out *o, const char *out_dir, int written)
+{
+    char what[160], err[1024];
+    int sig = stop_requested();
+    snprintf(what, sizeof(what), "%s received: checkpoint at step %ld, then exit",
+             sig ? stop_signal_name(sig) : "a signal on another rank", r->step);
+    out_line(o, 0, "step %ld: %s (continue with canary train --resume)", r->step, what);
+    if (run_probes_event(r, r->step, "stopped", what, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        r->io_failed = 1;
+    }
+    if (!written && !checkpoint(r, o, out_dir))
+        return TRAIN_EXIT_IO;
+    return TRAIN_EXIT_STOPPED;
+}
+
 // Test hooks (CANARY_FAULT, see run_init): a rank that dies, or one whose parameters drift.
 static void inject_fault(struct run *r)
 {
@@ -191,6 +212,12 @@ static void inject_fault(struct run *r)
         return;
     if (r->fault_kind == 1)
         FATAL("fault injected by CANARY_FAULT at step %ld", r->step);
+    if (r->fault_kind == 3) {
+        struct timespec tick = {0, 10 * 1000 * 1000};
+        for (int i = 0; i < 6000 && !stop_requested(); i++)
+            nanosleep(&tick, NULL);
+        return;
+    }
     r->params[r->model.table.t[r->model.table.n / 2].offset] += 1.0f;
 }
 
@@ -286,9 +313,15 @@ int train_run(struct run *r, const char *out_dir)
         // checkpoint does not need it again
         if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
             eval_and_report(r, &o, r->step);
-        if (c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
-            r->step != steps && !checkpoint(r, &o, out_dir)) {
+        int written = c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
+                      r->step != steps;
+        if (written && !checkpoint(r, &o, out_dir)) {
             rc = TRAIN_EXIT_IO;
+            break;
+        }
+        // a signal on any rank stops every rank here, between two steps
+        if (!dist_all_ok(r->dist, stop_requested() == 0)) {
+            rc = stop_run(r, &o, out_dir, written);
             break;
         }
         inject_fault(r);
