@@ -6,6 +6,8 @@
 canary_build_packages="cmake make gcc pkg-config libopenblas-openmp-dev libopenmpi-dev openmpi-bin
 libcmocka-dev libinih-dev libhdf5-dev"
 canary_test_packages="python3 python3-pytest python3-numpy python3-h5py python3-matplotlib python3-torch clang-format git"
+# the sanitizer, valgrind and fuzzing passes of ./tests/run (libFuzzer comes with clang's runtime)
+canary_hardening_packages="clang libclang-rt-dev libomp-dev valgrind"
 canary_corpus_packages="nodejs npm ca-certificates"
 canary_bench_packages="python3 python3-torch python3-numpy"
 canary_analysis_packages="python3 python3-numpy python3-h5py python3-matplotlib"
@@ -38,9 +40,16 @@ canary_ensure_packages() {
 
 # Configures and builds canary into build/ (warnings are errors). Extra cmake arguments pass through.
 canary_build() {
-    cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DCANARY_WERROR=ON "$@" >/dev/null || return 1
-    cmake --build build -j"$(nproc)" -- --no-print-directory >/dev/null || {
-        cmake --build build -j1 2>&1 | grep -E 'error|warning' >&2
+    canary_build_in build -DCMAKE_BUILD_TYPE=Release "$@"
+}
+
+# The same into another directory: canary_build_in DIR [cmake arguments...]
+canary_build_in() {
+    local dir=$1
+    shift
+    cmake -S . -B "$dir" -DCANARY_WERROR=ON "$@" >/dev/null || return 1
+    cmake --build "$dir" -j"$(nproc)" -- --no-print-directory >/dev/null || {
+        cmake --build "$dir" -j1 2>&1 | grep -E 'error|warning' >&2
         return 1
     }
 }

@@ -109,3 +109,37 @@ def test_stop_signal_checkpoints_and_exits_4(canary, small_config, tmp_path, how
     for k in a:
         if not k.startswith("events/"):  # the stopped run has one event more
             assert np.array_equal(a[k], b[k]), k
+
+
+ABSURD = [
+    (["model.dim=1000000000"], "out of range"),
+    (["model.seq_len=1000000000"], "out of range"),
+    (["model.vocab=1000000000"], "out of range"),
+    (["model.layers=1000000"], "out of range"),
+    (["train.batch_size=1000000000"], "needs about"),
+    (["model.dim=65536"], "needs about"),
+    (["model.seq_len=1048576"], "needs about"),
+    (["model.layers=1024", "model.dim=65536", "model.heads=64"], "needs about"),
+]
+
+
+@pytest.mark.parametrize("sets,message", ABSURD, ids=[" ".join(s) for s, _ in ABSURD])
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_absurd_sizes_are_refused_before_any_allocation(canary, small_config, tmp_path, sets,
+                                                        message, command):
+    """Under a 3 GiB address-space limit an attempt to allocate would fail differently (or the
+    OOM killer would end it): the refusal has to come from the range checks or the estimate."""
+    import resource
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    args = ["--config", str(small_config)] + [a for s in sets for a in ("--set", s)]
+    if command == "train":
+        args = ["train", "--out", str(tmp_path / "run")] + args
+    else:
+        args = ["bench", "--steps", "1"] + args
+    r = canary_np(canary, 0, *args, preexec=limit)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
