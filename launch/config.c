@@ -498,6 +498,35 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                  (double)m->heads * m->head_dim);
         return -1;
     }
+    if (m->experts > 0 && m->top_k > m->experts) {
+        snprintf(err, errlen, "model.top_k = %d exceeds model.experts = %d (%s)", m->top_k,
+                 m->experts, origin_of(c, "model", "top_k"));
+        return -1;
+    }
+    if (m->experts == 0 && strcmp(origin_of(c, "model", "experts"), "sweep") != 0) {
+        // MoE settings on a dense model are a mistake (a sweep over experts = 0, N may carry
+        // them for its MoE points)
+        static const char *const moe_keys[][2] = {
+            {"model", "top_k"},           {"model", "gate_renorm"}, {"model", "shared_experts"},
+            {"model", "capacity_factor"}, {"model", "moe_every"},   {"optim", "balance_loss"},
+            {"optim", "router_z_loss"}};
+        for (size_t i = 0; i < sizeof(moe_keys) / sizeof(moe_keys[0]); i++) {
+            const char *origin = origin_of(c, moe_keys[i][0], moe_keys[i][1]);
+            if (strcmp(origin, "default") != 0) {
+                snprintf(err, errlen,
+                         "%s.%s is set (%s) but model.experts = 0: the model has no mixture of "
+                         "experts; set model.experts or remove the key",
+                         moe_keys[i][0], moe_keys[i][1], origin);
+                return -1;
+            }
+        }
+    }
+    if (m->experts > 0 && m->moe_every > m->layers) {
+        snprintf(err, errlen,
+                 "model.moe_every = %d exceeds model.layers = %d: no block would be MoE",
+                 m->moe_every, m->layers);
+        return -1;
+    }
     if (c->optim.min_lr > c->optim.lr) {
         snprintf(err, errlen, "optim.min_lr = %g is larger than optim.lr = %g", c->optim.min_lr,
                  c->optim.lr);

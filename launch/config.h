@@ -45,6 +45,7 @@ struct probes_config {
     double spike_sigma;     // z-score of a loss or gradient-norm spike event
     int spike_window;       // steps in the rolling window of the spike z-score
     double logit_threshold; // max attention logit that records a threshold event
+    int dead_window;        // MoE: steps without a token that make an expert dead
 };
 
 struct data_config {

@@ -29,7 +29,22 @@ const struct config_key config_keys[] = {
     {"model", "mlp", CT_ENUM, OFF(model.mlp), "gelu", 0, 0, 0, "gelu|swiglu",
      "MLP: w2(gelu_tanh(w1 x)) or w2(silu(w1 x) * w3 x)"},
     {"model", "mlp_ratio", CT_INT, OFF(model.mlp_ratio), "4", 1, 64, 0, NULL,
-     "MLP hidden width as a multiple of dim (for SwiGLU too)"},
+     "MLP hidden width as a multiple of dim (for SwiGLU too, and for each expert)"},
+    {"model", "experts", CT_INT, OFF(model.experts), "0", 0, 4096, 0, NULL,
+     "routed experts per MoE layer (each an MLP of model.mlp); 0 = dense model"},
+    {"model", "top_k", CT_INT, OFF(model.top_k), "2", 1, 64, 0, NULL,
+     "MoE: experts per token, chosen by router softmax probability (ties: lower index)"},
+    {"model", "gate_renorm", CT_BOOL, OFF(model.gate_renorm), "false", 0, 1, 0, NULL,
+     "MoE: gates renormalised over the chosen top_k (Mixtral); false: the softmax probabilities "
+     "(Switch, DeepSeek)"},
+    {"model", "shared_experts", CT_INT, OFF(model.shared_experts), "0", 0, 64, 0, NULL,
+     "MoE: always-on experts added to the routed ones (DeepSeekMoE)"},
+    {"model", "capacity_factor", CT_DOUBLE, OFF(model.capacity_factor), "1.25", 0, 1e6, 1, NULL,
+     "MoE: tokens an expert takes per micro-batch = ceil(factor * top_k * tokens / experts); "
+     "first choices are served first, in token order; a dropped token-expert pair adds nothing "
+     "(the token keeps its residual)"},
+    {"model", "moe_every", CT_INT, OFF(model.moe_every), "1", 1, 1024, 0, NULL,
+     "MoE: every n-th block has the MoE feed-forward (blocks n-1, 2n-1, ...), the others dense"},
     // [optim]
     {"optim", "name", CT_ENUM, OFF(optim.name), "adamw", 0, 0, 0, "adamw|muon",
      "optimizer: AdamW for every tensor, or Muon for the hidden 2-D matrices (attention and MLP) "
@@ -55,6 +70,11 @@ const struct config_key config_keys[] = {
      "linear warmup steps (lr * (step+1) / warmup_steps); at most train.steps"},
     {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,
      "output z-loss coefficient: adds z_loss * mean(log^2 Z) to the loss; 0 disables"},
+    {"optim", "balance_loss", CT_DOUBLE, OFF(optim.balance_loss), "1e-2", 0, 10, 0, NULL,
+     "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers)"},
+    {"optim", "router_z_loss", CT_DOUBLE, OFF(optim.router_z_loss), "1e-3", 0, 10, 0, NULL,
+     "MoE: ST-MoE router z-loss coefficient on mean(logsumexp(router logits)^2) (mean over MoE "
+     "layers)"},
     {"optim", "momentum", CT_DOUBLE, OFF(optim.momentum), "0.95", 0, 0.999999, 0, NULL,
      "Muon: Nesterov momentum beta, in [0, 1)"},
     {"optim", "ns_steps", CT_INT, OFF(optim.ns_steps), "5", 1, 100, 0, NULL,
@@ -130,6 +150,9 @@ const struct config_key config_keys[] = {
     {"probes", "logit_threshold", CT_DOUBLE, OFF(probes.logit_threshold), "1e4", 0, 1e30, 1, NULL,
      "max attention logit that records a threshold event (Wortsman: above 1e4 runs "
      "diverged)"},
+    {"probes", "dead_window", CT_INT, OFF(probes.dead_window), "100", 1, BIG, 0, NULL,
+     "MoE: an expert is dead when it got no token in rank 0's last micro-batch of each of the "
+     "last dead_window steps (counted again from a resume)"},
 };
 
 const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

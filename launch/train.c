@@ -65,12 +65,12 @@ static void run_init_reduction(struct run *r)
     dist_reducer_init(&r->reducer, r->dist, bounds, tt->n, bucket ? bucket : 1,
                       r->cfg.train.overlap_reduce);
     free(bounds);
-    r->leaf_loss = xcalloc(3 * (size_t)r->leaves, sizeof(double));
-    r->leaf_loss_mine = xcalloc(3 * (size_t)r->micro_steps, sizeof(double));
+    r->leaf_loss = xcalloc(LOSS_PARTS * (size_t)r->leaves, sizeof(double));
+    r->leaf_loss_mine = xcalloc(LOSS_PARTS * (size_t)r->micro_steps, sizeof(double));
     r->checksums = xcalloc(3 * (size_t)tt->n, sizeof(unsigned long long));
     r->eval_chunks = r->cfg.train.eval_batches * (r->cfg.train.batch_size / r->micro_batch);
-    r->eval_loss = xcalloc(3 * (size_t)r->eval_chunks, sizeof(double));
-    r->eval_loss_mine = xcalloc(3 * (size_t)r->eval_chunks, sizeof(double));
+    r->eval_loss = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
+    r->eval_loss_mine = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
     if (r->cfg.train.deterministic) {
         int levels = 1;
         while ((1 << (levels - 1)) < r->micro_steps)
@@ -192,6 +192,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     }
     matmul_set_threads(cfg->train.threads);
     model_init(&r->model, &cfg->model, r->micro_batch);
+    r->model.balance_coef = cfg->optim.balance_loss;
+    r->model.z_coef = cfg->optim.router_z_loss;
     size_t n = r->model.table.total;
     r->params = xcalloc(n, sizeof(float));
     r->grads = xcalloc(n, sizeof(float));
@@ -291,6 +293,8 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
     int outputs = last && r->probes.active;
     r->model.probe_attention = last && r->probe_step;
     model_forward(&r->model, r->params, in, mb);
+    if (outputs)
+        run_probes_moe_seen(r);
     if (outputs) {
         const float *lg = r->model.acts.logits;
         size_t n = (size_t)mb * T * c->model.vocab;
@@ -301,10 +305,13 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
     }
     xent_forward_backward(&lp, r->model.acts.logits, outputs ? r->logz : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
+    r->model.loss_scale = 1.0f / (float)r->leaves; // the MoE losses' gradients, like the loss's
     model_backward(&r->model, r->params, grads, in, mb, reduce ? on_grads_ready : NULL, r);
-    r->leaf_loss_mine[3 * k] = lp.total;
-    r->leaf_loss_mine[3 * k + 1] = lp.ce;
-    r->leaf_loss_mine[3 * k + 2] = lp.z;
+    lp.balance = r->model.aux_balance;
+    lp.router_z = r->model.aux_z;
+    lp.aux = lp.balance + lp.router_z;
+    lp.total += lp.aux;
+    loss_parts_pack(&lp, r->leaf_loss_mine + LOSS_PARTS * k);
 }
 
 static void add_into(float *acc, const float *x, size_t n)
@@ -354,26 +361,25 @@ static void grads_accumulate_tree(struct run *r)
         dist_tree_allreduce_f32(r->dist, r->grads, r->tree_scratch, n);
 }
 
-// The mean of per-micro-batch loss parts (3 per micro-batch: total, ce, z; `mine` holds this
-// rank's n, `all` room for every rank's), gathered and summed in global order so the result does
-// not depend on the rank count.
+// The mean of per-micro-batch loss parts (LOSS_PARTS per micro-batch; `mine` holds this rank's
+// n, `all` room for every rank's), gathered and summed in global order so the result does not
+// depend on the rank count.
 static void mean_in_global_order(struct run *r, const double *mine, double *all, int n,
                                  struct loss_parts *out)
 {
     const double *parts = mine;
-    double sum[3] = {0.0, 0.0, 0.0};
+    double sum[LOSS_PARTS] = {0.0};
     int total = n * r->dist->size;
     if (r->dist->size > 1) {
-        dist_allgather_f64(r->dist, mine, all, 3 * (size_t)n);
+        dist_allgather_f64(r->dist, mine, all, LOSS_PARTS * (size_t)n);
         parts = all;
     }
     for (int k = 0; k < total; k++)
-        for (int j = 0; j < 3; j++)
-            sum[j] += parts[3 * k + j];
-    memset(out, 0, sizeof(*out));
-    out->total = sum[0] / total;
-    out->ce = sum[1] / total;
-    out->z = sum[2] / total;
+        for (int j = 0; j < LOSS_PARTS; j++)
+            sum[j] += parts[LOSS_PARTS * k + j];
+    for (int j = 0; j < LOSS_PARTS; j++)
+        sum[j] /= total;
+    loss_parts_unpack(out, sum);
 }
 
 // Loss parts of the global batch: the mean over all micro-batches, summed in global order so the
@@ -544,9 +550,7 @@ void train_eval(struct run *r, struct loss_parts *out)
         model_forward(m, r->params, r->inputs, mb);
         xent_forward(&lp, m->acts.logits, r->targets, mb * T, c->model.vocab,
                      (float)c->optim.z_loss);
-        r->eval_loss_mine[3 * k] = lp.total;
-        r->eval_loss_mine[3 * k + 1] = lp.ce;
-        r->eval_loss_mine[3 * k + 2] = lp.z;
+        loss_parts_pack(&lp, r->eval_loss_mine + LOSS_PARTS * k);
     }
     mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, out);
 }

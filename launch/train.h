@@ -70,12 +70,12 @@ struct run {
     float **tree;                // deterministic mode: [tree_levels] partial sums of leaf gradients
     int *tree_level;             // level of each stacked partial sum
     int tree_levels;
-    float *tree_scratch;                // [table.total] receive buffer of the cross-rank tree
-    double *leaf_loss;                  // [3 · leaves] loss parts per micro-batch, in global order
-    double *leaf_loss_mine;             // [3 · micro_steps]
-    int io_failed;                      // a probe row or event of rank 0 could not be written
-    int eval_chunks;                    // micro-batches in one evaluation (all ranks)
-    double *eval_loss, *eval_loss_mine; // [3 · eval_chunks] per-chunk loss parts
+    float *tree_scratch;    // [table.total] receive buffer of the cross-rank tree
+    double *leaf_loss;      // [LOSS_PARTS · leaves] loss parts per micro-batch, in global order
+    double *leaf_loss_mine; // [LOSS_PARTS · micro_steps]
+    int io_failed;          // a probe row or event of rank 0 could not be written
+    int eval_chunks;        // micro-batches in one evaluation (all ranks)
+    double *eval_loss, *eval_loss_mine; // [LOSS_PARTS · eval_chunks] per-chunk loss parts
 
     // cross-rank consistency
     unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max

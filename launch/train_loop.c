@@ -335,11 +335,15 @@ int train_run(struct run *r, const char *out_dir)
             double gflops = window_flops / span * 1e-9 / r->dist->size;
             char eta[32];
             format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
+            char aux[48] = "";
+            if (c->model.experts > 0)
+                snprintf(aux, sizeof(aux), " balance %.2e router_z %.2e", res.loss.balance,
+                         res.loss.router_z);
             out_line(&o, 1,
-                     "step %6ld/%ld | loss %.4f (ce %.4f z %.2e) | lr %.3e | gnorm %.3f%s | "
+                     "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "
                      "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak) | ETA %s",
-                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
-                     res.clip_factor < 1.0 ? " (clipped)" : "",
+                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, aux, res.lr,
+                     res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
                      tokens_per_step * (double)window_steps / span, gflops, 100.0 * gflops / peak,
                      eta);
             t_window = now;

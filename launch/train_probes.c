@@ -25,7 +25,7 @@
 
 char *openblas_get_config(void);
 
-static void register_all(struct run_probes *p, int muon)
+static void register_all(struct run_probes *p, int muon, int moe)
 {
     struct probe_set *s = &p->set;
     p->loss_total = probe_register(s, "loss/total", PROBE_SCALAR, 1,
@@ -77,6 +77,31 @@ static void register_all(struct run_probes *p, int muon)
     p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
                                       "[tensor] fraction of entries with sqrt(v_hat) < eps: "
                                       "where eps, not the gradient, sets the update size");
+    p->loss_balance = p->loss_router_z = p->moe_load = p->moe_dropped = -1;
+    p->moe_router_z = p->moe_entropy = p->moe_dead = -1;
+    if (moe) {
+        p->loss_balance = probe_register(s, "loss/balance", PROBE_SCALAR, 1,
+                                         "MoE load-balancing loss, scaled: optim.balance_loss * "
+                                         "experts * sum_i f_i P_i, mean over MoE blocks");
+        p->loss_router_z = probe_register(s, "loss/router_z", PROBE_SCALAR, 1,
+                                          "MoE router z-loss, scaled: optim.router_z_loss * "
+                                          "mean(logsumexp(router logits)^2), mean over MoE blocks");
+        p->moe_load = probe_register(s, "moe/load", PROBE_MOE_EXPERTS, 0,
+                                     "[MoE block, expert] fraction of the token-expert choices "
+                                     "that went to the expert, before capacity (1/experts = even)");
+        p->moe_dropped = probe_register(s, "moe/dropped", PROBE_MOE_EXPERTS, 0,
+                                        "[MoE block, expert] fraction of the expert's choices "
+                                        "dropped by the capacity");
+        p->moe_router_z = probe_register(s, "moe/router_z", PROBE_MOE_LAYERS, 0,
+                                         "[MoE block] mean over tokens of logsumexp(router "
+                                         "logits)^2 (unscaled)");
+        p->moe_entropy = probe_register(s, "moe/router_entropy", PROBE_MOE_LAYERS, 0,
+                                        "[MoE block] mean over tokens of the router softmax "
+                                        "entropy (nats; log(experts) = uniform)");
+        p->moe_dead = probe_register(s, "moe/dead_experts", PROBE_MOE_LAYERS, 0,
+                                     "[MoE block] experts with no token over the last "
+                                     "probes.dead_window steps");
+    }
     p->muon_ortho = p->muon_momentum_rms = -1;
     if (muon) {
         p->muon_ortho = probe_register(s, "muon/ortho_err", PROBE_TENSORS, 0,
@@ -249,7 +274,16 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     int dims[1], four[1] = {4};
     probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
                    r->cfg.probes.every);
-    register_all(p, r->muon_on);
+    probe_set_moe(&p->set, r->model.moe_layers, r->cfg.model.experts);
+    register_all(p, r->muon_on, r->model.moe_layers > 0);
+    free(p->moe_last_seen);
+    p->moe_last_seen = NULL;
+    if (r->model.moe_layers > 0) { // the window starts at the first step of this process
+        size_t n = (size_t)r->model.moe_layers * r->cfg.model.experts;
+        p->moe_last_seen = xcalloc(n, sizeof(long));
+        for (size_t i = 0; i < n; i++)
+            p->moe_last_seen[i] = r->step;
+    }
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
@@ -319,6 +353,47 @@ static double sumsq_f32(const float *x, size_t n)
 }
 
 // Attention, output and residual rows from the activations of the last micro-batch.
+void run_probes_moe_seen(struct run *r)
+{
+    const struct model *m = &r->model;
+    int E = m->cfg.experts, i = 0;
+    if (!r->probes.moe_last_seen)
+        return;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        if (!m->blocks[l].moe)
+            continue;
+        for (int e = 0; e < E; e++)
+            if (m->moe_counts[(size_t)l * 2 * E + e] > 0)
+                r->probes.moe_last_seen[(size_t)i * E + e] = r->step + 1;
+        i++;
+    }
+}
+
+// MoE rows (probe steps) from the last micro-batch's routing.
+static void fill_moe_rows(struct run *r)
+{
+    struct run_probes *p = &r->probes;
+    const struct model *m = &r->model;
+    int E = m->cfg.experts, i = 0;
+    double pairs = (double)r->micro_batch * m->cfg.seq_len * m->cfg.top_k;
+    double *load = probe_row(&p->set, p->moe_load), *drop = probe_row(&p->set, p->moe_dropped);
+    for (int l = 0; l < m->cfg.layers; l++) {
+        if (!m->blocks[l].moe)
+            continue;
+        const double *counts = m->moe_counts + (size_t)l * 2 * E;
+        int dead = 0;
+        for (int e = 0; e < E; e++) {
+            load[i * E + e] = counts[e] / pairs;
+            drop[i * E + e] = counts[e] > 0 ? 1.0 - counts[E + e] / counts[e] : 0.0;
+            dead += p->moe_last_seen[(size_t)i * E + e] <= r->step + 1 - r->cfg.probes.dead_window;
+        }
+        probe_row(&p->set, p->moe_router_z)[i] = m->moe_stats[l].z;
+        probe_row(&p->set, p->moe_entropy)[i] = m->moe_stats[l].entropy;
+        probe_row(&p->set, p->moe_dead)[i] = dead;
+        i++;
+    }
+}
+
 void run_probes_fill_model(struct run *r)
 {
     struct run_probes *p = &r->probes;
@@ -348,6 +423,8 @@ void run_probes_fill_model(struct run *r)
         probe_row(&p->set, p->resid_rms)[l] =
             rms(sumsq_f32(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
     }
+    if (p->moe_load >= 0)
+        fill_moe_rows(r);
 }
 
 // Output rows (every step) from the loss's log Z per token and the logits' Σ².
@@ -476,6 +553,10 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     probe_row(&p->set, p->loss_ce)[0] = res->loss.ce;
     probe_row(&p->set, p->loss_z)[0] = res->loss.z;
     probe_row(&p->set, p->loss_aux)[0] = res->loss.aux;
+    if (p->loss_balance >= 0) {
+        probe_row(&p->set, p->loss_balance)[0] = res->loss.balance;
+        probe_row(&p->set, p->loss_router_z)[0] = res->loss.router_z;
+    }
     probe_row(&p->set, p->lr)[0] = res->lr;
     probe_row(&p->set, p->grad_norm)[0] = res->grad_norm;
     probe_row(&p->set, p->clip)[0] = res->clip_factor;
@@ -539,6 +620,8 @@ void run_probes_close(struct run *r)
     probe_set_free(&r->probes.set);
     free(r->probes.win_loss);
     free(r->probes.win_gnorm);
+    free(r->probes.moe_last_seen);
     r->probes.win_loss = r->probes.win_gnorm = NULL;
+    r->probes.moe_last_seen = NULL;
     r->probes.active = 0;
 }

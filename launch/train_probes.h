@@ -19,9 +19,13 @@ struct run_probes {
     int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
     int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
     int muon_ortho, muon_momentum_rms; // −1 unless optim.name = muon
-    int eval_step, eval_loss;          // h5 series handles of /eval
-    int lr_step, lr_loss;              // /lr_probe/step, /lr_probe/loss
-    int ev_step, ev_kind, ev_detail;   // /events/{step,kind,detail}
+    // MoE (−1 for dense models)
+    int loss_balance, loss_router_z;
+    int moe_load, moe_dropped, moe_router_z, moe_entropy, moe_dead;
+    long *moe_last_seen;      // [MoE blocks, experts] last step whose probed micro-batch chose it
+    int eval_step, eval_loss; // h5 series handles of /eval
+    int lr_step, lr_loss;     // /lr_probe/step, /lr_probe/loss
+    int ev_step, ev_kind, ev_detail; // /events/{step,kind,detail}
     // spike test: rolling windows of the loss and the gradient norm (steps before this one)
     double *win_loss, *win_gnorm; // [spike_window]
     int win_n, win_pos;
@@ -41,6 +45,9 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
 // Fills the attention and residual rows from the step's activations (the last micro-batch).
 // train_step calls it on probe steps before anything else reuses the arena.
 void run_probes_fill_model(struct run *r);
+// MoE: notes which experts the forward just run chose (rank 0, the last micro-batch of a step),
+// for the dead-expert count.
+void run_probes_moe_seen(struct run *r);
 // Fills and appends the rows of this step (rank 0). Call after train_step.
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen);

@@ -13,7 +13,7 @@ static void parts_set(struct loss_parts *parts, double sce, double sz, int n, fl
 {
     parts->ce = sce / n;
     parts->z = z_coef * sz / n;
-    parts->aux = 0.0;
+    parts->aux = parts->balance = parts->router_z = 0.0;
     parts->total = parts->ce + parts->z;
 }
 
@@ -83,4 +83,24 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
         }
     }
     parts_set(parts, sce, sz, n, z_coef);
+}
+
+void loss_parts_pack(const struct loss_parts *p, double *out)
+{
+    out[0] = p->total;
+    out[1] = p->ce;
+    out[2] = p->z;
+    out[3] = p->aux;
+    out[4] = p->balance;
+    out[5] = p->router_z;
+}
+
+void loss_parts_unpack(struct loss_parts *p, const double *in)
+{
+    p->total = in[0];
+    p->ce = in[1];
+    p->z = in[2];
+    p->aux = in[3];
+    p->balance = in[4];
+    p->router_z = in[5];
 }

@@ -7,11 +7,19 @@
 #define CANARY_LOSSES_XENT_H
 
 struct loss_parts {
-    double total; // ce + z (+ aux, with the MoE issue)
-    double ce;    // mean cross-entropy
-    double z;     // coef · mean(log² Z), already scaled
-    double aux;   // MoE auxiliary losses; 0 for dense models
+    double total;    // ce + z + aux
+    double ce;       // mean cross-entropy
+    double z;        // coef · mean(log² Z), already scaled
+    double aux;      // MoE auxiliary losses (balance + router_z); 0 for dense models
+    double balance;  // MoE load-balancing loss, scaled (optim.balance_loss)
+    double router_z; // MoE router z-loss, scaled (optim.router_z_loss)
 };
+
+// The parts as an array of LOSS_PARTS doubles (total, ce, z, aux, balance, router_z), for
+// gathering across ranks.
+#define LOSS_PARTS 6
+void loss_parts_pack(const struct loss_parts *p, double *out);
+void loss_parts_unpack(struct loss_parts *p, const double *in);
 
 // logits[n, V] in; on return logits holds dL/dlogits · grad_scale where L is the mean loss over
 // the n rows (grad_scale = 1/grad_accum for micro-batches). targets[n] < V. logz[n] receives

@@ -9,6 +9,7 @@
 #include "model/attention.h"
 #include "model/embed.h"
 #include "model/matmul.h"
+#include "model/model_moe.h"
 #include "model/rope.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -45,15 +46,37 @@ static void model_table_build(struct model *m)
         }
         ADD(bi->wo, "attn.wo", c->dim, m->inner, TENSOR_MATRIX);
         ADD(bi->n2, "ln2.gain", 1, c->dim, TENSOR_GAIN);
-        ADD(bi->w1, "mlp.w1", m->ffn, c->dim, TENSOR_MATRIX);
-        if (c->mlp == MLP_SWIGLU)
-            ADD(w3, "mlp.w3", m->ffn, c->dim, TENSOR_MATRIX);
-        ADD(bi->w2, "mlp.w2", c->dim, m->ffn, TENSOR_MATRIX);
+        bi->moe = model_block_is_moe(c, l);
+        bi->w1 = bi->w2 = bi->router = -1;
+        if (bi->moe) {
+            char part[48];
+            ADD(bi->router, "mlp.router", c->experts, c->dim, TENSOR_ROUTER);
+            for (int e = 0; e < c->experts + c->shared_experts; e++) {
+                int shared = e >= c->experts, i = shared ? e - c->experts : e;
+                int *w1 = shared ? &bi->sw1[i] : &bi->ew1[i],
+                    *w2 = shared ? &bi->sw2[i] : &bi->ew2[i];
+                const char *group = shared ? "shared" : "experts";
+                snprintf(part, sizeof(part), "mlp.%s.%d.w1", group, i);
+                ADD(*w1, part, m->ffn, c->dim, TENSOR_EXPERT);
+                if (c->mlp == MLP_SWIGLU) {
+                    snprintf(part, sizeof(part), "mlp.%s.%d.w3", group, i);
+                    ADD(w3, part, m->ffn, c->dim, TENSOR_EXPERT);
+                    ASSERT(tt->t[w3].offset == tt->t[*w1].offset + tt->t[*w1].size);
+                }
+                snprintf(part, sizeof(part), "mlp.%s.%d.w2", group, i);
+                ADD(*w2, part, c->dim, m->ffn, TENSOR_EXPERT);
+            }
+        } else {
+            ADD(bi->w1, "mlp.w1", m->ffn, c->dim, TENSOR_MATRIX);
+            if (c->mlp == MLP_SWIGLU)
+                ADD(w3, "mlp.w3", m->ffn, c->dim, TENSOR_MATRIX);
+            ADD(bi->w2, "mlp.w2", c->dim, m->ffn, TENSOR_MATRIX);
+        }
 #undef ADD
         // The fused projections rely on adjacency in the flat array.
         ASSERT(tt->t[wk].offset == tt->t[bi->wq].offset + tt->t[bi->wq].size);
         ASSERT(tt->t[wv].offset == tt->t[wk].offset + tt->t[wk].size);
-        ASSERT(c->mlp != MLP_SWIGLU ||
+        ASSERT(bi->moe || c->mlp != MLP_SWIGLU ||
                tt->t[w3].offset == tt->t[bi->w1].offset + tt->t[bi->w1].size);
     }
     m->final_norm = tensor_table_add(tt, "final_norm.gain", 1, c->dim, TENSOR_GAIN, -1);
@@ -62,25 +85,34 @@ static void model_table_build(struct model *m)
 
 // ---- activation arena ----
 
-// Walks the arena layout once; with base == NULL it only counts floats. Keeping sizing and
-// carving in one function means they cannot disagree.
+// Walks the arena layout once; with base == NULL it only counts floats (and ints, in *ints).
+// Keeping sizing and carving in one function means they cannot disagree.
 static size_t model_acts_carve(const struct model_config *c, int B, struct model_acts *a,
-                               float *base)
+                               float *base, int *ibase, size_t *ints)
 {
-    size_t n = 0;
+    size_t n = 0, ni = 0;
     size_t BT = (size_t)B * c->seq_len, C = (size_t)c->dim, T = (size_t)c->seq_len;
     size_t I = (size_t)c->heads * c->head_dim, F = (size_t)c->mlp_ratio * c->dim;
     size_t U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     size_t BHT = (size_t)B * c->heads * T, P = BHT * T;
     size_t qk = c->qk_norm ? 1 : 0; // pre-norm q, k and their statistics only with qk-norm
+    size_t E = (size_t)c->experts, K = c->experts > 0 ? (size_t)c->top_k : 0;
+    size_t S = (size_t)c->shared_experts, NK = BT * K;
 #define TAKE(ptr, count)                                                                           \
     do {                                                                                           \
         if (base)                                                                                  \
             ptr = base + n;                                                                        \
         n += ((count) + 15) / 16 * 16; /* 64-byte aligned buffers */                               \
     } while (0)
+#define TAKE_INT(ptr, count)                                                                       \
+    do {                                                                                           \
+        if (ibase)                                                                                 \
+            ptr = ibase + ni;                                                                      \
+        ni += ((count) + 15) / 16 * 16;                                                            \
+    } while (0)
     for (int l = 0; l < c->layers; l++) {
         struct block_acts dummy, *b = a && a->blocks ? &a->blocks[l] : &dummy;
+        size_t moe = model_block_is_moe(c, l) ? 1 : 0;
         TAKE(b->x_in, BT * C);
         TAKE(b->n1, BT * C);
         TAKE(b->n1_mean, BT);
@@ -102,8 +134,18 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
         TAKE(b->n2, BT * C);
         TAKE(b->n2_mean, BT);
         TAKE(b->n2_rstd, BT);
-        TAKE(b->u, BT * U);
-        TAKE(b->a, BT * F);
+        TAKE(b->u, (moe ? S : 1) * BT * U);
+        TAKE(b->a, (moe ? S : 1) * BT * F);
+        TAKE(b->probs, moe * BT * E);
+        TAKE(b->lse, moe * BT);
+        TAKE(b->gates, moe * NK);
+        TAKE(b->eh, moe * NK * U);
+        TAKE(b->ea, moe * NK * F);
+        TAKE(b->ey, moe * NK * C);
+        TAKE_INT(b->sel, moe * NK);
+        TAKE_INT(b->slot, moe * NK);
+        TAKE_INT(b->slot_tok, moe * NK);
+        TAKE_INT(b->off, moe * (E + 1));
     }
     struct model_acts dummy_a, *g = a ? a : &dummy_a;
     TAKE(g->x_final, BT * C);
@@ -126,8 +168,24 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     TAKE(g->dp, P);
     TAKE(g->du, BT * U);
     TAKE(g->da, BT * F);
+    TAKE(g->moe_x, NK * C);
+    TAKE(g->moe_dx, NK * C);
+    TAKE(g->moe_dy, NK * C);
+    TAKE(g->moe_dh, NK * U);
+    TAKE(g->moe_da, NK * F);
+    TAKE(g->moe_dlogits, BT * E);
+    TAKE(g->moe_dgate, NK);
+    TAKE(g->moe_tmp, (K ? 1 : 0) * BT * C);
 #undef TAKE
+#undef TAKE_INT
+    if (ints)
+        *ints = ni;
     return n;
+}
+
+int model_block_is_moe(const struct model_config *cfg, int l)
+{
+    return cfg->experts > 0 && (l + 1) % cfg->moe_every == 0;
 }
 
 void model_init(struct model *m, const struct model_config *cfg, int max_batch)
@@ -139,20 +197,45 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
     m->ffn = cfg->mlp_ratio * cfg->dim;
     m->max_batch = max_batch;
     m->blocks = xcalloc((size_t)cfg->layers, sizeof(*m->blocks));
+    for (int l = 0; l < cfg->layers; l++) {
+        struct block_index *bi = &m->blocks[l];
+        if (!model_block_is_moe(cfg, l))
+            continue;
+        m->moe_layers++;
+        bi->ew1 = xcalloc((size_t)cfg->experts, sizeof(int));
+        bi->ew2 = xcalloc((size_t)cfg->experts, sizeof(int));
+        bi->sw1 = xcalloc((size_t)cfg->shared_experts + 1, sizeof(int));
+        bi->sw2 = xcalloc((size_t)cfg->shared_experts + 1, sizeof(int));
+    }
     model_table_build(m);
+    m->loss_scale = 1.0f;
+    m->moe_stats = xcalloc((size_t)cfg->layers, sizeof(*m->moe_stats));
+    m->moe_counts = xcalloc((size_t)cfg->layers * 2 * (cfg->experts + 1), sizeof(double));
+    m->moe_mean_p = xcalloc((size_t)cfg->layers * (cfg->experts + 1), sizeof(double));
     m->acts.blocks = xcalloc((size_t)cfg->layers, sizeof(*m->acts.blocks));
-    m->acts.floats = model_acts_carve(cfg, max_batch, NULL, NULL);
+    m->acts.floats = model_acts_carve(cfg, max_batch, NULL, NULL, NULL, &m->acts.ints);
     m->acts.base = xcalloc(m->acts.floats, sizeof(float));
-    model_acts_carve(cfg, max_batch, &m->acts, m->acts.base);
+    m->acts.ibase = xcalloc(m->acts.ints + 1, sizeof(int));
+    model_acts_carve(cfg, max_batch, &m->acts, m->acts.base, m->acts.ibase, NULL);
     if (cfg->pos == POS_ROPE)
         rope_table_init(m->acts.rope, cfg->seq_len, cfg->head_dim);
 }
 
 void model_free(struct model *m)
 {
+    for (int l = 0; m->blocks && l < m->cfg.layers; l++) {
+        free(m->blocks[l].ew1);
+        free(m->blocks[l].ew2);
+        free(m->blocks[l].sw1);
+        free(m->blocks[l].sw2);
+    }
     free(m->acts.base);
+    free(m->acts.ibase);
     free(m->acts.blocks);
     free(m->blocks);
+    free(m->moe_stats);
+    free(m->moe_counts);
+    free(m->moe_mean_p);
     tensor_table_free(&m->table);
     memset(m, 0, sizeof(*m));
 }
@@ -181,6 +264,8 @@ void model_params_init(const struct model *m, float *params, uint64_t seed)
             break;
         }
         case TENSOR_MATRIX:
+        case TENSOR_EXPERT:
+        case TENSOR_ROUTER:
         case TENSOR_HEAD: {
             double std = 1.0 / sqrt((double)t->cols) / trunc_std;
             for (size_t j = 0; j < t->size; j++)
@@ -246,6 +331,10 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
 
     norm_forward(a->n2, a->n2_mean, a->n2_rstd, a->x_mid, tensor_ptr(m, params, bi->n2), BT, C,
                  c->norm);
+    if (bi->moe) {
+        moe_block_forward(m, params, l, B, x_out);
+        return;
+    }
     if (c->mlp == MLP_SWIGLU) {
         matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, 2 * F);
         swiglu_forward(a->a, a->u, BT, F);
@@ -270,6 +359,13 @@ void model_forward(struct model *m, const float *params, const int *tokens, int 
         float *x_out = l + 1 < c->layers ? a->blocks[l + 1].x_in : a->x_final;
         block_forward(m, params, l, B, x_out);
     }
+    // The auxiliary losses: means over the MoE blocks, scaled by their coefficients.
+    m->aux_balance = m->aux_z = 0.0;
+    for (int l = 0; l < c->layers; l++)
+        if (m->blocks[l].moe) {
+            m->aux_balance += m->balance_coef * m->moe_stats[l].balance / m->moe_layers;
+            m->aux_z += m->z_coef * m->moe_stats[l].z / m->moe_layers;
+        }
     norm_forward(a->nf, a->nf_mean, a->nf_rstd, a->x_final, tensor_ptr(m, params, m->final_norm),
                  BT, c->dim, c->norm);
     matmul_forward(a->logits, a->nf, tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
@@ -285,6 +381,10 @@ static void block_backward_mlp(struct model *m, const float *params, float *grad
     struct block_acts *a = &m->acts.blocks[l];
     struct model_acts *g = &m->acts;
     int C = c->dim, F = m->ffn, BT = B * c->seq_len;
+    if (bi->moe) {
+        moe_block_backward(m, params, grads, l, B);
+        return;
+    }
 
     // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
     matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
@@ -385,9 +485,20 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
     double I = H * hd, F = (double)c->mlp_ratio * C, U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     double BT = (double)B * T, P = BT * H * T, qk = c->qk_norm ? 1.0 : 0.0;
     double per_block_params = 2 * C + 3 * C * I + I * C + C * U + F * C + qk * 2 * hd;
-    double params = L * per_block_params + 2 * V * C + C + (c->pos == POS_LEARNED ? T * C : 0);
     double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P;
-    double acts = L * per_block + BT * (3 * C + V + 3 * I + 5 * I + 2 * qk * I + U + F) + P;
+    // MoE blocks: router, E + S experts; routing state, k rows per token in the expert buffers,
+    // and the shared experts' activations instead of the MLP's
+    double E = c->experts, K = c->experts > 0 ? c->top_k : 0, S = c->shared_experts;
+    double moe_blocks = 0;
+    for (int l = 0; l < c->layers; l++)
+        moe_blocks += model_block_is_moe(c, l);
+    double moe_params = E * C + (E + S) * (C * U + F * C) - (C * U + F * C);
+    double moe_acts = BT * (E + 1 + 4 * K + K * (U + F + C)) + (S - 1) * BT * (U + F);
+    double params = L * per_block_params + moe_blocks * moe_params + 2 * V * C + C +
+                    (c->pos == POS_LEARNED ? T * C : 0);
+    double acts = L * per_block + moe_blocks * moe_acts +
+                  BT * (3 * C + V + 3 * I + 5 * I + 2 * qk * I + U + F) + P +
+                  (K > 0 ? BT * (K * (3 * C + U + F + 1) + E + C) : 0);
     *acts_bytes = 4.0 * acts;
     *state_bytes = 4.0 * 5.0 * params; // params, grads, update, m, v
     return *acts_bytes + *state_bytes;
@@ -403,5 +514,11 @@ double model_forward_flops(const struct model_config *c, int B)
                        + 2 * BT * I * C     // wo
                        + 2 * BT * C * up    // w1 (| w3)
                        + 2 * BT * F * C;    // w2
-    return c->layers * per_block + 2 * BT * C * c->vocab;
+    // a MoE block: router, k routed experts per token (none dropped), the shared experts
+    double moe = 0;
+    for (int l = 0; l < c->layers; l++)
+        if (model_block_is_moe(c, l))
+            moe += 2 * BT * C * c->experts +
+                   (c->top_k + c->shared_experts - 1) * (2 * BT * C * up + 2 * BT * F * C);
+    return c->layers * per_block + moe + 2 * BT * C * c->vocab;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "model/mlp.h"
+#include "model/moe.h"
 #include "model/norm.h"
 #include "model/tensors.h"
 
@@ -31,6 +32,13 @@ struct model_config {
     int qk_norm; // per-head norm of q and k, one d_h gain shared by the heads
     enum pos_kind pos;
     enum mlp_kind mlp;
+    // mixture of experts (experts = 0: dense); see model/moe.h
+    int experts;            // E routed experts per MoE block
+    int top_k;              // k experts per token
+    int gate_renorm;        // gates renormalised over the chosen k
+    int shared_experts;     // S always-on experts
+    double capacity_factor; // expert capacity = ceil(factor · k · tokens / E)
+    int moe_every;          // blocks l with (l + 1) % moe_every == 0 are MoE
 };
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
@@ -48,6 +56,15 @@ struct block_acts {
     float *n2, *n2_mean, *n2_rstd; // [B·T, C], [B·T], [B·T]
     float *u;                      // [B·T, F] (GELU) or [B·T, 2F] (SwiGLU: gate | up)
     float *a;                      // [B·T, F] activation
+    // MoE blocks (N = B·T tokens, k choices, U = F or 2F; see model/moe.h). u and a above then
+    // hold the shared experts': [S, N, U] and [S, N, F].
+    float *probs, *lse;  // [N, E] router softmax, [N] its logsumexp
+    float *gates;        // [N, k]
+    int *sel, *slot;     // [N, k] chosen experts, their rows in the expert buffers (−1 dropped)
+    int *slot_tok;       // [N·k] token of each expert-buffer row
+    int *off;            // [E + 1] first row of each expert
+    float *eh, *ea, *ey; // [N·k, U], [N·k, F], [N·k, C] experts' pre-activation, activation,
+                         // output (rows expert after expert)
 };
 
 // The activation arena: every buffer forward and backward need, carved from one allocation
@@ -68,11 +85,23 @@ struct model_acts {
     float *dq_raw, *dk_raw;     // [B, H, T, d_h]
     float *dp;                  // [B, H, T, T]
     float *du, *da;             // [B·T, 2F], [B·T, F]
+    // MoE scratch (N = B·T, k choices)
+    float *moe_x, *moe_dx, *moe_dy; // [N·k, C] gathered inputs, their gradient, dL/dy
+    float *moe_dh, *moe_da;         // [N·k, U], [N·k, F]
+    float *moe_dlogits;             // [N, E]
+    float *moe_dgate;               // [N, k]
+    float *moe_tmp;                 // [N, C] an input gradient before it is added
+    int *ibase;                     // the int arena (sel, slot, slot_tok, off of every block)
+    size_t ints;
 };
 
-// Table indices of one block's tensors (wk, wv follow wq; w3 follows w1 for SwiGLU).
+// Table indices of one block's tensors (wk, wv follow wq; w3 follows w1 for SwiGLU). A MoE block
+// has w1 = w2 = −1 and a router, E routed experts and S shared ones (each w1 | w3, w2).
 struct block_index {
     int n1, wq, q_norm, k_norm, wo, n2, w1, w2;
+    int moe, router;
+    int *ew1, *ew2; // [E] owned
+    int *sw1, *sw2; // [S] owned
 };
 
 struct model {
@@ -85,7 +114,17 @@ struct model {
     struct block_index *blocks;                 // [L]
     struct model_acts acts;
     int probe_attention; // set by the caller for forwards whose attention statistics it reads
+    // MoE: what the caller sets, and what forward reports
+    int moe_layers;                  // blocks with the MoE feed-forward
+    double balance_coef, z_coef;     // optim.balance_loss, optim.router_z_loss
+    float loss_scale;                // the scale of the loss gradient (1/micro-batches); 1 default
+    double aux_balance, aux_z;       // last forward: the scaled aux losses, means over MoE layers
+    struct moe_stats *moe_stats;     // [L] last forward's routing statistics (MoE blocks)
+    double *moe_counts, *moe_mean_p; // [L, 2E] chosen and kept pairs per expert, [L, E] P_i
 };
+
+// 1 when block l has the MoE feed-forward.
+int model_block_is_moe(const struct model_config *cfg, int l);
 
 // Called during backward when the gradients of tensors [first, table.n) are final, so the caller
 // can start reducing them. May be NULL.

@@ -15,6 +15,8 @@ enum tensor_kind {
     TENSOR_MATRIX,        // hidden 2-D weight [out, in] (attention, MLP)
     TENSOR_GAIN,          // norm gain [1, n]
     TENSOR_HEAD,          // output projection [vocab, dim]
+    TENSOR_EXPERT,        // a routed or shared expert's MLP matrix [out, in]
+    TENSOR_ROUTER,        // MoE router [experts, dim]
 };
 
 #define TENSOR_NAME_MAX 64

@@ -46,5 +46,6 @@ void optim_update_apply(float *params, const float *update, size_t n)
 
 int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind)
 {
-    return oc->name == OPTIM_MUON && kind == TENSOR_MATRIX;
+    return oc->name == OPTIM_MUON &&
+           (kind == TENSOR_MATRIX || kind == TENSOR_EXPERT || kind == TENSOR_ROUTER);
 }

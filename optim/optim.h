@@ -26,6 +26,9 @@ struct optim_config {
     enum schedule_kind schedule;
     int warmup_steps;
     double z_loss; // output z-loss coefficient
+    // MoE auxiliary losses (model.experts > 0), each a mean over the MoE layers
+    double balance_loss;  // α of the Switch load-balancing loss
+    double router_z_loss; // coefficient of the ST-MoE router z-loss
     // Muon (optim.name = muon): hidden matrices; AdamW keeps the other tensors
     double momentum; // β of the momentum buffer (Nesterov)
     int ns_steps;    // Newton–Schulz iterations
@@ -35,7 +38,7 @@ struct optim_config {
 };
 
 // The optimizer group of a tensor: 1 when Muon updates it (optim.name = muon and a hidden 2-D
-// matrix), 0 for AdamW.
+// matrix: attention, MLP, expert or router), 0 for AdamW.
 int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind);
 
 // Per-tensor Σ g² into sumsq[table.n] (double), each tensor summed in a fixed order; returns the

@@ -16,6 +16,12 @@ void probe_set_init(struct probe_set *ps, int layers, int heads, int tensors, in
     ps->every = every > 0 ? every : 1;
 }
 
+void probe_set_moe(struct probe_set *ps, int moe_layers, int experts)
+{
+    ps->moe_layers = moe_layers;
+    ps->experts = experts;
+}
+
 void probe_set_free(struct probe_set *ps)
 {
     probe_set_close(ps);
@@ -35,7 +41,10 @@ int probe_register(struct probe_set *ps, const char *name, enum probe_shape shap
     p->size = shape == PROBE_SCALAR        ? 1
               : shape == PROBE_LAYERS      ? ps->layers
               : shape == PROBE_LAYER_HEADS ? ps->layers * ps->heads
+              : shape == PROBE_MOE_LAYERS  ? ps->moe_layers
+              : shape == PROBE_MOE_EXPERTS ? ps->moe_layers * ps->experts
                                            : ps->tensors;
+    ASSERT(p->size > 0);
     p->row = xcalloc((size_t)p->size, sizeof(double));
     snprintf(p->description, sizeof(p->description), "%s", description);
     return ps->n++;
@@ -61,6 +70,13 @@ static int probe_dims(const struct probe_set *ps, const struct probe *p, int *di
     case PROBE_TENSORS:
         dims[0] = ps->tensors;
         return 1;
+    case PROBE_MOE_LAYERS:
+        dims[0] = ps->moe_layers;
+        return 1;
+    case PROBE_MOE_EXPERTS:
+        dims[0] = ps->moe_layers;
+        dims[1] = ps->experts;
+        return 2;
     }
     return 0;
 }

@@ -13,7 +13,15 @@
 
 #include "probes/h5.h"
 
-enum probe_shape { PROBE_SCALAR, PROBE_LAYERS, PROBE_LAYER_HEADS, PROBE_TENSORS };
+// PROBE_MOE_LAYERS: [MoE blocks]; PROBE_MOE_EXPERTS: [MoE blocks, experts] (see probe_set_moe).
+enum probe_shape {
+    PROBE_SCALAR,
+    PROBE_LAYERS,
+    PROBE_LAYER_HEADS,
+    PROBE_TENSORS,
+    PROBE_MOE_LAYERS,
+    PROBE_MOE_EXPERTS
+};
 
 #define PROBE_MAX 64
 
@@ -31,13 +39,16 @@ struct probe_set {
     struct probe p[PROBE_MAX];
     int n;
     int layers, heads, tensors;
-    int every;             // the probe cadence (probes.every)
-    struct h5file *file;   // NULL until probe_set_open
-    int step_series;       // /step
-    int probe_step_series; // /probe_step
+    int moe_layers, experts; // for the MoE shapes
+    int every;               // the probe cadence (probes.every)
+    struct h5file *file;     // NULL until probe_set_open
+    int step_series;         // /step
+    int probe_step_series;   // /probe_step
 };
 
 void probe_set_init(struct probe_set *ps, int layers, int heads, int tensors, int every);
+// The sizes of the MoE shapes (before registering probes of those shapes).
+void probe_set_moe(struct probe_set *ps, int moe_layers, int experts);
 void probe_set_free(struct probe_set *ps);
 
 // Registers a probe; returns its index. Registration happens before probe_set_open.

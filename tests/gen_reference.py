@@ -71,6 +71,26 @@ CASES = {
         "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="cosine", clip=5.0),
         "train": dict(seed=4),
     },
+    "moe_gelu_shared": {
+        # 4 experts, top-2, a shared expert, capacity 1.0 (pairs get dropped), large aux
+        # coefficients so their gradients matter
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu", experts=4,
+                      top_k=2, shared_experts=1, capacity_factor=1.0),
+        "optim": dict(wd_mode="independent", weight_decay=1e-4, schedule="cosine",
+                      balance_loss=0.1, router_z_loss=0.01),
+        "train": dict(seed=6),
+    },
+    "moe_renorm_swiglu_muon": {
+        # renormalised gates, SwiGLU experts, MoE in block 1 only, tighter capacity, Muon on the
+        # expert and router matrices
+        "model": dict(norm="rmsnorm", qk_norm=True, pos="rope", mlp="swiglu", experts=4,
+                      top_k=2, gate_renorm=True, capacity_factor=0.75, moe_every=2),
+        "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
+                      muon_weight_decay=0.1, momentum=0.95, ns_steps=5, wd_mode="coupled",
+                      weight_decay=0.1, schedule="cosine", clip=1.0, balance_loss=0.05,
+                      router_z_loss=0.01),
+        "train": dict(seed=7),
+    },
     "muon_rms": {
         "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
         "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
@@ -124,7 +144,9 @@ def fd_check(cfg, params, names, grads, x, y, gen, per_tensor=2, h=1e-5):
 
     def total_loss(p):
         with torch.no_grad():
-            return float(tm.loss_parts(cfg, tm.forward(cfg, p, x), y)[0])
+            aux = []
+            logits = tm.forward(cfg, p, x, aux=aux)
+            return float(tm.loss_parts(cfg, logits, y)[0] + sum(tm.aux_parts(aux)))
 
     checked = 0
     for name, g in zip(names, grads):
@@ -214,8 +236,9 @@ def muon_check(cfg, params0, names, grad_seq):
     beta = o["momentum"]
     a_names = [n for n in names if not tm.is_muon_matrix(n)]
     m_names = [n for n in names if tm.is_muon_matrix(n)]
-    per_layer = 7 if cfg["model"]["mlp"] == "swiglu" else 6
-    assert len(m_names) == per_layer * cfg["model"]["layers"]
+    # every 2-D tensor of the blocks is a Muon matrix (attention, MLP, experts, router)
+    assert m_names == [n for n, shape in tm.tensor_specs(cfg)
+                       if n.startswith("blocks.") and len(shape) == 2]
 
     # (1) one NS application per Muon matrix on its step-0 Nesterov input
     # (B = (1-beta) G, U = (1-beta) G + beta B).
@@ -346,9 +369,12 @@ def run_case(name, out_dir):
 
     # Forward / loss / gradients at the initial weights.
     p = tm.make_leaf_params(params0)
-    logits = tm.forward(cfg, p, x)
+    aux = []
+    logits = tm.forward(cfg, p, x, aux=aux)
     total, ce, z = tm.loss_parts(cfg, logits, y)
-    grads = torch.autograd.grad(total, [p[n] for n in names])
+    balance, router_z = tm.aux_parts(aux)
+    total = total + balance + router_z
+    grads = tm.grads_of(total, p, names)
 
     n_fd, fd_err = fd_check(cfg, params0, names, grads, x, y, gen)
     fast_err = fast_path_check(cfg, params0, x)
@@ -378,6 +404,8 @@ def run_case(name, out_dir):
     records = [("tokens", tokens.to(F64)), ("logits", logits),
                ("loss/total", total.reshape(1)), ("loss/ce", ce.reshape(1)),
                ("loss/z", z.reshape(1))]
+    if cfg["model"]["experts"] > 0:
+        records += [("loss/balance", balance.reshape(1)), ("loss/router_z", router_z.reshape(1))]
     records += [("param/" + n, params0[n]) for n in names]
     records += [("grad/" + n, g) for n, g in zip(names, grads)]
     records += [("steps/loss", losses)]
@@ -521,7 +549,7 @@ def run_ns_fixture(out_dir):
 
 README_HEAD = """# Reference fixtures
 
-Golden values for canary's dense model, produced by an independent PyTorch
+Golden values for canary's dense and MoE models, produced by an independent PyTorch
 reference (`tests/torch_model.py`) in float64 and stored as float32.
 Regenerate (deterministic, takes a few seconds) with:
 
@@ -530,7 +558,8 @@ Regenerate (deterministic, takes a few seconds) with:
 Each case directory holds `config.ini` (all `[model]`, `[optim]`, `[train]`
 keys; the Muon-only `[optim]` keys `momentum`, `ns_steps`, `muon_scale`,
 `muon_lr_scale`, `muon_weight_decay` are written only for `name = muon`
-cases) and `fixture.bin`. `muon_ns/ns.bin` holds Newton-Schulz values (below).
+cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
+`muon_ns/ns.bin` holds Newton-Schulz values (below).
 
 ## How the values are produced
 
@@ -540,7 +569,11 @@ cases) and `fixture.bin`. `muon_ns/ns.bin` holds Newton-Schulz values (below).
   to float64. Tokens [B, T+1] are drawn from the same generator afterwards;
   inputs = tokens[:, :-1], targets = tokens[:, 1:].
 * `logits`, `loss/*` and `grad/*` are at the initial weights. Gradients are
-  of the total loss (ce + z).
+  of the total loss (ce + z, plus for MoE cases the means over the MoE blocks
+  of the scaled balance and router z-losses, also stored as `loss/balance`
+  and `loss/router_z`). MoE routing follows `model/moe.h`: top-k on the
+  router logits (ties: lower index), capacity served by choice rank then
+  token order; the MoE cases drop pairs and leave an expert without tokens.
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

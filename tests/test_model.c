@@ -319,16 +319,20 @@ static double model_loss(void *p)
     struct loss_parts lp;
     model_forward(c->m, c->params, c->in, c->B);
     xent_forward(&lp, c->m->acts.logits, c->tg, c->B * c->m->cfg.seq_len, c->m->cfg.vocab, 1e-2f);
-    return lp.total;
+    return lp.total + c->m->aux_balance + c->m->aux_z; // the MoE losses (0 for dense models)
 }
 
-static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
+// Every gradient of the whole model (24 sampled entries per tensor) against finite differences
+// of the loss, auxiliary MoE losses included.
+static void check_model_cfg(const struct model_config *cfg)
 {
-    struct model_config cfg = {8, 2, 2, 4, 4, 11, 2, norm, qk, pos, mlp};
     struct model m;
-    int B = 2, n_tok = B * cfg.seq_len;
-    int in[8], tg[8];
-    model_init(&m, &cfg, B);
+    int B = 2, n_tok = B * cfg->seq_len;
+    int in[16], tg[16];
+    assert_true(n_tok <= 16);
+    model_init(&m, cfg, B);
+    m.balance_coef = 0.3; // large enough that a wrong aux gradient shows
+    m.z_coef = 0.05;
     float *params = xcalloc(m.table.total, sizeof(float));
     float *grads = xcalloc(m.table.total, sizeof(float));
     model_params_init(&m, params, 5);
@@ -338,24 +342,34 @@ static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp
             for (size_t j = 0; j < m.table.t[i].size; j++)
                 params[m.table.t[i].offset + j] += 0.1f * ((float)(j % 5) - 2.0f);
     for (int i = 0; i < n_tok; i++) {
-        in[i] = (i * 7 + 3) % cfg.vocab;
-        tg[i] = (i * 5 + 1) % cfg.vocab;
+        in[i] = (i * 7 + 3) % cfg->vocab;
+        tg[i] = (i * 5 + 1) % cfg->vocab;
     }
     struct model_ctx c = {&m, params, in, tg, B};
     struct loss_parts lp;
     model_forward(&m, params, in, B);
-    xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg.vocab, 1e-2f, 1.0f);
+    xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg->vocab, 1e-2f, 1.0f);
     model_backward(&m, params, grads, in, B, NULL, NULL);
     for (int i = 0; i < m.table.n; i++) {
         const struct tensor *t = &m.table.t[i];
-        double err = testing_fd_check(t->name, model_loss, &c, params + t->offset,
-                                      grads + t->offset, t->size, 24, 1e-2f);
+        // MoE: a smaller step, and at most 2 of 24 samples may sit across a routing switch
+        double err = cfg->experts
+                         ? testing_fd_check_kinks(t->name, model_loss, &c, params + t->offset,
+                                                  grads + t->offset, t->size, 24, 3e-3f, 2)
+                         : testing_fd_check(t->name, model_loss, &c, params + t->offset,
+                                            grads + t->offset, t->size, 24, 1e-2f);
         if (!(err < FD_TOL))
             fail_msg("model gradient of %s off by %.2e", t->name, err);
     }
     free(params);
     free(grads);
     model_free(&m);
+}
+
+static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
+{
+    struct model_config cfg = {8, 2, 2, 4, 4, 11, 2, norm, qk, pos, mlp, 0, 0, 0, 0, 0.0, 1};
+    check_model_cfg(&cfg);
 }
 
 static void test_model_default_backward_matches_fd(void **state)
@@ -367,6 +381,96 @@ static void test_model_variants_backward_matches_fd(void **state)
 {
     check_model(NORM_RMSNORM, 1, POS_LEARNED, MLP_SWIGLU);
     check_model(NORM_LAYERNORM, 1, POS_ROPE, MLP_SWIGLU);
+}
+
+// MoE: router, routed and shared experts, gates with and without renorm, a capacity that drops
+// pairs, dense blocks between MoE blocks; the aux losses' gradients are in the check.
+static void test_model_moe_backward_matches_fd(void **state)
+{
+    struct model_config cfg = {8,
+                               2,
+                               2,
+                               4,
+                               4,
+                               11,
+                               2,
+                               NORM_LAYERNORM,
+                               0,
+                               POS_ROPE,
+                               MLP_GELU,
+                               4 /* experts */,
+                               2 /* top_k */,
+                               0,
+                               1 /* shared */,
+                               1.0,
+                               1};
+    struct model m;
+    model_init(&m, &cfg, 2);
+    assert_int_equal(m.moe_layers, 2);
+    model_free(&m);
+    check_model_cfg(&cfg);
+    cfg.gate_renorm = 1;
+    cfg.mlp = MLP_SWIGLU;
+    cfg.shared_experts = 0;
+    cfg.capacity_factor = 0.6; // drops a good share of the pairs
+    check_model_cfg(&cfg);
+    cfg.moe_every = 2; // block 0 dense, block 1 MoE
+    cfg.top_k = 1;
+    cfg.qk_norm = 1;
+    check_model_cfg(&cfg);
+}
+
+// Routing on hand-made logits: the top-k order, ties to the lower index, the capacity served by
+// choice rank then token order, gates with and without renorm, the statistics.
+static void test_moe_routing_rules(void **state)
+{
+    enum { N = 4, E = 3, K = 2 };
+    // token 0: experts 1 > 0 = 2 (tie: 0 first); token 1: 2 > 1 > 0; tokens 2, 3: 1 > 2 > 0
+    const float logits[N * E] = {0, 1, 0, 0, 1, 2, -1, 3, 2, -1, 3, 2};
+    float probs[N * E], lse[N], gates[N * K];
+    int sel[N * K], slot[N * K], slot_tok[N * K], off[E + 1];
+    double counts[2 * E], mean_p[E];
+    assert_int_equal(moe_capacity(N, E, K, 1.0), 3); // ceil(1.0 · 2 · 4 / 3)
+    assert_int_equal(moe_capacity(N, E, K, 100.0), N);
+    memcpy(probs, logits, sizeof(probs));
+    struct moe_stats st = moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts,
+                                            mean_p, N, E, K, 0, 2);
+    const int want_sel[N * K] = {1, 0, 2, 1, 1, 2, 1, 2};
+    for (int i = 0; i < N * K; i++)
+        assert_int_equal(sel[i], want_sel[i]);
+    // capacity 2: first choices (t0→1, t1→2, t2→1, t3→1: the third is dropped), then second
+    // choices (t0→0, t1→1: full, dropped, t2→2, t3→2: full, dropped)
+    const int kept[N * K] = {1, 1, 1, 0, 1, 1, 0, 0};
+    for (int i = 0; i < N * K; i++)
+        assert_int_equal(slot[i] >= 0, kept[i]);
+    assert_int_equal(off[0], 0);
+    assert_int_equal(off[1], 1); // expert 0: t0
+    assert_int_equal(off[2], 3); // expert 1: t0, t2
+    assert_int_equal(off[3], 5); // expert 2: t1, t2
+    assert_int_equal(slot_tok[slot[0]], 0);
+    assert_int_equal(slot_tok[slot[5]], 2);
+    expect_near(st.dropped, 3.0 / 8.0, 1e-12);
+    for (int t = 0; t < N; t++) {
+        double s = 0.0, z = 0.0;
+        for (int e = 0; e < E; e++)
+            z += exp((double)logits[t * E + e]);
+        for (int e = 0; e < E; e++) {
+            expect_near(probs[t * E + e], exp((double)logits[t * E + e]) / z, 1e-6);
+            s += probs[t * E + e];
+        }
+        expect_near(s, 1.0, 1e-6);
+        expect_near(lse[t], log(z), 1e-6);
+        expect_near(gates[t * K], probs[t * E + sel[t * K]], 0.0);
+    }
+    // balance = E Σ f_i P_i with f = chosen pairs / (N k) = (1/8, 4/8, 3/8)
+    double bal = 0.0, f[E] = {1.0 / 8, 4.0 / 8, 3.0 / 8};
+    for (int e = 0; e < E; e++)
+        bal += f[e] * mean_p[e];
+    expect_near(st.balance, E * bal, 1e-12);
+    memcpy(probs, logits, sizeof(probs));
+    moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts, mean_p, N, E, K, 1, 2);
+    for (int t = 0; t < N; t++)
+        expect_near(gates[t * K] + gates[t * K + 1], 1.0, 1e-6); // renormalised
 }
 
 // ---- fast math ----
@@ -395,7 +499,8 @@ static void test_fastmath_accuracy(void **state)
 // ---- tensor table and init ----
 static void test_model_table_names_and_order(void **state)
 {
-    struct model_config cfg = {16, 2, 2, 8, 8, 32, 4, NORM_LAYERNORM, 1, POS_LEARNED, MLP_SWIGLU};
+    struct model_config cfg = {16,         2, 2, 8, 8, 32,  4, NORM_LAYERNORM, 1, POS_LEARNED,
+                               MLP_SWIGLU, 0, 0, 0, 0, 0.0, 1};
     struct model m;
     const char *want[] = {"tok_embed",
                           "pos_embed",
@@ -430,7 +535,8 @@ static void test_model_table_names_and_order(void **state)
 
 static void test_model_init_statistics_and_name_keying(void **state)
 {
-    struct model_config a = {64, 2, 4, 16, 8, 256, 4, NORM_LAYERNORM, 0, POS_ROPE, MLP_GELU};
+    struct model_config a = {64,       2, 4, 16, 8, 256, 4, NORM_LAYERNORM, 0, POS_ROPE,
+                             MLP_GELU, 0, 0, 0,  0, 0.0, 1};
     struct model_config b = a;
     struct model ma, mb;
     b.layers = 3;
@@ -471,7 +577,8 @@ static void test_model_init_statistics_and_name_keying(void **state)
 
 static void test_model_same_threads_bitwise_repeatable(void **state)
 {
-    struct model_config cfg = {32, 2, 4, 8, 16, 64, 4, NORM_LAYERNORM, 1, POS_ROPE, MLP_GELU};
+    struct model_config cfg = {32,       2, 4, 8, 16, 64,  4, NORM_LAYERNORM, 1, POS_ROPE,
+                               MLP_GELU, 0, 0, 0, 0,  0.0, 1};
     struct model m;
     int B = 4, n = B * cfg.seq_len;
     int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));
@@ -516,6 +623,8 @@ int main(void)
         cmocka_unit_test(test_embed_backward_matches_fd),
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),
+        cmocka_unit_test(test_model_moe_backward_matches_fd),
+        cmocka_unit_test(test_moe_routing_rules),
         cmocka_unit_test(test_fastmath_accuracy),
         cmocka_unit_test(test_model_table_names_and_order),
         cmocka_unit_test(test_model_init_statistics_and_name_keying),

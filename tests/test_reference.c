@@ -68,6 +68,11 @@ static void run_case(const char *name)
     expect_close("logits", run.model.acts.logits, logits->data, (size_t)B * T * V, TOL);
     xent_forward_backward(&lp, run.model.acts.logits, NULL, run.targets, B * T, V,
                           (float)cfg.optim.z_loss, 1.0f);
+    lp.total += run.model.aux_balance + run.model.aux_z; // MoE: the auxiliary losses
+    if (cfg.model.experts > 0) {
+        check_scalar("loss/balance", run.model.aux_balance, fixture_find(&fx, "loss/balance"));
+        check_scalar("loss/router_z", run.model.aux_z, fixture_find(&fx, "loss/router_z"));
+    }
     check_scalar("loss/total", lp.total, fixture_find(&fx, "loss/total"));
     check_scalar("loss/ce", lp.ce, fixture_find(&fx, "loss/ce"));
     check_scalar("loss/z", lp.z, fixture_find(&fx, "loss/z"));
@@ -152,6 +157,16 @@ static void test_reference_muon_shape_swiglu(void **state)
     run_case("muon_shape_swiglu");
 }
 
+static void test_reference_moe_gelu_shared(void **state)
+{
+    run_case("moe_gelu_shared");
+}
+
+static void test_reference_moe_renorm_swiglu_muon(void **state)
+{
+    run_case("moe_renorm_swiglu_muon");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -161,6 +176,8 @@ int main(void)
         cmocka_unit_test(test_reference_rms_learned_gelu_headdim),
         cmocka_unit_test(test_reference_muon_rms),
         cmocka_unit_test(test_reference_muon_shape_swiglu),
+        cmocka_unit_test(test_reference_moe_gelu_shared),
+        cmocka_unit_test(test_reference_moe_renorm_swiglu_muon),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

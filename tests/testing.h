@@ -30,6 +30,14 @@ typedef double (*testing_loss_fn)(void *ctx);
 // analytic[]; returns max|analytic − numeric| / max(max|numeric|, 1e-3) over the checked entries.
 double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float *x,
                         const float *analytic, size_t n, size_t max_checks, float eps);
+// The same for a loss that is piecewise smooth (MoE routing: a perturbation can move a token to
+// another expert). A sample whose central difference misses the analytic gradient but one of
+// whose one-sided differences matches it (within 5% of the largest numeric gradient) straddles a
+// routing switch and is skipped; more than max_kinks skipped samples return NAN. A wrong gradient
+// misses on both sides, so it still fails.
+double testing_fd_check_kinks(const char *what, testing_loss_fn loss, void *ctx, float *x,
+                              const float *analytic, size_t n, size_t max_checks, float eps,
+                              int max_kinks);
 
 // Fills x[n] with deterministic values in [-scale, scale].
 void testing_fill(float *x, size_t n, uint64_t seed, float scale);

@@ -56,6 +56,13 @@ DEFAULTS = {
         "pos": "rope",  # rope | learned
         "mlp": "gelu",  # gelu | swiglu
         "mlp_ratio": 4,
+        # mixture of experts (experts = 0: dense)
+        "experts": 0,
+        "top_k": 2,
+        "gate_renorm": False,
+        "shared_experts": 0,
+        "capacity_factor": 1.25,
+        "moe_every": 1,
     },
     "optim": {
         "name": "adamw",
@@ -70,6 +77,8 @@ DEFAULTS = {
         "schedule": "cosine",  # cosine | linear | constant
         "warmup_steps": 0,
         "z_loss": 1e-4,
+        "balance_loss": 1e-2,
+        "router_z_loss": 1e-3,
         # Muon (optim.name = muon): hidden 2-D matrices only, AdamW elsewhere.
         "momentum": 0.95,
         "ns_steps": 5,
@@ -87,6 +96,9 @@ DEFAULTS = {
 # Keys only meaningful for optim.name = muon. config_to_ini leaves them out of
 # AdamW configs, so those files stay loadable by parsers that predate Muon.
 MUON_KEYS = ("momentum", "ns_steps", "muon_scale", "muon_lr_scale", "muon_weight_decay")
+# Keys only meaningful with model.experts > 0: canary refuses them on a dense model.
+MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor", "moe_every"),
+            "optim": ("balance_loss", "router_z_loss")}
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -175,6 +187,8 @@ def config_to_ini(cfg, muon_keys=None):
         for key in DEFAULTS[sec]:
             if sec == "optim" and key in MUON_KEYS and not muon_keys:
                 continue
+            if key in MOE_KEYS.get(sec, ()) and cfg["model"]["experts"] == 0:
+                continue
             val = cfg[sec][key]
             if isinstance(val, bool):
                 text = "true" if val else "false"
@@ -218,6 +232,17 @@ def tensor_specs(cfg):
             specs.append((p + "attn.k_norm.gain", (hd,)))
         specs.append((p + "attn.wo", (d, inner)))
         specs.append((p + "ln2.gain", (d,)))
+        if is_moe_block(cfg, i):
+            specs.append((p + "mlp.router", (m["experts"], d)))
+            experts = [("experts", e) for e in range(m["experts"])]
+            experts += [("shared", e) for e in range(m["shared_experts"])]
+            for group, e in experts:
+                q = "%smlp.%s.%d." % (p, group, e)
+                specs.append((q + "w1", (Fdim, d)))
+                if m["mlp"] == "swiglu":
+                    specs.append((q + "w3", (Fdim, d)))
+                specs.append((q + "w2", (d, Fdim)))
+            continue
         specs.append((p + "mlp.w1", (Fdim, d)))
         if m["mlp"] == "swiglu":
             specs.append((p + "mlp.w3", (Fdim, d)))
@@ -225,6 +250,12 @@ def tensor_specs(cfg):
     specs.append(("final_norm.gain", (d,)))
     specs.append(("head", (V, d)))
     return specs
+
+
+def is_moe_block(cfg, i):
+    """Blocks i with (i + 1) % moe_every == 0 have the MoE feed-forward."""
+    m = cfg["model"]
+    return m["experts"] > 0 and (i + 1) % m["moe_every"] == 0
 
 
 def decays(name, shape):
@@ -370,9 +401,61 @@ def mlp(cfg, p, prefix, h, fast):
     return F.linear(a, p[prefix + "w2"])
 
 
-def forward(cfg, params, x, fast=False):
+def moe(cfg, p, prefix, h, fast, aux):
+    """The MoE feed-forward (canary's model/moe.h, written independently):
+      r = router logits, p = softmax(r), lse = logsumexp(r) per token;
+      the k largest logits per token (ties: lower expert index), descending;
+      gate = p of the chosen expert, or renormalised over the chosen k;
+      capacity c = min(N, max(1, ceil(capacity_factor * k * N / E))), pairs
+      served by choice rank, then token order; dropped pairs add nothing;
+      out = sum over kept pairs of gate * expert(x) + sum of shared experts(x).
+    Appends (balance, router_z) to aux: balance = balance_loss * E * sum f_i P_i
+    with f_i = chosen pairs of i / (N k) (not differentiated), P_i = mean p_i;
+    router_z = router_z_loss * mean(lse^2)."""
+    m, o = cfg["model"], cfg["optim"]
+    E, k = m["experts"], m["top_k"]
+    B, T, C = h.shape
+    N = B * T
+    x = h.reshape(N, C)
+    r = F.linear(x, p[prefix + "router"])
+    lse = torch.logsumexp(r, dim=-1)
+    probs = torch.softmax(r, dim=-1)
+    rd = r.detach().tolist()
+    sel = torch.tensor([sorted(range(E), key=lambda e: (-row[e], e))[:k] for row in rd],
+                       dtype=torch.long)
+    chosen = probs.gather(1, sel)
+    gates = chosen / chosen.sum(dim=-1, keepdim=True) if m["gate_renorm"] else chosen
+    cap = min(N, max(1, math.ceil(m["capacity_factor"] * k * N / E)))
+    fill = [0] * E
+    keep = torch.zeros(N, k, dtype=torch.bool)
+    for j in range(k):
+        for t in range(N):
+            e = int(sel[t, j])
+            if fill[e] < cap:
+                keep[t, j] = True
+                fill[e] += 1
+    out = torch.zeros_like(x)
+    for e in range(E):
+        ts, js = torch.nonzero((sel == e) & keep, as_tuple=True)
+        if len(ts) == 0:
+            continue
+        y = mlp(cfg, p, "%sexperts.%d." % (prefix, e), x[ts], fast)
+        out = out.index_add(0, ts, gates[ts, js].unsqueeze(-1) * y)
+    for s_ in range(m["shared_experts"]):
+        out = out + mlp(cfg, p, "%sshared.%d." % (prefix, s_), x, fast)
+    counts = torch.bincount(sel.reshape(-1), minlength=E).to(probs.dtype)
+    f = counts / (N * k)
+    balance = o["balance_loss"] * E * (f * probs.mean(dim=0)).sum()
+    router_z = o["router_z_loss"] * (lse * lse).mean()
+    if aux is not None:
+        aux.append((balance, router_z))
+    return out.reshape(B, T, C)
+
+
+def forward(cfg, params, x, fast=False, aux=None):
     """Logits [B, T, V] for integer tokens x [B, T].
-    fast=False: every op written out (fixture mode); fast=True: fused kernels."""
+    fast=False: every op written out (fixture mode); fast=True: fused kernels.
+    aux, a list, receives (balance, router_z) of every MoE block."""
     m = cfg["model"]
     T = x.shape[1]
     h = F.embedding(x, params["tok_embed"])
@@ -386,7 +469,10 @@ def forward(cfg, params, x, fast=False):
         a = apply_norm(h, params[pre + "ln1.gain"], m["norm"], fast)
         h = h + attention(cfg, params, pre + "attn.", a, rope, fast)
         a = apply_norm(h, params[pre + "ln2.gain"], m["norm"], fast)
-        h = h + mlp(cfg, params, pre + "mlp.", a, fast)
+        if is_moe_block(cfg, i):
+            h = h + moe(cfg, params, pre + "mlp.", a, fast, aux)
+        else:
+            h = h + mlp(cfg, params, pre + "mlp.", a, fast)
     h = apply_norm(h, params["final_norm.gain"], m["norm"], fast)
     return F.linear(h, params["head"])
 
@@ -399,6 +485,15 @@ def loss_parts(cfg, logits, y):
     ce = (logz - tgt).mean()
     z = cfg["optim"]["z_loss"] * (logz * logz).mean()
     return ce + z, ce, z
+
+
+def aux_parts(aux):
+    """(balance, router_z): the means over the MoE blocks of the scaled
+    auxiliary losses collected by forward (0, 0 for a dense model)."""
+    if not aux:
+        return 0.0, 0.0
+    n = len(aux)
+    return sum(b for b, _ in aux) / n, sum(z for _, z in aux) / n
 
 
 # ---------------------------------------------------------------------------
@@ -502,10 +597,19 @@ def make_leaf_params(params, dtype=None):
 
 def loss_and_grads(cfg, params, names, x, y, fast=False):
     """Forward + backward. Returns ((total, ce, z) detached, grads list)."""
-    logits = forward(cfg, params, x, fast)
+    aux = []
+    logits = forward(cfg, params, x, fast, aux)
     total, ce, z = loss_parts(cfg, logits, y)
-    grads = torch.autograd.grad(total, [params[n] for n in names])
-    return (total.detach(), ce.detach(), z.detach()), list(grads)
+    balance, router_z = aux_parts(aux)
+    total = total + balance + router_z
+    return (total.detach(), ce.detach(), z.detach()), grads_of(total, params, names)
+
+
+def grads_of(total, params, names):
+    """d total / d params[n] for n in names; an expert that got no token has a
+    zero gradient (autograd reports it as unused)."""
+    grads = torch.autograd.grad(total, [params[n] for n in names], allow_unused=True)
+    return [torch.zeros_like(params[n]) if g is None else g for n, g in zip(names, grads)]
 
 
 def train_step(cfg, params, names, opt, x, y, t, fast=False):
@@ -526,12 +630,14 @@ def train_step(cfg, params, names, opt, x, y, t, fast=False):
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 
-_MUON_RE = re.compile(r"^blocks\.\d+\.(attn\.(wq|wk|wv|wo)|mlp\.(w1|w2|w3))$")
+_MUON_RE = re.compile(r"^blocks\.\d+\.(attn\.(wq|wk|wv|wo)|mlp\.(w1|w2|w3|router)|"
+                      r"mlp\.(experts|shared)\.\d+\.(w1|w2|w3))$")
 
 
 def is_muon_matrix(name):
-    """Hidden 2-D matrices (attention and MLP weights of every block) are
-    updated by Muon; everything else (embeddings, head, gains) by AdamW."""
+    """Hidden 2-D matrices (attention, MLP, expert and router weights of every
+    block) are updated by Muon; everything else (embeddings, head, gains) by
+    AdamW."""
     return _MUON_RE.match(name) is not None
 
 

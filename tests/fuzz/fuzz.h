@@ -13,7 +13,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 // A file holding data[0, size), created once per process in $TMPDIR and rewritten per input.
-// data may be NULL when size is 0. Returns its path; aborts when the file cannot be written (the harness is then useless).
+// data may be NULL when size is 0. Returns its path; aborts when the file cannot be written (the
+// harness is then useless).
 const char *fuzz_file(const char *tag, const uint8_t *data, size_t size);
 
 #endif
