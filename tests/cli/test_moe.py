@@ -1,0 +1,128 @@
+"""Mixture of experts end to end: data-parallel training (deterministic mode bitwise across rank
+counts), bit-exact resume, Muon on the expert and router matrices, the MoE probes, bad MoE
+settings refused before training, and a sweep over model.experts = 0, 8."""
+import h5py
+import numpy as np
+import pytest
+
+from test_checkpoint import canary_np, checksum, probe_arrays, rows, train_args
+
+MOE = ("model.experts=4", "model.top_k=2", "model.shared_experts=1", "model.capacity_factor=1.0",
+       "optim.balance_loss=0.05")
+
+
+def test_moe_trains_at_np2_and_deterministic_mode_is_bitwise(canary, small_config, tmp_path):
+    det = ("train.deterministic=true", "train.grad_accum=2")
+    outs = {}
+    for np_ in (0, 2):
+        out = tmp_path / f"np{np_}"
+        r = canary_np(canary, np_, *train_args(small_config, out, *MOE, *det))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "balance" in r.stdout and "router_z" in r.stdout  # the progress line logs them
+        outs[np_] = out
+    assert checksum(outs[0]) == checksum(outs[2])
+    assert rows(outs[0]) == rows(outs[2])
+    lines = (outs[2] / "metrics.tsv").read_text().splitlines()
+    evals = [float(l.split("\t")[2]) for l in lines if l.startswith("eval")]
+    assert evals[-1] < evals[0] - 0.5, evals  # it learns
+
+
+def test_moe_probes(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    r = canary_np(canary, 0, *train_args(small_config, out, *MOE, "probes.dead_window=5",
+                                         "model.experts=8"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out / "probes.h5", "r") as f:
+        assert f["loss/balance"].shape == (20,) and f["loss/router_z"].shape == (20,)
+        total = f["loss/total"][:]
+        parts = f["loss/ce"][:] + f["loss/z"][:] + f["loss/balance"][:] + f["loss/router_z"][:]
+        assert np.allclose(total, parts, rtol=1e-12, atol=0)
+        assert np.allclose(f["loss/aux"][:], f["loss/balance"][:] + f["loss/router_z"][:])
+        # balance = 0.05 * E * sum f_i P_i: near 0.05 for balanced routing, at most 0.05 * E
+        assert np.all(f["loss/balance"][:] > 0.04) and np.all(f["loss/balance"][:] < 0.05 * 8)
+        load = f["moe/load"][:]
+        assert load.shape == (6, 2, 8)  # probe rows at steps 3, 6, ..., 18; 2 MoE blocks; 8 experts
+        assert np.allclose(load.sum(axis=2), 1.0)
+        drop = f["moe/dropped"][:]
+        assert np.all((drop >= 0) & (drop <= 1))
+        ent = f["moe/router_entropy"][:]
+        assert np.all((ent > 0) & (ent <= np.log(8) + 1e-9))
+        assert np.all(f["moe/router_z"][:] > 0)
+        dead = f["moe/dead_experts"][:]
+        assert dead.shape == (6, 2) and np.all((dead >= 0) & (dead <= 8))
+        assert "dead_window" in f["moe/dead_experts"].attrs["description"]
+
+
+def test_moe_resume_is_bitwise(canary, small_config, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert canary_np(canary, 2, *train_args(small_config, straight, *MOE)).returncode == 0
+    r = canary_np(canary, 2, *train_args(small_config, resumed, *MOE),
+                  env={"CANARY_FAULT": "abort:0:13"})
+    assert r.returncode != 0 and (resumed / "ckpt" / "step_00000010.h5").exists()
+    r = canary_np(canary, 2, "train", "--resume", str(resumed), "--set", "train.threads=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert checksum(straight) == checksum(resumed)
+    assert rows(straight) == rows(resumed)
+    a, b = probe_arrays(straight), probe_arrays(resumed)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path):
+    outs = {}
+    for np_ in (0, 2):
+        out = tmp_path / f"np{np_}"
+        r = canary_np(canary, np_, *train_args(small_config, out, *MOE, "optim.name=muon",
+                                               "train.deterministic=true", "train.grad_accum=2"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs[np_] = out
+    assert checksum(outs[0]) == checksum(outs[2])  # NS sharded over 2 ranks, same bits
+    with h5py.File(outs[2] / "probes.h5", "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["tensors/names"][:]]
+        ortho = f["muon/ortho_err"][-1]
+        for i, n in enumerate(names):
+            muon = ".mlp.router" in n or ".mlp.experts." in n or ".mlp.shared." in n
+            if muon:
+                assert ortho[i] > 0, n  # Muon orthogonalised it
+            if n.endswith(".gain") or n in ("tok_embed", "head"):
+                assert ortho[i] == 0, n
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["model.experts=4", "model.top_k=5"], "model.top_k = 5 exceeds model.experts = 4"),
+    (["model.experts=4", "model.capacity_factor=0"], "model.capacity_factor = 0 is out of range"),
+    (["model.experts=4", "model.capacity_factor=-1"], "out of range"),
+    (["model.top_k=1"], "model.top_k is set (--set) but model.experts = 0"),
+    (["optim.balance_loss=0.1"], "optim.balance_loss is set (--set) but model.experts = 0"),
+    (["model.experts=4", "model.moe_every=3"], "model.moe_every = 3 exceeds model.layers = 2"),
+    (["model.experts=1000000"], "model.experts = 1000000 is out of range"),
+])
+def test_bad_moe_settings_are_refused(canary, small_config, tmp_path, sets, message):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(small_config), "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    r = canary_np(canary, 0, *args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_sweep_over_experts(canary, small_config, tmp_path):
+    study = tmp_path / "study.ini"
+    study.write_text(small_config.read_text() + """
+[model]
+top_k = 2
+capacity_factor = 1.5
+[sweep]
+model.experts = 0, 8
+ranks_per_run = 1
+""")
+    out = tmp_path / "sweep"
+    r = canary_np(canary, 2, "sweep", "--config", str(study), "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = (out / "index.tsv").read_text().splitlines()[1:]
+    assert [l.split("\t")[1] for l in lines] == ["0", "8"]
+    assert all(l.split("\t")[2] == "ok" for l in lines), lines
+    with h5py.File(out / lines[1].split("\t")[0] / "probes.h5", "r") as f:
+        assert f["moe/load"].shape[1:] == (2, 8)
