@@ -498,6 +498,43 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                  (double)m->heads * m->head_dim);
         return -1;
     }
+    if (m->attention == ATTN_MLA) {
+        if (m->kv_rank == 0)
+            m->kv_rank = m->dim / 2 > 0 ? m->dim / 2 : 1;
+        if (m->rope_dim == 0 && m->pos == POS_ROPE)
+            m->rope_dim = m->head_dim / 2 / 2 * 2 > 0 ? m->head_dim / 2 / 2 * 2 : 2;
+        if (m->rope_dim % 2 != 0) {
+            snprintf(err, errlen, "model.rope_dim = %d must be even (RoPE rotates pairs)",
+                     m->rope_dim);
+            return -1;
+        }
+        if (m->rope_dim > 0 && m->pos != POS_ROPE) {
+            snprintf(err, errlen,
+                     "model.rope_dim = %d needs model.pos = rope (MLA's decoupled RoPE); with "
+                     "learned positions leave it 0",
+                     m->rope_dim);
+            return -1;
+        }
+        if (m->kv_rank > m->dim || m->q_rank > m->dim) {
+            snprintf(err, errlen,
+                     "MLA latent ranks must not exceed model.dim = %d (kv_rank %d, q_rank %d): a "
+                     "latent wider than the input compresses nothing",
+                     m->dim, m->kv_rank, m->q_rank);
+            return -1;
+        }
+    } else if (strcmp(origin_of(c, "model", "attention"), "sweep") != 0) {
+        static const char *const mla_keys[] = {"kv_rank", "q_rank", "rope_dim"};
+        for (size_t i = 0; i < sizeof(mla_keys) / sizeof(mla_keys[0]); i++) {
+            const char *origin = origin_of(c, "model", mla_keys[i]);
+            if (strcmp(origin, "default") != 0) {
+                snprintf(err, errlen,
+                         "model.%s is set (%s) but model.attention = mha: it only applies to "
+                         "model.attention = mla",
+                         mla_keys[i], origin);
+                return -1;
+            }
+        }
+    }
     if (m->experts > 0 && m->top_k > m->experts) {
         snprintf(err, errlen, "model.top_k = %d exceeds model.experts = %d (%s)", m->top_k,
                  m->experts, origin_of(c, "model", "top_k"));

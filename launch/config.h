@@ -17,7 +17,7 @@
 
 #define CONFIG_PATH_MAX   1024
 #define CONFIG_ORIGIN_MAX 96
-#define CONFIG_MAX_KEYS   64
+#define CONFIG_MAX_KEYS   96
 
 struct train_config {
     int steps;

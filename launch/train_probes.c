@@ -25,7 +25,7 @@
 
 char *openblas_get_config(void);
 
-static void register_all(struct run_probes *p, int muon, int moe)
+static void register_all(struct run_probes *p, int muon, int moe, const struct model_config *mc)
 {
     struct probe_set *s = &p->set;
     p->loss_total = probe_register(s, "loss/total", PROBE_SCALAR, 1,
@@ -45,7 +45,8 @@ static void register_all(struct run_probes *p, int muon, int moe)
                                      "training throughput of the step, all ranks");
     p->attn_max_logit = probe_register(
         s, "attn/max_logit", PROBE_LAYER_HEADS, 0,
-        "[layer, head] max |q.k|/sqrt(d_h) over causal pairs (Wortsman's attention-logit growth)");
+        "[layer, head] max |q.k|/sqrt(d_qk) over causal pairs (Wortsman's attention-logit "
+        "growth; d_qk = d_h, or d_h + rope_dim with MLA)");
     p->attn_entropy = probe_register(
         s, "attn/entropy", PROBE_LAYER_HEADS, 0,
         "[layer, head] mean attention entropy -sum p log p over query rows (nats; entropy "
@@ -77,6 +78,16 @@ static void register_all(struct run_probes *p, int muon, int moe)
     p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
                                       "[tensor] fraction of entries with sqrt(v_hat) < eps: "
                                       "where eps, not the gradient, sets the update size");
+    p->kv_latent_rms = p->q_latent_rms = -1;
+    if (mc->attention == ATTN_MLA) {
+        p->kv_latent_rms = probe_register(s, "attn/kv_latent_rms", PROBE_LAYERS, 0,
+                                          "[layer] MLA: RMS of the KV latent c_kv before its "
+                                          "RMSNorm");
+        if (mc->q_rank > 0)
+            p->q_latent_rms = probe_register(s, "attn/q_latent_rms", PROBE_LAYERS, 0,
+                                             "[layer] MLA: RMS of the query latent c_q before "
+                                             "its RMSNorm");
+    }
     p->loss_balance = p->loss_router_z = p->moe_load = p->moe_dropped = -1;
     p->moe_router_z = p->moe_entropy = p->moe_dead = -1;
     if (moe) {
@@ -275,7 +286,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
                    r->cfg.probes.every);
     probe_set_moe(&p->set, r->model.moe_layers, r->cfg.model.experts);
-    register_all(p, r->muon_on, r->model.moe_layers > 0);
+    register_all(p, r->muon_on, r->model.moe_layers > 0, &r->cfg.model);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;
     if (r->model.moe_layers > 0) { // the window starts at the first step of this process
@@ -399,7 +410,7 @@ void run_probes_fill_model(struct run *r)
     struct run_probes *p = &r->probes;
     const struct model *m = &r->model;
     const struct model_config *c = &m->cfg;
-    int B = r->micro_batch, H = c->heads, T = c->seq_len, L = c->layers, hd = c->head_dim;
+    int B = r->micro_batch, H = c->heads, T = c->seq_len, L = c->layers, hd = m->dqk;
     double *mx = probe_row(&p->set, p->attn_max_logit), *ent = probe_row(&p->set, p->attn_entropy);
     double *qr = probe_row(&p->set, p->attn_q_rms), *kr = probe_row(&p->set, p->attn_k_rms);
     for (int l = 0; l < L; l++) {
@@ -418,6 +429,14 @@ void run_probes_fill_model(struct run *r)
             ent[l * H + h] = esum / ((double)B * T);
             qr[l * H + h] = rms(qs, (double)B * T * hd);
             kr[l * H + h] = rms(ks, (double)B * T * hd);
+        }
+        if (p->kv_latent_rms >= 0) { // MLA: the latents before their norms
+            size_t n = (size_t)B * T;
+            probe_row(&p->set, p->kv_latent_rms)[l] =
+                rms(sumsq_f32(a->ckv, n * c->kv_rank), (double)n * c->kv_rank);
+            if (p->q_latent_rms >= 0)
+                probe_row(&p->set, p->q_latent_rms)[l] =
+                    rms(sumsq_f32(a->cq, n * c->q_rank), (double)n * c->q_rank);
         }
         const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
         probe_row(&p->set, p->resid_rms)[l] =

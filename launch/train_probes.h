@@ -19,6 +19,7 @@ struct run_probes {
     int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
     int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
     int muon_ortho, muon_momentum_rms; // −1 unless optim.name = muon
+    int kv_latent_rms, q_latent_rms;   // MLA (−1 otherwise)
     // MoE (−1 for dense models)
     int loss_balance, loss_router_z;
     int moe_load, moe_dropped, moe_router_z, moe_entropy, moe_dead;

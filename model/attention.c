@@ -10,14 +10,14 @@
 #include "model/matmul.h"
 
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
-                       const float *v, int B, int H, int T, int hd, float scale)
+                       const float *v, int B, int H, int T, int dqk, int dv, float scale)
 {
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
-        size_t off = (size_t)bh * T * hd;
+        size_t off = (size_t)bh * T * dqk, voff = (size_t)bh * T * dv;
         float *pp = p + (size_t)bh * T * T;
         // scores = q kᵀ · scale, full square; the masked half is overwritten below.
-        matmul_sgemm(0, 1, T, T, hd, scale, q + off, hd, k + off, hd, 0.0f, pp, T);
+        matmul_sgemm(0, 1, T, T, dqk, scale, q + off, dqk, k + off, dqk, 0.0f, pp, T);
         double max_abs = 0.0, entropy = 0.0;
         for (int i = 0; i < T; i++) {
             float *row = pp + (size_t)i * T;
@@ -50,22 +50,22 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             stats[2 * bh] = (float)max_abs;
             stats[2 * bh + 1] = (float)entropy;
         }
-        matmul_sgemm(0, 0, T, hd, T, 1.0f, pp, T, v + off, hd, 0.0f, out + off, hd);
+        matmul_sgemm(0, 0, T, dv, T, 1.0f, pp, T, v + voff, dv, 0.0f, out + voff, dv);
     }
 }
 
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
-                        int H, int T, int hd, float scale)
+                        int H, int T, int dqk, int dvd, float scale)
 {
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
-        size_t off = (size_t)bh * T * hd;
+        size_t off = (size_t)bh * T * dqk, voff = (size_t)bh * T * dvd;
         const float *pp = p + (size_t)bh * T * T;
         float *dpp = dp + (size_t)bh * T * T;
         // dv = pᵀ dout;  dp = dout vᵀ
-        matmul_sgemm(1, 0, T, hd, T, 1.0f, pp, T, dout + off, hd, 0.0f, dv + off, hd);
-        matmul_sgemm(0, 1, T, T, hd, 1.0f, dout + off, hd, v + off, hd, 0.0f, dpp, T);
+        matmul_sgemm(1, 0, T, dvd, T, 1.0f, pp, T, dout + voff, dvd, 0.0f, dv + voff, dvd);
+        matmul_sgemm(0, 1, T, T, dvd, 1.0f, dout + voff, dvd, v + voff, dvd, 0.0f, dpp, T);
         // softmax backward: ds_ij = p_ij (dp_ij − Σ_j p_ij dp_ij), times the score scale.
         for (int i = 0; i < T; i++) {
             const float *prow = pp + (size_t)i * T;
@@ -80,8 +80,8 @@ void attention_backward(float *dq, float *dk, float *dv, float *dp, const float 
                 drow[j] = 0.0f;
         }
         // dq = ds k;  dk = dsᵀ q
-        matmul_sgemm(0, 0, T, hd, T, 1.0f, dpp, T, k + off, hd, 0.0f, dq + off, hd);
-        matmul_sgemm(1, 0, T, hd, T, 1.0f, dpp, T, q + off, hd, 0.0f, dk + off, hd);
+        matmul_sgemm(0, 0, T, dqk, T, 1.0f, dpp, T, k + off, dqk, 0.0f, dq + off, dqk);
+        matmul_sgemm(1, 0, T, dqk, T, 1.0f, dpp, T, q + off, dqk, 0.0f, dk + off, dqk);
     }
 }
 

@@ -1,23 +1,25 @@
 // provides: attention_forward/backward (causal softmax attention core) and the head
 //           split/merge permutations between [B·T, H·d_h] and [B, H, T, d_h].
 //
-// The core works on per-head contiguous q, k, v [B, H, T, d_h] with scale 1/sqrt(d_h);
-// projections, qk-norm and RoPE are composed around it in model.c.
+// The core works on per-head contiguous q, k [B, H, T, d_qk] and v [B, H, T, d_v] (d_qk = d_v =
+// d_h for standard attention; MLA's q and k carry the decoupled RoPE part on top); projections,
+// qk-norm and RoPE are composed around it in model.c and model_mla.c.
 #ifndef CANARY_MODEL_ATTENTION_H
 #define CANARY_MODEL_ATTENTION_H
 
-// out[B,H,T,d_h] = softmax(q kᵀ · scale, causal) v. Writes the probabilities p[B,H,T,T] (zeros
+// out[B,H,T,d_v] = softmax(q kᵀ · scale, causal) v. Writes the probabilities p[B,H,T,T] (zeros
 // above the diagonal), kept for backward. Overwrites out and p.
 // When stats is not NULL it receives, per (batch, head), the max |logit| (logit = q·k·scale over
 // the causal entries) and the attention entropy summed over query rows: stats[B·H, 2].
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
-                       const float *v, int B, int H, int T, int hd, float scale);
+                       const float *v, int B, int H, int T, int dqk, int dv, float scale);
 
-// Given dout[B,H,T,d_h] and the forward's p, q, k, v: OVERWRITES dq, dk, dv [B,H,T,d_h].
+// Given dout[B,H,T,d_v] and the forward's p, q, k, v: OVERWRITES dq, dk [B,H,T,d_qk] and
+// dv [B,H,T,d_v] (dvd = d_v).
 // dp[B,H,T,T] is scratch.
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
-                        int H, int T, int hd, float scale);
+                        int H, int T, int dqk, int dvd, float scale);
 
 // x[B·T, ld] columns [col0, col0 + H·d_h) → heads[B, H, T, d_h]. Overwrites heads.
 void attention_split_heads(float *heads, const float *x, int ld, int col0, int B, int H, int T,

@@ -9,6 +9,7 @@
 #include "model/attention.h"
 #include "model/embed.h"
 #include "model/matmul.h"
+#include "model/model_mla.h"
 #include "model/model_moe.h"
 #include "model/rope.h"
 #include "util/error.h"
@@ -35,14 +36,30 @@ static void model_table_build(struct model *m)
         field = tensor_table_add(tt, name, rows, cols, kind, l);                                   \
     } while (0)
         ADD(bi->n1, "ln1.gain", 1, c->dim, TENSOR_GAIN);
-        ADD(bi->wq, "attn.wq", m->inner, c->dim, TENSOR_MATRIX);
         int wk = 0, wv = 0, w3 = 0;
-        ADD(wk, "attn.wk", m->inner, c->dim, TENSOR_MATRIX);
-        ADD(wv, "attn.wv", m->inner, c->dim, TENSOR_MATRIX);
+        bi->wq = bi->wq_a = bi->q_lat_norm = bi->wq_b = -1;
+        bi->wkv_a = bi->kv_lat_norm = bi->wkv_b = -1;
+        if (c->attention == ATTN_MLA) {
+            int H = c->heads, dc = c->kv_rank, dq = c->q_rank;
+            if (dq > 0) {
+                ADD(bi->wq_a, "attn.wq_a", dq, c->dim, TENSOR_MATRIX);
+                ADD(bi->q_lat_norm, "attn.q_latent_norm.gain", 1, dq, TENSOR_GAIN);
+                ADD(bi->wq_b, "attn.wq_b", H * m->dqk, dq, TENSOR_MATRIX);
+            } else {
+                ADD(bi->wq, "attn.wq", H * m->dqk, c->dim, TENSOR_MATRIX);
+            }
+            ADD(bi->wkv_a, "attn.wkv_a", dc + c->rope_dim, c->dim, TENSOR_MATRIX);
+            ADD(bi->kv_lat_norm, "attn.kv_latent_norm.gain", 1, dc, TENSOR_GAIN);
+            ADD(bi->wkv_b, "attn.wkv_b", 2 * H * c->head_dim, dc, TENSOR_MATRIX);
+        } else {
+            ADD(bi->wq, "attn.wq", m->inner, c->dim, TENSOR_MATRIX);
+            ADD(wk, "attn.wk", m->inner, c->dim, TENSOR_MATRIX);
+            ADD(wv, "attn.wv", m->inner, c->dim, TENSOR_MATRIX);
+        }
         bi->q_norm = bi->k_norm = -1;
         if (c->qk_norm) {
-            ADD(bi->q_norm, "attn.q_norm.gain", 1, c->head_dim, TENSOR_GAIN);
-            ADD(bi->k_norm, "attn.k_norm.gain", 1, c->head_dim, TENSOR_GAIN);
+            ADD(bi->q_norm, "attn.q_norm.gain", 1, m->dqk, TENSOR_GAIN);
+            ADD(bi->k_norm, "attn.k_norm.gain", 1, m->dqk, TENSOR_GAIN);
         }
         ADD(bi->wo, "attn.wo", c->dim, m->inner, TENSOR_MATRIX);
         ADD(bi->n2, "ln2.gain", 1, c->dim, TENSOR_GAIN);
@@ -74,8 +91,9 @@ static void model_table_build(struct model *m)
         }
 #undef ADD
         // The fused projections rely on adjacency in the flat array.
-        ASSERT(tt->t[wk].offset == tt->t[bi->wq].offset + tt->t[bi->wq].size);
-        ASSERT(tt->t[wv].offset == tt->t[wk].offset + tt->t[wk].size);
+        ASSERT(c->attention == ATTN_MLA ||
+               tt->t[wk].offset == tt->t[bi->wq].offset + tt->t[bi->wq].size);
+        ASSERT(c->attention == ATTN_MLA || tt->t[wv].offset == tt->t[wk].offset + tt->t[wk].size);
         ASSERT(bi->moe || c->mlp != MLP_SWIGLU ||
                tt->t[w3].offset == tt->t[bi->w1].offset + tt->t[bi->w1].size);
     }
@@ -97,6 +115,11 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     size_t BHT = (size_t)B * c->heads * T, P = BHT * T;
     size_t qk = c->qk_norm ? 1 : 0; // pre-norm q, k and their statistics only with qk-norm
     size_t E = (size_t)c->experts, K = c->experts > 0 ? (size_t)c->top_k : 0;
+    // MLA: q and k heads are d_qk wide, the dense qkv buffer is not used
+    size_t mla = c->attention == ATTN_MLA ? 1 : 0, DR = mla * (size_t)c->rope_dim;
+    size_t DQK = (size_t)c->head_dim + DR, IQK = (size_t)c->heads * DQK;
+    size_t DC = mla * (size_t)c->kv_rank, DQ = mla * (size_t)c->q_rank;
+    size_t DLAT = DC > DQ ? DC : DQ;
     size_t S = (size_t)c->shared_experts, NK = BT * K;
 #define TAKE(ptr, count)                                                                           \
     do {                                                                                           \
@@ -117,15 +140,24 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
         TAKE(b->n1, BT * C);
         TAKE(b->n1_mean, BT);
         TAKE(b->n1_rstd, BT);
-        TAKE(b->qkv, BT * 3 * I);
-        TAKE(b->q_raw, qk * BT * I);
-        TAKE(b->k_raw, qk * BT * I);
+        TAKE(b->qkv, (1 - mla) * BT * 3 * I);
+        TAKE(b->cq, BT * DQ);
+        TAKE(b->cq_rstd, (DQ ? 1 : 0) * BT);
+        TAKE(b->cqn, BT * DQ);
+        TAKE(b->qf, mla * BT * IQK);
+        TAKE(b->kva, BT * (DC + DR));
+        TAKE(b->ckv, BT * DC);
+        TAKE(b->ckv_rstd, mla * BT);
+        TAKE(b->ckvn, BT * DC);
+        TAKE(b->kvb, mla * BT * 2 * I);
+        TAKE(b->q_raw, qk * BT * IQK);
+        TAKE(b->k_raw, qk * BT * IQK);
         TAKE(b->qn_mean, qk * BHT);
         TAKE(b->qn_rstd, qk * BHT);
         TAKE(b->kn_mean, qk * BHT);
         TAKE(b->kn_rstd, qk * BHT);
-        TAKE(b->q, BT * I);
-        TAKE(b->k, BT * I);
+        TAKE(b->q, BT * IQK);
+        TAKE(b->k, BT * IQK);
         TAKE(b->v, BT * I);
         TAKE(b->p, P);
         TAKE(b->o, BT * I);
@@ -159,12 +191,19 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     TAKE(g->dn, BT * C);
     TAKE(g->dqkv, BT * 3 * I);
     TAKE(g->datt, BT * I);
-    TAKE(g->dq, BT * I);
-    TAKE(g->dk, BT * I);
+    TAKE(g->dq, BT * IQK);
+    TAKE(g->dk, BT * IQK);
     TAKE(g->dv, BT * I);
     TAKE(g->dout, BT * I);
-    TAKE(g->dq_raw, qk * BT * I);
-    TAKE(g->dk_raw, qk * BT * I);
+    TAKE(g->dq_raw, qk * BT * IQK);
+    TAKE(g->dk_raw, qk * BT * IQK);
+    TAKE(g->mla_dqf, mla * BT * IQK);
+    TAKE(g->mla_dkvb, mla * BT * 2 * I);
+    TAKE(g->mla_dkva, BT * (DC + DR));
+    TAKE(g->mla_dlat, BT * DLAT);
+    TAKE(g->mla_dlatn, BT * DLAT);
+    TAKE(g->mla_tmp, mla * BT * (C > DR ? C : DR));
+    TAKE(g->rope_r, mla * T * DR);
     TAKE(g->dp, P);
     TAKE(g->du, BT * U);
     TAKE(g->da, BT * F);
@@ -194,6 +233,7 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
     m->cfg = *cfg;
     ASSERT(cfg->head_dim > 0 && cfg->dim > 0 && cfg->layers > 0 && max_batch > 0);
     m->inner = cfg->heads * cfg->head_dim;
+    m->dqk = cfg->head_dim + (cfg->attention == ATTN_MLA ? cfg->rope_dim : 0);
     m->ffn = cfg->mlp_ratio * cfg->dim;
     m->max_batch = max_batch;
     m->blocks = xcalloc((size_t)cfg->layers, sizeof(*m->blocks));
@@ -217,8 +257,10 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
     m->acts.base = xcalloc(m->acts.floats, sizeof(float));
     m->acts.ibase = xcalloc(m->acts.ints + 1, sizeof(int));
     model_acts_carve(cfg, max_batch, &m->acts, m->acts.base, m->acts.ibase, NULL);
-    if (cfg->pos == POS_ROPE)
+    if (cfg->pos == POS_ROPE && cfg->attention != ATTN_MLA)
         rope_table_init(m->acts.rope, cfg->seq_len, cfg->head_dim);
+    if (cfg->attention == ATTN_MLA && cfg->rope_dim > 0)
+        rope_table_init(m->acts.rope_r, cfg->seq_len, cfg->rope_dim);
 }
 
 void model_free(struct model *m)
@@ -295,17 +337,15 @@ static float *tensor_ptr_mut(const struct model *m, float *base, int idx)
     return base + m->table.t[idx].offset;
 }
 
-static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
+// Standard attention from a->n1 to a->att (merged heads).
+static void mha_forward(struct model *m, const float *params, int l, int B)
 {
     const struct model_config *c = &m->cfg;
     const struct block_index *bi = &m->blocks[l];
     struct block_acts *a = &m->acts.blocks[l];
-    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner, F = m->ffn;
+    int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner;
     int BT = B * T, BHT = B * H * T;
     float scale = 1.0f / sqrtf((float)hd);
-
-    norm_forward(a->n1, a->n1_mean, a->n1_rstd, a->x_in, tensor_ptr(m, params, bi->n1), BT, C,
-                 c->norm);
     matmul_forward(a->qkv, a->n1, tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
     attention_split_heads(a->v, a->qkv, 3 * I, 2 * I, B, H, T, hd);
     if (c->qk_norm) {
@@ -324,11 +364,17 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
         rope_forward(a->k, m->acts.rope, BHT, T, hd);
     }
     float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
-    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, scale);
+    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, hd, scale);
     attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);
-    matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
-    add_inplace(a->x_mid, a->x_in, (size_t)BT * C);
+}
 
+// The feed-forward half: x_out = x_mid + mlp(n2(x_mid)) (dense or MoE).
+static void feed_forward(struct model *m, const float *params, int l, int B, float *x_out)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    int C = c->dim, F = m->ffn, BT = B * c->seq_len;
     norm_forward(a->n2, a->n2_mean, a->n2_rstd, a->x_mid, tensor_ptr(m, params, bi->n2), BT, C,
                  c->norm);
     if (bi->moe) {
@@ -344,6 +390,23 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
     }
     matmul_forward(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
     add_inplace(x_out, a->x_mid, (size_t)BT * C);
+}
+
+static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    int C = c->dim, I = m->inner, BT = B * c->seq_len;
+    norm_forward(a->n1, a->n1_mean, a->n1_rstd, a->x_in, tensor_ptr(m, params, bi->n1), BT, C,
+                 c->norm);
+    if (c->attention == ATTN_MLA)
+        mla_forward(m, params, l, B);
+    else
+        mha_forward(m, params, l, B);
+    matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
+    add_inplace(a->x_mid, a->x_in, (size_t)BT * C);
+    feed_forward(m, params, l, B, x_out);
 }
 
 void model_forward(struct model *m, const float *params, const int *tokens, int B)
@@ -416,8 +479,14 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
     // attention: x_mid = x_in + wo·attn(...)
     matmul_backward(g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,
                     tensor_ptr(m, params, bi->wo), BT, I, C);
+    if (c->attention == ATTN_MLA) {
+        mla_backward(m, params, grads, l, B);
+        norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n1), g->dn, a->x_in,
+                      tensor_ptr(m, params, bi->n1), a->n1_mean, a->n1_rstd, BT, C, c->norm);
+        return;
+    }
     attention_split_heads(g->dout, g->datt, I, 0, B, H, T, hd);
-    attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, hd,
+    attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, hd, hd,
                        scale);
     if (c->pos == POS_ROPE) {
         rope_backward(g->dq, g->rope, BHT, T, hd);
@@ -486,6 +555,14 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
     double BT = (double)B * T, P = BT * H * T, qk = c->qk_norm ? 1.0 : 0.0;
     double per_block_params = 2 * C + 3 * C * I + I * C + C * U + F * C + qk * 2 * hd;
     double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P;
+    if (c->attention == ATTN_MLA) { // latent projections instead of wq, wk, wv
+        double dr = c->rope_dim, dc = c->kv_rank > 0 ? c->kv_rank : C / 2, dq = c->q_rank;
+        double iqk = H * (hd + dr);
+        double q_params = dq > 0 ? C * dq + dq + dq * iqk : C * iqk;
+        per_block_params += q_params + C * (dc + dr) + dc + dc * 2 * I - 3 * C * I + qk * 2 * dr;
+        per_block +=
+            BT * (2 * dq + 1 + iqk + 3 * dc + dr + 1 + 2 * I - 3 * I + (2 + 2 * qk) * (iqk - I));
+    }
     // MoE blocks: router, E + S experts; routing state, k rows per token in the expert buffers,
     // and the shared experts' activations instead of the MLP's
     double E = c->experts, K = c->experts > 0 ? c->top_k : 0, S = c->shared_experts;
@@ -509,11 +586,20 @@ double model_forward_flops(const struct model_config *c, int B)
     double BT = (double)B * c->seq_len, C = c->dim, T = c->seq_len;
     double I = (double)c->heads * c->head_dim, F = (double)c->mlp_ratio * c->dim;
     double up = c->mlp == MLP_SWIGLU ? 2 * F : F;
-    double per_block = 2 * BT * C * 3 * I   // qkv
-                       + 2 * BT * T * I * 2 // scores and p·v (full square, as computed)
-                       + 2 * BT * I * C     // wo
-                       + 2 * BT * C * up    // w1 (| w3)
-                       + 2 * BT * F * C;    // w2
+    double qkv = 2 * BT * C * 3 * I, scores = 2 * BT * T * I;
+    if (c->attention == ATTN_MLA) {
+        double dr = c->rope_dim, dc = c->kv_rank, dq = c->q_rank,
+               iqk = c->heads * (c->head_dim + dr);
+        qkv = 2 * BT * (dq > 0 ? C * dq + dq * iqk : C * iqk) + 2 * BT * C * (dc + dr) +
+              2 * BT * dc * 2 * I;
+        scores = 2 * BT * T * iqk;
+    }
+    double per_block = qkv               // projections of q, k, v
+                       + scores          // q·k (full square, as computed)
+                       + 2 * BT * T * I  // p·v
+                       + 2 * BT * I * C  // wo
+                       + 2 * BT * C * up // w1 (| w3)
+                       + 2 * BT * F * C; // w2
     // a MoE block: router, k routed experts per token (none dropped), the shared experts
     double moe = 0;
     for (int l = 0; l < c->layers; l++)

@@ -19,6 +19,7 @@
 #include "model/tensors.h"
 
 enum pos_kind { POS_ROPE = 0, POS_LEARNED = 1 };
+enum attn_kind { ATTN_MHA = 0, ATTN_MLA = 1 };
 
 struct model_config {
     int dim;       // residual width C
@@ -39,6 +40,11 @@ struct model_config {
     int shared_experts;     // S always-on experts
     double capacity_factor; // expert capacity = ceil(factor · k · tokens / E)
     int moe_every;          // blocks l with (l + 1) % moe_every == 0 are MoE
+    // multi-head latent attention (attention = mla; see model/model_mla.h)
+    enum attn_kind attention;
+    int kv_rank;  // d_c, the KV latent (resolved: 0 in a config means dim / 2)
+    int q_rank;   // d_c', the query latent; 0 = no query compression
+    int rope_dim; // d_R, the decoupled RoPE part of q and k (0 with learned positions)
 };
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
@@ -65,6 +71,13 @@ struct block_acts {
     int *off;            // [E + 1] first row of each expert
     float *eh, *ea, *ey; // [N·k, U], [N·k, F], [N·k, C] experts' pre-activation, activation,
                          // output (rows expert after expert)
+    // MLA blocks (d_qk = d_h + d_R; q, k, q_raw, k_raw above are then [B, H, T, d_qk], qkv unused)
+    float *cq, *cq_rstd, *cqn; // [N, d_c'], [N], [N, d_c'] query latent, before / after its norm
+    float *qf;                 // [N, H·d_qk] query projection
+    float *kva;                // [N, d_c + d_R] the KV down-projection (latent | shared rope key)
+    float *ckv, *ckv_rstd;     // [N, d_c], [N] the KV latent before its norm
+    float *ckvn;               // [N, d_c] after it
+    float *kvb;                // [N, 2·H·d_h] up-projection: k content heads | v heads
 };
 
 // The activation arena: every buffer forward and backward need, carved from one allocation
@@ -91,14 +104,23 @@ struct model_acts {
     float *moe_dlogits;             // [N, E]
     float *moe_dgate;               // [N, k]
     float *moe_tmp;                 // [N, C] an input gradient before it is added
-    int *ibase;                     // the int arena (sel, slot, slot_tok, off of every block)
+    // MLA scratch
+    float *mla_dqf;              // [N, H·d_qk]
+    float *mla_dkvb;             // [N, 2·H·d_h]
+    float *mla_dkva;             // [N, d_c + d_R]
+    float *mla_dlat, *mla_dlatn; // [N, max(d_c, d_c')] a latent's gradient after / before norm
+    float *mla_tmp;              // [N, C]
+    float *rope_r;               // [T, d_R/2, 2] the decoupled RoPE table
+    int *ibase;                  // the int arena (sel, slot, slot_tok, off of every block)
     size_t ints;
 };
 
 // Table indices of one block's tensors (wk, wv follow wq; w3 follows w1 for SwiGLU). A MoE block
 // has w1 = w2 = −1 and a router, E routed experts and S shared ones (each w1 | w3, w2).
+// An MLA block has wq (no query latent) or wq_a, q_lat_norm, wq_b; and wkv_a, kv_lat_norm, wkv_b.
 struct block_index {
     int n1, wq, q_norm, k_norm, wo, n2, w1, w2;
+    int wq_a, q_lat_norm, wq_b, wkv_a, kv_lat_norm, wkv_b; // −1 unless MLA
     int moe, router;
     int *ew1, *ew2; // [E] owned
     int *sw1, *sw2; // [S] owned
@@ -107,6 +129,7 @@ struct block_index {
 struct model {
     struct model_config cfg;
     int inner;     // I = H · d_h
+    int dqk;       // per-head width of q and k: d_h, or d_h + d_R with MLA
     int ffn;       // F
     int max_batch; // B the arena holds
     struct tensor_table table;

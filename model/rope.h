@@ -15,5 +15,10 @@ void rope_forward(float *x, const float *cos_sin, int rows, int seq_len, int hea
 // dx[rows, d_h] rotated backward (by −angle) in place: the rotation is orthogonal, so the
 // gradient of y = R x is dx = Rᵀ dy.
 void rope_backward(float *dx, const float *cos_sin, int rows, int seq_len, int head_dim);
+// The same on the first d elements of rows stride apart (MLA: the decoupled RoPE part at the end
+// of each q or k row; x points at the part of row 0). cos_sin is a table built for d.
+void rope_forward_strided(float *x, const float *cos_sin, int rows, int seq_len, int stride, int d);
+void rope_backward_strided(float *dx, const float *cos_sin, int rows, int seq_len, int stride,
+                           int d);
 
 #endif

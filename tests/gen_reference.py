@@ -91,6 +91,24 @@ CASES = {
                       router_z_loss=0.01),
         "train": dict(seed=7),
     },
+    "mla_rope": {
+        # KV latent of rank 8 (d = 16), decoupled RoPE of 4 on heads of 8, no query latent
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu", attention="mla",
+                      kv_rank=8, rope_dim=4),
+        "optim": dict(wd_mode="independent", weight_decay=1e-4, schedule="cosine"),
+        "train": dict(seed=8),
+    },
+    "mla_qlatent_qknorm_moe_muon": {
+        # query latent, qk-norm on the materialised q and k, MoE feed-forward, Muon on every
+        # latent projection, expert and router matrix
+        "model": dict(norm="rmsnorm", qk_norm=True, pos="rope", mlp="gelu", attention="mla",
+                      kv_rank=6, q_rank=6, rope_dim=2, experts=4, top_k=2,
+                      capacity_factor=1.5),
+        "optim": dict(name="muon", muon_scale="shape", muon_lr_scale=2.0,
+                      muon_weight_decay=0.0, momentum=0.9, ns_steps=5, wd_mode="independent",
+                      weight_decay=1e-4, schedule="cosine", clip=1.0),
+        "train": dict(seed=9),
+    },
     "muon_rms": {
         "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
         "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
@@ -549,7 +567,7 @@ def run_ns_fixture(out_dir):
 
 README_HEAD = """# Reference fixtures
 
-Golden values for canary's dense and MoE models, produced by an independent PyTorch
+Golden values for canary's dense, MoE and MLA models, produced by an independent PyTorch
 reference (`tests/torch_model.py`) in float64 and stored as float32.
 Regenerate (deterministic, takes a few seconds) with:
 
@@ -574,6 +592,9 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   and `loss/router_z`). MoE routing follows `model/moe.h`: top-k on the
   router logits (ties: lower index), capacity served by choice rank then
   token order; the MoE cases drop pairs and leave an expert without tokens.
+  MLA follows `model/model_mla.h` (KV latent and optional query latent, each
+  RMS-normed; decoupled RoPE with one rope key shared by the heads; `wkv_b`
+  rows are the k content heads, then the v heads).
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

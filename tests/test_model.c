@@ -129,32 +129,33 @@ static void test_rope_backward_matches_fd(void **state)
 // ---- attention core ----
 struct att_ctx {
     float *q, *k, *v, *out, *p, *w;
-    int B, H, T, hd;
+    int B, H, T, dqk, dv;
 };
 
 static double att_loss(void *ptr)
 {
     struct att_ctx *a = ptr;
-    attention_forward(a->out, a->p, NULL, a->q, a->k, a->v, a->B, a->H, a->T, a->hd,
-                      1.0f / sqrtf((float)a->hd));
-    return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->hd);
+    attention_forward(a->out, a->p, NULL, a->q, a->k, a->v, a->B, a->H, a->T, a->dqk, a->dv,
+                      1.0f / sqrtf((float)a->dqk));
+    return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->dv);
 }
 
+// q and k wider than v, as in MLA (d_qk = d_h + d_rope).
 static void test_attention_backward_matches_fd(void **state)
 {
-    enum { B = 2, H = 2, T = 5, HD = 4, N = B * H * T * HD };
-    float q[N], k[N], v[N], out[N], p[B * H * T * T], w[N];
-    float dq[N], dk[N], dv[N], dp[B * H * T * T];
-    struct att_ctx a = {q, k, v, out, p, w, B, H, T, HD};
-    testing_fill(q, N, 8, 1.5f);
-    testing_fill(k, N, 9, 1.5f);
-    testing_fill(v, N, 10, 1.0f);
-    testing_fill(w, N, 11, 1.0f);
+    enum { B = 2, H = 2, T = 5, DQK = 6, DV = 4, NQ = B * H * T * DQK, NV = B * H * T * DV };
+    float q[NQ], k[NQ], v[NV], out[NV], p[B * H * T * T], w[NV];
+    float dq[NQ], dk[NQ], dv[NV], dp[B * H * T * T];
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    testing_fill(q, NQ, 8, 1.5f);
+    testing_fill(k, NQ, 9, 1.5f);
+    testing_fill(v, NV, 10, 1.0f);
+    testing_fill(w, NV, 11, 1.0f);
     att_loss(&a);
-    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, HD, 1.0f / sqrtf((float)HD));
-    assert_true(testing_fd_check("attention dq", att_loss, &a, q, dq, N, N, 1e-2f) < FD_TOL);
-    assert_true(testing_fd_check("attention dk", att_loss, &a, k, dk, N, N, 1e-2f) < FD_TOL);
-    assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, N, N, 1e-2f) < FD_TOL);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    assert_true(testing_fd_check("attention dq", att_loss, &a, q, dq, NQ, NQ, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("attention dk", att_loss, &a, k, dk, NQ, NQ, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
 }
 
 static void test_attention_is_causal(void **state)
@@ -165,13 +166,13 @@ static void test_attention_is_causal(void **state)
     testing_fill(q, N, 12, 1.0f);
     testing_fill(k, N, 13, 1.0f);
     testing_fill(v, N, 14, 1.0f);
-    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, 0.5f);
+    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f);
     for (int j = 0; j < T; j++)
         for (int i = j + 1; i < T; i++)
             assert_true(p[j * T + i] == 0.0f);
     k[(T - 1) * HD] += 3.0f;
     v[(T - 1) * HD] += 3.0f;
-    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, 0.5f);
+    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f);
     assert_memory_equal(o1, o2, (T - 1) * HD * sizeof(float));
     assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
 }
@@ -182,7 +183,7 @@ static void test_attention_stats_match_hand_computation(void **state)
     float q[6] = {1, 0, 0, 2, -1, 1}, k[6] = {3, 1, -2, 0.5f, 1, -4}, v[6] = {0}, o[6];
     float p[9], stats[2];
     float scale = 0.7f;
-    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, scale);
+    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale);
     double max_abs = 0.0, entropy = 0.0;
     for (int i = 0; i < 3; i++) {
         double z[3], mx = -1e30, sum = 0.0;
@@ -352,12 +353,14 @@ static void check_model_cfg(const struct model_config *cfg)
     model_backward(&m, params, grads, in, B, NULL, NULL);
     for (int i = 0; i < m.table.n; i++) {
         const struct tensor *t = &m.table.t[i];
-        // MoE: a smaller step, and at most 2 of 24 samples may sit across a routing switch
+        // MoE and MLA: a smaller step (the latent norms curve the loss more; truncation error
+        // reached 2e-2 at 1e-2); MoE: at most 2 of 24 samples may sit across a routing switch
+        float eps = cfg->experts || cfg->attention == ATTN_MLA ? 3e-3f : 1e-2f;
         double err = cfg->experts
                          ? testing_fd_check_kinks(t->name, model_loss, &c, params + t->offset,
-                                                  grads + t->offset, t->size, 24, 3e-3f, 2)
+                                                  grads + t->offset, t->size, 24, eps, 2)
                          : testing_fd_check(t->name, model_loss, &c, params + t->offset,
-                                            grads + t->offset, t->size, 24, 1e-2f);
+                                            grads + t->offset, t->size, 24, eps);
         if (!(err < FD_TOL))
             fail_msg("model gradient of %s off by %.2e", t->name, err);
     }
@@ -368,7 +371,8 @@ static void check_model_cfg(const struct model_config *cfg)
 
 static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
 {
-    struct model_config cfg = {8, 2, 2, 4, 4, 11, 2, norm, qk, pos, mlp, 0, 0, 0, 0, 0.0, 1};
+    struct model_config cfg = {8, 2, 2, 4, 4,   11, 2,        norm, qk, pos, mlp,
+                               0, 0, 0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0};
     check_model_cfg(&cfg);
 }
 
@@ -403,7 +407,11 @@ static void test_model_moe_backward_matches_fd(void **state)
                                0,
                                1 /* shared */,
                                1.0,
-                               1};
+                               1,
+                               ATTN_MHA,
+                               0,
+                               0,
+                               0};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.moe_layers, 2);
@@ -417,6 +425,36 @@ static void test_model_moe_backward_matches_fd(void **state)
     cfg.moe_every = 2; // block 0 dense, block 1 MoE
     cfg.top_k = 1;
     cfg.qk_norm = 1;
+    check_model_cfg(&cfg);
+}
+
+// MLA: query latent or not, decoupled RoPE, qk-norm on the materialised q and k, learned
+// positions without a rope part, and MLA with MoE.
+static void test_model_mla_backward_matches_fd(void **state)
+{
+    struct model_config cfg = {
+        8, 2, 2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE, MLP_GELU,
+        0, 0, 0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */};
+    struct model m;
+    model_init(&m, &cfg, 2);
+    assert_int_equal(m.dqk, 6);
+    assert_true(tensor_table_find(&m.table, "blocks.0.attn.wkv_a") >= 0);
+    assert_int_equal(m.table.t[tensor_table_find(&m.table, "blocks.0.attn.wkv_a")].rows, 8);
+    assert_int_equal(m.table.t[tensor_table_find(&m.table, "blocks.1.attn.wkv_b")].rows, 16);
+    assert_int_equal(tensor_table_find(&m.table, "blocks.0.attn.wk"), -1);
+    model_free(&m);
+    check_model_cfg(&cfg);
+    cfg.q_rank = 5;
+    cfg.qk_norm = 1;
+    cfg.norm = NORM_RMSNORM;
+    cfg.rope_dim = 4;
+    check_model_cfg(&cfg);
+    cfg.pos = POS_LEARNED;
+    cfg.rope_dim = 0;
+    cfg.experts = 3;
+    cfg.top_k = 2;
+    cfg.capacity_factor = 2.0;
+    cfg.mlp = MLP_SWIGLU;
     check_model_cfg(&cfg);
 }
 
@@ -499,8 +537,9 @@ static void test_fastmath_accuracy(void **state)
 // ---- tensor table and init ----
 static void test_model_table_names_and_order(void **state)
 {
-    struct model_config cfg = {16,         2, 2, 8, 8, 32,  4, NORM_LAYERNORM, 1, POS_LEARNED,
-                               MLP_SWIGLU, 0, 0, 0, 0, 0.0, 1};
+    struct model_config cfg = {16, 2,           2,          8, 8, 32, 4, NORM_LAYERNORM,
+                               1,  POS_LEARNED, MLP_SWIGLU, 0, 0, 0,  0, 0.0,
+                               1,  ATTN_MHA,    0,          0, 0};
     struct model m;
     const char *want[] = {"tok_embed",
                           "pos_embed",
@@ -535,8 +574,9 @@ static void test_model_table_names_and_order(void **state)
 
 static void test_model_init_statistics_and_name_keying(void **state)
 {
-    struct model_config a = {64,       2, 4, 16, 8, 256, 4, NORM_LAYERNORM, 0, POS_ROPE,
-                             MLP_GELU, 0, 0, 0,  0, 0.0, 1};
+    struct model_config a = {64, 2,        4,        16, 8, 256, 4, NORM_LAYERNORM,
+                             0,  POS_ROPE, MLP_GELU, 0,  0, 0,   0, 0.0,
+                             1,  ATTN_MHA, 0,        0,  0};
     struct model_config b = a;
     struct model ma, mb;
     b.layers = 3;
@@ -577,8 +617,9 @@ static void test_model_init_statistics_and_name_keying(void **state)
 
 static void test_model_same_threads_bitwise_repeatable(void **state)
 {
-    struct model_config cfg = {32,       2, 4, 8, 16, 64,  4, NORM_LAYERNORM, 1, POS_ROPE,
-                               MLP_GELU, 0, 0, 0, 0,  0.0, 1};
+    struct model_config cfg = {32, 2,        4,        8, 16, 64, 4, NORM_LAYERNORM,
+                               1,  POS_ROPE, MLP_GELU, 0, 0,  0,  0, 0.0,
+                               1,  ATTN_MHA, 0,        0, 0};
     struct model m;
     int B = 4, n = B * cfg.seq_len;
     int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));
@@ -624,6 +665,7 @@ int main(void)
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),
         cmocka_unit_test(test_model_moe_backward_matches_fd),
+        cmocka_unit_test(test_model_mla_backward_matches_fd),
         cmocka_unit_test(test_moe_routing_rules),
         cmocka_unit_test(test_fastmath_accuracy),
         cmocka_unit_test(test_model_table_names_and_order),

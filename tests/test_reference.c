@@ -167,6 +167,16 @@ static void test_reference_moe_renorm_swiglu_muon(void **state)
     run_case("moe_renorm_swiglu_muon");
 }
 
+static void test_reference_mla_rope(void **state)
+{
+    run_case("mla_rope");
+}
+
+static void test_reference_mla_qlatent_qknorm_moe_muon(void **state)
+{
+    run_case("mla_qlatent_qknorm_moe_muon");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -178,6 +188,8 @@ int main(void)
         cmocka_unit_test(test_reference_muon_shape_swiglu),
         cmocka_unit_test(test_reference_moe_gelu_shared),
         cmocka_unit_test(test_reference_moe_renorm_swiglu_muon),
+        cmocka_unit_test(test_reference_mla_rope),
+        cmocka_unit_test(test_reference_mla_qlatent_qknorm_moe_muon),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

@@ -56,6 +56,11 @@ DEFAULTS = {
         "pos": "rope",  # rope | learned
         "mlp": "gelu",  # gelu | swiglu
         "mlp_ratio": 4,
+        # multi-head latent attention (attention = mla)
+        "attention": "mha",  # mha | mla
+        "kv_rank": 0,  # 0 -> dim / 2
+        "q_rank": 0,  # 0 -> no query compression
+        "rope_dim": 0,  # 0 -> head_dim / 2 (even) with rope, 0 with learned positions
         # mixture of experts (experts = 0: dense)
         "experts": 0,
         "top_k": 2,
@@ -99,6 +104,8 @@ MUON_KEYS = ("momentum", "ns_steps", "muon_scale", "muon_lr_scale", "muon_weight
 # Keys only meaningful with model.experts > 0: canary refuses them on a dense model.
 MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor", "moe_every"),
             "optim": ("balance_loss", "router_z_loss")}
+# Keys only meaningful with model.attention = mla.
+MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -106,6 +113,7 @@ _CHOICES = {
     ("model", "norm"): ("layernorm", "rmsnorm"),
     ("model", "pos"): ("rope", "learned"),
     ("model", "mlp"): ("gelu", "swiglu"),
+    ("model", "attention"): ("mha", "mla"),
     ("optim", "wd_mode"): ("independent", "coupled"),
     ("optim", "schedule"): ("cosine", "linear", "constant"),
 }
@@ -173,6 +181,13 @@ def validate(cfg):
         raise ValueError("rope needs an even head_dim")
     if cfg["optim"]["ns_steps"] < 1:
         raise ValueError("optim.ns_steps must be >= 1")
+    if m["attention"] == "mla":  # resolve the MLA defaults as canary does
+        if m["kv_rank"] == 0:
+            m["kv_rank"] = max(1, m["dim"] // 2)
+        if m["rope_dim"] == 0 and m["pos"] == "rope":
+            m["rope_dim"] = max(2, head_dim(cfg) // 2 // 2 * 2)
+        if m["rope_dim"] % 2 != 0:
+            raise ValueError("model.rope_dim must be even")
 
 
 def config_to_ini(cfg, muon_keys=None):
@@ -188,6 +203,8 @@ def config_to_ini(cfg, muon_keys=None):
             if sec == "optim" and key in MUON_KEYS and not muon_keys:
                 continue
             if key in MOE_KEYS.get(sec, ()) and cfg["model"]["experts"] == 0:
+                continue
+            if sec == "model" and key in MLA_KEYS and cfg["model"]["attention"] != "mla":
                 continue
             val = cfg[sec][key]
             if isinstance(val, bool):
@@ -224,12 +241,26 @@ def tensor_specs(cfg):
     for i in range(m["layers"]):
         p = "blocks.%d." % i
         specs.append((p + "ln1.gain", (d,)))
-        specs.append((p + "attn.wq", (inner, d)))
-        specs.append((p + "attn.wk", (inner, d)))
-        specs.append((p + "attn.wv", (inner, d)))
+        dqk = hd
+        if m["attention"] == "mla":
+            dr, dc, dq = m["rope_dim"], m["kv_rank"], m["q_rank"]
+            dqk = hd + dr
+            if dq > 0:
+                specs.append((p + "attn.wq_a", (dq, d)))
+                specs.append((p + "attn.q_latent_norm.gain", (dq,)))
+                specs.append((p + "attn.wq_b", (m["heads"] * dqk, dq)))
+            else:
+                specs.append((p + "attn.wq", (m["heads"] * dqk, d)))
+            specs.append((p + "attn.wkv_a", (dc + dr, d)))
+            specs.append((p + "attn.kv_latent_norm.gain", (dc,)))
+            specs.append((p + "attn.wkv_b", (2 * inner, dc)))
+        else:
+            specs.append((p + "attn.wq", (inner, d)))
+            specs.append((p + "attn.wk", (inner, d)))
+            specs.append((p + "attn.wv", (inner, d)))
         if m["qk_norm"]:
-            specs.append((p + "attn.q_norm.gain", (hd,)))
-            specs.append((p + "attn.k_norm.gain", (hd,)))
+            specs.append((p + "attn.q_norm.gain", (dqk,)))
+            specs.append((p + "attn.k_norm.gain", (dqk,)))
         specs.append((p + "attn.wo", (d, inner)))
         specs.append((p + "ln2.gain", (d,)))
         if is_moe_block(cfg, i):
@@ -387,6 +418,46 @@ def attention(cfg, p, prefix, h, rope, fast):
     return F.linear(o, p[prefix + "wo"])
 
 
+def mla_attention(cfg, p, prefix, h, fast):
+    """Multi-head latent attention (canary's model/model_mla.h, written
+    independently). q = wq h or wq_b rms(wq_a h); [c_kv | k_R] = wkv_a h;
+    [k_C | v] = wkv_b rms(c_kv), k_C and v each [H * hd] (heads contiguous);
+    q_h = [q_C,h ; q_R,h], k_h = [k_C,h ; k_R] (k_R shared by the heads);
+    optional qk-norm over the hd + dr wide q_h, k_h; RoPE (table of dr) on
+    their last dr; softmax scale 1/sqrt(hd + dr)."""
+    m = cfg["model"]
+    B, T, _ = h.shape
+    H, hd, dr, dc = m["heads"], head_dim(cfg), m["rope_dim"], m["kv_rank"]
+    dqk = hd + dr
+    if m["q_rank"] > 0:
+        cq = apply_norm(F.linear(h, p[prefix + "wq_a"]), p[prefix + "q_latent_norm.gain"],
+                        "rmsnorm", fast)
+        q = F.linear(cq, p[prefix + "wq_b"])
+    else:
+        q = F.linear(h, p[prefix + "wq"])
+    q = q.view(B, T, H, dqk)
+    kva = F.linear(h, p[prefix + "wkv_a"])
+    ckv, kr = kva[..., :dc], kva[..., dc:]
+    kvb = F.linear(apply_norm(ckv, p[prefix + "kv_latent_norm.gain"], "rmsnorm", fast),
+                   p[prefix + "wkv_b"])
+    kc = kvb[..., :H * hd].reshape(B, T, H, hd)
+    v = kvb[..., H * hd:].reshape(B, T, H, hd)
+    k = torch.cat([kc, kr.unsqueeze(2).expand(B, T, H, dr)], dim=-1)
+    if m["qk_norm"]:
+        q = apply_norm(q, p[prefix + "q_norm.gain"], m["norm"], fast)
+        k = apply_norm(k, p[prefix + "k_norm.gain"], m["norm"], fast)
+    if dr > 0:
+        cos, sin = rope_tables(T, dr, h.dtype, h.device)
+        rot = apply_rope_complex if fast else apply_rope
+        q = torch.cat([q[..., :hd], rot(q[..., hd:], cos, sin)], dim=-1)
+        k = torch.cat([k[..., :hd], rot(k[..., hd:], cos, sin)], dim=-1)
+    q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dqk))
+    scores = scores.masked_fill(_causal_mask(T, h.device), float("-inf"))
+    o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
+    return F.linear(o, p[prefix + "wo"])
+
+
 def gelu_tanh(u):
     return 0.5 * u * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u * u * u)))
 
@@ -467,7 +538,10 @@ def forward(cfg, params, x, fast=False, aux=None):
     for i in range(m["layers"]):
         pre = "blocks.%d." % i
         a = apply_norm(h, params[pre + "ln1.gain"], m["norm"], fast)
-        h = h + attention(cfg, params, pre + "attn.", a, rope, fast)
+        if m["attention"] == "mla":
+            h = h + mla_attention(cfg, params, pre + "attn.", a, fast)
+        else:
+            h = h + attention(cfg, params, pre + "attn.", a, rope, fast)
         a = apply_norm(h, params[pre + "ln2.gain"], m["norm"], fast)
         if is_moe_block(cfg, i):
             h = h + moe(cfg, params, pre + "mlp.", a, fast, aux)
@@ -630,7 +704,8 @@ def train_step(cfg, params, names, opt, x, y, t, fast=False):
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 NS_EPS = 1e-7
 
-_MUON_RE = re.compile(r"^blocks\.\d+\.(attn\.(wq|wk|wv|wo)|mlp\.(w1|w2|w3|router)|"
+_MUON_RE = re.compile(r"^blocks\.\d+\.(attn\.(wq|wk|wv|wo|wq_a|wq_b|wkv_a|wkv_b)|"
+                      r"mlp\.(w1|w2|w3|router)|"
                       r"mlp\.(experts|shared)\.\d+\.(w1|w2|w3))$")
 
 

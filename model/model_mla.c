@@ -1,0 +1,172 @@
+// Multi-head latent attention (DeepSeek-V2) for training: the latents are projected up and the
+// per-head q and k materialised, so the attention core, qk-norm and the probes are those of
+// standard attention, on heads of d_h + d_R.
+#include "model/model_mla.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "model/attention.h"
+#include "model/matmul.h"
+#include "model/rope.h"
+
+static const float *W(const struct model *m, const float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+static float *G(const struct model *m, float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+// rows[N, ld] columns [col0, col0 + w) → dst[N, w]
+static void take_cols(float *dst, const float *src, int N, int ld, int col0, int w)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < N; r++)
+        memcpy(dst + (size_t)r * w, src + (size_t)r * ld + col0, (size_t)w * sizeof(float));
+}
+
+// dst[N, ld] columns [col0, col0 + w) = src[N, w]
+static void put_cols(float *dst, const float *src, int N, int ld, int col0, int w)
+{
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < N; r++)
+        memcpy(dst + (size_t)r * ld + col0, src + (size_t)r * w, (size_t)w * sizeof(float));
+}
+
+static void add_into(float *y, const float *x, size_t n)
+{
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++)
+        y[i] += x[i];
+}
+
+// k_h = [k_C,h ; k_R] for every head: k[B, H, T, d_qk] from kvb's content columns and kr[N, d_R].
+static void assemble_k(float *k, const float *kvb, const float *kr, int B, int H, int T, int dh,
+                       int dr)
+{
+    int dqk = dh + dr;
+#pragma omp parallel for schedule(static)
+    for (int bh = 0; bh < B * H; bh++) {
+        int b = bh / H, h = bh % H;
+        for (int t = 0; t < T; t++) {
+            size_t row = (size_t)b * T + t;
+            float *dst = k + ((size_t)bh * T + t) * dqk;
+            memcpy(dst, kvb + row * 2 * H * dh + (size_t)h * dh, (size_t)dh * sizeof(float));
+            memcpy(dst + dh, kr + row * dr, (size_t)dr * sizeof(float));
+        }
+    }
+}
+
+void mla_forward(struct model *m, const float *params, int l, int B)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    int T = c->seq_len, C = c->dim, H = c->heads, dh = c->head_dim, dr = c->rope_dim;
+    int dc = c->kv_rank, dcq = c->q_rank, dqk = m->dqk, N = B * T, BHT = B * H * T;
+
+    if (dcq > 0) {
+        matmul_forward(a->cq, a->n1, W(m, params, bi->wq_a), N, C, dcq);
+        norm_forward(a->cqn, NULL, a->cq_rstd, a->cq, W(m, params, bi->q_lat_norm), N, dcq,
+                     NORM_RMSNORM);
+        matmul_forward(a->qf, a->cqn, W(m, params, bi->wq_b), N, dcq, H * dqk);
+    } else {
+        matmul_forward(a->qf, a->n1, W(m, params, bi->wq), N, C, H * dqk);
+    }
+    matmul_forward(a->kva, a->n1, W(m, params, bi->wkv_a), N, C, dc + dr);
+    take_cols(a->ckv, a->kva, N, dc + dr, 0, dc);
+    norm_forward(a->ckvn, NULL, a->ckv_rstd, a->ckv, W(m, params, bi->kv_lat_norm), N, dc,
+                 NORM_RMSNORM);
+    matmul_forward(a->kvb, a->ckvn, W(m, params, bi->wkv_b), N, dc, 2 * H * dh);
+    float *q = c->qk_norm ? a->q_raw : a->q, *k = c->qk_norm ? a->k_raw : a->k;
+    attention_split_heads(q, a->qf, H * dqk, 0, B, H, T, dqk);
+    take_cols(m->acts.mla_tmp, a->kva, N, dc + dr, dc, dr); // k_R [N, d_R] (scratch)
+    assemble_k(k, a->kvb, m->acts.mla_tmp, B, H, T, dh, dr);
+    attention_split_heads(a->v, a->kvb, 2 * H * dh, H * dh, B, H, T, dh);
+    if (c->qk_norm) {
+        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, W(m, params, bi->q_norm), BHT, dqk,
+                     c->norm);
+        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, W(m, params, bi->k_norm), BHT, dqk,
+                     c->norm);
+    }
+    if (dr > 0) {
+        rope_forward_strided(a->q + dh, m->acts.rope_r, BHT, T, dqk, dr);
+        rope_forward_strided(a->k + dh, m->acts.rope_r, BHT, T, dqk, dr);
+    }
+    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
+    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, dqk, dh,
+                      1.0f / sqrtf((float)dqk));
+    attention_merge_heads(a->att, a->o, H * dh, 0, B, H, T, dh);
+}
+
+void mla_backward(struct model *m, const float *params, float *grads, int l, int B)
+{
+    const struct model_config *c = &m->cfg;
+    const struct block_index *bi = &m->blocks[l];
+    struct block_acts *a = &m->acts.blocks[l];
+    struct model_acts *g = &m->acts;
+    int T = c->seq_len, C = c->dim, H = c->heads, dh = c->head_dim, dr = c->rope_dim;
+    int dc = c->kv_rank, dcq = c->q_rank, dqk = m->dqk, N = B * T, BHT = B * H * T;
+
+    attention_split_heads(g->dout, g->datt, H * dh, 0, B, H, T, dh);
+    attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, dqk,
+                       dh, 1.0f / sqrtf((float)dqk));
+    if (dr > 0) {
+        rope_backward_strided(g->dq + dh, g->rope_r, BHT, T, dqk, dr);
+        rope_backward_strided(g->dk + dh, g->rope_r, BHT, T, dqk, dr);
+    }
+    float *dq = g->dq, *dk = g->dk;
+    if (c->qk_norm) {
+        memset(g->dq_raw, 0, (size_t)BHT * dqk * sizeof(float));
+        memset(g->dk_raw, 0, (size_t)BHT * dqk * sizeof(float));
+        norm_backward(g->dq_raw, G(m, grads, bi->q_norm), g->dq, a->q_raw, W(m, params, bi->q_norm),
+                      a->qn_mean, a->qn_rstd, BHT, dqk, c->norm);
+        norm_backward(g->dk_raw, G(m, grads, bi->k_norm), g->dk, a->k_raw, W(m, params, bi->k_norm),
+                      a->kn_mean, a->kn_rstd, BHT, dqk, c->norm);
+        dq = g->dq_raw;
+        dk = g->dk_raw;
+    }
+    // keys: the content parts go to kvb's first H·d_h columns, the rope parts sum over the heads
+    // into the shared key's columns of dkva
+    attention_merge_heads(g->mla_dkvb, g->dv, 2 * H * dh, H * dh, B, H, T, dh);
+    memset(g->mla_dkva, 0, (size_t)N * (dc + dr) * sizeof(float));
+#pragma omp parallel for schedule(static)
+    for (int row = 0; row < N; row++) {
+        int b = row / T, t = row % T;
+        float *dkr = g->mla_dkva + (size_t)row * (dc + dr) + dc;
+        for (int h = 0; h < H; h++) {
+            const float *src = dk + (((size_t)b * H + h) * T + t) * dqk;
+            memcpy(g->mla_dkvb + (size_t)row * 2 * H * dh + (size_t)h * dh, src,
+                   (size_t)dh * sizeof(float));
+            for (int i = 0; i < dr; i++)
+                dkr[i] += src[dh + i];
+        }
+    }
+    // kvb = wkv_b ckvn;  ckvn = RMSNorm(ckv)
+    matmul_backward(g->mla_dlatn, G(m, grads, bi->wkv_b), g->mla_dkvb, a->ckvn,
+                    W(m, params, bi->wkv_b), N, dc, 2 * H * dh);
+    memset(g->mla_dlat, 0, (size_t)N * dc * sizeof(float));
+    norm_backward(g->mla_dlat, G(m, grads, bi->kv_lat_norm), g->mla_dlatn, a->ckv,
+                  W(m, params, bi->kv_lat_norm), NULL, a->ckv_rstd, N, dc, NORM_RMSNORM);
+    put_cols(g->mla_dkva, g->mla_dlat, N, dc + dr, 0, dc);
+    matmul_backward(g->dn, G(m, grads, bi->wkv_a), g->mla_dkva, a->n1, W(m, params, bi->wkv_a), N,
+                    C, dc + dr);
+    // queries
+    attention_merge_heads(g->mla_dqf, dq, H * dqk, 0, B, H, T, dqk);
+    if (dcq > 0) {
+        matmul_backward(g->mla_dlatn, G(m, grads, bi->wq_b), g->mla_dqf, a->cqn,
+                        W(m, params, bi->wq_b), N, dcq, H * dqk);
+        memset(g->mla_dlat, 0, (size_t)N * dcq * sizeof(float));
+        norm_backward(g->mla_dlat, G(m, grads, bi->q_lat_norm), g->mla_dlatn, a->cq,
+                      W(m, params, bi->q_lat_norm), NULL, a->cq_rstd, N, dcq, NORM_RMSNORM);
+        matmul_backward(g->mla_tmp, G(m, grads, bi->wq_a), g->mla_dlat, a->n1,
+                        W(m, params, bi->wq_a), N, C, dcq);
+    } else {
+        matmul_backward(g->mla_tmp, G(m, grads, bi->wq), g->mla_dqf, a->n1, W(m, params, bi->wq), N,
+                        C, H * dqk);
+    }
+    add_into(g->dn, g->mla_tmp, (size_t)N * C);
+}
