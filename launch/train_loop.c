@@ -251,6 +251,16 @@ int train_run(struct run *r, const char *out_dir)
              c->model.dim, c->model.layers, c->model.heads, c->model.head_dim, c->model.seq_len,
              c->model.vocab, r->model.table.total, r->model.table.n, r->dist->size,
              c->train.threads);
+    if (c->model.attention == ATTN_MLA)
+        out_line(&o, 0, "attention: mla (kv_rank %d, q_rank %d, rope_dim %d)", c->model.kv_rank,
+                 c->model.q_rank, c->model.rope_dim);
+    if (c->model.experts > 0)
+        out_line(&o, 0,
+                 "feed-forward: MoE in %d of %d blocks, %d experts, top-%d%s, %d shared, "
+                 "capacity factor %g",
+                 r->model.moe_layers, c->model.layers, c->model.experts, c->model.top_k,
+                 c->model.gate_renorm ? " (renormalised gates)" : "", c->model.shared_experts,
+                 c->model.capacity_factor);
     out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
              r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
 

@@ -120,6 +120,9 @@ ABSURD = [
     (["model.dim=65536"], "needs about"),
     (["model.seq_len=1048576"], "needs about"),
     (["model.layers=1024", "model.dim=65536", "model.heads=64"], "needs about"),
+    (["model.experts=1000000"], "out of range"),
+    (["model.experts=4096", "model.dim=4096", "model.heads=64"], "needs about"),
+    (["model.attention=mla", "model.seq_len=1048576"], "needs about"),
 ]
 
 

@@ -1,0 +1,110 @@
+"""Multi-head latent attention end to end: data-parallel training (deterministic mode bitwise
+across rank counts), bit-exact resume, Muon on the latent projections, the MLA probes, bad MLA
+settings refused, and the sweep model.attention = mha, mla x model.experts = 0, 8."""
+import h5py
+import numpy as np
+import pytest
+
+from test_checkpoint import canary_np, checksum, probe_arrays, rows, train_args
+
+MLA = ("model.attention=mla", "model.kv_rank=16", "model.q_rank=12", "model.rope_dim=8",
+       "model.qk_norm=true")
+DET = ("train.deterministic=true", "train.grad_accum=2")
+
+
+def test_mla_trains_at_np2_and_deterministic_mode_is_bitwise(canary, small_config, tmp_path):
+    outs = {}
+    for np_ in (0, 2):
+        out = tmp_path / f"np{np_}"
+        r = canary_np(canary, np_, *train_args(small_config, out, *MLA, *DET))
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "mla (kv_rank 16, q_rank 12, rope_dim 8)" in r.stdout, r.stdout
+        outs[np_] = out
+    assert checksum(outs[0]) == checksum(outs[2])
+    assert rows(outs[0]) == rows(outs[2])
+    lines = (outs[2] / "metrics.tsv").read_text().splitlines()
+    evals = [float(l.split("\t")[2]) for l in lines if l.startswith("eval")]
+    assert evals[-1] < evals[0] - 0.5, evals
+    with h5py.File(outs[2] / "probes.h5", "r") as f:
+        assert f["attn/max_logit"].shape[1:] == (2, 2)  # [layer, head] as for standard attention
+        assert np.all(f["attn/max_logit"][:] > 0)
+        assert f["attn/kv_latent_rms"].shape[1:] == (2,) and f["attn/q_latent_rms"].shape[1:] == (2,)
+        assert np.all(f["attn/kv_latent_rms"][:] > 0) and np.all(f["attn/q_latent_rms"][:] > 0)
+
+
+def test_mla_resume_is_bitwise(canary, small_config, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert canary_np(canary, 2, *train_args(small_config, straight, *MLA)).returncode == 0
+    r = canary_np(canary, 2, *train_args(small_config, resumed, *MLA),
+                  env={"CANARY_FAULT": "abort:1:13"})
+    assert r.returncode != 0 and (resumed / "ckpt" / "step_00000010.h5").exists()
+    r = canary_np(canary, 2, "train", "--resume", str(resumed), "--set", "train.threads=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert checksum(straight) == checksum(resumed)
+    assert rows(straight) == rows(resumed)
+    a, b = probe_arrays(straight), probe_arrays(resumed)
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
+def test_mla_with_muon(canary, small_config, tmp_path):
+    outs = {}
+    for np_ in (0, 2):
+        out = tmp_path / f"np{np_}"
+        r = canary_np(canary, np_, *train_args(small_config, out, *MLA, *DET, "optim.name=muon"))
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs[np_] = out
+    assert checksum(outs[0]) == checksum(outs[2])
+    with h5py.File(outs[2] / "probes.h5", "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["tensors/names"][:]]
+        ortho = f["muon/ortho_err"][-1]
+        for i, n in enumerate(names):
+            if any(n.endswith(s) for s in ("wq_a", "wq_b", "wkv_a", "wkv_b", "attn.wo")):
+                assert ortho[i] > 0, n
+            if "latent_norm" in n:
+                assert ortho[i] == 0, n  # gains stay with AdamW
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["model.attention=mla", "model.rope_dim=3"], "model.rope_dim = 3 must be even"),
+    (["model.attention=mla", "model.kv_rank=33"], "MLA latent ranks must not exceed model.dim"),
+    (["model.attention=mla", "model.q_rank=40"], "MLA latent ranks must not exceed model.dim"),
+    (["model.attention=mla", "model.pos=learned", "model.rope_dim=4"],
+     "model.rope_dim = 4 needs model.pos = rope"),
+    (["model.kv_rank=8"], "model.kv_rank is set (--set) but model.attention = mha"),
+    (["model.attention=gqa"], "model.attention"),
+])
+def test_bad_mla_settings_are_refused(canary, small_config, tmp_path, sets, message):
+    out = tmp_path / "run"
+    args = ["train", "--config", str(small_config), "--out", str(out)]
+    for s in sets:
+        args += ["--set", s]
+    r = canary_np(canary, 0, *args)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def test_sweep_attention_by_experts(canary, small_config, tmp_path):
+    """The issue's sweep: model.attention = mha, mla x model.experts = 0, 8, from one config."""
+    study = tmp_path / "study.ini"
+    study.write_text(small_config.read_text() + """
+[model]
+kv_rank = 16
+top_k = 2
+[sweep]
+model.attention = mha, mla
+model.experts = 0, 8
+ranks_per_run = 1
+""")
+    out = tmp_path / "sweep"
+    r = canary_np(canary, 2, "sweep", "--config", str(study), "--out", str(out))
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [l.split("\t") for l in (out / "index.tsv").read_text().splitlines()[1:]]
+    assert [(l[1], l[2]) for l in lines] == [("mha", "0"), ("mha", "8"), ("mla", "0"),
+                                             ("mla", "8")]
+    assert all(l[3] == "ok" for l in lines), lines
+    for l in lines:
+        with h5py.File(out / l[0] / "probes.h5", "r") as f:
+            assert ("moe/load" in f) == (l[2] == "8")
+            assert ("attn/kv_latent_rms" in f) == (l[1] == "mla")
