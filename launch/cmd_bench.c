@@ -124,16 +124,24 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                        + (double)run.model.acts.floats * sizeof(float) +
                        (double)run.model.table.n * sizeof(double) +
                        2.0 * (double)run.local_batch * cfg.model.seq_len * sizeof(int);
+    // Attention activations kept for backward: the arena from a block's qkv (MHA) or latent
+    // buffers (MLA) up to x_mid, which the carve lays out in that order (model.c).
+    double attn_acts = 0.0;
+    for (int l = 0; l < cfg.model.layers; l++)
+        attn_acts += (double)(run.model.acts.blocks[l].x_mid - run.model.acts.blocks[l].qkv) *
+                     sizeof(float);
     double rss = peak_rss_mib();
     if (d->rank == 0)
         printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
                "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
                "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
-               "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f\n",
+               "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
+               "attn_acts_mib=%.1f\n",
                tokens / med, med * 1e3, gflops, sgemm_1t,
                100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
                accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
-               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3);
+               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3,
+               (double)run.model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0);
     free(times);
     free(waits);
     free(opt_times);

@@ -458,6 +458,36 @@ static void test_model_mla_backward_matches_fd(void **state)
     check_model_cfg(&cfg);
 }
 
+// The memory estimate that refuses oversized runs before allocating must track the real arena
+// and state for every variant (within 10% for activations, 1% for parameters and state).
+static void test_model_memory_estimate_tracks_the_arena(void **state)
+{
+    struct model_config base = {64, 3,        4,          16, 32, 100, 4, NORM_LAYERNORM,
+                                1,  POS_ROPE, MLP_SWIGLU, 0,  0,  0,   0, 0.0,
+                                1,  ATTN_MHA, 0,          0,  0};
+    struct model_config cfgs[5];
+    for (int i = 0; i < 5; i++)
+        cfgs[i] = base;
+    cfgs[1].experts = 8, cfgs[1].top_k = 2, cfgs[1].shared_experts = 1, cfgs[1].capacity_factor = 1;
+    cfgs[2].attention = ATTN_MLA, cfgs[2].kv_rank = 32, cfgs[2].q_rank = 24, cfgs[2].rope_dim = 8;
+    cfgs[3] = cfgs[2];
+    cfgs[3].experts = 4, cfgs[3].top_k = 1, cfgs[3].moe_every = 2, cfgs[3].mlp = MLP_GELU;
+    cfgs[4].qk_norm = 0, cfgs[4].pos = POS_LEARNED;
+    for (int i = 0; i < 5; i++) {
+        struct model m;
+        int B = 3;
+        double acts = 0.0, st = 0.0;
+        model_memory_estimate(&cfgs[i], B, &acts, &st);
+        model_init(&m, &cfgs[i], B);
+        double real_acts = (double)m.acts.floats * 4.0, real_state = 20.0 * m.table.total;
+        fprintf(stderr, "  config %d: acts %.0f vs %.0f, state %.0f vs %.0f\n", i, acts, real_acts,
+                st, real_state);
+        assert_true(fabs(acts - real_acts) <= 0.10 * real_acts);
+        assert_true(fabs(st - real_state) <= 0.01 * real_state);
+        model_free(&m);
+    }
+}
+
 // Routing on hand-made logits: the top-k order, ties to the lower index, the capacity served by
 // choice rank then token order, gates with and without renorm, the statistics.
 static void test_moe_routing_rules(void **state)
@@ -666,6 +696,7 @@ int main(void)
         cmocka_unit_test(test_model_variants_backward_matches_fd),
         cmocka_unit_test(test_model_moe_backward_matches_fd),
         cmocka_unit_test(test_model_mla_backward_matches_fd),
+        cmocka_unit_test(test_model_memory_estimate_tracks_the_arena),
         cmocka_unit_test(test_moe_routing_rules),
         cmocka_unit_test(test_fastmath_accuracy),
         cmocka_unit_test(test_model_table_names_and_order),
