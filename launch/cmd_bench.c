@@ -128,8 +128,8 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     // buffers (MLA) up to x_mid, which the carve lays out in that order (model.c).
     double attn_acts = 0.0;
     for (int l = 0; l < cfg.model.layers; l++)
-        attn_acts += (double)(run.model.acts.blocks[l].x_mid - run.model.acts.blocks[l].qkv) *
-                     sizeof(float);
+        attn_acts +=
+            (double)(run.model.acts.blocks[l].x_mid - run.model.acts.blocks[l].qkv) * sizeof(float);
     double rss = peak_rss_mib();
     if (d->rank == 0)
         printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "

@@ -474,6 +474,40 @@ static const char *origin_of(const struct config *c, const char *section, const 
     return i >= 0 ? c->origin[i] : "?";
 }
 
+// Puts section.key back to its default value and origin.
+static void key_reset(struct config *c, const char *section, const char *key)
+{
+    char why[400];
+    int i = key_find(section, key);
+    if (i >= 0 && key_parse(c, &config_keys[i], config_keys[i].def, why, sizeof(why)) == 0)
+        snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "default");
+}
+
+// Keys of a variant that does not apply: an error when the user set them, reset to their defaults
+// when a sweep switched the variant off for this point (the study's base config sets them for the
+// points that have it). Otherwise the point's saved config would carry them, and `canary eval` or
+// `--resume` of that point would refuse it.
+static int inapplicable_keys(struct config *c, const char *const (*keys)[2], size_t n,
+                             const char *switch_key, const char *why, char *err, size_t errlen)
+{
+    const char *dot = strchr(switch_key, '.');
+    char section[16];
+    snprintf(section, sizeof(section), "%.*s", (int)(dot - switch_key), switch_key);
+    int swept = strcmp(origin_of(c, section, dot + 1), "sweep") == 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *origin = origin_of(c, keys[i][0], keys[i][1]);
+        if (strcmp(origin, "default") == 0)
+            continue;
+        if (swept) {
+            key_reset(c, keys[i][0], keys[i][1]);
+            continue;
+        }
+        snprintf(err, errlen, "%s.%s is set (%s) but %s", keys[i][0], keys[i][1], origin, why);
+        return -1;
+    }
+    return 0;
+}
+
 int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
 {
     struct model_config *m = &c->model;
@@ -488,7 +522,7 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         }
         m->head_dim = m->dim / m->heads;
     }
-    if (m->pos == POS_ROPE && m->head_dim % 2 != 0) {
+    if (m->pos == POS_ROPE && m->attention != ATTN_MLA && m->head_dim % 2 != 0) {
         snprintf(err, errlen, "model.head_dim = %d must be even for RoPE (model.pos = rope)",
                  m->head_dim);
         return -1;
@@ -522,41 +556,35 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                      m->dim, m->kv_rank, m->q_rank);
             return -1;
         }
-    } else if (strcmp(origin_of(c, "model", "attention"), "sweep") != 0) {
-        static const char *const mla_keys[] = {"kv_rank", "q_rank", "rope_dim"};
-        for (size_t i = 0; i < sizeof(mla_keys) / sizeof(mla_keys[0]); i++) {
-            const char *origin = origin_of(c, "model", mla_keys[i]);
-            if (strcmp(origin, "default") != 0) {
-                snprintf(err, errlen,
-                         "model.%s is set (%s) but model.attention = mha: it only applies to "
-                         "model.attention = mla",
-                         mla_keys[i], origin);
-                return -1;
-            }
-        }
+    } else {
+        static const char *const mla_keys[][2] = {
+            {"model", "kv_rank"}, {"model", "q_rank"}, {"model", "rope_dim"}};
+        if (inapplicable_keys(c, mla_keys, 3, "model.attention",
+                              "model.attention = mha: it only applies to model.attention = mla",
+                              err, errlen) != 0)
+            return -1;
     }
     if (m->experts > 0 && m->top_k > m->experts) {
         snprintf(err, errlen, "model.top_k = %d exceeds model.experts = %d (%s)", m->top_k,
                  m->experts, origin_of(c, "model", "top_k"));
         return -1;
     }
-    if (m->experts == 0 && strcmp(origin_of(c, "model", "experts"), "sweep") != 0) {
-        // MoE settings on a dense model are a mistake (a sweep over experts = 0, N may carry
-        // them for its MoE points)
+    if (m->experts == 0) {
         static const char *const moe_keys[][2] = {
             {"model", "top_k"},           {"model", "gate_renorm"}, {"model", "shared_experts"},
             {"model", "capacity_factor"}, {"model", "moe_every"},   {"optim", "balance_loss"},
             {"optim", "router_z_loss"}};
-        for (size_t i = 0; i < sizeof(moe_keys) / sizeof(moe_keys[0]); i++) {
-            const char *origin = origin_of(c, moe_keys[i][0], moe_keys[i][1]);
-            if (strcmp(origin, "default") != 0) {
-                snprintf(err, errlen,
-                         "%s.%s is set (%s) but model.experts = 0: the model has no mixture of "
-                         "experts; set model.experts or remove the key",
-                         moe_keys[i][0], moe_keys[i][1], origin);
-                return -1;
-            }
-        }
+        if (inapplicable_keys(c, moe_keys, 7, "model.experts",
+                              "model.experts = 0: the model has no mixture of experts; set "
+                              "model.experts or remove the key",
+                              err, errlen) != 0)
+            return -1;
+    }
+    if (m->experts > 0 && m->gate_renorm && m->top_k == 1) {
+        snprintf(err, errlen,
+                 "model.gate_renorm with model.top_k = 1 makes every gate 1: the router would "
+                 "learn from the auxiliary losses only; use top_k >= 2 or gate_renorm = false");
+        return -1;
     }
     if (m->experts > 0 && m->moe_every > m->layers) {
         snprintf(err, errlen,
@@ -617,11 +645,25 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
     // Row counts of every kernel are ints (BLAS takes ints): keep micro-batch products in range.
     double widest =
         fmax(fmax((double)m->vocab, 3.0 * m->heads * m->head_dim), 2.0 * m->mlp_ratio * m->dim);
+    if (m->experts > 0) // the expert buffers have top_k rows per token
+        widest = fmax(widest, (double)m->top_k * fmax(2.0 * m->mlp_ratio * m->dim, m->dim));
+    if (m->attention == ATTN_MLA)
+        widest = fmax(widest, (double)m->heads * (m->head_dim + m->rope_dim));
     if ((double)micro * m->seq_len * fmax(widest, (double)m->heads * m->seq_len) > 2147483647.0) {
         snprintf(err, errlen,
                  "a micro-batch of %d sequences of %d tokens is too large for 32-bit kernel "
                  "indices: raise train.grad_accum",
                  micro, m->seq_len);
+        return -1;
+    }
+    // Every tensor is a checkpoint dataset, a probe column and a Muon assignment: a table of
+    // millions (layers x experts) is a config mistake, not a study.
+    double tensors = (double)m->layers * (12.0 + (3.0 * (m->experts + m->shared_experts)));
+    if (tensors > 200000.0) {
+        snprintf(err, errlen,
+                 "model.layers = %d with %d experts makes about %.0f parameter tensors (at most "
+                 "200000): lower model.experts or model.layers",
+                 m->layers, m->experts + m->shared_experts, tensors);
         return -1;
     }
     if (need_data && c->data.train[0] == '\0') {

@@ -80,7 +80,8 @@ const struct config_key config_keys[] = {
     {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,
      "output z-loss coefficient: adds z_loss * mean(log^2 Z) to the loss; 0 disables"},
     {"optim", "balance_loss", CT_DOUBLE, OFF(optim.balance_loss), "1e-2", 0, 10, 0, NULL,
-     "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers)"},
+     "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers), "
+     "added to the training loss; evaluations report ce + z"},
     {"optim", "router_z_loss", CT_DOUBLE, OFF(optim.router_z_loss), "1e-3", 0, 10, 0, NULL,
      "MoE: ST-MoE router z-loss coefficient on mean(logsumexp(router logits)^2) (mean over MoE "
      "layers)"},

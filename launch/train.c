@@ -410,7 +410,8 @@ static void lr_probe(struct run *r)
         model_forward(&r->model, r->trial, r->probe_inputs, mb);
         xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
                      (float)c->optim.z_loss);
-        r->lr_probe_loss[i] = lp.total;
+        // the training loss the update descends: with MoE, its auxiliary losses too
+        r->lr_probe_loss[i] = lp.total + r->model.aux_balance + r->model.aux_z;
     }
 }
 

@@ -329,8 +329,9 @@ int train_run(struct run *r, const char *out_dir)
             rc = TRAIN_EXIT_IO;
             break;
         }
-        // a signal on any rank stops every rank here, between two steps
-        if (!dist_all_ok(r->dist, stop_requested() == 0)) {
+        // a signal on any rank stops every rank here, between two steps (after the last step
+        // the run just ends as usual, with its final evaluation and checkpoint)
+        if (r->step < steps && !dist_all_ok(r->dist, stop_requested() == 0)) {
             rc = stop_run(r, &o, out_dir, written);
             break;
         }

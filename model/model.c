@@ -554,7 +554,7 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
     double I = H * hd, F = (double)c->mlp_ratio * C, U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     double BT = (double)B * T, P = BT * H * T, qk = c->qk_norm ? 1.0 : 0.0;
     double per_block_params = 2 * C + 3 * C * I + I * C + C * U + F * C + qk * 2 * hd;
-    double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P;
+    double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P, mla_scratch = 0;
     if (c->attention == ATTN_MLA) { // latent projections instead of wq, wk, wv
         double dr = c->rope_dim, dc = c->kv_rank > 0 ? c->kv_rank : C / 2, dq = c->q_rank;
         double iqk = H * (hd + dr);
@@ -562,6 +562,10 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
         per_block_params += q_params + C * (dc + dr) + dc + dc * 2 * I - 3 * C * I + qk * 2 * dr;
         per_block +=
             BT * (2 * dq + 1 + iqk + 3 * dc + dr + 1 + 2 * I - 3 * I + (2 + 2 * qk) * (iqk - I));
+        // backward scratch: wider dq, dk; the latents' gradients; the decoupled RoPE table
+        mla_scratch = BT * ((2 + 2 * qk) * (iqk - I) + iqk + 2 * I + dc + dr +
+                            2 * (dc > dq ? dc : dq) + (C > dr ? C : dr)) +
+                      T * dr;
     }
     // MoE blocks: router, E + S experts; routing state, k rows per token in the expert buffers,
     // and the shared experts' activations instead of the MLP's
@@ -575,7 +579,7 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
                     (c->pos == POS_LEARNED ? T * C : 0);
     double acts = L * per_block + moe_blocks * moe_acts +
                   BT * (3 * C + V + 3 * I + 5 * I + 2 * qk * I + U + F) + P +
-                  (K > 0 ? BT * (K * (3 * C + U + F + 1) + E + C) : 0);
+                  (K > 0 ? BT * (K * (3 * C + U + F + 1) + E + C) : 0) + mla_scratch;
     *acts_bytes = 4.0 * acts;
     *state_bytes = 4.0 * 5.0 * params; // params, grads, update, m, v
     return *acts_bytes + *state_bytes;

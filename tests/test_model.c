@@ -465,15 +465,19 @@ static void test_model_memory_estimate_tracks_the_arena(void **state)
     struct model_config base = {64, 3,        4,          16, 32, 100, 4, NORM_LAYERNORM,
                                 1,  POS_ROPE, MLP_SWIGLU, 0,  0,  0,   0, 0.0,
                                 1,  ATTN_MHA, 0,          0,  0};
-    struct model_config cfgs[5];
-    for (int i = 0; i < 5; i++)
+    struct model_config cfgs[7];
+    for (int i = 0; i < 7; i++)
         cfgs[i] = base;
     cfgs[1].experts = 8, cfgs[1].top_k = 2, cfgs[1].shared_experts = 1, cfgs[1].capacity_factor = 1;
     cfgs[2].attention = ATTN_MLA, cfgs[2].kv_rank = 32, cfgs[2].q_rank = 24, cfgs[2].rope_dim = 8;
     cfgs[3] = cfgs[2];
     cfgs[3].experts = 4, cfgs[3].top_k = 1, cfgs[3].moe_every = 2, cfgs[3].mlp = MLP_GELU;
     cfgs[4].qk_norm = 0, cfgs[4].pos = POS_LEARNED;
-    for (int i = 0; i < 5; i++) {
+    cfgs[5] = cfgs[2];
+    cfgs[5].layers = 1; // the shared backward scratch weighs more with one block
+    cfgs[6] = cfgs[5];
+    cfgs[6].head_dim = 4, cfgs[6].rope_dim = 64, cfgs[6].q_rank = 0; // a wide rope part
+    for (int i = 0; i < 7; i++) {
         struct model m;
         int B = 3;
         double acts = 0.0, st = 0.0;

@@ -177,7 +177,7 @@ def validate(cfg):
     m = cfg["model"]
     if m["head_dim"] == 0 and m["dim"] % m["heads"] != 0:
         raise ValueError("dim must be divisible by heads when head_dim = 0")
-    if m["pos"] == "rope" and head_dim(cfg) % 2 != 0:
+    if m["pos"] == "rope" and m["attention"] != "mla" and head_dim(cfg) % 2 != 0:
         raise ValueError("rope needs an even head_dim")
     if cfg["optim"]["ns_steps"] < 1:
         raise ValueError("optim.ns_steps must be >= 1")

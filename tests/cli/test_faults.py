@@ -123,6 +123,8 @@ ABSURD = [
     (["model.experts=1000000"], "out of range"),
     (["model.experts=4096", "model.dim=4096", "model.heads=64"], "needs about"),
     (["model.attention=mla", "model.seq_len=1048576"], "needs about"),
+    (["model.layers=1024", "model.experts=4096", "model.dim=2", "model.heads=1",
+      "model.mlp_ratio=1"], "parameter tensors"),
 ]
 
 

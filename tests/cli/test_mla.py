@@ -85,6 +85,17 @@ def test_bad_mla_settings_are_refused(canary, small_config, tmp_path, sets, mess
     assert not out.exists()
 
 
+def test_mla_allows_an_odd_head_dim(canary, small_config, tmp_path):
+    """RoPE only rotates MLA's rope part, so the content head width may be odd."""
+    out = tmp_path / "run"
+    r = canary_np(canary, 0, *train_args(small_config, out, "model.attention=mla",
+                                         "model.head_dim=15", "model.rope_dim=4",
+                                         "train.steps=3"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = canary_np(canary, 0, *train_args(small_config, tmp_path / "mha", "model.head_dim=15"))
+    assert r.returncode == 1 and "must be even for RoPE" in r.stderr
+
+
 def test_sweep_attention_by_experts(canary, small_config, tmp_path):
     """The issue's sweep: model.attention = mha, mla x model.experts = 0, 8, from one config."""
     study = tmp_path / "study.ini"
@@ -108,3 +119,7 @@ ranks_per_run = 1
         with h5py.File(out / l[0] / "probes.h5", "r") as f:
             assert ("moe/load" in f) == (l[2] == "8")
             assert ("attn/kv_latent_rms" in f) == (l[1] == "mla")
+        # every point's checkpoint evaluates (the MHA points' configs drop kv_rank)
+        ckpt = sorted((out / l[0] / "ckpt").glob("*.h5"))[-1]
+        r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
+        assert r.returncode == 0, r.stdout + r.stderr

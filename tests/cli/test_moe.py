@@ -96,6 +96,8 @@ def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path)
     (["optim.balance_loss=0.1"], "optim.balance_loss is set (--set) but model.experts = 0"),
     (["model.experts=4", "model.moe_every=3"], "model.moe_every = 3 exceeds model.layers = 2"),
     (["model.experts=1000000"], "model.experts = 1000000 is out of range"),
+    (["model.experts=4", "model.top_k=1", "model.gate_renorm=true"],
+     "model.gate_renorm with model.top_k = 1 makes every gate 1"),
 ])
 def test_bad_moe_settings_are_refused(canary, small_config, tmp_path, sets, message):
     out = tmp_path / "run"
@@ -126,3 +128,12 @@ ranks_per_run = 1
     assert all(l.split("\t")[2] == "ok" for l in lines), lines
     with h5py.File(out / lines[1].split("\t")[0] / "probes.h5", "r") as f:
         assert f["moe/load"].shape[1:] == (2, 8)
+    # the dense point's saved config drops the MoE keys, so its checkpoint evaluates and resumes
+    dense = out / lines[0].split("\t")[0]
+    text = (dense / "config.ini").read_text()
+    assert "capacity_factor = 1.25\n" in text, text  # the study's 1.5 only for MoE points
+    ckpt = sorted((dense / "ckpt").glob("*.h5"))[-1]
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
+    assert r.returncode == 0, r.stdout + r.stderr
+    r = canary_np(canary, 0, "train", "--resume", str(dense), "--set", "train.steps=24")
+    assert r.returncode == 0, r.stdout + r.stderr
