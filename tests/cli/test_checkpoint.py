@@ -58,6 +58,23 @@ def crash_and_resume(canary, config, out, np_crash, np_resume, *sets):
     assert "resumed from step 10" in r.stdout
 
 
+def assert_resume_is_bitwise(canary, config, tmp_path, sets, np_=2, fault="abort:0:13"):
+    """A run killed after its step-10 checkpoint and resumed ends like one that never stopped:
+    parameters, metric rows and every probe row."""
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert canary_np(canary, np_, *train_args(config, straight, *sets)).returncode == 0
+    r = canary_np(canary, np_, *train_args(config, resumed, *sets), env={"CANARY_FAULT": fault})
+    assert r.returncode != 0 and (resumed / "ckpt" / "step_00000010.h5").exists()
+    r = canary_np(canary, np_, "train", "--resume", str(resumed), "--set", "train.threads=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert checksum(straight) == checksum(resumed)
+    assert rows(straight) == rows(resumed)
+    a, b = probe_arrays(straight), probe_arrays(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert np.array_equal(a[k], b[k]), k
+
+
 @pytest.mark.parametrize("np_", [0, 2])
 def test_resume_is_bitwise(canary, small_config, tmp_path, np_):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from test_checkpoint import canary_np, checksum, probe_arrays, rows, train_args
+from test_checkpoint import assert_resume_is_bitwise, canary_np, checksum, rows, train_args
 
 MLA = ("model.attention=mla", "model.kv_rank=16", "model.q_rank=12", "model.rope_dim=8",
        "model.qk_norm=true")
@@ -33,18 +33,7 @@ def test_mla_trains_at_np2_and_deterministic_mode_is_bitwise(canary, small_confi
 
 
 def test_mla_resume_is_bitwise(canary, small_config, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert canary_np(canary, 2, *train_args(small_config, straight, *MLA)).returncode == 0
-    r = canary_np(canary, 2, *train_args(small_config, resumed, *MLA),
-                  env={"CANARY_FAULT": "abort:1:13"})
-    assert r.returncode != 0 and (resumed / "ckpt" / "step_00000010.h5").exists()
-    r = canary_np(canary, 2, "train", "--resume", str(resumed), "--set", "train.threads=1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert checksum(straight) == checksum(resumed)
-    assert rows(straight) == rows(resumed)
-    a, b = probe_arrays(straight), probe_arrays(resumed)
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
+    assert_resume_is_bitwise(canary, small_config, tmp_path, MLA, fault="abort:1:13")
 
 
 def test_mla_with_muon(canary, small_config, tmp_path):

@@ -5,7 +5,7 @@ import h5py
 import numpy as np
 import pytest
 
-from test_checkpoint import canary_np, checksum, probe_arrays, rows, train_args
+from test_checkpoint import assert_resume_is_bitwise, canary_np, checksum, rows, train_args
 
 MOE = ("model.experts=4", "model.top_k=2", "model.shared_experts=1", "model.capacity_factor=1.0",
        "optim.balance_loss=0.05")
@@ -54,18 +54,7 @@ def test_moe_probes(canary, small_config, tmp_path):
 
 
 def test_moe_resume_is_bitwise(canary, small_config, tmp_path):
-    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert canary_np(canary, 2, *train_args(small_config, straight, *MOE)).returncode == 0
-    r = canary_np(canary, 2, *train_args(small_config, resumed, *MOE),
-                  env={"CANARY_FAULT": "abort:0:13"})
-    assert r.returncode != 0 and (resumed / "ckpt" / "step_00000010.h5").exists()
-    r = canary_np(canary, 2, "train", "--resume", str(resumed), "--set", "train.threads=1")
-    assert r.returncode == 0, r.stdout + r.stderr
-    assert checksum(straight) == checksum(resumed)
-    assert rows(straight) == rows(resumed)
-    a, b = probe_arrays(straight), probe_arrays(resumed)
-    for k in a:
-        assert np.array_equal(a[k], b[k]), k
+    assert_resume_is_bitwise(canary, small_config, tmp_path, MOE, fault="abort:0:13")
 
 
 def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path):
