@@ -293,9 +293,8 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
     int outputs = last && r->probes.active;
     r->model.probe_attention = last && r->probe_step;
     model_forward(&r->model, r->params, in, mb);
-    if (outputs)
-        run_probes_moe_seen(r);
     if (outputs) {
+        run_probes_moe_seen(r);
         const float *lg = r->model.acts.logits;
         size_t n = (size_t)mb * T * c->model.vocab;
         double s = 0.0;
