@@ -493,10 +493,12 @@ static int inapplicable_keys(struct config *c, const char *const (*keys)[2], siz
     const char *dot = strchr(switch_key, '.');
     char section[16];
     snprintf(section, sizeof(section), "%.*s", (int)(dot - switch_key), switch_key);
-    int swept = strcmp(origin_of(c, section, dot + 1), "sweep") == 0;
+    int swept = strcmp(origin_of(c, section, dot + 1), "sweep") == 0, in_grid = 0;
+    for (int i = 0; i < c->sweep.nkeys; i++) // a study's base config: the points decide
+        in_grid |= strcmp(c->sweep.key[i], switch_key) == 0;
     for (size_t i = 0; i < n; i++) {
         const char *origin = origin_of(c, keys[i][0], keys[i][1]);
-        if (strcmp(origin, "default") == 0)
+        if (strcmp(origin, "default") == 0 || in_grid)
             continue;
         if (swept) {
             key_reset(c, keys[i][0], keys[i][1]);

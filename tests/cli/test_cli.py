@@ -2,7 +2,13 @@
 reproducibility, and the docs that are generated from the code."""
 import os
 
+import pathlib
+
+import pytest
+
 from conftest import ROOT, run
+
+ROOT_DIR = pathlib.Path(ROOT)
 
 
 def test_help_lists_commands(canary):
@@ -95,3 +101,10 @@ def test_nonfinite_loss_stops_with_step(canary, small_config, tmp_path):
     assert r.returncode == 3, r.stdout + r.stderr
     assert "diverged at step" in r.stderr and "not finite" in r.stderr
     assert "non-finite" in (out / "log.txt").read_text()
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT_DIR / "configs").glob("*.ini")))
+def test_shipped_configs_resolve(canary, name):
+    """Every config in configs/ (a study's base config included) passes validation."""
+    r = run(canary, "config", "--config", str(ROOT_DIR / "configs" / name))
+    assert r.returncode == 0, r.stderr
