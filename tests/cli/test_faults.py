@@ -148,3 +148,24 @@ def test_absurd_sizes_are_refused_before_any_allocation(canary, small_config, tm
     assert r.returncode == 1, r.stdout + r.stderr
     assert message in r.stderr, r.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_stop_signal_stops_a_sweep(canary, small_config, tmp_path):
+    """A preempted sweep: the running point checkpoints and is marked stopped, no further point
+    starts, exit code 4."""
+    study = tmp_path / "study.ini"
+    study.write_text(small_config.read_text() + "\n[sweep]\noptim.lr = 1e-3, 3e-3\n")
+    out = tmp_path / "sweep"
+    e = dict(os.environ, **ENV, CANARY_FAULT="stall:0:10")
+    p = subprocess.Popen([canary, "sweep", "--config", str(study), "--out", str(out), "--set",
+                          "train.steps=20", "--set", "train.checkpoint_every=10"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    first = out / "000_lr-1e-3"
+    wait_for(first / "ckpt" / "step_00000010.h5", p)
+    os.kill(p.pid, signal.SIGTERM)
+    stdout, stderr = p.communicate(timeout=60)
+    assert p.returncode == 4, stdout + stderr
+    assert (first / "ckpt" / "step_00000011.h5").exists()
+    rows = [l.split("\t") for l in (out / "index.tsv").read_text().splitlines()[1:]]
+    assert [r[2] for r in rows] == ["stopped"], rows  # the second point never started
+    assert not (out / "001_lr-3e-3").exists()
