@@ -580,6 +580,24 @@ int h5_series_read_row(struct h5file *f, int id, long row, double *out, char *er
 
 // ---- fixed datasets ----
 
+// Creates the fixed-size dataset path (and its parent groups) and writes data into it.
+static int dataset_write(struct h5file *f, const char *path, hid_t type, hid_t space, hid_t dcpl,
+                         const void *data, char *err, size_t errlen)
+{
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+    H5Pset_create_intermediate_group(lcpl, 1);
+    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
+    int rc = -1;
+    if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
+        rc = 0;
+    else
+        FAIL("write dataset '%s' in '%s' failed (disk full?)", path, f->path);
+    if (dset >= 0)
+        H5Dclose(dset);
+    H5Pclose(lcpl);
+    return rc;
+}
+
 int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dims,
                  const float *data, char *err, size_t errlen)
 {
@@ -597,19 +615,9 @@ int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dim
         chunk[0] = (1u << 20) / (row ? row : 1) ? (1u << 20) / (row ? row : 1) : 1;
     hid_t space = H5Screate_simple(ndim, d, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
     H5Pset_chunk(dcpl, ndim, chunk);
     H5Pset_fletcher32(dcpl);
-    hid_t dset = H5Dcreate2(f->file, path, H5T_NATIVE_FLOAT, space, lcpl, dcpl, H5P_DEFAULT);
-    int rc = -1;
-    if (dset >= 0 && H5Dwrite(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
-        rc = 0;
-    else
-        FAIL("write dataset '%s' in '%s' failed (disk full?)", path, f->path);
-    if (dset >= 0)
-        H5Dclose(dset);
-    H5Pclose(lcpl);
+    int rc = dataset_write(f, path, H5T_NATIVE_FLOAT, space, dcpl, data, err, errlen);
     H5Pclose(dcpl);
     H5Sclose(space);
     return rc;
@@ -662,17 +670,7 @@ int h5_write_strings(struct h5file *f, const char *path, const char *const *stri
     hsize_t d = (hsize_t)n;
     hid_t type = string_type();
     hid_t space = H5Screate_simple(1, &d, NULL);
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    int rc = -1;
-    if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, strings) >= 0)
-        rc = 0;
-    else
-        FAIL("write '%s' in '%s' failed", path, f->path);
-    if (dset >= 0)
-        H5Dclose(dset);
-    H5Pclose(lcpl);
+    int rc = dataset_write(f, path, type, space, H5P_DEFAULT, strings, err, errlen);
     H5Sclose(space);
     H5Tclose(type);
     return rc;
