@@ -127,69 +127,30 @@ static void run_case(const char *name)
     fixture_free(&fx);
 }
 
-static void test_reference_default(void **state)
+// One cmocka test per fixture case, named after it; the case name is the test's state.
+static void run_fixture_case(void **state)
 {
-    run_case("default");
+    run_case((const char *)*state);
 }
 
-static void test_reference_rms_qknorm_learned_swiglu(void **state)
-{
-    run_case("rms_qknorm_learned_swiglu");
-}
-
-static void test_reference_ln_qknorm_rope_swiglu(void **state)
-{
-    run_case("ln_qknorm_rope_swiglu");
-}
-
-static void test_reference_rms_learned_gelu_headdim(void **state)
-{
-    run_case("rms_learned_gelu_headdim");
-}
-
-static void test_reference_muon_rms(void **state)
-{
-    run_case("muon_rms");
-}
-
-static void test_reference_muon_shape_swiglu(void **state)
-{
-    run_case("muon_shape_swiglu");
-}
-
-static void test_reference_moe_gelu_shared(void **state)
-{
-    run_case("moe_gelu_shared");
-}
-
-static void test_reference_moe_renorm_swiglu_muon(void **state)
-{
-    run_case("moe_renorm_swiglu_muon");
-}
-
-static void test_reference_mla_rope(void **state)
-{
-    run_case("mla_rope");
-}
-
-static void test_reference_mla_qlatent_qknorm_moe_muon(void **state)
-{
-    run_case("mla_qlatent_qknorm_moe_muon");
-}
+#define CASE(name)                                                                                 \
+    {                                                                                              \
+        "reference_" name, run_fixture_case, NULL, NULL, (void *)name                              \
+    }
 
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_reference_default),
-        cmocka_unit_test(test_reference_rms_qknorm_learned_swiglu),
-        cmocka_unit_test(test_reference_ln_qknorm_rope_swiglu),
-        cmocka_unit_test(test_reference_rms_learned_gelu_headdim),
-        cmocka_unit_test(test_reference_muon_rms),
-        cmocka_unit_test(test_reference_muon_shape_swiglu),
-        cmocka_unit_test(test_reference_moe_gelu_shared),
-        cmocka_unit_test(test_reference_moe_renorm_swiglu_muon),
-        cmocka_unit_test(test_reference_mla_rope),
-        cmocka_unit_test(test_reference_mla_qlatent_qknorm_moe_muon),
+        CASE("default"),
+        CASE("rms_qknorm_learned_swiglu"),
+        CASE("ln_qknorm_rope_swiglu"),
+        CASE("rms_learned_gelu_headdim"),
+        CASE("muon_rms"),
+        CASE("muon_shape_swiglu"),
+        CASE("moe_gelu_shared"),
+        CASE("moe_renorm_swiglu_muon"),
+        CASE("mla_rope"),
+        CASE("mla_qlatent_qknorm_moe_muon"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

@@ -58,6 +58,39 @@ def crash_and_resume(canary, config, out, np_crash, np_resume, *sets):
     assert "resumed from step 10" in r.stdout
 
 
+DETERMINISTIC = ("train.deterministic=true", "train.grad_accum=2")
+
+
+def assert_np1_np2_bitwise(canary, config, tmp_path, sets):
+    """Trains in deterministic mode without mpiexec and at np 2; the runs must end with the same
+    parameters and metric rows. Returns (run dir at np 2, its stdout)."""
+    outs, stdout = {}, ""
+    for np_ in (0, 2):
+        out = tmp_path / f"np{np_}"
+        r = canary_np(canary, np_, *train_args(config, out, *sets, *DETERMINISTIC))
+        assert r.returncode == 0, r.stdout + r.stderr
+        outs[np_], stdout = out, r.stdout
+    assert checksum(outs[0]) == checksum(outs[2])
+    assert rows(outs[0]) == rows(outs[2])
+    return outs[2], stdout
+
+
+def assert_refused(canary, config, tmp_path, sets, message):
+    """`canary train` with these --set values exits 1 with message, before writing anything."""
+    out = tmp_path / "run"
+    r = canary_np(canary, 0, *train_args(config, out, *sets))
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert message in r.stderr, r.stderr
+    assert not out.exists()
+
+
+def last_muon_ortho(out):
+    """{tensor name: muon/ortho_err of the last probe row} of a run."""
+    with h5py.File(out / "probes.h5", "r") as f:
+        names = [n.decode() if isinstance(n, bytes) else n for n in f["tensors/names"][:]]
+        return dict(zip(names, f["muon/ortho_err"][-1]))
+
+
 def assert_resume_is_bitwise(canary, config, tmp_path, sets, np_=2, fault="abort:0:13"):
     """A run killed after its step-10 checkpoint and resumed ends like one that never stopped:
     parameters, metric rows and every probe row."""

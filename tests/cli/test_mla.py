@@ -5,27 +5,20 @@ import h5py
 import numpy as np
 import pytest
 
-from test_checkpoint import assert_resume_is_bitwise, canary_np, checksum, rows, train_args
+from test_checkpoint import (assert_np1_np2_bitwise, assert_refused, assert_resume_is_bitwise,
+                             canary_np, last_muon_ortho, train_args)
 
 MLA = ("model.attention=mla", "model.kv_rank=16", "model.q_rank=12", "model.rope_dim=8",
        "model.qk_norm=true")
-DET = ("train.deterministic=true", "train.grad_accum=2")
 
 
 def test_mla_trains_at_np2_and_deterministic_mode_is_bitwise(canary, small_config, tmp_path):
-    outs = {}
-    for np_ in (0, 2):
-        out = tmp_path / f"np{np_}"
-        r = canary_np(canary, np_, *train_args(small_config, out, *MLA, *DET))
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "mla (kv_rank 16, q_rank 12, rope_dim 8)" in r.stdout, r.stdout
-        outs[np_] = out
-    assert checksum(outs[0]) == checksum(outs[2])
-    assert rows(outs[0]) == rows(outs[2])
-    lines = (outs[2] / "metrics.tsv").read_text().splitlines()
+    out, stdout = assert_np1_np2_bitwise(canary, small_config, tmp_path, MLA)
+    assert "mla (kv_rank 16, q_rank 12, rope_dim 8)" in stdout, stdout
+    lines = (out / "metrics.tsv").read_text().splitlines()
     evals = [float(l.split("\t")[2]) for l in lines if l.startswith("eval")]
     assert evals[-1] < evals[0] - 0.5, evals
-    with h5py.File(outs[2] / "probes.h5", "r") as f:
+    with h5py.File(out / "probes.h5", "r") as f:
         assert f["attn/max_logit"].shape[1:] == (2, 2)  # [layer, head] as for standard attention
         assert np.all(f["attn/max_logit"][:] > 0)
         assert f["attn/kv_latent_rms"].shape[1:] == (2,) and f["attn/q_latent_rms"].shape[1:] == (2,)
@@ -37,21 +30,12 @@ def test_mla_resume_is_bitwise(canary, small_config, tmp_path):
 
 
 def test_mla_with_muon(canary, small_config, tmp_path):
-    outs = {}
-    for np_ in (0, 2):
-        out = tmp_path / f"np{np_}"
-        r = canary_np(canary, np_, *train_args(small_config, out, *MLA, *DET, "optim.name=muon"))
-        assert r.returncode == 0, r.stdout + r.stderr
-        outs[np_] = out
-    assert checksum(outs[0]) == checksum(outs[2])
-    with h5py.File(outs[2] / "probes.h5", "r") as f:
-        names = [n.decode() if isinstance(n, bytes) else n for n in f["tensors/names"][:]]
-        ortho = f["muon/ortho_err"][-1]
-        for i, n in enumerate(names):
-            if any(n.endswith(s) for s in ("wq_a", "wq_b", "wkv_a", "wkv_b", "attn.wo")):
-                assert ortho[i] > 0, n
-            if "latent_norm" in n:
-                assert ortho[i] == 0, n  # gains stay with AdamW
+    out, _ = assert_np1_np2_bitwise(canary, small_config, tmp_path, (*MLA, "optim.name=muon"))
+    for n, ortho in last_muon_ortho(out).items():
+        if any(n.endswith(s) for s in ("wq_a", "wq_b", "wkv_a", "wkv_b", "attn.wo")):
+            assert ortho > 0, n
+        if "latent_norm" in n:
+            assert ortho == 0, n  # gains stay with AdamW
 
 
 @pytest.mark.parametrize("sets,message", [
@@ -64,14 +48,7 @@ def test_mla_with_muon(canary, small_config, tmp_path):
     (["model.attention=gqa"], "model.attention"),
 ])
 def test_bad_mla_settings_are_refused(canary, small_config, tmp_path, sets, message):
-    out = tmp_path / "run"
-    args = ["train", "--config", str(small_config), "--out", str(out)]
-    for s in sets:
-        args += ["--set", s]
-    r = canary_np(canary, 0, *args)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert message in r.stderr, r.stderr
-    assert not out.exists()
+    assert_refused(canary, small_config, tmp_path, sets, message)
 
 
 def test_mla_allows_an_odd_head_dim(canary, small_config, tmp_path):

@@ -5,24 +5,17 @@ import h5py
 import numpy as np
 import pytest
 
-from test_checkpoint import assert_resume_is_bitwise, canary_np, checksum, rows, train_args
+from test_checkpoint import (assert_np1_np2_bitwise, assert_refused, assert_resume_is_bitwise,
+                             canary_np, last_muon_ortho, train_args)
 
 MOE = ("model.experts=4", "model.top_k=2", "model.shared_experts=1", "model.capacity_factor=1.0",
        "optim.balance_loss=0.05")
 
 
 def test_moe_trains_at_np2_and_deterministic_mode_is_bitwise(canary, small_config, tmp_path):
-    det = ("train.deterministic=true", "train.grad_accum=2")
-    outs = {}
-    for np_ in (0, 2):
-        out = tmp_path / f"np{np_}"
-        r = canary_np(canary, np_, *train_args(small_config, out, *MOE, *det))
-        assert r.returncode == 0, r.stdout + r.stderr
-        assert "balance" in r.stdout and "router_z" in r.stdout  # the progress line logs them
-        outs[np_] = out
-    assert checksum(outs[0]) == checksum(outs[2])
-    assert rows(outs[0]) == rows(outs[2])
-    lines = (outs[2] / "metrics.tsv").read_text().splitlines()
+    out, stdout = assert_np1_np2_bitwise(canary, small_config, tmp_path, MOE)
+    assert "balance" in stdout and "router_z" in stdout  # the progress line logs them
+    lines = (out / "metrics.tsv").read_text().splitlines()
     evals = [float(l.split("\t")[2]) for l in lines if l.startswith("eval")]
     assert evals[-1] < evals[0] - 0.5, evals  # it learns
 
@@ -58,23 +51,13 @@ def test_moe_resume_is_bitwise(canary, small_config, tmp_path):
 
 
 def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path):
-    outs = {}
-    for np_ in (0, 2):
-        out = tmp_path / f"np{np_}"
-        r = canary_np(canary, np_, *train_args(small_config, out, *MOE, "optim.name=muon",
-                                               "train.deterministic=true", "train.grad_accum=2"))
-        assert r.returncode == 0, r.stdout + r.stderr
-        outs[np_] = out
-    assert checksum(outs[0]) == checksum(outs[2])  # NS sharded over 2 ranks, same bits
-    with h5py.File(outs[2] / "probes.h5", "r") as f:
-        names = [n.decode() if isinstance(n, bytes) else n for n in f["tensors/names"][:]]
-        ortho = f["muon/ortho_err"][-1]
-        for i, n in enumerate(names):
-            muon = ".mlp.router" in n or ".mlp.experts." in n or ".mlp.shared." in n
-            if muon:
-                assert ortho[i] > 0, n  # Muon orthogonalised it
-            if n.endswith(".gain") or n in ("tok_embed", "head"):
-                assert ortho[i] == 0, n
+    # NS sharded over 2 ranks gives the bits of 1 rank
+    out, _ = assert_np1_np2_bitwise(canary, small_config, tmp_path, (*MOE, "optim.name=muon"))
+    for n, ortho in last_muon_ortho(out).items():
+        if ".mlp.router" in n or ".mlp.experts." in n or ".mlp.shared." in n:
+            assert ortho > 0, n  # Muon orthogonalised it
+        if n.endswith(".gain") or n in ("tok_embed", "head"):
+            assert ortho == 0, n
 
 
 @pytest.mark.parametrize("sets,message", [
@@ -89,14 +72,7 @@ def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path)
      "model.gate_renorm with model.top_k = 1 makes every gate 1"),
 ])
 def test_bad_moe_settings_are_refused(canary, small_config, tmp_path, sets, message):
-    out = tmp_path / "run"
-    args = ["train", "--config", str(small_config), "--out", str(out)]
-    for s in sets:
-        args += ["--set", s]
-    r = canary_np(canary, 0, *args)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert message in r.stderr, r.stderr
-    assert not out.exists()
+    assert_refused(canary, small_config, tmp_path, sets, message)
 
 
 def test_sweep_over_experts(canary, small_config, tmp_path):
