@@ -124,12 +124,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                        + (double)run.model.acts.floats * sizeof(float) +
                        (double)run.model.table.n * sizeof(double) +
                        2.0 * (double)run.local_batch * cfg.model.seq_len * sizeof(int);
-    // Attention activations kept for backward: the arena from a block's qkv (MHA) or latent
-    // buffers (MLA) up to x_mid, which the carve lays out in that order (model.c).
-    double attn_acts = 0.0;
-    for (int l = 0; l < cfg.model.layers; l++)
-        attn_acts +=
-            (double)(run.model.acts.blocks[l].x_mid - run.model.acts.blocks[l].qkv) * sizeof(float);
+    double attn_acts = (double)model_attention_act_floats(&run.model) * sizeof(float);
     double rss = peak_rss_mib();
     if (d->rank == 0)
         printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "

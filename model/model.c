@@ -222,6 +222,15 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     return n;
 }
 
+size_t model_attention_act_floats(const struct model *m)
+{
+    // model_acts_carve lays a block's attention buffers out from qkv up to x_mid
+    size_t n = 0;
+    for (int l = 0; l < m->cfg.layers; l++)
+        n += (size_t)(m->acts.blocks[l].x_mid - m->acts.blocks[l].qkv);
+    return n;
+}
+
 int model_block_is_moe(const struct model_config *cfg, int l)
 {
     return cfg->experts > 0 && (l + 1) % cfg->moe_every == 0;

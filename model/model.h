@@ -177,6 +177,10 @@ void model_backward(struct model *m, const float *params, float *grads, const in
 double model_memory_estimate(const struct model_config *cfg, int B, double *acts_bytes,
                              double *state_bytes);
 
+// Floats of the arena that the attention halves of all blocks keep for backward (projections,
+// latents, q, k, v, probabilities, outputs), for the benchmark's memory comparison.
+size_t model_attention_act_floats(const struct model *m);
+
 // Matmul FLOPs of one forward over B sequences (backward is 2× this).
 double model_forward_flops(const struct model_config *cfg, int B);
 

@@ -488,6 +488,13 @@ static void test_model_memory_estimate_tracks_the_arena(void **state)
                 st, real_state);
         assert_true(fabs(acts - real_acts) <= 0.10 * real_acts);
         assert_true(fabs(st - real_state) <= 0.01 * real_state);
+        // the attention share of the arena: at least q, k, v, p, o and merged heads, and less
+        // than the whole arena
+        size_t BT = (size_t)B * cfgs[i].seq_len, I = (size_t)m.inner;
+        size_t attn = model_attention_act_floats(&m),
+               least = (size_t)cfgs[i].layers *
+                       (5 * BT * I + (size_t)B * cfgs[i].heads * cfgs[i].seq_len * cfgs[i].seq_len);
+        assert_true(attn >= least && attn < m.acts.floats);
         model_free(&m);
     }
 }
