@@ -6,7 +6,9 @@
 
 #include "util/error.h"
 
-int cli_take_config_opt(struct cli_config_opts *o, int argc, char **argv, int *i)
+// Consumes "--config F" or "--set k=v" at argv[*i]; returns 1 if it did, 0 if argv[*i] is
+// something else, -1 on a missing argument (message printed).
+static int cli_take_config_opt(struct cli_config_opts *o, int argc, char **argv, int *i)
 {
     const char *a = argv[*i];
     if (strcmp(a, "--config") == 0 || strcmp(a, "--set") == 0) {
@@ -34,6 +36,29 @@ int cli_take_config_opt(struct cli_config_opts *o, int argc, char **argv, int *i
         return 1;
     }
     return 0;
+}
+
+enum cli_opt cli_take_opt(struct cli_config_opts *o, int argc, char **argv, int *i,
+                          cli_usage_fn usage, const struct dist_ctx *d)
+{
+    int took = cli_take_config_opt(o, argc, argv, i);
+    if (took != 0)
+        return took > 0 ? CLI_TAKEN : CLI_BAD;
+    if (strcmp(argv[*i], "-h") == 0 || strcmp(argv[*i], "--help") == 0) {
+        if (d->rank == 0)
+            usage(stdout);
+        return CLI_HELP;
+    }
+    return CLI_NOT_MINE;
+}
+
+int cli_unexpected(const char *cmd, const char *arg, cli_usage_fn usage, const struct dist_ctx *d)
+{
+    if (d->rank == 0) {
+        err_printf("%s: unexpected argument '%s'", cmd, arg);
+        usage(stderr);
+    }
+    return 1;
 }
 
 int cli_load_config(struct config *c, const struct cli_config_opts *o, struct dist_ctx *d,

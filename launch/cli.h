@@ -2,6 +2,8 @@
 #ifndef CANARY_LAUNCH_CLI_H
 #define CANARY_LAUNCH_CLI_H
 
+#include <stdio.h>
+
 #include "dist/dist.h"
 #include "launch/config.h"
 
@@ -12,9 +14,16 @@ struct cli_config_opts {
     int nsets;
 };
 
-// Consumes "--config F" or "--set k=v" at argv[*i]; returns 1 if it did, 0 if argv[*i] is
-// something else, -1 on a missing argument (message printed).
-int cli_take_config_opt(struct cli_config_opts *o, int argc, char **argv, int *i);
+// The options every config-reading command shares, at argv[*i]: --config, --set and -h/--help
+// (usage on stdout, rank 0). What a command's argument loop does with the answer:
+//   CLI_TAKEN: continue;  CLI_NOT_MINE: try the command's own options;
+//   CLI_HELP: return 0;   CLI_BAD (message printed): return 1.
+enum cli_opt { CLI_NOT_MINE, CLI_TAKEN, CLI_HELP, CLI_BAD };
+typedef void (*cli_usage_fn)(FILE *f);
+enum cli_opt cli_take_opt(struct cli_config_opts *o, int argc, char **argv, int *i,
+                          cli_usage_fn usage, const struct dist_ctx *d);
+// "CMD: unexpected argument 'ARG'" and the usage on stderr (rank 0); returns 1, the exit code.
+int cli_unexpected(const char *cmd, const char *arg, cli_usage_fn usage, const struct dist_ctx *d);
 
 // Rank 0 builds the config from defaults, the file and the --set list, validates it and
 // broadcasts it; every rank returns 0 with the same config, or -1 after rank 0 printed why.

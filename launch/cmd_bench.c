@@ -33,6 +33,20 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static void bench_usage(FILE *f)
+{
+    fprintf(f, "usage: canary bench [--config FILE] [--set section.key=value ...]\n"
+               "                    [--steps N (10)] [--warmup N (3)] [--probes]\n"
+               "\n"
+               "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
+               "model on random tokens after the warmup steps, and prints one line of\n"
+               "key=value pairs: median tokens/s and step time, model GFLOP/s, the\n"
+               "single-thread sgemm rate measured in this run and the fraction of it (times\n"
+               "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
+               "with the PyTorch reference. --probes also writes the probes (probes.every,\n"
+               "probes.flush_every) to a temporary probes.h5, as a run would.\n");
+}
+
 int cmd_bench(int argc, char **argv, struct dist_ctx *d)
 {
     struct cli_config_opts opts;
@@ -42,11 +56,11 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     int steps = 10, warmup = 3, probes = 0;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
-        int took = cli_take_config_opt(&opts, argc, argv, &i);
-        if (took < 0)
-            return 1;
-        if (took)
+        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, bench_usage, d);
+        if (t == CLI_TAKEN)
             continue;
+        if (t != CLI_NOT_MINE)
+            return t == CLI_BAD;
         if ((strcmp(argv[i], "--steps") == 0 || strcmp(argv[i], "--warmup") == 0) && i + 1 < argc) {
             char *end = NULL;
             long v = strtol(argv[i + 1], &end, 10);
@@ -63,21 +77,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             probes = 1;
             continue;
         }
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: canary bench [--config FILE] [--set section.key=value ...]\n"
-                   "                    [--steps N (10)] [--warmup N (3)] [--probes]\n"
-                   "\n"
-                   "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
-                   "model on random tokens after the warmup steps, and prints one line of\n"
-                   "key=value pairs: median tokens/s and step time, model GFLOP/s, the\n"
-                   "single-thread sgemm rate measured in this run and the fraction of it (times\n"
-                   "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
-                   "with the PyTorch reference. --probes also writes the probes (probes.every,\n"
-                   "probes.flush_every) to a temporary probes.h5, as a run would.\n");
-            return 0;
-        }
-        err_printf("bench: unexpected argument '%s'", argv[i]);
-        return 1;
+        return cli_unexpected("bench", argv[i], bench_usage, d);
     }
     if (cli_load_config(&cfg, &opts, d, 0) != 0)
         return 1;

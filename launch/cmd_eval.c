@@ -34,20 +34,15 @@ int cmd_eval(int argc, char **argv, struct dist_ctx *d)
     int ok = 1;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
-        int took = cli_take_config_opt(&opts, argc, argv, &i);
-        if (took < 0)
-            return 1;
-        if (took && opts.config_path) {
+        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, eval_usage, d);
+        if (t == CLI_TAKEN && opts.config_path) {
             err_printf("eval: the config comes from the checkpoint (no --config)");
             return 1;
         }
-        if (took)
+        if (t == CLI_TAKEN)
             continue;
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            if (d->rank == 0)
-                eval_usage(stdout);
-            return 0;
-        }
+        if (t != CLI_NOT_MINE)
+            return t == CLI_BAD;
         if (strcmp(argv[i], "--checkpoint") == 0 && i + 1 < argc) {
             ckpt = argv[++i];
             continue;
@@ -65,8 +60,7 @@ int cmd_eval(int argc, char **argv, struct dist_ctx *d)
             }
             continue;
         }
-        err_printf("eval: unexpected argument '%s'", argv[i]);
-        return 1;
+        return cli_unexpected("eval", argv[i], eval_usage, d);
     }
     if (!ckpt) {
         if (d->rank == 0) {

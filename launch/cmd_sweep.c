@@ -123,25 +123,16 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
     memset(&opts, 0, sizeof(opts));
     memset(&plan, 0, sizeof(plan));
     for (int i = 1; i < argc; i++) {
-        int took = cli_take_config_opt(&opts, argc, argv, &i);
-        if (took < 0)
-            return 1;
-        if (took)
+        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, sweep_usage, d);
+        if (t == CLI_TAKEN)
             continue;
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            if (d->rank == 0)
-                sweep_usage(stdout);
-            return 0;
-        }
+        if (t != CLI_NOT_MINE)
+            return t == CLI_BAD;
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             out_arg = argv[++i];
             continue;
         }
-        if (d->rank == 0) {
-            err_printf("sweep: unexpected argument '%s'", argv[i]);
-            sweep_usage(stderr);
-        }
-        return 1;
+        return cli_unexpected("sweep", argv[i], sweep_usage, d);
     }
     if (!opts.config_path) {
         if (d->rank == 0)

@@ -32,6 +32,15 @@ int cmd_tokenize(int argc, char **argv, struct dist_ctx *d)
     return 0;
 }
 
+static void config_usage(FILE *f)
+{
+    fprintf(f, "usage: canary config [--config FILE] [--set section.key=value ...]\n"
+               "       canary config --markdown\n"
+               "\n"
+               "Prints the resolved config (defaults, then FILE, then --set, validated) as\n"
+               "INI, or the reference of every key as markdown (docs/config.md).\n");
+}
+
 int cmd_config(int argc, char **argv, struct dist_ctx *d)
 {
     struct cli_config_opts opts;
@@ -39,25 +48,16 @@ int cmd_config(int argc, char **argv, struct dist_ctx *d)
     int markdown = 0;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
-        int took = cli_take_config_opt(&opts, argc, argv, &i);
-        if (took < 0)
-            return 1;
-        if (took)
+        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, config_usage, d);
+        if (t == CLI_TAKEN)
             continue;
+        if (t != CLI_NOT_MINE)
+            return t == CLI_BAD;
         if (strcmp(argv[i], "--markdown") == 0) {
             markdown = 1;
             continue;
         }
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            printf("usage: canary config [--config FILE] [--set section.key=value ...]\n"
-                   "       canary config --markdown\n"
-                   "\n"
-                   "Prints the resolved config (defaults, then FILE, then --set, validated) as\n"
-                   "INI, or the reference of every key as markdown (docs/config.md).\n");
-            return 0;
-        }
-        err_printf("config: unexpected argument '%s'", argv[i]);
-        return 1;
+        return cli_unexpected("config", argv[i], config_usage, d);
     }
     if (markdown) {
         if (d->rank == 0)

@@ -79,16 +79,11 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
     int rc = TRAIN_EXIT_INPUT;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
-        int took = cli_take_config_opt(&opts, argc, argv, &i);
-        if (took < 0)
-            return TRAIN_EXIT_INPUT;
-        if (took)
+        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, train_usage, d);
+        if (t == CLI_TAKEN)
             continue;
-        if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
-            if (d->rank == 0)
-                train_usage(stdout);
-            return TRAIN_EXIT_OK;
-        }
+        if (t != CLI_NOT_MINE)
+            return t == CLI_HELP ? TRAIN_EXIT_OK : TRAIN_EXIT_INPUT;
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             out_arg = argv[++i];
             continue;
@@ -97,11 +92,7 @@ int cmd_train(int argc, char **argv, struct dist_ctx *d)
             resume = argv[++i];
             continue;
         }
-        if (d->rank == 0) {
-            err_printf("train: unexpected argument '%s'", argv[i]);
-            train_usage(stderr);
-        }
-        return TRAIN_EXIT_INPUT;
+        return cli_unexpected("train", argv[i], train_usage, d);
     }
     if (resume) {
         // The run's own resolved config, then --set (e.g. more train.steps).
