@@ -1,5 +1,5 @@
-// Thin wrappers over cblas_sgemm. Kept in one file so that BLAS is swappable and so that the
-// FLOP accounting and thread control sit next to the only calls.
+// Thin wrappers over cblas_sgemm (and cblas_ssyrk). Kept in one file so that BLAS is swappable and
+// so that the FLOP accounting and thread control sit next to the only calls.
 #include "model/matmul.h"
 
 #include <cblas.h>
@@ -32,6 +32,14 @@ void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, co
 {
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
+void matmul_gram(int n, int k, float alpha, const float *a, int lda, float *c, int ldc)
+{
+    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, k, alpha, a, lda, 0.0f, c, ldc);
+    for (int i = 1; i < n; i++) // row i below the diagonal ← column i above it
+        for (int j = 0; j < i; j++)
+            c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
 }
 
 void matmul_set_threads(int threads)

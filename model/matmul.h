@@ -1,4 +1,5 @@
-// provides: matmul_forward/backward (linear layers), matmul_sgemm (row-major GEMM), thread setup.
+// provides: matmul_forward/backward (linear layers), matmul_sgemm (row-major GEMM), matmul_gram
+//           (A·Aᵀ), thread setup.
 //
 // The only code in canary that calls BLAS. Everything is row-major fp32; a weight is [out, in]
 // like torch.nn.Linear.
@@ -16,6 +17,10 @@ void matmul_backward(float *din, float *dw, const float *dout, const float *in, 
 // C[m, n] = alpha · op(A) · op(B) + beta · C, row-major; op(X) = Xᵀ when trans_x is nonzero.
 void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                   int lda, const float *b, int ldb, float beta, float *c, int ldc);
+
+// C[n, n] = alpha · A · Aᵀ for A [n, k] (row stride lda), the full symmetric matrix (row stride
+// ldc). Half the FLOPs of the sgemm: BLAS fills one triangle (ssyrk), which is mirrored.
+void matmul_gram(int n, int k, float alpha, const float *a, int lda, float *c, int ldc);
 
 // Sets the BLAS and OpenMP thread counts for this process (train.threads).
 void matmul_set_threads(int threads);

@@ -1,5 +1,6 @@
 // Muon. Elementwise parts parallel over static chunks; the Newton–Schulz products go through
-// sgemm, so the result depends only on the matrix and the thread count, not on which rank runs it.
+// BLAS (ssyrk, sgemm), so the result depends only on the matrix and the thread count, not on which
+// rank runs it.
 #include "optim/muon.h"
 
 #include <math.h>
@@ -76,9 +77,11 @@ void muon_newton_schulz(struct muon *m, float *x, int rows, int cols, int steps,
     float inv = (float)(1.0 / (sqrt(ss) + 1e-7));
     for (size_t j = 0; j < n; j++)
         X[j] *= inv;
+    // A and A² are symmetric: both come from matmul_gram (half an sgemm's FLOPs; for A², A·Aᵀ
+    // is A·A). Only X ← a·X + B·X needs a full product.
     for (int s = 0; s < steps; s++) {
-        matmul_sgemm(0, 1, r, r, c, 1.0f, X, c, X, c, 0.0f, A, r);  // A = X Xᵀ
-        matmul_sgemm(0, 0, r, r, r, NS_C, A, r, A, r, 0.0f, A2, r); // c·A²
+        matmul_gram(r, c, 1.0f, X, c, A, r);  // A = X Xᵀ
+        matmul_gram(r, r, NS_C, A, r, A2, r); // c·A²
         for (size_t j = 0; j < (size_t)r * r; j++)
             A2[j] += NS_B * A[j]; // b·A + c·A²
         memcpy(Xn, X, n * sizeof(float));
@@ -88,7 +91,7 @@ void muon_newton_schulz(struct muon *m, float *x, int rows, int cols, int steps,
         Xn = t;
     }
     if (ortho_err) {
-        matmul_sgemm(0, 1, r, r, c, 1.0f, X, c, X, c, 0.0f, A, r);
+        matmul_gram(r, c, 1.0f, X, c, A, r);
         double e = 0.0;
         for (int i = 0; i < r; i++)
             for (int j = 0; j < r; j++) {
@@ -126,5 +129,5 @@ void muon_finish(float *update, const float *params, const struct tensor *t,
 double muon_ns_flops(int rows, int cols, int steps)
 {
     double r = rows < cols ? rows : cols, c = rows < cols ? cols : rows;
-    return steps * (2.0 * r * r * c + 2.0 * r * r * r + 2.0 * r * r * c);
+    return steps * (r * r * c + r * r * r + 2.0 * r * r * c); // two Gram products, one sgemm
 }
