@@ -34,9 +34,10 @@ void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, co
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void matmul_gram(int n, int k, float alpha, const float *a, int lda, float *c, int ldc)
+void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, float *c, int ldc)
 {
-    cblas_ssyrk(CblasRowMajor, CblasUpper, CblasNoTrans, n, k, alpha, a, lda, 0.0f, c, ldc);
+    cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, k, alpha, a, lda,
+                0.0f, c, ldc);
     for (int i = 1; i < n; i++) // row i below the diagonal ← column i above it
         for (int j = 0; j < i; j++)
             c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];

@@ -18,9 +18,10 @@ void matmul_backward(float *din, float *dw, const float *dout, const float *in, 
 void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
                   int lda, const float *b, int ldb, float beta, float *c, int ldc);
 
-// C[n, n] = alpha · A · Aᵀ for A [n, k] (row stride lda), the full symmetric matrix (row stride
-// ldc). Half the FLOPs of the sgemm: BLAS fills one triangle (ssyrk), which is mirrored.
-void matmul_gram(int n, int k, float alpha, const float *a, int lda, float *c, int ldc);
+// C[n, n] = alpha · A · Aᵀ for A [n, k] (trans = 0), or alpha · Aᵀ · A for A [k, n] (trans = 1);
+// lda is A's row stride. C is the full symmetric matrix (row stride ldc). Half the FLOPs of the
+// sgemm: BLAS fills one triangle (ssyrk), which is mirrored.
+void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, float *c, int ldc);
 
 // Sets the BLAS and OpenMP thread counts for this process (train.threads).
 void matmul_set_threads(int threads);

@@ -60,38 +60,36 @@ void muon_momentum(struct muon *m, float *update, const float *grads, const stru
 
 void muon_newton_schulz(struct muon *m, float *x, int rows, int cols, int steps, double *ortho_err)
 {
-    int tr = rows > cols; // work on the wide orientation: X X^T is the smaller Gram matrix
-    int r = tr ? cols : rows, c = tr ? rows : cols;
+    // The Gram matrix is taken on the short side: A = X Xᵀ [rows²] when wide, Xᵀ X [cols²] when
+    // tall, where the step becomes X ← a·X + X·B — NS of the transpose, without transposing.
+    int tall = rows > cols;
+    int r = tall ? cols : rows, c = tall ? rows : cols;
     size_t n = (size_t)rows * cols;
     float *X = m->x, *Xn = m->xn, *A = m->a, *A2 = m->a2;
-    if (tr) {
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++)
-                X[(size_t)j * rows + i] = x[(size_t)i * cols + j];
-    } else {
-        memcpy(X, x, n * sizeof(float));
-    }
     double ss = 0.0;
     for (size_t j = 0; j < n; j++)
-        ss += (double)X[j] * (double)X[j];
+        ss += (double)x[j] * (double)x[j];
     float inv = (float)(1.0 / (sqrt(ss) + 1e-7));
     for (size_t j = 0; j < n; j++)
-        X[j] *= inv;
+        X[j] = x[j] * inv;
     // A and A² are symmetric: both come from matmul_gram (half an sgemm's FLOPs; for A², A·Aᵀ
-    // is A·A). Only X ← a·X + B·X needs a full product.
+    // is A·A). Only the update of X needs a full product.
     for (int s = 0; s < steps; s++) {
-        matmul_gram(r, c, 1.0f, X, c, A, r);  // A = X Xᵀ
-        matmul_gram(r, r, NS_C, A, r, A2, r); // c·A²
+        matmul_gram(tall, r, c, 1.0f, X, cols, A, r); // A = X Xᵀ (wide) or Xᵀ X (tall)
+        matmul_gram(0, r, r, NS_C, A, r, A2, r);      // c·A²
         for (size_t j = 0; j < (size_t)r * r; j++)
-            A2[j] += NS_B * A[j]; // b·A + c·A²
+            A2[j] += NS_B * A[j]; // B = b·A + c·A²
         memcpy(Xn, X, n * sizeof(float));
-        matmul_sgemm(0, 0, r, c, r, 1.0f, A2, r, X, c, NS_A, Xn, c); // a·X + (…)·X
+        if (tall) // a·X + X·B   [rows, r]·[r, r]
+            matmul_sgemm(0, 0, c, r, r, 1.0f, X, r, A2, r, NS_A, Xn, r);
+        else // a·X + B·X   [r, r]·[r, cols]
+            matmul_sgemm(0, 0, r, c, r, 1.0f, A2, r, X, c, NS_A, Xn, c);
         float *t = X;
         X = Xn;
         Xn = t;
     }
     if (ortho_err) {
-        matmul_gram(r, c, 1.0f, X, c, A, r);
+        matmul_gram(tall, r, c, 1.0f, X, cols, A, r);
         double e = 0.0;
         for (int i = 0; i < r; i++)
             for (int j = 0; j < r; j++) {
@@ -100,13 +98,7 @@ void muon_newton_schulz(struct muon *m, float *x, int rows, int cols, int steps,
             }
         *ortho_err = sqrt(e / r);
     }
-    if (tr) {
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++)
-                x[(size_t)i * cols + j] = X[(size_t)j * rows + i];
-    } else {
-        memcpy(x, X, n * sizeof(float));
-    }
+    memcpy(x, X, n * sizeof(float));
 }
 
 void muon_finish(float *update, const float *params, const struct tensor *t,
