@@ -1,5 +1,6 @@
 """Muon end to end: sharded Newton–Schulz equals unsharded bitwise, resume stays bit-exact, bad
-Muon settings are refused, a sweep over the optimizer runs, and the Muon probes are written."""
+Muon settings are refused, a sweep over the optimizer runs (and bench/muon_vs_adamw.py reads
+it), and the Muon probes are written."""
 import os
 import re
 import subprocess
@@ -88,7 +89,8 @@ def test_bad_muon_settings(canary, small_config, tmp_path, setting, needle):
 
 def test_sweep_over_optimizers(canary, small_config, tmp_path):
     study = tmp_path / "opt.ini"
-    study.write_text(small_config.read_text() + "\n[sweep]\noptim.name = adamw, muon\n"
+    study.write_text(small_config.read_text().replace("[optim]", "[optim]\nmuon_lr_scale = 10")
+                     + "\n[sweep]\noptim.name = adamw, muon\n"
                      "ranks_per_run = 1\n")
     out = tmp_path / "sweep"
     r = mpirun(canary, 2, "sweep", "--config", str(study), "--out", str(out))
@@ -96,3 +98,15 @@ def test_sweep_over_optimizers(canary, small_config, tmp_path):
     rows = [l.split("\t") for l in (out / "index.tsv").read_text().splitlines()[1:]]
     assert [row[1] for row in rows] == ["adamw", "muon"]
     assert all(row[2] == "ok" for row in rows)
+    # bench/muon_vs_adamw.py reads it: final losses from the index, and the first evaluation at
+    # which Muon reaches AdamW's final loss from Muon's metrics.tsv
+    script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "muon_vs_adamw.py")
+    r = subprocess.run(["/usr/bin/python3", script, str(out)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    adamw, muon = (float(row[5]) for row in rows)
+    evals = [(int(f[1]), float(f[2])) for f in (l.split("\t") for l in
+             (out / rows[1][0] / "metrics.tsv").read_text().splitlines()) if f[0] == "eval"]
+    hit = next((str(s) for s, l in evals if l <= adamw), "never")
+    want = "| %s | %.4f | %.4f | %s" % ("0.003", adamw, muon, hit)
+    assert any(line.startswith(want) for line in r.stdout.splitlines()), (want, r.stdout)
+    assert "best of each (AdamW lr 0.003, Muon lr 0.003)" in r.stdout
