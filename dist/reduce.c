@@ -5,6 +5,7 @@
 // block, which is often enough to move each bucket along while the next block computes.
 #include "dist/reduce.h"
 
+#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,10 +121,50 @@ void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, siz
     }
 }
 
-void dist_allgatherv_f32(struct dist_ctx *d, const float *send, int count, float *recv,
-                         const int *counts, const int *displs)
+void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts)
 {
-    MPI_Allgatherv(send, count, MPI_FLOAT, recv, counts, displs, MPI_FLOAT, comm_of(d));
+    size_t total = 0;
+    g->counts = calloc((size_t)d->size * 2, sizeof(size_t));
+    g->icounts = calloc((size_t)d->size * 2, sizeof(int));
+    if (!g->counts || !g->icounts)
+        dist_world_abort(134);
+    g->displs = g->counts + d->size;
+    g->idispls = g->icounts + d->size;
+    g->fits = 1;
+    for (int q = 0; q < d->size; q++) {
+        g->counts[q] = counts[q];
+        g->displs[q] = total;
+        total += counts[q];
+        g->fits = g->fits && total <= (size_t)INT_MAX;
+        g->icounts[q] = g->fits ? (int)counts[q] : 0;
+        g->idispls[q] = g->fits ? (int)g->displs[q] : 0;
+    }
+    g->total = total;
+    g->max_count = (size_t)1 << 30;
+}
+
+void dist_gather_free(struct dist_gather *g)
+{
+    free(g->counts);
+    free(g->icounts);
+    memset(g, 0, sizeof(*g));
+}
+
+void dist_gather_f32(struct dist_ctx *d, const struct dist_gather *g, const float *send,
+                     float *recv)
+{
+    if (g->fits) {
+        MPI_Allgatherv(send, g->icounts[d->rank], MPI_FLOAT, recv, g->icounts, g->idispls,
+                       MPI_FLOAT, comm_of(d));
+        return;
+    }
+    // MPI counts and displacements are ints; past them, one chunked broadcast per owner.
+    memcpy(recv + g->displs[d->rank], send, g->counts[d->rank] * sizeof(float));
+    for (int q = 0; q < d->size; q++)
+        for (size_t at = 0; at < g->counts[q]; at += g->max_count) {
+            size_t n = g->counts[q] - at < g->max_count ? g->counts[q] - at : g->max_count;
+            MPI_Bcast(recv + g->displs[q] + at, (int)n, MPI_FLOAT, q, comm_of(d));
+        }
 }
 
 void dist_allgather_f64(struct dist_ctx *d, const double *in, double *out, size_t n)

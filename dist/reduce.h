@@ -48,9 +48,22 @@ void dist_reducer_finish(struct dist_reducer *r);
 // rank count. scratch holds n floats. Blocking. Requires a power-of-two d->size.
 void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, size_t n);
 
-// Gathers send[count] of every rank into recv at displs[rank] (counts[rank] floats each).
-void dist_allgatherv_f32(struct dist_ctx *d, const float *send, int count, float *recv,
-                         const int *counts, const int *displs);
+// Gathers every rank's block into one buffer: rank q's counts[q] floats land at displs[q] (the
+// blocks in rank order, displs the running sums). One MPI_Allgatherv while the counts fit MPI's
+// int; past that, chunked broadcasts from each rank (max_count floats each, 2^30 unless a test
+// lowers it to exercise that path).
+struct dist_gather {
+    size_t *counts, *displs; // [size] each
+    int *icounts, *idispls;  // the same as ints, when fits
+    size_t total, max_count;
+    int fits;
+};
+// Allocates; call once at setup. counts[size].
+void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts);
+void dist_gather_free(struct dist_gather *g);
+// send[g->counts[rank]] of every rank → recv[g->total] on every rank. Blocking; no allocation.
+void dist_gather_f32(struct dist_ctx *d, const struct dist_gather *g, const float *send,
+                     float *recv);
 
 // out[rank·n + i] = in[i] of every rank (blocking).
 void dist_allgather_f64(struct dist_ctx *d, const double *in, double *out, size_t n);

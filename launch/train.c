@@ -93,8 +93,7 @@ static int run_init_muon(struct run *r, char *err, size_t errlen)
     int ranks = r->dist->size, n = 0;
     double *load = xcalloc((size_t)ranks, sizeof(double));
     r->muon_owner = xcalloc((size_t)tt->n, sizeof(int));
-    r->muon_counts = xcalloc((size_t)ranks, sizeof(int));
-    r->muon_displs = xcalloc((size_t)ranks, sizeof(int));
+    size_t *counts = xcalloc((size_t)ranks, sizeof(size_t)); // floats each rank sends
     r->muon_ortho = xcalloc((size_t)tt->n, sizeof(double));
     for (int i = 0; i < tt->n; i++)
         r->muon_owner[i] = -1;
@@ -116,23 +115,21 @@ static int run_init_muon(struct run *r, char *err, size_t errlen)
             q = load[k] < load[q] ? k : q;
         r->muon_owner[best] = q;
         load[q] += cost;
-        r->muon_counts[q] += (int)tt->t[best].size;
+        counts[q] += tt->t[best].size;
         n++;
     }
     free(load);
+    dist_gather_init(&r->muon_gather, r->dist, counts);
+    free(counts);
     if (n == 0) {
         snprintf(err, errlen,
                  "optim.name = muon needs hidden 2-D matrices and this model has "
                  "none; use optim.name = adamw");
         return -1;
     }
-    size_t total = 0;
-    for (int q = 0; q < ranks; q++) {
-        r->muon_displs[q] = (int)total;
-        total += (size_t)r->muon_counts[q];
-    }
-    r->muon_send = xcalloc((size_t)r->muon_counts[r->dist->rank] + 1, sizeof(float));
-    r->muon_recv = xcalloc(total + 1, sizeof(float));
+    const struct dist_gather *g = &r->muon_gather;
+    r->muon_send = xcalloc(g->counts[r->dist->rank] + 1, sizeof(float));
+    r->muon_recv = xcalloc(g->total + 1, sizeof(float));
     muon_init(&r->muon, tt, &r->cfg.optim);
     r->muon_on = 1;
     return 0;
@@ -246,8 +243,7 @@ void run_free(struct run *r)
     free(r->muon_owner);
     free(r->muon_send);
     free(r->muon_recv);
-    free(r->muon_counts);
-    free(r->muon_displs);
+    dist_gather_free(&r->muon_gather);
     free(r->muon_ortho);
     free(r->logz);
     free(r->trial);
@@ -442,10 +438,10 @@ static void muon_step(struct run *r, double lr_t)
     }
     if (r->dist->size == 1)
         return;
-    dist_allgatherv_f32(r->dist, r->muon_send, (int)packed, r->muon_recv, r->muon_counts,
-                        r->muon_displs);
+    ASSERT(packed == r->muon_gather.counts[me]);
+    dist_gather_f32(r->dist, &r->muon_gather, r->muon_send, r->muon_recv);
     for (int q = 0; q < r->dist->size; q++) {
-        size_t at = (size_t)r->muon_displs[q];
+        size_t at = r->muon_gather.displs[q];
         for (int i = 0; i < tt->n; i++) {
             if (r->muon_owner[i] != q)
                 continue;

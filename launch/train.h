@@ -52,7 +52,7 @@ struct run {
     int muon_on;
     int *muon_owner;                // [table.n] rank that orthogonalises the tensor, −1 not Muon
     float *muon_send, *muon_recv;   // packed updates shared after the sharded NS
-    int *muon_counts, *muon_displs; // [ranks] floats each rank sends / where they land
+    struct dist_gather muon_gather; // how many floats each rank sends and where they land
     double *muon_ortho; // [table.n] ‖OOᵀ − I‖_F/sqrt(r) at probe steps (0 elsewhere)
     struct token_file train_file, val_file;
     struct sampler sampler;

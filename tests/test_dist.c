@@ -1,5 +1,6 @@
 // dist/: run under mpiexec -n 1, 2 and 4 by ctest. The deterministic tree reduction (bitwise equal
-// to the serial balanced tree, on every rank), the bucketed reducer, the mismatch finder, splits.
+// to the serial balanced tree, on every rank), the bucketed reducer, the mismatch finder, splits,
+// the gather of Muon's sharded updates.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,49 @@ static void test_dist_split_groups(void **state)
     dist_free(&g);
 }
 
+// Rank q sends 7·q + 2 floats (rank 1 sends none), value 1000·q + i; every rank ends with all
+// blocks in rank order — through MPI_Allgatherv and through the chunked broadcasts that take over
+// past int counts (forced here with chunks of 3 floats, so blocks split unevenly).
+static void check_gather(int chunked)
+{
+    size_t counts[64], total = 0;
+    for (int q = 0; q < world.size; q++) {
+        counts[q] = q == 1 ? 0 : (size_t)(7 * q + 2);
+        total += counts[q];
+    }
+    struct dist_gather g;
+    dist_gather_init(&g, &world, counts);
+    assert_int_equal(g.total, total);
+    assert_int_equal(g.fits, 1);
+    if (chunked) {
+        g.fits = 0;
+        g.max_count = 3;
+    }
+    float send[64], recv[1024];
+    for (size_t i = 0; i < counts[world.rank]; i++)
+        send[i] = (float)(1000 * world.rank) + (float)i;
+    memset(recv, 0xff, sizeof(recv));
+    dist_gather_f32(&world, &g, send, recv);
+    size_t at = 0;
+    for (int q = 0; q < world.size; q++) {
+        assert_int_equal(g.displs[q], at);
+        for (size_t i = 0; i < counts[q]; i++)
+            expect_near(recv[at + i], (float)(1000 * q) + (float)i, 0.0);
+        at += counts[q];
+    }
+    dist_gather_free(&g);
+}
+
+static void test_dist_gather_allgatherv(void **state)
+{
+    check_gather(0);
+}
+
+static void test_dist_gather_chunked(void **state)
+{
+    check_gather(1);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -112,6 +156,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dist_reducer_sums_blocking),
         cmocka_unit_test(test_dist_first_mismatch_finds_index),
         cmocka_unit_test(test_dist_split_groups),
+        cmocka_unit_test(test_dist_gather_allgatherv),
+        cmocka_unit_test(test_dist_gather_chunked),
     };
     if (dist_init(&world, &argc, &argv) != 0)
         return 1;
