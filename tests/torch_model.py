@@ -472,6 +472,36 @@ def mlp(cfg, p, prefix, h, fast):
     return F.linear(a, p[prefix + "w2"])
 
 
+def route_plain(r, k, cap):
+    """Routing written out: sel [N, k] the k largest logits per token (descending, ties to the
+    lower expert), keep [N, k] whether the pair fits the expert's capacity, served by choice rank
+    j, then token order."""
+    N, E = r.shape
+    rd = r.tolist()
+    sel = torch.tensor([sorted(range(E), key=lambda e: (-row[e], e))[:k] for row in rd],
+                       dtype=torch.long)
+    fill = [0] * E
+    keep = torch.zeros(N, k, dtype=torch.bool)
+    for j in range(k):
+        for t in range(N):
+            e = int(sel[t, j])
+            if fill[e] < cap:
+                keep[t, j] = True
+                fill[e] += 1
+    return sel, keep
+
+
+def route_fast(r, k, cap):
+    """route_plain vectorised (the benchmark's fast mode): a stable sort of -r keeps ties in
+    expert order; a running count over the pairs in (choice rank, token) order gives each pair's
+    place in its expert's queue."""
+    N, E = r.shape
+    sel = torch.sort(-r, dim=-1, stable=True).indices[:, :k]
+    onehot = F.one_hot(sel.t().reshape(-1), E)  # [k·N, E], rank-major
+    place = (onehot.cumsum(0) * onehot).sum(-1)  # 1-based place in the queue
+    return sel, (place <= cap).reshape(k, N).t()
+
+
 def moe(cfg, p, prefix, h, fast, aux):
     """The MoE feed-forward (canary's model/moe.h, written independently):
       r = router logits, p = softmax(r), lse = logsumexp(r) per token;
@@ -491,20 +521,10 @@ def moe(cfg, p, prefix, h, fast, aux):
     r = F.linear(x, p[prefix + "router"])
     lse = torch.logsumexp(r, dim=-1)
     probs = torch.softmax(r, dim=-1)
-    rd = r.detach().tolist()
-    sel = torch.tensor([sorted(range(E), key=lambda e: (-row[e], e))[:k] for row in rd],
-                       dtype=torch.long)
+    cap = min(N, max(1, math.ceil(m["capacity_factor"] * k * N / E)))
+    sel, keep = (route_fast if fast else route_plain)(r.detach(), k, cap)
     chosen = probs.gather(1, sel)
     gates = chosen / chosen.sum(dim=-1, keepdim=True) if m["gate_renorm"] else chosen
-    cap = min(N, max(1, math.ceil(m["capacity_factor"] * k * N / E)))
-    fill = [0] * E
-    keep = torch.zeros(N, k, dtype=torch.bool)
-    for j in range(k):
-        for t in range(N):
-            e = int(sel[t, j])
-            if fill[e] < cap:
-                keep[t, j] = True
-                fill[e] += 1
     out = torch.zeros_like(x)
     for e in range(E):
         ts, js = torch.nonzero((sel == e) & keep, as_tuple=True)
