@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TARGET = {"a": 2.0, "b": 1.3, "c": 1.3}
+TARGET = {"a": 2.0, "b": 1.3, "c": 1.3, "b-moe": 1.3, "b-mla": 1.3}
 
 
 def parse(line):
@@ -42,12 +42,12 @@ def machine():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default="a,b,c")
+    ap.add_argument("--configs", default="a,b,c,b-moe,b-mla")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: per config)")
     ap.add_argument("--warmup", type=int, default=3)
     args = ap.parse_args()
-    default_steps = {"a": 30, "b": 10, "c": 5}
+    default_steps = {"a": 30, "b": 10, "c": 5, "b-moe": 10, "b-mla": 10}
     rows = []
     for name in args.configs.split(","):
         cfg = os.path.join("bench", "configs", f"{name}.ini")
