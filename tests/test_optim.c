@@ -1,5 +1,6 @@
 // optim/: schedules, gradient norm and clipping, AdamW in both weight-decay modes.
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "model/tensors.h"
@@ -217,6 +218,90 @@ static void test_muon_newton_schulz_matches_float64(void **state)
     tensor_table_free(&tt);
 }
 
+// Newton–Schulz of X [r, c] (r <= c) in double, written out: the plain sgemm-free definition the
+// fp32 path (symmetric products through ssyrk, tall matrices without a transpose) must match.
+static void ns_double(double *x, int r, int c, int steps)
+{
+    double ss = 0.0, *a = calloc((size_t)r * r, sizeof(double));
+    double *b = calloc((size_t)r * r, sizeof(double)), *y = calloc((size_t)r * c, sizeof(double));
+    for (int i = 0; i < r * c; i++)
+        ss += x[i] * x[i];
+    for (int i = 0; i < r * c; i++)
+        x[i] /= sqrt(ss) + 1e-7;
+    for (int s = 0; s < steps; s++) {
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < r; j++) {
+                double acc = 0.0;
+                for (int l = 0; l < c; l++)
+                    acc += x[i * c + l] * x[j * c + l];
+                a[i * r + j] = acc;
+            }
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < r; j++) {
+                double acc = 0.0;
+                for (int l = 0; l < r; l++)
+                    acc += a[i * r + l] * a[l * r + j];
+                b[i * r + j] = (double)-4.7750f * a[i * r + j] + (double)2.0315f * acc;
+            }
+        for (int i = 0; i < r; i++)
+            for (int j = 0; j < c; j++) {
+                double acc = 0.0;
+                for (int l = 0; l < r; l++)
+                    acc += b[i * r + l] * x[l * c + j];
+                y[i * c + j] = (double)3.4445f * x[i * c + j] + acc;
+            }
+        memcpy(x, y, (size_t)r * c * sizeof(double));
+    }
+    free(a);
+    free(b);
+    free(y);
+}
+
+// Sizes past OpenBLAS's small-matrix paths (blocked ssyrk, the mirrored triangle at a row stride
+// that is not a multiple of the block): a wide 150 x 420 and its transpose, a tall 420 x 150 that
+// the fp32 path orthogonalises through Xᵀ X, against ns_double (rel. err <= 1e-4).
+static void test_muon_newton_schulz_large_matches_double(void **state)
+{
+    enum { R = 150, C = 420 };
+    struct tensor_table tt;
+    struct optim_config oc = base_config();
+    struct muon m;
+    oc.name = OPTIM_MUON;
+    tensor_table_init(&tt);
+    tensor_table_add(&tt, "w", C, R, TENSOR_MATRIX, 0);
+    muon_init(&m, &tt, &oc);
+    float *x = malloc(sizeof(float) * R * C), *xt = malloc(sizeof(float) * R * C);
+    float *want = malloc(sizeof(float) * R * C), *want_t = malloc(sizeof(float) * R * C);
+    double *d = malloc(sizeof(double) * R * C);
+    uint64_t s = 12345;
+    for (int i = 0; i < R * C; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        // a decaying spectrum: a few strong directions over noise, like a gradient
+        x[i] = (float)((double)(s >> 40) / (double)(1ull << 24) - 0.5) * (i % C < 8 ? 4.0f : 1.0f);
+        d[i] = x[i];
+    }
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++)
+            xt[j * R + i] = x[i * C + j];
+    ns_double(d, R, C, 5);
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            want[i * C + j] = (float)d[i * C + j];
+            want_t[j * R + i] = (float)d[i * C + j];
+        }
+    muon_newton_schulz(&m, x, R, C, 5, NULL);
+    expect_close("wide", x, want, (size_t)R * C, 1e-4);
+    muon_newton_schulz(&m, xt, C, R, 5, NULL);
+    expect_close("tall", xt, want_t, (size_t)R * C, 1e-4);
+    free(x);
+    free(xt);
+    free(want);
+    free(want_t);
+    free(d);
+    muon_free(&m);
+    tensor_table_free(&tt);
+}
+
 // One Muon update by hand: the momentum buffer and Nesterov input, then the scale and weight
 // decay applied to a given orthogonalised O, for both scales and both decay modes.
 static void test_muon_momentum_and_update_formulas(void **state)
@@ -266,6 +351,7 @@ int main(void)
         cmocka_unit_test(test_adamw_independent_decay),
         cmocka_unit_test(test_adamw_coupled_decay),
         cmocka_unit_test(test_muon_newton_schulz_matches_float64),
+        cmocka_unit_test(test_muon_newton_schulz_large_matches_double),
         cmocka_unit_test(test_muon_momentum_and_update_formulas),
     };
     return cmocka_run_group_tests_name("optim", tests, NULL, NULL);
