@@ -15,6 +15,49 @@
 #include "launch/config_keys.h"
 #include "launch/train.h"
 #include "probes/h5.h"
+#include "util/error.h"
+
+// The dead-expert window (probes.dead_window) as each expert's age — steps since rank 0's probed
+// micro-batch last chose it, capped at the window (older is just as dead) — so a resumed run
+// counts dead experts as an uninterrupted one would.
+static int write_moe_age(struct run *r, struct h5file *f, char *err, size_t errlen)
+{
+    const long *seen = r->probes.moe_last_seen;
+    if (!seen)
+        return 0;
+    size_t dims[2] = {(size_t)r->model.moe_layers, (size_t)r->cfg.model.experts};
+    float *age = xcalloc(dims[0] * dims[1], sizeof(float));
+    for (size_t i = 0; i < dims[0] * dims[1]; i++) {
+        long a = r->step - seen[i];
+        age[i] = (float)(a < r->cfg.probes.dead_window ? a : r->cfg.probes.dead_window);
+    }
+    int rc = h5_write_f32(f, "/state/moe_expert_age", 2, dims, age, err, errlen);
+    free(age);
+    return rc;
+}
+
+// Reads write_moe_age's dataset into r->moe_age when the model has MoE blocks and the file has
+// it (a checkpoint from before it was written resumes with the window restarted).
+static int read_moe_age(struct run *r, struct h5file *f, char *why, size_t whylen)
+{
+    size_t n = (size_t)r->model.moe_layers * (size_t)r->cfg.model.experts, dims[4];
+    int nd = 0;
+    free(r->moe_age);
+    r->moe_age = NULL;
+    if (n == 0 || !h5_exists(f, "/state/moe_expert_age"))
+        return 0;
+    r->moe_age = xcalloc(n, sizeof(float));
+    if (h5_read_f32(f, "/state/moe_expert_age", r->moe_age, n, &nd, dims, why, whylen))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (!(r->moe_age[i] >= 0.0f && r->moe_age[i] <= 1e9f) ||
+            r->moe_age[i] != floorf(r->moe_age[i])) {
+            snprintf(why, whylen, "/state/moe_expert_age[%zu] = %g is not a step count", i,
+                     (double)r->moe_age[i]);
+            return -1;
+        }
+    return 0;
+}
 
 static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
 {
@@ -40,6 +83,8 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
                 return -1;
         }
     }
+    if (write_moe_age(r, f, err, errlen) != 0)
+        return -1;
     if (h5_attr_i64(f, "/state", "step", r->step, err, errlen) ||
         h5_attr_i64(f, "/state", "adam_t", r->adamw.t, err, errlen) ||
         h5_attr_i64(f, "/state", "data_cursor", r->step * (int64_t)r->cfg.train.batch_size, err,
@@ -48,7 +93,9 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
         h5_attr_str(f, "/state", "description",
                     "step: optimizer steps taken; adam_t: AdamW bias-correction count; "
                     "data_cursor: global samples consumed (sample i is keyed by (seed, i)); the "
-                    "lr schedule is a function of step",
+                    "lr schedule is a function of step; moe_expert_age (MoE only): steps since "
+                    "rank 0's probed micro-batch last chose each expert, capped at "
+                    "probes.dead_window",
                     err, errlen) ||
         h5_attr_str(f, "/", "description",
                     "canary checkpoint: /params/<name> (row-major [out, in] like torch.nn.Linear; "
@@ -279,7 +326,7 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
                  (long long)adam_t);
         goto bad;
     }
-    if (check_values(r, why, sizeof(why)) != 0)
+    if (check_values(r, why, sizeof(why)) != 0 || read_moe_age(r, f, why, sizeof(why)) != 0)
         goto bad;
     r->step = (long)step;
     r->adamw.t = (long)adam_t;

@@ -2,7 +2,8 @@
 //           newest in a run directory, prune old ones.
 //
 // Layout (DESIGN.md §7): /params/<name> with the tensor's shape, /optim/<name>/{m,v},
-// /state (attributes: step, adam_t, data_cursor, seed), /config (every key,
+// /state (attributes: step, adam_t, data_cursor, seed; with MoE the dataset moe_expert_age
+// [MoE blocks, experts], the dead-expert window), /config (every key,
 // typed, and the INI text), /provenance. The RNG is counter-based and the sampler is keyed by
 // the step, so the step is the whole of the RNG and data state. Rank 0 writes (every rank holds
 // the same parameters and optimizer state); every rank reads.

@@ -162,7 +162,7 @@ const struct config_key config_keys[] = {
      "diverged)"},
     {"probes", "dead_window", CT_INT, OFF(probes.dead_window), "100", 1, BIG, 0, NULL,
      "MoE: an expert is dead when it got no token in rank 0's last micro-batch of each of the "
-     "last dead_window steps (counted again from a resume)"},
+     "last dead_window steps (the checkpoint carries the window across a resume)"},
 };
 
 const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

@@ -243,6 +243,7 @@ void run_free(struct run *r)
     free(r->muon_owner);
     free(r->muon_send);
     free(r->muon_recv);
+    free(r->moe_age);
     dist_gather_free(&r->muon_gather);
     free(r->muon_ortho);
     free(r->logz);

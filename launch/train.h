@@ -62,6 +62,8 @@ struct run {
     int leaves;            // micro-batches in the global batch (micro_steps · ranks)
     int *inputs, *targets; // [local_batch, T]
     long step;             // next step to take
+    float *moe_age;        // [MoE blocks · experts] from a resumed checkpoint, or NULL: steps
+                           // since rank 0 last saw each expert (run_probes_open consumes it)
     int random_data;       // benchmark: fixed random tokens instead of the sampler
     double step_flops;     // model FLOPs of one step on this rank (fwd + bwd)
 

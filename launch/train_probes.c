@@ -289,11 +289,13 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     register_all(p, r->muon_on, r->model.moe_layers > 0, &r->cfg.model);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;
-    if (r->model.moe_layers > 0) { // the window starts at the first step of this process
+    if (r->model.moe_layers > 0) { // the window goes on from a checkpoint, else starts now
         size_t n = (size_t)r->model.moe_layers * r->cfg.model.experts;
         p->moe_last_seen = xcalloc(n, sizeof(long));
         for (size_t i = 0; i < n; i++)
-            p->moe_last_seen[i] = r->step;
+            p->moe_last_seen[i] = r->step - (r->moe_age ? (long)r->moe_age[i] : 0);
+        free(r->moe_age);
+        r->moe_age = NULL;
     }
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));

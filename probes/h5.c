@@ -664,6 +664,11 @@ out:
     return rc;
 }
 
+int h5_exists(struct h5file *f, const char *path)
+{
+    return H5Lexists(f->file, path, H5P_DEFAULT) > 0;
+}
+
 int h5_write_strings(struct h5file *f, const char *path, const char *const *strings, int n,
                      char *err, size_t errlen)
 {

@@ -50,6 +50,19 @@ def test_moe_resume_is_bitwise(canary, small_config, tmp_path):
     assert_resume_is_bitwise(canary, small_config, tmp_path, MOE, fault="abort:0:13")
 
 
+def test_moe_dead_expert_window_survives_resume(canary, small_config, tmp_path):
+    """64 experts, top-1, 16 tokens a step: most experts go unchosen for the 3-step window, so
+    dead counts change around the step-10 checkpoint; the resumed run must count them on from
+    the checkpoint, not restart the window."""
+    sets = ("model.experts=64", "model.top_k=1", "model.seq_len=8", "train.batch_size=2",
+            "probes.dead_window=3", "probes.every=1")
+    assert_resume_is_bitwise(canary, small_config, tmp_path, sets, np_=0)
+    with h5py.File(tmp_path / "resumed" / "probes.h5", "r") as f:
+        dead = f["moe/dead_experts"][:]
+        steps = f["probe_step"][:]
+    assert dead[steps >= 11].min() > 0, dead  # the window does see dead experts there
+
+
 def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path):
     # NS sharded over 2 ranks gives the bits of 1 rank
     out, _ = assert_np1_np2_bitwise(canary, small_config, tmp_path, (*MOE, "optim.name=muon"))
