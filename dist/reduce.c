@@ -5,7 +5,6 @@
 // block, which is often enough to move each bucket along while the next block computes.
 #include "dist/reduce.h"
 
-#include <limits.h>
 #include <mpi.h>
 #include <stdlib.h>
 #include <string.h>
@@ -121,7 +120,8 @@ void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, siz
     }
 }
 
-void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts)
+void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts,
+                      size_t max_count)
 {
     size_t total = 0;
     g->counts = calloc((size_t)d->size * 2, sizeof(size_t));
@@ -130,17 +130,17 @@ void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *c
         dist_world_abort(134);
     g->displs = g->counts + d->size;
     g->idispls = g->icounts + d->size;
+    g->max_count = max_count ? max_count : (size_t)1 << 30;
     g->fits = 1;
     for (int q = 0; q < d->size; q++) {
         g->counts[q] = counts[q];
         g->displs[q] = total;
         total += counts[q];
-        g->fits = g->fits && total <= (size_t)INT_MAX;
+        g->fits = g->fits && total <= g->max_count;
         g->icounts[q] = g->fits ? (int)counts[q] : 0;
         g->idispls[q] = g->fits ? (int)g->displs[q] : 0;
     }
     g->total = total;
-    g->max_count = (size_t)1 << 30;
 }
 
 void dist_gather_free(struct dist_gather *g)

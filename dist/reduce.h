@@ -49,17 +49,18 @@ void dist_reducer_finish(struct dist_reducer *r);
 void dist_tree_allreduce_f32(struct dist_ctx *d, float *buf, float *scratch, size_t n);
 
 // Gathers every rank's block into one buffer: rank q's counts[q] floats land at displs[q] (the
-// blocks in rank order, displs the running sums). One MPI_Allgatherv while the counts fit MPI's
-// int; past that, chunked broadcasts from each rank (max_count floats each, 2^30 unless a test
-// lowers it to exercise that path).
+// blocks in rank order, displs the running sums). One MPI_Allgatherv while the whole buffer is at
+// most max_count floats (MPI counts are ints, and some transports fail on messages over 2 GiB);
+// past that, broadcasts from each rank in chunks of max_count floats.
 struct dist_gather {
     size_t *counts, *displs; // [size] each
     int *icounts, *idispls;  // the same as ints, when fits
     size_t total, max_count;
-    int fits;
+    int fits; // total <= max_count: one MPI_Allgatherv
 };
-// Allocates; call once at setup. counts[size].
-void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts);
+// Allocates; call once at setup. counts[size]; max_count 0 means 2^30 (tests pass less).
+void dist_gather_init(struct dist_gather *g, struct dist_ctx *d, const size_t *counts,
+                      size_t max_count);
 void dist_gather_free(struct dist_gather *g);
 // send[g->counts[rank]] of every rank → recv[g->total] on every rank. Blocking; no allocation.
 void dist_gather_f32(struct dist_ctx *d, const struct dist_gather *g, const float *send,

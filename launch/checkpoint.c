@@ -18,18 +18,19 @@
 #include "util/error.h"
 
 // The dead-expert window (probes.dead_window) as each expert's age — steps since rank 0's probed
-// micro-batch last chose it, capped at the window (older is just as dead) — so a resumed run
-// counts dead experts as an uninterrupted one would.
+// micro-batch last chose it, capped at 2^24 (exact in float32; older is just as dead) — so a
+// resumed run counts dead experts as an uninterrupted one would, also under a changed window.
+// Only rank 0 with probes on tracks it; other writers leave it out (a resume restarts the window).
 static int write_moe_age(struct run *r, struct h5file *f, char *err, size_t errlen)
 {
     const long *seen = r->probes.moe_last_seen;
-    if (!seen)
+    if (!seen || !r->probes.active)
         return 0;
     size_t dims[2] = {(size_t)r->model.moe_layers, (size_t)r->cfg.model.experts};
     float *age = xcalloc(dims[0] * dims[1], sizeof(float));
     for (size_t i = 0; i < dims[0] * dims[1]; i++) {
         long a = r->step - seen[i];
-        age[i] = (float)(a < r->cfg.probes.dead_window ? a : r->cfg.probes.dead_window);
+        age[i] = (float)(a < 0 ? 0 : a < (1L << 24) ? a : (1L << 24));
     }
     int rc = h5_write_f32(f, "/state/moe_expert_age", 2, dims, age, err, errlen);
     free(age);
@@ -50,7 +51,7 @@ static int read_moe_age(struct run *r, struct h5file *f, char *why, size_t whyle
     if (h5_read_f32(f, "/state/moe_expert_age", r->moe_age, n, &nd, dims, why, whylen))
         return -1;
     for (size_t i = 0; i < n; i++)
-        if (!(r->moe_age[i] >= 0.0f && r->moe_age[i] <= 1e9f) ||
+        if (!(r->moe_age[i] >= 0.0f && r->moe_age[i] <= (float)(1L << 24)) ||
             r->moe_age[i] != floorf(r->moe_age[i])) {
             snprintf(why, whylen, "/state/moe_expert_age[%zu] = %g is not a step count", i,
                      (double)r->moe_age[i]);
@@ -94,8 +95,7 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
                     "step: optimizer steps taken; adam_t: AdamW bias-correction count; "
                     "data_cursor: global samples consumed (sample i is keyed by (seed, i)); the "
                     "lr schedule is a function of step; moe_expert_age (MoE only): steps since "
-                    "rank 0's probed micro-batch last chose each expert, capped at "
-                    "probes.dead_window",
+                    "rank 0's probed micro-batch last chose each expert (at most 2^24)",
                     err, errlen) ||
         h5_attr_str(f, "/", "description",
                     "canary checkpoint: /params/<name> (row-major [out, in] like torch.nn.Linear; "

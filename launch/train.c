@@ -119,7 +119,7 @@ static int run_init_muon(struct run *r, char *err, size_t errlen)
         n++;
     }
     free(load);
-    dist_gather_init(&r->muon_gather, r->dist, counts);
+    dist_gather_init(&r->muon_gather, r->dist, counts, 0);
     free(counts);
     if (n == 0) {
         snprintf(err, errlen,

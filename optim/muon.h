@@ -1,12 +1,14 @@
 // provides: struct muon — Muon for the hidden 2-D matrices: Nesterov momentum, Newton–Schulz
-//           orthogonalisation (fp32 through sgemm), the update scale and weight decay.
+//           orthogonalisation (fp32 through BLAS), the update scale and weight decay.
 //
 // For W [rows, cols] with gradient G (reference/papers.md §2):
 //   B ← β·B + (1−β)·G;  U = (1−β)·G + β·B;  O = NS(U)
 //   update = lr_m·s·O + (coupled: lr_m·λ·W | independent: s_t·λ·W),  lr_m = lr_t·muon_lr_scale
 //   s = sqrt(max(1, rows/cols)) (shape) or 0.2·sqrt(max(rows, cols)) (rms_match)
-// NS: X = U (transposed when rows > cols), X /= ‖X‖_F + 1e-7, then ns_steps times
-//   A = X Xᵀ;  X = a·X + (b·A + c·A·A)·X,  (a, b, c) = (3.4445, −4.7750, 2.0315).
+// NS: X = U / (‖U‖_F + 1e-7), then ns_steps times, for rows <= cols
+//   A = X Xᵀ;  X = a·X + (b·A + c·A·A)·X,  (a, b, c) = (3.4445, −4.7750, 2.0315),
+// and for rows > cols the same on Xᵀ, computed untransposed: A = Xᵀ X;  X = a·X + X·(b·A + c·A·A).
+// A and A·A are symmetric, so they come from ssyrk (half an sgemm); cost in muon_ns_flops.
 // The three parts are separate calls so that launch/ can run the orthogonalisation of each
 // matrix on one rank only and share the results (no MPI here).
 #ifndef CANARY_OPTIM_MUON_H

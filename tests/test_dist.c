@@ -105,24 +105,20 @@ static void test_dist_split_groups(void **state)
     dist_free(&g);
 }
 
-// Rank q sends 7·q + 2 floats (rank 1 sends none), value 1000·q + i; every rank ends with all
+// Rank q sends 7·q + 5 floats (rank 1 sends none), value 1000·q + i; every rank ends with all
 // blocks in rank order — through MPI_Allgatherv and through the chunked broadcasts that take over
-// past int counts (forced here with chunks of 3 floats, so blocks split unevenly).
+// past max_count floats (3 here, so blocks split unevenly; the default is 2^30).
 static void check_gather(int chunked)
 {
     size_t counts[64], total = 0;
     for (int q = 0; q < world.size; q++) {
-        counts[q] = q == 1 ? 0 : (size_t)(7 * q + 2);
+        counts[q] = q == 1 ? 0 : (size_t)(7 * q + 5);
         total += counts[q];
     }
     struct dist_gather g;
-    dist_gather_init(&g, &world, counts);
+    dist_gather_init(&g, &world, counts, chunked ? 3 : 0);
     assert_int_equal(g.total, total);
-    assert_int_equal(g.fits, 1);
-    if (chunked) {
-        g.fits = 0;
-        g.max_count = 3;
-    }
+    assert_int_equal(g.fits, !chunked); // with max_count 3: 5 or more floats
     float send[64], recv[1024];
     for (size_t i = 0; i < counts[world.rank]; i++)
         send[i] = (float)(1000 * world.rank) + (float)i;

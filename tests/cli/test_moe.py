@@ -61,6 +61,24 @@ def test_moe_dead_expert_window_survives_resume(canary, small_config, tmp_path):
         dead = f["moe/dead_experts"][:]
         steps = f["probe_step"][:]
     assert dead[steps >= 11].min() > 0, dead  # the window does see dead experts there
+    ckpt = sorted((tmp_path / "resumed" / "ckpt").glob("step_*.h5"))[-1]
+    with h5py.File(ckpt, "r") as f:
+        age = f["state/moe_expert_age"][:]
+    assert age.shape == (2, 64) and age.max() >= 3 and age.min() == 0
+
+
+def test_moe_checkpoint_without_probes_has_no_expert_ages(canary, small_config, tmp_path):
+    """Without probes nobody tracks which experts were chosen: the checkpoint leaves the ages out
+    (rather than store every expert as unseen), and a resume with probes on starts the window."""
+    out = tmp_path / "run"
+    r = canary_np(canary, 0, *train_args(small_config, out, *MOE, "probes.enabled=false"))
+    assert r.returncode == 0, r.stdout + r.stderr
+    ckpt = sorted((out / "ckpt").glob("step_*.h5"))[-1]
+    with h5py.File(ckpt, "r") as f:
+        assert "moe_expert_age" not in f["state"]
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.steps=24",
+                  "--set", "probes.enabled=true", "--set", "probes.dead_window=2")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path):

@@ -89,24 +89,34 @@ def test_bad_muon_settings(canary, small_config, tmp_path, setting, needle):
 
 def test_sweep_over_optimizers(canary, small_config, tmp_path):
     study = tmp_path / "opt.ini"
-    study.write_text(small_config.read_text().replace("[optim]", "[optim]\nmuon_lr_scale = 10")
-                     + "\n[sweep]\noptim.name = adamw, muon\n"
+    study.write_text(small_config.read_text()
+                     + "\n[sweep]\noptim.name = adamw, muon\noptim.lr = 3e-3, 3e-2\n"
                      "ranks_per_run = 1\n")
     out = tmp_path / "sweep"
     r = mpirun(canary, 2, "sweep", "--config", str(study), "--out", str(out))
     assert r.returncode == 0, r.stdout + r.stderr
     rows = [l.split("\t") for l in (out / "index.tsv").read_text().splitlines()[1:]]
-    assert [row[1] for row in rows] == ["adamw", "muon"]
-    assert all(row[2] == "ok" for row in rows)
+    assert [row[1:3] for row in rows] == [["adamw", "3e-3"], ["adamw", "3e-2"], ["muon", "3e-3"],
+                                          ["muon", "3e-2"]]
+    assert all(row[3] == "ok" for row in rows)
     # bench/muon_vs_adamw.py reads it: final losses from the index, and the first evaluation at
-    # which Muon reaches AdamW's final loss from Muon's metrics.tsv
+    # which Muon reaches AdamW's final loss from Muon's metrics.tsv, per lr and best against best
     script = os.path.join(os.path.dirname(__file__), "..", "..", "bench", "muon_vs_adamw.py")
     r = subprocess.run(["/usr/bin/python3", script, str(out)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    adamw, muon = (float(row[5]) for row in rows)
-    evals = [(int(f[1]), float(f[2])) for f in (l.split("\t") for l in
-             (out / rows[1][0] / "metrics.tsv").read_text().splitlines()) if f[0] == "eval"]
-    hit = next((str(s) for s, l in evals if l <= adamw), "never")
-    want = "| %s | %.4f | %.4f | %s" % ("0.003", adamw, muon, hit)
-    assert any(line.startswith(want) for line in r.stdout.splitlines()), (want, r.stdout)
-    assert "best of each (AdamW lr 0.003, Muon lr 0.003)" in r.stdout
+    final = {(row[1], float(row[2])): (float(row[6]), row[0]) for row in rows}
+
+    def expect(label, a, m):
+        evals = [(int(f[1]), float(f[2])) for f in (l.split("\t") for l in
+                 (out / final[m][1] / "metrics.tsv").read_text().splitlines()) if f[0] == "eval"]
+        hit = next((str(s) for s, l in evals if l <= final[a][0]), "never")
+        want = "| %s | %.4f | %.4f | %s" % (label, final[a][0], final[m][0], hit)
+        assert any(line.startswith(want) for line in r.stdout.splitlines()), (want, r.stdout)
+        return hit
+
+    hits = [expect("%g" % lr, ("adamw", lr), ("muon", lr)) for lr in (3e-3, 3e-2)]
+    assert "never" in hits and hits != ["never", "never"]  # both outcomes are exercised
+    best = {o: min((lr for (oo, lr) in final if oo == o), key=lambda lr: final[(o, lr)][0])
+            for o in ("adamw", "muon")}
+    expect("best of each (AdamW lr %g, Muon lr %g)" % (best["adamw"], best["muon"]),
+           ("adamw", best["adamw"]), ("muon", best["muon"]))
