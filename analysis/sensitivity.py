@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import AnalysisError, SensitivityUnavailable
-from .load import fmt_value, short_key
+from .readers import fmt_value, short_key
 
 LR_KEY = "optim.lr"
 DEFAULT_RANGE = (3e-4, 3e-1)
