@@ -138,6 +138,23 @@ static void build(struct script *s, const char *path)
         if (take(s) % 8 != 7) // present, unless the script says otherwise
             h5_attr_i64(f, "/state", k == 0 ? "step" : "adam_t", v, err, sizeof(err));
     }
+    if (run.model.moe_layers > 0) { // the dead-expert ages: valid, missing, misshapen or fuzzed
+        size_t dims[2] = {(size_t)run.model.moe_layers, (size_t)run.cfg.model.experts};
+        size_t n = dims[0] * dims[1];
+        float *age = calloc(n + 1, sizeof(float));
+        unsigned age_op = take(s) % 4;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t bits = take(s) | take(s) << 8 | take(s) << 16 | (uint32_t)take(s) << 24;
+            age[i] = (float)(bits % 5);
+            if (age_op == 3)
+                memcpy(&age[i], &bits, 4);
+        }
+        if (age_op == 2)
+            dims[1] += 1;
+        if (age_op != 1)
+            h5_write_f32(f, "/state/moe_expert_age", 2, dims, age, err, sizeof(err));
+        free(age);
+    }
     if (h5_write_image(f, path, err, sizeof(err)) != 0)
         abort();
     h5_close(f);
