@@ -229,7 +229,7 @@ int train_run(struct run *r, const char *out_dir)
     int rc = TRAIN_EXIT_OK;
     long steps = c->train.steps;
     double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
-    double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0;
+    double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0, window_optim = 0.0;
     long window_steps = 0;
 
     int opened = !o.rank0 || open_outputs(&o, out_dir, r, err, sizeof(err)) == 0;
@@ -339,6 +339,7 @@ int train_run(struct run *r, const char *out_dir)
         if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
             train_check_consistency(r);
         window_flops += r->step_flops * r->dist->size;
+        window_optim += res.seconds_optim;
         window_steps++;
         if (r->step % c->train.log_every == 0 || r->step == steps) {
             double now = timer_now(), span = now - t_window;
@@ -346,19 +347,23 @@ int train_run(struct run *r, const char *out_dir)
             double gflops = window_flops / span * 1e-9 / r->dist->size;
             char eta[32];
             format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
-            char aux[48] = "";
+            char aux[48] = "", opt[40] = "";
             if (c->model.experts > 0)
                 snprintf(aux, sizeof(aux), " balance %.2e router_z %.2e", res.loss.balance,
                          res.loss.router_z);
+            // Newton–Schulz does not shrink with the batch: show what it costs (rank 0's share)
+            if (r->muon_on)
+                snprintf(opt, sizeof(opt), " | optimizer %.0f%% of step",
+                         100.0 * window_optim / span);
             out_line(&o, 1,
                      "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "
-                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak) | ETA %s",
+                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak)%s | ETA %s",
                      r->step, steps, res.loss.total, res.loss.ce, res.loss.z, aux, res.lr,
                      res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
                      tokens_per_step * (double)window_steps / span, gflops, 100.0 * gflops / peak,
-                     eta);
+                     opt, eta);
             t_window = now;
-            window_flops = 0.0;
+            window_flops = window_optim = 0.0;
             window_steps = 0;
         }
     }

@@ -62,7 +62,11 @@ def test_sharded_newton_schulz_equals_unsharded(canary, small_config, tmp_path):
 
 def test_muon_resume_is_bitwise(canary, small_config, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert train(canary, 2, small_config, straight).returncode == 0
+    r = train(canary, 2, small_config, straight)
+    assert r.returncode == 0
+    # the progress line shows Muon's cost (Newton–Schulz does not shrink with the batch)
+    shares = [int(s) for s in re.findall(r"\| optimizer (\d+)% of step \|", r.stdout)]
+    assert len(shares) == 3 and all(0 < s < 100 for s in shares), r.stdout
     r = train(canary, 2, small_config, resumed, env={"CANARY_FAULT": "abort:0:8"})
     assert r.returncode != 0
     r = mpirun(canary, 2, "train", "--resume", str(resumed))
