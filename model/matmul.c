@@ -38,9 +38,13 @@ void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, 
 {
     cblas_ssyrk(CblasRowMajor, CblasUpper, trans ? CblasTrans : CblasNoTrans, n, k, alpha, a, lda,
                 0.0f, c, ldc);
-    for (int i = 1; i < n; i++) // row i below the diagonal ← column i above it
-        for (int j = 0; j < i; j++)
-            c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
+    // c[i][j] ← c[j][i] below the diagonal, in 32 x 32 tiles (a plain column walk costs 2.5x as
+    // much, ~7% of a 512 x 512 Newton–Schulz)
+    for (int ib = 0; ib < n; ib += 32)
+        for (int jb = 0; jb <= ib; jb += 32)
+            for (int i = ib; i < ib + 32 && i < n; i++)
+                for (int j = jb; j < jb + 32 && j < i; j++)
+                    c[(size_t)i * ldc + j] = c[(size_t)j * ldc + i];
 }
 
 void matmul_set_threads(int threads)
