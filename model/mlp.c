@@ -58,3 +58,20 @@ void swiglu_backward(float *din, const float *dout, const float *in, int rows, i
         }
     }
 }
+
+void mlp_act_forward(enum mlp_kind kind, float *out, const float *in, int rows, int f)
+{
+    if (kind == MLP_SWIGLU)
+        swiglu_forward(out, in, rows, f);
+    else
+        gelu_forward(out, in, (size_t)rows * f);
+}
+
+void mlp_act_backward(enum mlp_kind kind, float *din, const float *dout, const float *in, int rows,
+                      int f)
+{
+    if (kind == MLP_SWIGLU)
+        swiglu_backward(din, dout, in, rows, f);
+    else
+        gelu_backward(din, dout, in, (size_t)rows * f);
+}

@@ -1,4 +1,5 @@
-// provides: gelu_forward/backward (tanh approximation), swiglu_forward/backward.
+// provides: gelu_forward/backward (tanh approximation), swiglu_forward/backward, and
+//           mlp_act_forward/backward (the activation of an mlp_kind).
 //
 // The MLP's projections are matmuls composed in model.c; these are its activations.
 #ifndef CANARY_MODEL_MLP_H
@@ -17,5 +18,12 @@ void gelu_backward(float *din, const float *dout, const float *in, size_t n);
 void swiglu_forward(float *out, const float *in, int rows, int f);
 // din[rows, 2F] from dout[rows, F]. OVERWRITES din.
 void swiglu_backward(float *din, const float *dout, const float *in, int rows, int f);
+
+// The MLP activation of kind on rows: in[rows, U] → out[rows, f], U = 2f for SwiGLU, f for GELU.
+// Overwrites out.
+void mlp_act_forward(enum mlp_kind kind, float *out, const float *in, int rows, int f);
+// din[rows, U] from dout[rows, f] (U as above). OVERWRITES din.
+void mlp_act_backward(enum mlp_kind kind, float *din, const float *dout, const float *in, int rows,
+                      int f);
 
 #endif

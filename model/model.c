@@ -11,6 +11,7 @@
 #include "model/matmul.h"
 #include "model/model_mla.h"
 #include "model/model_moe.h"
+#include "model/model_private.h"
 #include "model/rope.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -329,21 +330,11 @@ void model_params_init(const struct model *m, float *params, uint64_t seed)
 
 // ---- forward ----
 
-static void add_inplace(float *y, const float *x, size_t n)
+void model_add_into(float *y, const float *x, size_t n)
 {
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
-}
-
-static const float *tensor_ptr(const struct model *m, const float *base, int idx)
-{
-    return base + m->table.t[idx].offset;
-}
-
-static float *tensor_ptr_mut(const struct model *m, float *base, int idx)
-{
-    return base + m->table.t[idx].offset;
 }
 
 // Standard attention from a->n1 to a->att (merged heads).
@@ -390,15 +381,11 @@ static void feed_forward(struct model *m, const float *params, int l, int B, flo
         moe_block_forward(m, params, l, B, x_out);
         return;
     }
-    if (c->mlp == MLP_SWIGLU) {
-        matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, 2 * F);
-        swiglu_forward(a->a, a->u, BT, F);
-    } else {
-        matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, F);
-        gelu_forward(a->a, a->u, (size_t)BT * F);
-    }
+    int U = c->mlp == MLP_SWIGLU ? 2 * F : F;
+    matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, U);
+    mlp_act_forward(c->mlp, a->a, a->u, BT, F);
     matmul_forward(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
-    add_inplace(x_out, a->x_mid, (size_t)BT * C);
+    model_add_into(x_out, a->x_mid, (size_t)BT * C);
 }
 
 static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
@@ -414,7 +401,7 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
     else
         mha_forward(m, params, l, B);
     matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
-    add_inplace(a->x_mid, a->x_in, (size_t)BT * C);
+    model_add_into(a->x_mid, a->x_in, (size_t)BT * C);
     feed_forward(m, params, l, B, x_out);
 }
 
@@ -461,15 +448,9 @@ static void block_backward_mlp(struct model *m, const float *params, float *grad
     // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
     matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
                     tensor_ptr(m, params, bi->w2), BT, F, C);
-    if (c->mlp == MLP_SWIGLU) {
-        swiglu_backward(g->du, g->da, a->u, BT, F);
-        matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
-                        tensor_ptr(m, params, bi->w1), BT, C, 2 * F);
-    } else {
-        gelu_backward(g->du, g->da, a->u, (size_t)BT * F);
-        matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
-                        tensor_ptr(m, params, bi->w1), BT, C, F);
-    }
+    mlp_act_backward(c->mlp, g->du, g->da, a->u, BT, F);
+    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
+                    tensor_ptr(m, params, bi->w1), BT, C, c->mlp == MLP_SWIGLU ? 2 * F : F);
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,
                   tensor_ptr(m, params, bi->n2), a->n2_mean, a->n2_rstd, BT, C, c->norm);
 }

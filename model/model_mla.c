@@ -8,17 +8,8 @@
 
 #include "model/attention.h"
 #include "model/matmul.h"
+#include "model/model_private.h"
 #include "model/rope.h"
-
-static const float *W(const struct model *m, const float *base, int idx)
-{
-    return base + m->table.t[idx].offset;
-}
-
-static float *G(const struct model *m, float *base, int idx)
-{
-    return base + m->table.t[idx].offset;
-}
 
 // rows[N, ld] columns [col0, col0 + w) → dst[N, w]
 static void take_cols(float *dst, const float *src, int N, int ld, int col0, int w)
@@ -34,13 +25,6 @@ static void put_cols(float *dst, const float *src, int N, int ld, int col0, int 
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < N; r++)
         memcpy(dst + (size_t)r * ld + col0, src + (size_t)r * w, (size_t)w * sizeof(float));
-}
-
-static void add_into(float *y, const float *x, size_t n)
-{
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        y[i] += x[i];
 }
 
 // k_h = [k_C,h ; k_R] for every head: k[B, H, T, d_qk] from kvb's content columns and kr[N, d_R].
@@ -69,28 +53,28 @@ void mla_forward(struct model *m, const float *params, int l, int B)
     int dc = c->kv_rank, dcq = c->q_rank, dqk = m->dqk, N = B * T, BHT = B * H * T;
 
     if (dcq > 0) {
-        matmul_forward(a->cq, a->n1, W(m, params, bi->wq_a), N, C, dcq);
-        norm_forward(a->cqn, NULL, a->cq_rstd, a->cq, W(m, params, bi->q_lat_norm), N, dcq,
+        matmul_forward(a->cq, a->n1, tensor_ptr(m, params, bi->wq_a), N, C, dcq);
+        norm_forward(a->cqn, NULL, a->cq_rstd, a->cq, tensor_ptr(m, params, bi->q_lat_norm), N, dcq,
                      NORM_RMSNORM);
-        matmul_forward(a->qf, a->cqn, W(m, params, bi->wq_b), N, dcq, H * dqk);
+        matmul_forward(a->qf, a->cqn, tensor_ptr(m, params, bi->wq_b), N, dcq, H * dqk);
     } else {
-        matmul_forward(a->qf, a->n1, W(m, params, bi->wq), N, C, H * dqk);
+        matmul_forward(a->qf, a->n1, tensor_ptr(m, params, bi->wq), N, C, H * dqk);
     }
-    matmul_forward(a->kva, a->n1, W(m, params, bi->wkv_a), N, C, dc + dr);
+    matmul_forward(a->kva, a->n1, tensor_ptr(m, params, bi->wkv_a), N, C, dc + dr);
     take_cols(a->ckv, a->kva, N, dc + dr, 0, dc);
-    norm_forward(a->ckvn, NULL, a->ckv_rstd, a->ckv, W(m, params, bi->kv_lat_norm), N, dc,
+    norm_forward(a->ckvn, NULL, a->ckv_rstd, a->ckv, tensor_ptr(m, params, bi->kv_lat_norm), N, dc,
                  NORM_RMSNORM);
-    matmul_forward(a->kvb, a->ckvn, W(m, params, bi->wkv_b), N, dc, 2 * H * dh);
+    matmul_forward(a->kvb, a->ckvn, tensor_ptr(m, params, bi->wkv_b), N, dc, 2 * H * dh);
     float *q = c->qk_norm ? a->q_raw : a->q, *k = c->qk_norm ? a->k_raw : a->k;
     attention_split_heads(q, a->qf, H * dqk, 0, B, H, T, dqk);
     take_cols(m->acts.mla_tmp, a->kva, N, dc + dr, dc, dr); // k_R [N, d_R] (scratch)
     assemble_k(k, a->kvb, m->acts.mla_tmp, B, H, T, dh, dr);
     attention_split_heads(a->v, a->kvb, 2 * H * dh, H * dh, B, H, T, dh);
     if (c->qk_norm) {
-        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, W(m, params, bi->q_norm), BHT, dqk,
-                     c->norm);
-        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, W(m, params, bi->k_norm), BHT, dqk,
-                     c->norm);
+        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm), BHT,
+                     dqk, c->norm);
+        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm), BHT,
+                     dqk, c->norm);
     }
     if (dr > 0) {
         rope_forward_strided(a->q + dh, m->acts.rope_r, BHT, T, dqk, dr);
@@ -122,10 +106,10 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
     if (c->qk_norm) {
         memset(g->dq_raw, 0, (size_t)BHT * dqk * sizeof(float));
         memset(g->dk_raw, 0, (size_t)BHT * dqk * sizeof(float));
-        norm_backward(g->dq_raw, G(m, grads, bi->q_norm), g->dq, a->q_raw, W(m, params, bi->q_norm),
-                      a->qn_mean, a->qn_rstd, BHT, dqk, c->norm);
-        norm_backward(g->dk_raw, G(m, grads, bi->k_norm), g->dk, a->k_raw, W(m, params, bi->k_norm),
-                      a->kn_mean, a->kn_rstd, BHT, dqk, c->norm);
+        norm_backward(g->dq_raw, tensor_ptr_mut(m, grads, bi->q_norm), g->dq, a->q_raw,
+                      tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, dqk, c->norm);
+        norm_backward(g->dk_raw, tensor_ptr_mut(m, grads, bi->k_norm), g->dk, a->k_raw,
+                      tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, dqk, c->norm);
         dq = g->dq_raw;
         dk = g->dk_raw;
     }
@@ -146,27 +130,28 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
         }
     }
     // kvb = wkv_b ckvn;  ckvn = RMSNorm(ckv)
-    matmul_backward(g->mla_dlatn, G(m, grads, bi->wkv_b), g->mla_dkvb, a->ckvn,
-                    W(m, params, bi->wkv_b), N, dc, 2 * H * dh);
+    matmul_backward(g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wkv_b), g->mla_dkvb, a->ckvn,
+                    tensor_ptr(m, params, bi->wkv_b), N, dc, 2 * H * dh);
     memset(g->mla_dlat, 0, (size_t)N * dc * sizeof(float));
-    norm_backward(g->mla_dlat, G(m, grads, bi->kv_lat_norm), g->mla_dlatn, a->ckv,
-                  W(m, params, bi->kv_lat_norm), NULL, a->ckv_rstd, N, dc, NORM_RMSNORM);
+    norm_backward(g->mla_dlat, tensor_ptr_mut(m, grads, bi->kv_lat_norm), g->mla_dlatn, a->ckv,
+                  tensor_ptr(m, params, bi->kv_lat_norm), NULL, a->ckv_rstd, N, dc, NORM_RMSNORM);
     put_cols(g->mla_dkva, g->mla_dlat, N, dc + dr, 0, dc);
-    matmul_backward(g->dn, G(m, grads, bi->wkv_a), g->mla_dkva, a->n1, W(m, params, bi->wkv_a), N,
-                    C, dc + dr);
+    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->wkv_a), g->mla_dkva, a->n1,
+                    tensor_ptr(m, params, bi->wkv_a), N, C, dc + dr);
     // queries
     attention_merge_heads(g->mla_dqf, dq, H * dqk, 0, B, H, T, dqk);
     if (dcq > 0) {
-        matmul_backward(g->mla_dlatn, G(m, grads, bi->wq_b), g->mla_dqf, a->cqn,
-                        W(m, params, bi->wq_b), N, dcq, H * dqk);
+        matmul_backward(g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wq_b), g->mla_dqf, a->cqn,
+                        tensor_ptr(m, params, bi->wq_b), N, dcq, H * dqk);
         memset(g->mla_dlat, 0, (size_t)N * dcq * sizeof(float));
-        norm_backward(g->mla_dlat, G(m, grads, bi->q_lat_norm), g->mla_dlatn, a->cq,
-                      W(m, params, bi->q_lat_norm), NULL, a->cq_rstd, N, dcq, NORM_RMSNORM);
-        matmul_backward(g->mla_tmp, G(m, grads, bi->wq_a), g->mla_dlat, a->n1,
-                        W(m, params, bi->wq_a), N, C, dcq);
+        norm_backward(g->mla_dlat, tensor_ptr_mut(m, grads, bi->q_lat_norm), g->mla_dlatn, a->cq,
+                      tensor_ptr(m, params, bi->q_lat_norm), NULL, a->cq_rstd, N, dcq,
+                      NORM_RMSNORM);
+        matmul_backward(g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq_a), g->mla_dlat, a->n1,
+                        tensor_ptr(m, params, bi->wq_a), N, C, dcq);
     } else {
-        matmul_backward(g->mla_tmp, G(m, grads, bi->wq), g->mla_dqf, a->n1, W(m, params, bi->wq), N,
-                        C, H * dqk);
+        matmul_backward(g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq), g->mla_dqf, a->n1,
+                        tensor_ptr(m, params, bi->wq), N, C, H * dqk);
     }
-    add_into(g->dn, g->mla_tmp, (size_t)N * C);
+    model_add_into(g->dn, g->mla_tmp, (size_t)N * C);
 }

@@ -1,0 +1,24 @@
+// provides: helpers the block files of model/ share (model.c, model_mla.c, model_moe.c): a tensor's
+//           slice of a table-sized buffer, and y += x. Private to model/.
+#ifndef CANARY_MODEL_MODEL_PRIVATE_H
+#define CANARY_MODEL_MODEL_PRIVATE_H
+
+#include <stddef.h>
+
+#include "model/model.h"
+
+// Tensor idx of the table inside base (params or grads, [table.total]).
+static inline const float *tensor_ptr(const struct model *m, const float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+static inline float *tensor_ptr_mut(const struct model *m, float *base, int idx)
+{
+    return base + m->table.t[idx].offset;
+}
+
+// y[n] += x[n] (parallel over static chunks). Defined in model.c.
+void model_add_into(float *y, const float *x, size_t n);
+
+#endif
