@@ -69,6 +69,7 @@ def test_sweep_attention_by_experts(canary, small_config, tmp_path):
 [model]
 kv_rank = 16
 top_k = 2
+capacity_factor = 1.5
 [sweep]
 model.attention = mha, mla
 model.experts = 0, 8
@@ -85,7 +86,13 @@ ranks_per_run = 1
         with h5py.File(out / l[0] / "probes.h5", "r") as f:
             assert ("moe/load" in f) == (l[2] == "8")
             assert ("attn/kv_latent_rms" in f) == (l[1] == "mla")
-        # every point's checkpoint evaluates (the MHA points' configs drop kv_rank)
+        # every point's checkpoint evaluates (the MHA points' configs drop kv_rank, the dense
+        # points' the MoE keys: the study's capacity_factor 1.5 only for MoE points)
+        text = (out / l[0] / "config.ini").read_text()
+        assert ("capacity_factor = 1.25\n" in text) == (l[2] == "0"), text
         ckpt = sorted((out / l[0] / "ckpt").glob("*.h5"))[-1]
         r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
         assert r.returncode == 0, r.stdout + r.stderr
+    # and a dense MHA point resumes
+    r = canary_np(canary, 0, "train", "--resume", str(out / lines[0][0]), "--set", "train.steps=24")
+    assert r.returncode == 0, r.stdout + r.stderr

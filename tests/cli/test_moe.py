@@ -1,6 +1,7 @@
 """Mixture of experts end to end: data-parallel training (deterministic mode bitwise across rank
 counts), bit-exact resume, Muon on the expert and router matrices, the MoE probes, bad MoE
-settings refused before training, and a sweep over model.experts = 0, 8."""
+settings refused before training, the dead-expert window across a resume, and the PyTorch
+reference's fast routing. The sweep over model.experts (with model.attention) is in test_mla.py."""
 import h5py
 import numpy as np
 import pytest
@@ -104,35 +105,6 @@ def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path)
 ])
 def test_bad_moe_settings_are_refused(canary, small_config, tmp_path, sets, message):
     assert_refused(canary, small_config, tmp_path, sets, message)
-
-
-def test_sweep_over_experts(canary, small_config, tmp_path):
-    study = tmp_path / "study.ini"
-    study.write_text(small_config.read_text() + """
-[model]
-top_k = 2
-capacity_factor = 1.5
-[sweep]
-model.experts = 0, 8
-ranks_per_run = 1
-""")
-    out = tmp_path / "sweep"
-    r = canary_np(canary, 2, "sweep", "--config", str(study), "--out", str(out))
-    assert r.returncode == 0, r.stdout + r.stderr
-    lines = (out / "index.tsv").read_text().splitlines()[1:]
-    assert [l.split("\t")[1] for l in lines] == ["0", "8"]
-    assert all(l.split("\t")[2] == "ok" for l in lines), lines
-    with h5py.File(out / lines[1].split("\t")[0] / "probes.h5", "r") as f:
-        assert f["moe/load"].shape[1:] == (2, 8)
-    # the dense point's saved config drops the MoE keys, so its checkpoint evaluates and resumes
-    dense = out / lines[0].split("\t")[0]
-    text = (dense / "config.ini").read_text()
-    assert "capacity_factor = 1.25\n" in text, text  # the study's 1.5 only for MoE points
-    ckpt = sorted((dense / "ckpt").glob("*.h5"))[-1]
-    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt))
-    assert r.returncode == 0, r.stdout + r.stderr
-    r = canary_np(canary, 0, "train", "--resume", str(dense), "--set", "train.steps=24")
-    assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_torch_reference_fast_routing_matches_plain():
