@@ -118,7 +118,10 @@ void moe_gather(float *buf, const float *x, const int *slot_tok, int rows, int C
         memcpy(buf + (size_t)r * C, x + (size_t)slot_tok[r] * C, (size_t)C * sizeof(float));
 }
 
-void moe_scatter_add(float *dx, const float *dbuf, const int *slot, int N, int k, int C)
+// out[t] += Σ_j gate[t, j] · y[slot[t, j]] over the kept pairs (gate 1 when gates is NULL; 1·y is
+// y exactly, so the scatter-add is this with no gates).
+static void combine(float *out, const float *y, const float *gates, const int *slot, int N, int k,
+                    int C)
 {
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < N; t++)
@@ -126,27 +129,22 @@ void moe_scatter_add(float *dx, const float *dbuf, const int *slot, int N, int k
             int s = slot[(size_t)t * k + j];
             if (s < 0)
                 continue;
-            float *d = dx + (size_t)t * C;
-            const float *b = dbuf + (size_t)s * C;
+            float g = gates ? gates[(size_t)t * k + j] : 1.0f, *o = out + (size_t)t * C;
+            const float *ys = y + (size_t)s * C;
             for (int c = 0; c < C; c++)
-                d[c] += b[c];
+                o[c] += g * ys[c];
         }
+}
+
+void moe_scatter_add(float *dx, const float *dbuf, const int *slot, int N, int k, int C)
+{
+    combine(dx, dbuf, NULL, slot, N, k, C);
 }
 
 void moe_combine_forward(float *out, const float *y, const float *gates, const int *slot, int N,
                          int k, int C)
 {
-#pragma omp parallel for schedule(static)
-    for (int t = 0; t < N; t++)
-        for (int j = 0; j < k; j++) {
-            int s = slot[(size_t)t * k + j];
-            if (s < 0)
-                continue;
-            float g = gates[(size_t)t * k + j], *o = out + (size_t)t * C;
-            const float *ys = y + (size_t)s * C;
-            for (int c = 0; c < C; c++)
-                o[c] += g * ys[c];
-        }
+    combine(out, y, gates, slot, N, k, C);
 }
 
 void moe_combine_backward(float *dy, float *dgate, const float *dout, const float *y,
