@@ -70,12 +70,8 @@ void mla_forward(struct model *m, const float *params, int l, int B)
     take_cols(m->acts.mla_tmp, a->kva, N, dc + dr, dc, dr); // k_R [N, d_R] (scratch)
     assemble_k(k, a->kvb, m->acts.mla_tmp, B, H, T, dh, dr);
     attention_split_heads(a->v, a->kvb, 2 * H * dh, H * dh, B, H, T, dh);
-    if (c->qk_norm) {
-        norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm), BHT,
-                     dqk, c->norm);
-        norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm), BHT,
-                     dqk, c->norm);
-    }
+    if (c->qk_norm)
+        model_qk_norm_forward(m, params, l, BHT);
     if (dr > 0) {
         rope_forward_strided(a->q + dh, m->acts.rope_r, BHT, T, dqk, dr);
         rope_forward_strided(a->k + dh, m->acts.rope_r, BHT, T, dqk, dr);
@@ -104,12 +100,7 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
     }
     float *dq = g->dq, *dk = g->dk;
     if (c->qk_norm) {
-        memset(g->dq_raw, 0, (size_t)BHT * dqk * sizeof(float));
-        memset(g->dk_raw, 0, (size_t)BHT * dqk * sizeof(float));
-        norm_backward(g->dq_raw, tensor_ptr_mut(m, grads, bi->q_norm), g->dq, a->q_raw,
-                      tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, dqk, c->norm);
-        norm_backward(g->dk_raw, tensor_ptr_mut(m, grads, bi->k_norm), g->dk, a->k_raw,
-                      tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, dqk, c->norm);
+        model_qk_norm_backward(m, params, grads, l, BHT);
         dq = g->dq_raw;
         dk = g->dk_raw;
     }

@@ -1,5 +1,5 @@
 // provides: helpers the block files of model/ share (model.c, model_mla.c, model_moe.c): a tensor's
-//           slice of a table-sized buffer, and y += x. Private to model/.
+//           slice of a table-sized buffer, qk-norm, and y += x. Private to model/.
 #ifndef CANARY_MODEL_MODEL_PRIVATE_H
 #define CANARY_MODEL_MODEL_PRIVATE_H
 
@@ -17,6 +17,12 @@ static inline float *tensor_ptr_mut(const struct model *m, float *base, int idx)
 {
     return base + m->table.t[idx].offset;
 }
+
+// qk-norm of block l over its BHT head rows of width m->dqk (MHA and MLA alike):
+// forward a->q, a->k ← norm(a->q_raw, a->k_raw); backward g->dq, g->dk (dL/d normed) →
+// g->dq_raw, g->dk_raw (OVERWRITTEN), the gains' gradients ACCUMULATED into grads.
+void model_qk_norm_forward(struct model *m, const float *params, int l, int BHT);
+void model_qk_norm_backward(struct model *m, const float *params, float *grads, int l, int BHT);
 
 // y[n] += x[n] (parallel over static chunks). Defined in model.c.
 void model_add_into(float *y, const float *x, size_t n);
