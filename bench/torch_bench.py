@@ -75,8 +75,20 @@ def main():
     tok_s = statistics.median([B * T / dt for dt in times]) if times else float("nan")
     # ru_maxrss is in KiB on Linux.
     rss_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print("torch_tokens_per_s=%.1f step_ms_median=%.3f peak_rss_mib=%.1f" % (
-        tok_s, step_s * 1e3, rss_mib))
+    print("torch_tokens_per_s=%.1f step_ms_median=%.3f peak_rss_mib=%.1f core=%s" % (
+        tok_s, step_s * 1e3, rss_mib, openblas_core()))
+
+
+def openblas_core():
+    """The OpenBLAS core this process computes on (torch's BLAS, when it is OpenBLAS)."""
+    import ctypes
+    for line in open("/proc/self/maps"):
+        path = line.split()[-1]
+        if "libopenblas" in path:
+            lib = ctypes.CDLL(path)
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            return lib.openblas_get_corename().decode()
+    return "not-OpenBLAS"
 
 
 if __name__ == "__main__":

@@ -10,8 +10,10 @@
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/train.h"
+#include "model/blas_core.h"
 #include "model/matmul.h"
 #include "util/error.h"
+#include "util/fpenv.h"
 #include "util/timer.h"
 
 static double peak_rss_mib(void)
@@ -126,17 +128,21 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                        2.0 * (double)run.local_batch * cfg.model.seq_len * sizeof(int);
     double attn_acts = (double)model_attention_act_floats(&run.model) * sizeof(float);
     double rss = peak_rss_mib();
+    char blas[512];
+    blas_core_describe(blas, sizeof(blas));
     if (d->rank == 0)
-        printf("canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
+        printf("# BLAS: %s | subnormals %s\n"
+               "canary_tokens_per_s=%.1f step_ms_median=%.3f model_gflops=%.2f "
                "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
                "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
                "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
-               "attn_acts_mib=%.1f\n",
-               tokens / med, med * 1e3, gflops, sgemm_1t,
-               100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
-               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
-               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3,
-               (double)run.model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0);
+               "attn_acts_mib=%.1f core=%s\n",
+               blas, fpenv_flushing() ? "flushed to zero" : "computed in full", tokens / med,
+               med * 1e3, gflops, sgemm_1t, 100.0 * gflops / (sgemm_1t * cfg.train.threads),
+               cfg.train.threads, n, accounted / 1048576.0, rss, rss_base,
+               (rss - rss_base) / (accounted / 1048576.0), d->size, wait_med * 1e3, opt_med * 1e3,
+               grads_med * 1e3, (double)run.model.acts.floats * sizeof(float) / 1048576.0,
+               attn_acts / 1048576.0, blas_core_name());
     free(times);
     free(waits);
     free(opt_times);

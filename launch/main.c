@@ -4,6 +4,8 @@
 
 #include "dist/dist.h"
 #include "launch/cli.h"
+#include "model/blas_core.h"
+#include "util/fpenv.h"
 
 #ifndef CANARY_GIT_SHA
 #define CANARY_GIT_SHA "unknown"
@@ -51,6 +53,10 @@ int main(int argc, char **argv)
         printf("canary %s\n", CANARY_GIT_SHA);
         return 0;
     }
+    // Before MPI and any BLAS call: the subnormal flush (threads made later inherit it), then the
+    // BLAS core (this may execute the program again with OPENBLAS_CORETYPE set).
+    fpenv_flush_subnormals();
+    blas_core_select(argv);
     if (dist_init(&dist, &argc, &argv) != 0) {
         fprintf(stderr, "canary: MPI initialisation failed\n");
         return 1;

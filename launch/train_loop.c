@@ -11,8 +11,10 @@
 #include "launch/stop.h"
 #include "launch/rundir.h"
 #include "launch/train.h"
+#include "model/blas_core.h"
 #include "model/matmul.h"
 #include "util/error.h"
+#include "util/fpenv.h"
 #include "util/timer.h"
 
 struct train_out {
@@ -243,7 +245,7 @@ int train_run(struct run *r, const char *out_dir)
         return TRAIN_EXIT_IO;
     }
     int io_ok = 1; // rank 0's probe writes; checked by all ranks at every flush
-    peak = matmul_peak_gflops(256, 3) * c->train.threads;
+    peak = matmul_peak_gflops(512, 3) * c->train.threads;
     out_line(&o, 0, "canary train: %s", out_dir);
     out_line(&o, 0,
              "model: dim %d layers %d heads %d head_dim %d seq_len %d vocab %d | %zu parameters "
@@ -261,6 +263,10 @@ int train_run(struct run *r, const char *out_dir)
                  r->model.moe_layers, c->model.layers, c->model.experts, c->model.top_k,
                  c->model.gate_renorm ? " (renormalised gates)" : "", c->model.shared_experts,
                  c->model.capacity_factor);
+    char blas[512];
+    blas_core_describe(blas, sizeof(blas));
+    out_line(&o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s", blas, peak / c->train.threads,
+             fpenv_flushing() ? " | subnormals flushed to zero" : "");
     out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
              r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
 
@@ -357,11 +363,11 @@ int train_run(struct run *r, const char *out_dir)
                          100.0 * window_optim / span);
             out_line(&o, 1,
                      "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "
-                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of sgemm peak)%s | ETA %s",
+                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of %s sgemm peak)%s | ETA %s",
                      r->step, steps, res.loss.total, res.loss.ce, res.loss.z, aux, res.lr,
                      res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
                      tokens_per_step * (double)window_steps / span, gflops, 100.0 * gflops / peak,
-                     opt, eta);
+                     blas_core_name(), opt, eta);
             t_window = now;
             window_flops = window_optim = 0.0;
             window_steps = 0;

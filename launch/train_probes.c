@@ -14,7 +14,9 @@
 #include "dist/dist.h"
 #include "launch/config_keys.h"
 #include "launch/train.h"
+#include "model/blas_core.h"
 #include "util/error.h"
+#include "util/fpenv.h"
 
 #ifndef CANARY_GIT_SHA
 #define CANARY_GIT_SHA "unknown"
@@ -127,7 +129,7 @@ static void register_all(struct run_probes *p, int muon, int moe, const struct m
 int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
 {
     const struct config *c = &r->cfg;
-    char buf[64], host[256] = "unknown", h5v[64], mpi[512];
+    char buf[64], host[256] = "unknown", h5v[64], mpi[512], blas[512];
     time_t now = time(NULL);
     struct tm tm;
     gethostname(host, sizeof(host));
@@ -136,12 +138,19 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
     strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm);
     h5_version(h5v, sizeof(h5v));
     dist_library_version(mpi, sizeof(mpi));
+    blas_core_describe(blas, sizeof(blas));
     const char *prov = "/provenance";
     if (h5_attr_str(f, prov, "git_sha", CANARY_GIT_SHA, err, errlen) ||
         h5_attr_str(f, prov, "compiler", "gcc " __VERSION__, err, errlen) ||
         h5_attr_str(f, prov, "compile_flags", CANARY_COMPILE_FLAGS, err, errlen) ||
         h5_attr_str(f, prov, "hdf5_version", h5v, err, errlen) ||
         h5_attr_str(f, prov, "openblas", openblas_get_config(), err, errlen) ||
+        h5_attr_str(f, prov, "blas_core", blas_core_name(), err, errlen) ||
+        h5_attr_str(f, prov, "blas_core_reason", blas, err, errlen) ||
+        h5_attr_str(f, prov, "subnormals",
+                    fpenv_flushing() ? "flushed to zero (FTZ and DAZ on every computing thread)"
+                                     : "computed in full (no flush control on this CPU)",
+                    err, errlen) ||
         h5_attr_str(f, prov, "mpi", mpi, err, errlen) ||
         h5_attr_str(f, prov, "host", host, err, errlen) ||
         h5_attr_str(f, prov, "start_time_utc", buf, err, errlen) ||

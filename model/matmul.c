@@ -9,29 +9,52 @@
 #include "util/error.h"
 #include "util/timer.h"
 
+#include "util/fpenv.h"
+
 void openblas_set_num_threads(int num_threads);
+int openblas_get_parallel(void);
+
+// OpenBLAS's pthread build computes on a pool of its own threads, made when the library loads:
+// they race canary's OpenMP threads for the cores and do not carry the subnormal flush
+// (util/fpenv.h). With that build (blas_core_select warns) BLAS runs single-threaded and the
+// large products are split over canary's OpenMP threads here instead.
+static int blas_own_pool(void)
+{
+    return openblas_get_parallel() == 1;
+}
+
+void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
+                  int lda, const float *b, int ldb, float beta, float *c, int ldc)
+{
+    if (blas_own_pool() && m >= 64 && !omp_in_parallel() && omp_get_max_threads() > 1) {
+        // rows of C in contiguous blocks, one per thread (op(A)'s rows are A's columns if trans_a)
+#pragma omp parallel
+        {
+            int nt = omp_get_num_threads(), id = omp_get_thread_num();
+            int lo = (int)((long)m * id / nt), hi = (int)((long)m * (id + 1) / nt);
+            if (hi > lo)
+                cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                            trans_b ? CblasTrans : CblasNoTrans, hi - lo, n, k, alpha,
+                            a + (trans_a ? (size_t)lo : (size_t)lo * lda), lda, b, ldb, beta,
+                            c + (size_t)lo * ldc, ldc);
+        }
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
 
 void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim)
 {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, out_dim, in_dim, 1.0f, in, in_dim, w,
-                in_dim, 0.0f, out, out_dim);
+    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 0.0f, out, out_dim);
 }
 
 void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
                      int n, int in_dim, int out_dim)
 {
     if (din)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, in_dim, out_dim, 1.0f, dout,
-                    out_dim, w, in_dim, 0.0f, din, in_dim);
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out_dim, in_dim, n, 1.0f, dout, out_dim,
-                in, in_dim, 1.0f, dw, in_dim);
-}
-
-void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,
-                  int lda, const float *b, int ldb, float beta, float *c, int ldc)
-{
-    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
-                trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+        matmul_sgemm(0, 0, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 0.0f, din, in_dim);
+    matmul_sgemm(1, 0, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f, dw, in_dim);
 }
 
 void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, float *c, int ldc)
@@ -51,7 +74,8 @@ void matmul_set_threads(int threads)
 {
     ASSERT(threads >= 1);
     omp_set_num_threads(threads);
-    openblas_set_num_threads(threads);
+    openblas_set_num_threads(blas_own_pool() ? 1 : threads);
+    fpenv_flush_subnormals_all(threads);
 }
 
 double matmul_peak_gflops(int n, int reps)
