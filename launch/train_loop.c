@@ -265,8 +265,17 @@ int train_run(struct run *r, const char *out_dir)
                  c->model.capacity_factor);
     char blas[512];
     blas_core_describe(blas, sizeof(blas));
-    out_line(&o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s", blas, peak / c->train.threads,
-             fpenv_flushing() ? " | subnormals flushed to zero" : "");
+    // every rank chose its core alone (before MPI): ranks on different CPUs may differ, and then
+    // their results are not bitwise comparable
+    double h = 0.0;
+    for (const char *p = blas_core_name(); *p; p++)
+        h = fmod(h * 131.0 + (unsigned char)*p, 1e9);
+    int same = dist_max_f64(r->dist, h) == -dist_max_f64(r->dist, -h);
+    out_line(&o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s%s", blas, peak / c->train.threads,
+             fpenv_flushing() ? " | subnormals flushed to zero" : "",
+             r->dist->size == 1 ? ""
+             : same             ? " | the same core on every rank"
+                                : " | WARNING: the ranks run different BLAS cores");
     out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
              r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
 
