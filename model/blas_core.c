@@ -298,8 +298,10 @@ void blas_core_select(char **argv)
     if (user && getenv("CANARY_BLAS_AS_DETECTED"))
         user = NULL;
     int cpu = blas_cpu_level(), amd = cpu_is_amd();
+    if (user)
+        mine = NULL; // the user's core, not one canary chose
     struct blas_choice ch;
-    blas_core_decide(&ch, loaded, user, user ? NULL : mine, cpu, amd, rejected);
+    blas_core_decide(&ch, loaded, user, mine, cpu, amd, rejected);
     if (!ch.reexec && !ch.fatal) {
         double err = blas_selfcheck();
         if (!(err <= 1e-5)) {
