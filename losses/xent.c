@@ -71,8 +71,7 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
                     lane[k] += (double)fm_expf(x[j + k] - mx);
             for (; j < vocab; j++)
                 lane[0] += (double)fm_expf(x[j] - mx);
-            double s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+            double s = fm_lanes8_total(lane);
             double lz = (double)mx + log(s);
             ce_blk[r - r0] = lz - (double)x[targets[r]];
             lz_blk[r - r0] = lz;

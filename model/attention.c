@@ -40,8 +40,7 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
                     row[j] = fm_expf(t);
                     lane[0] += (double)row[j] * (double)t;
                 }
-                tilt = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+                tilt = fm_lanes8_total(lane);
             } else {
                 for (int j = 0; j <= i; j++)
                     row[j] = fm_expf(row[j] - mx);

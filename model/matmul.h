@@ -23,7 +23,10 @@ void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, co
 // sgemm: BLAS fills one triangle (ssyrk), which is mirrored.
 void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, float *c, int ldc);
 
-// Sets the BLAS and OpenMP thread counts for this process (train.threads).
+// Sets the BLAS and OpenMP thread counts for this process (train.threads), and the subnormal
+// flush on every OpenMP thread (util/fpenv.h). With OpenBLAS's pthread build (its own thread
+// pool, which races the OpenMP threads and does not carry the flush) BLAS stays single-threaded
+// and matmul_sgemm splits the rows of C over the OpenMP threads instead.
 void matmul_set_threads(int threads);
 
 // Single-thread sgemm rate in GFLOP/s on an n×n×n product, best of reps (for the benchmark and

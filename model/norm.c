@@ -54,9 +54,7 @@ void norm_backward(float *din, float *dgain, const float *dout, const float *in,
             lg[0] += g;
             lgx[0] += (double)g * (double)((x[i0] - m) * s);
         }
-        double sum_g = ((lg[0] + lg[1]) + (lg[2] + lg[3])) + ((lg[4] + lg[5]) + (lg[6] + lg[7]));
-        double sum_gx =
-            ((lgx[0] + lgx[1]) + (lgx[2] + lgx[3])) + ((lgx[4] + lgx[5]) + (lgx[6] + lgx[7]));
+        double sum_g = fm_lanes8_total(lg), sum_gx = fm_lanes8_total(lgx);
         float mg = kind == NORM_LAYERNORM ? (float)(sum_g / c) : 0.0f;
         float mgx = (float)(sum_gx / c);
         for (int i = 0; i < c; i++) {
