@@ -142,11 +142,12 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
                "attn_acts_mib=%.1f core=%s\n",
                blas, fpenv_flushing() ? "flushed to zero" : "computed in full", tokens / med,
-               med * 1e3, mean * 1e3, gflops, sgemm_1t, 100.0 * gflops / (sgemm_1t * cfg.train.threads),
-               cfg.train.threads, n, accounted / 1048576.0, rss, rss_base,
-               (rss - rss_base) / (accounted / 1048576.0), d->size, wait_med * 1e3, opt_med * 1e3,
-               grads_med * 1e3, (double)run.model.acts.floats * sizeof(float) / 1048576.0,
-               attn_acts / 1048576.0, blas_core_name());
+               med * 1e3, mean * 1e3, gflops, sgemm_1t,
+               100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
+               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
+               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3,
+               (double)run.model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
+               blas_core_name());
     free(times);
     free(waits);
     free(opt_times);
