@@ -21,6 +21,11 @@ void attention_backward(float *dq, float *dk, float *dv, float *dp, const float 
                         const float *p, const float *q, const float *k, const float *v, int B,
                         int H, int T, int dqk, int dvd, float scale);
 
+// 1 when attention_forward/backward use their direct loops (narrow heads, causal triangle only)
+// for these sizes rather than sgemm over the full T×T square; both give the same values to
+// rounding.
+int attention_direct(int T, int dqk, int dv);
+
 // x[B·T, ld] columns [col0, col0 + H·d_h) → heads[B, H, T, d_h]. Overwrites heads.
 void attention_split_heads(float *heads, const float *x, int ld, int col0, int B, int H, int T,
                            int hd);

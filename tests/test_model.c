@@ -158,6 +158,60 @@ static void test_attention_backward_matches_fd(void **state)
     assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
 }
 
+// The direct kernels for narrow heads (attention_direct): T not a multiple of 8, so the tail keys
+// are exercised too; d_qk ≠ d_v as in MLA.
+static void test_attention_direct_backward_matches_fd(void **state)
+{
+    enum { B = 1, H = 2, T = 13, DQK = 16, DV = 8, NQ = B * H * T * DQK, NV = B * H * T * DV };
+    float q[NQ], k[NQ], v[NV], out[NV], p[B * H * T * T], w[NV];
+    float dq[NQ], dk[NQ], dv[NV], dp[B * H * T * T];
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    assert_true(attention_direct(T, DQK, DV));
+    assert_false(attention_direct(5, 6, 4)); // the sgemm path of the test above
+    testing_fill(q, NQ, 18, 1.0f);
+    testing_fill(k, NQ, 19, 1.0f);
+    testing_fill(v, NV, 20, 1.0f);
+    testing_fill(w, NV, 21, 1.0f);
+    att_loss(&a);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    assert_true(testing_fd_check("direct dq", att_loss, &a, q, dq, NQ, 64, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("direct dk", att_loss, &a, k, dk, NQ, 64, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("direct dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
+}
+
+// Probabilities and outputs of the direct kernels against a written-out double computation.
+static void test_attention_direct_forward_matches_double(void **state)
+{
+    enum { T = 20, D = 32, N = T * D };
+    float q[N], k[N], v[N], o[N], p[T * T];
+    float scale = 1.0f / sqrtf((float)D);
+    assert_true(attention_direct(T, D, D));
+    testing_fill(q, N, 22, 1.0f);
+    testing_fill(k, N, 23, 1.0f);
+    testing_fill(v, N, 24, 1.0f);
+    attention_forward(o, p, NULL, q, k, v, 1, 1, T, D, D, scale);
+    for (int i = 0; i < T; i++) {
+        double z[T], mx = -1e300, sum = 0.0;
+        for (int j = 0; j <= i; j++) {
+            z[j] = 0.0;
+            for (int e = 0; e < D; e++)
+                z[j] += (double)q[i * D + e] * k[j * D + e];
+            z[j] *= scale;
+            mx = fmax(mx, z[j]);
+        }
+        for (int j = 0; j <= i; j++)
+            sum += exp(z[j] - mx);
+        for (int e = 0; e < D; e++) {
+            double acc = 0.0;
+            for (int j = 0; j <= i; j++)
+                acc += exp(z[j] - mx) / sum * v[j * D + e];
+            expect_near(o[i * D + e], acc, 1e-5);
+        }
+        for (int j = 0; j < T; j++)
+            expect_near(p[i * T + j], j <= i ? exp(z[j] - mx) / sum : 0.0, 1e-6);
+    }
+}
+
 static void test_attention_is_causal(void **state)
 {
     // Changing a later key or value must not change earlier outputs.
@@ -697,6 +751,8 @@ int main(void)
         cmocka_unit_test(test_norm_backward_accumulates),
         cmocka_unit_test(test_rope_backward_matches_fd),
         cmocka_unit_test(test_attention_backward_matches_fd),
+        cmocka_unit_test(test_attention_direct_backward_matches_fd),
+        cmocka_unit_test(test_attention_direct_forward_matches_double),
         cmocka_unit_test(test_attention_is_causal),
         cmocka_unit_test(test_attention_stats_match_hand_computation),
         cmocka_unit_test(test_mlp_gelu_backward_matches_fd),
