@@ -471,7 +471,7 @@ static void block_backward_mlp(struct model *m, const float *params, float *grad
     // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
     matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
                     tensor_ptr(m, params, bi->w2), BT, F, C);
-    mlp_act_backward(c->mlp, g->du, g->da, a->u, BT, F);
+    mlp_act_backward(c->mlp, g->du, g->da, a->u, a->a, BT, F);
     matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
                     tensor_ptr(m, params, bi->w1), BT, C, c->mlp == MLP_SWIGLU ? 2 * F : F);
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,

@@ -61,7 +61,7 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
         const float *u = a->u + (size_t)s * N * U, *act = a->a + (size_t)s * N * F;
         matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->sw2[s]), g->dx, act,
                         tensor_ptr(m, params, bi->sw2[s]), N, F, C);
-        mlp_act_backward(m->cfg.mlp, g->du, g->da, u, N, F);
+        mlp_act_backward(m->cfg.mlp, g->du, g->da, u, act, N, F);
         matmul_backward(g->moe_tmp, tensor_ptr_mut(m, grads, bi->sw1[s]), g->du, a->n2,
                         tensor_ptr(m, params, bi->sw1[s]), N, C, U);
         model_add_into(g->dn, g->moe_tmp, (size_t)N * C);
@@ -76,7 +76,7 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
                         g->moe_dy + (size_t)r0 * C, a->ea + (size_t)r0 * F,
                         tensor_ptr(m, params, bi->ew2[e]), n, F, C);
         mlp_act_backward(m->cfg.mlp, g->moe_dh + (size_t)r0 * U, g->moe_da + (size_t)r0 * F,
-                         a->eh + (size_t)r0 * U, n, F);
+                         a->eh + (size_t)r0 * U, a->ea + (size_t)r0 * F, n, F);
         matmul_backward(g->moe_dx + (size_t)r0 * C, tensor_ptr_mut(m, grads, bi->ew1[e]),
                         g->moe_dh + (size_t)r0 * U, g->moe_x + (size_t)r0 * C,
                         tensor_ptr(m, params, bi->ew1[e]), n, C, U);

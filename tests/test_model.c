@@ -282,8 +282,25 @@ static void test_mlp_gelu_backward_matches_fd(void **state)
     struct act_ctx a = {in, out, w, R, F, 0};
     testing_fill(in, R * F, 15, 3.0f);
     testing_fill(w, R * F, 16, 1.0f);
-    gelu_backward(din, w, in, R * F);
+    gelu_forward(out, in, R * F);
+    gelu_backward(din, w, in, out, R * F);
     assert_true(testing_fd_check("gelu", act_loss, &a, in, din, R * F, R * F, 1e-2f) < FD_TOL);
+    // the derivative from the forward's output against the tanh formula in double, over zero,
+    // tiny, moderate and saturated inputs; a NaN stays NaN
+    float us[] = {0.0f,  -0.0f, 1e-30f, -1e-20f, 1e-4f,  0.3f,  -0.7f,  1.5f,
+                  -2.5f, 4.0f,  -6.0f,  9.0f,    -12.0f, 40.0f, -40.0f, NAN};
+    enum { NU = sizeof(us) / sizeof(us[0]) };
+    float hs[NU], ones[NU], ds[NU];
+    for (int i = 0; i < NU; i++)
+        ones[i] = 1.0f;
+    gelu_forward(hs, us, NU);
+    gelu_backward(ds, ones, us, hs, NU);
+    for (int i = 0; i < NU - 1; i++) {
+        double u = us[i], kk = 0.7978845608028654, th = tanh(kk * (u + 0.044715 * u * u * u));
+        double want = 0.5 * (1 + th) + 0.5 * u * (1 - th * th) * kk * (1 + 3 * 0.044715 * u * u);
+        expect_near(ds[i], want, 2e-6);
+    }
+    assert_true(isnan(ds[NU - 1]));
     // tanh-GELU(1) = 0.841192
     float one = 1.0f, g = 0.0f;
     gelu_forward(&g, &one, 1);
