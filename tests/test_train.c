@@ -41,8 +41,11 @@ static void test_train_grad_accum_matches_full_batch(void **state)
         expect_near(a.loss.total, b.loss.total, 1e-5 * a.loss.total);
         expect_near(a.grad_norm, b.grad_norm, 1e-4 * a.grad_norm);
     }
+    // Adam turns a near-zero gradient's rounding difference into up to ±lr: the worst element
+    // differs by 6e-5 (tanh-GELU backward) to 1.1e-4 (GELU backward from the forward's output),
+    // both rounding; a wrong accumulation differs by O(1)
     expect_close("params after 3 steps, accum 4 vs 1", r2.params, r1.params, r1.model.table.total,
-                 1e-4);
+                 3e-4);
     run_free(&r1);
     run_free(&r2);
 }
