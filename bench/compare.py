@@ -48,12 +48,20 @@ def machine():
     return f"{model}, {os.cpu_count()} cores, {platform.node()}"
 
 
+def median_run(runs, key):
+    """The run whose `key` is the median (the lower middle for an even count)."""
+    return sorted(runs, key=lambda r: r[key])[(len(runs) - 1) // 2]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--configs", default="a,b,c,b-moe,b-mla")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: per config)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="canary and PyTorch runs, alternated; the table takes each side's "
+                    "median run (a busy moment on a shared host hits both)")
     args = ap.parse_args()
     default_steps = {"a": 30, "b": 10, "c": 5, "b-moe": 10, "b-mla": 10}
     rows = []
@@ -61,15 +69,21 @@ def main():
         cfg = os.path.join("bench", "configs", f"{name}.ini")
         steps = args.steps or default_steps.get(name, 10)
         for t in [int(x) for x in args.threads.split(",")]:
-            c = run([os.path.join("build", "canary"), "bench", "--config", cfg, "--set",
-                     f"train.threads={t}", "--steps", str(steps), "--warmup", str(args.warmup)],
-                    t)
-            p = run(["/usr/bin/python3", "bench/torch_bench.py", "--config", cfg, "--threads",
-                     str(t), "--steps", str(steps), "--warmup", str(args.warmup)], t, c["core"])
+            cs, ps = [], []
+            for _ in range(args.repeats):
+                cs.append(run([os.path.join("build", "canary"), "bench", "--config", cfg, "--set",
+                               f"train.threads={t}", "--steps", str(steps), "--warmup",
+                               str(args.warmup)], t))
+                ps.append(run(["/usr/bin/python3", "bench/torch_bench.py", "--config", cfg,
+                               "--threads", str(t), "--steps", str(steps), "--warmup",
+                               str(args.warmup)], t, cs[-1]["core"]))
+            c = median_run(cs, "canary_tokens_per_s")
+            p = median_run(ps, "torch_tokens_per_s")
             rows.append((name, t, c, p))
             print(f"# {name} threads={t}: canary {c['canary_tokens_per_s']:.0f} tok/s, "
                   f"torch {p['torch_tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
-    print(f"machine: {machine()}; median over timed steps after {args.warmup} warmup steps")
+    print(f"machine: {machine()}; median over timed steps after {args.warmup} warmup steps; "
+          f"each side's median of {args.repeats} alternated runs")
     print()
     print("| config | threads | core (canary / PyTorch) | canary tok/s | PyTorch tok/s | ratio "
           "| target | canary GFLOP/s | % of sgemm peak | accounted MiB | RSS above start MiB "

@@ -46,16 +46,33 @@ static void transpose_into(float *xt, const float *x, int T, int d)
             xt[(size_t)e * T + t] = x[(size_t)t * d + e];
 }
 
-// s[i, j] = scale · a_i · b_j for j ≤ i, eight keys at a time (entries past i up to the next
-// multiple of 8 are written too; callers overwrite the masked half). a [T, d], bt = bᵀ [d, T].
-static void direct_scores(float *s, const float *a, const float *b, int T, int d, float scale)
+// The kernels are inlined with d a constant (8, 16, 24 or 32: the only widths attention_direct
+// admits), so their accumulators stay in registers; independent accumulators (four key blocks,
+// four rows) hide the FMA latency that one running sum per output would expose.
+#define ATTN_INLINE static inline __attribute__((always_inline))
+
+// s[i, j] = scale · a_i · b_j for j ≤ i (entries past i up to the next multiple of 8 are written
+// too; callers overwrite the masked half). a [T, d], bt = bᵀ [d, T].
+ATTN_INLINE void scores_d(float *s, const float *a, const float *bt, int T, int d, float scale)
 {
-    float bt[ATTN_DIRECT_D * ATTN_DIRECT_T];
-    transpose_into(bt, b, T, d);
     for (int i = 0; i < T; i++) {
         float *row = s + (size_t)i * T;
         const float *ai = a + (size_t)i * d;
         int j0 = 0;
+        for (; j0 <= i && j0 + 32 <= T; j0 += 32) {
+            v8f acc0 = {0}, acc1 = {0}, acc2 = {0}, acc3 = {0};
+            for (int e = 0; e < d; e++) {
+                const float *b = bt + (size_t)e * T + j0;
+                acc0 += ai[e] * v8_load(b);
+                acc1 += ai[e] * v8_load(b + 8);
+                acc2 += ai[e] * v8_load(b + 16);
+                acc3 += ai[e] * v8_load(b + 24);
+            }
+            v8_store(row + j0, acc0 * scale);
+            v8_store(row + j0 + 8, acc1 * scale);
+            v8_store(row + j0 + 16, acc2 * scale);
+            v8_store(row + j0 + 24, acc3 * scale);
+        }
         for (; j0 <= i && j0 + 8 <= T; j0 += 8) {
             v8f acc = {0};
             for (int e = 0; e < d; e++)
@@ -72,31 +89,101 @@ static void direct_scores(float *s, const float *a, const float *b, int T, int d
 }
 
 // c[i, :] = Σ_{j ≤ i} s[i, j] · x[j, :] (OVERWRITES c); s [T, T] lower triangle, x and c [T, d].
-static void direct_rows_times(float *c, const float *s, const float *x, int T, int d)
+// Four keys per pass into four accumulators, summed in a fixed order.
+ATTN_INLINE void rows_times_d(float *c, const float *s, const float *x, int T, int d)
 {
-    int n8 = d / 8;
+    enum { W = ATTN_DIRECT_D / 8 };
     for (int i = 0; i < T; i++) {
-        v8f acc[ATTN_DIRECT_D / 8] = {{0}};
+        v8f acc[4][W] = {{{0}}};
         const float *si = s + (size_t)i * T;
-        for (int j = 0; j <= i; j++)
-            for (int k = 0; k < n8; k++)
-                acc[k] += si[j] * v8_load(x + (size_t)j * d + 8 * k);
-        for (int k = 0; k < n8; k++)
-            v8_store(c + (size_t)i * d + 8 * k, acc[k]);
+        int j = 0;
+        for (; j + 4 <= i + 1; j += 4)
+            for (int u = 0; u < 4; u++)
+                for (int k = 0; k < d / 8; k++)
+                    acc[u][k] += si[j + u] * v8_load(x + (size_t)(j + u) * d + 8 * k);
+        for (; j <= i; j++)
+            for (int k = 0; k < d / 8; k++)
+                acc[0][k] += si[j] * v8_load(x + (size_t)j * d + 8 * k);
+        for (int k = 0; k < d / 8; k++)
+            v8_store(c + (size_t)i * d + 8 * k, (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]));
     }
 }
 
-// c[j, :] = Σ_{i ≥ j} s[i, j] · x[i, :] (OVERWRITES c): sᵀ x over the lower triangle.
+// c[j, :] = Σ_{i ≥ j} s[i, j] · x[i, :] (OVERWRITES c): sᵀ x over the lower triangle, four query
+// rows per pass as above.
+ATTN_INLINE void cols_times_d(float *c, const float *s, const float *x, int T, int d)
+{
+    enum { W = ATTN_DIRECT_D / 8 };
+    for (int j = 0; j < T; j++) {
+        v8f acc[4][W] = {{{0}}};
+        int i = j;
+        for (; i + 4 <= T; i += 4)
+            for (int u = 0; u < 4; u++)
+                for (int k = 0; k < d / 8; k++)
+                    acc[u][k] +=
+                        s[(size_t)(i + u) * T + j] * v8_load(x + (size_t)(i + u) * d + 8 * k);
+        for (; i < T; i++)
+            for (int k = 0; k < d / 8; k++)
+                acc[0][k] += s[(size_t)i * T + j] * v8_load(x + (size_t)i * d + 8 * k);
+        for (int k = 0; k < d / 8; k++)
+            v8_store(c + (size_t)j * d + 8 * k, (acc[0][k] + acc[1][k]) + (acc[2][k] + acc[3][k]));
+    }
+}
+
+// One call per admitted width, each with d a constant.
+static void direct_scores(float *s, const float *a, const float *b, int T, int d, float scale)
+{
+    float bt[ATTN_DIRECT_D * ATTN_DIRECT_T];
+    transpose_into(bt, b, T, d);
+    switch (d) {
+    case 8:
+        scores_d(s, a, bt, T, 8, scale);
+        break;
+    case 16:
+        scores_d(s, a, bt, T, 16, scale);
+        break;
+    case 24:
+        scores_d(s, a, bt, T, 24, scale);
+        break;
+    default:
+        scores_d(s, a, bt, T, 32, scale);
+        break;
+    }
+}
+
+static void direct_rows_times(float *c, const float *s, const float *x, int T, int d)
+{
+    switch (d) {
+    case 8:
+        rows_times_d(c, s, x, T, 8);
+        break;
+    case 16:
+        rows_times_d(c, s, x, T, 16);
+        break;
+    case 24:
+        rows_times_d(c, s, x, T, 24);
+        break;
+    default:
+        rows_times_d(c, s, x, T, 32);
+        break;
+    }
+}
+
 static void direct_cols_times(float *c, const float *s, const float *x, int T, int d)
 {
-    int n8 = d / 8;
-    for (int j = 0; j < T; j++) {
-        v8f acc[ATTN_DIRECT_D / 8] = {{0}};
-        for (int i = j; i < T; i++)
-            for (int k = 0; k < n8; k++)
-                acc[k] += s[(size_t)i * T + j] * v8_load(x + (size_t)i * d + 8 * k);
-        for (int k = 0; k < n8; k++)
-            v8_store(c + (size_t)j * d + 8 * k, acc[k]);
+    switch (d) {
+    case 8:
+        cols_times_d(c, s, x, T, 8);
+        break;
+    case 16:
+        cols_times_d(c, s, x, T, 16);
+        break;
+    case 24:
+        cols_times_d(c, s, x, T, 24);
+        break;
+    default:
+        cols_times_d(c, s, x, T, 32);
+        break;
     }
 }
 
