@@ -179,37 +179,67 @@ static void test_attention_direct_backward_matches_fd(void **state)
     assert_true(testing_fd_check("direct dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
 }
 
-// Probabilities and outputs of the direct kernels against a written-out double computation.
-static void test_attention_direct_forward_matches_double(void **state)
+// Probabilities and outputs of one head [T, dqk] · [T, dv] against a written-out double
+// computation.
+static void check_attention_forward_double(int T, int DQK, int DV, uint64_t seed)
 {
-    enum { T = 20, D = 32, N = T * D };
-    float q[N], k[N], v[N], o[N], p[T * T];
-    float scale = 1.0f / sqrtf((float)D);
-    assert_true(attention_direct(T, D, D));
-    testing_fill(q, N, 22, 1.0f);
-    testing_fill(k, N, 23, 1.0f);
-    testing_fill(v, N, 24, 1.0f);
-    attention_forward(o, p, NULL, q, k, v, 1, 1, T, D, D, scale);
+    float *q = malloc(sizeof(float) * T * DQK), *k = malloc(sizeof(float) * T * DQK);
+    float *v = malloc(sizeof(float) * T * DV), *o = malloc(sizeof(float) * T * DV);
+    float *p = malloc(sizeof(float) * T * T);
+    double *z = malloc(sizeof(double) * T);
+    float scale = 1.0f / sqrtf((float)DQK);
+    testing_fill(q, (size_t)T * DQK, seed, 1.0f);
+    testing_fill(k, (size_t)T * DQK, seed + 1, 1.0f);
+    testing_fill(v, (size_t)T * DV, seed + 2, 1.0f);
+    attention_forward(o, p, NULL, q, k, v, 1, 1, T, DQK, DV, scale);
     for (int i = 0; i < T; i++) {
-        double z[T], mx = -1e300, sum = 0.0;
+        double mx = -1e300, sum = 0.0;
         for (int j = 0; j <= i; j++) {
             z[j] = 0.0;
-            for (int e = 0; e < D; e++)
-                z[j] += (double)q[i * D + e] * k[j * D + e];
+            for (int e = 0; e < DQK; e++)
+                z[j] += (double)q[i * DQK + e] * k[j * DQK + e];
             z[j] *= scale;
             mx = fmax(mx, z[j]);
         }
         for (int j = 0; j <= i; j++)
             sum += exp(z[j] - mx);
-        for (int e = 0; e < D; e++) {
+        for (int e = 0; e < DV; e++) {
             double acc = 0.0;
             for (int j = 0; j <= i; j++)
-                acc += exp(z[j] - mx) / sum * v[j * D + e];
-            expect_near(o[i * D + e], acc, 1e-5);
+                acc += exp(z[j] - mx) / sum * v[j * DV + e];
+            expect_near(o[i * DV + e], acc, 1e-5);
         }
         for (int j = 0; j < T; j++)
             expect_near(p[i * T + j], j <= i ? exp(z[j] - mx) / sum : 0.0, 1e-6);
     }
+    free(q), free(k), free(v), free(o), free(p), free(z);
+}
+
+static void test_attention_direct_forward_matches_double(void **state)
+{
+    assert_true(attention_direct(20, 32, 32));
+    check_attention_forward_double(20, 32, 32, 22);
+}
+
+// Wider heads go through sgemm in causal blocks of 64 query rows: T = 150 has two full blocks
+// and a partial one, so every block shape (and the skipped keys right of each block) is
+// exercised; d_qk ≠ d_v as in MLA.
+static void test_attention_blocked_matches_double_and_fd(void **state)
+{
+    enum { B = 1, H = 1, T = 150, DQK = 40, DV = 24, NQ = T * DQK, NV = T * DV };
+    static float q[NQ], k[NQ], v[NV], out[NV], p[T * T], w[NV], dq[NQ], dk[NQ], dv[NV], dp[T * T];
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    assert_false(attention_direct(T, DQK, DV));
+    check_attention_forward_double(T, DQK, DV, 40);
+    testing_fill(q, NQ, 44, 1.0f);
+    testing_fill(k, NQ, 45, 1.0f);
+    testing_fill(v, NV, 46, 1.0f);
+    testing_fill(w, NV, 47, 1.0f);
+    att_loss(&a);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    assert_true(testing_fd_check("blocked dq", att_loss, &a, q, dq, NQ, 97, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("blocked dk", att_loss, &a, k, dk, NQ, 97, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("blocked dv", att_loss, &a, v, dv, NV, 97, 1e-2f) < FD_TOL);
 }
 
 static void test_attention_is_causal(void **state)
@@ -770,6 +800,7 @@ int main(void)
         cmocka_unit_test(test_attention_backward_matches_fd),
         cmocka_unit_test(test_attention_direct_backward_matches_fd),
         cmocka_unit_test(test_attention_direct_forward_matches_double),
+        cmocka_unit_test(test_attention_blocked_matches_double_and_fd),
         cmocka_unit_test(test_attention_is_causal),
         cmocka_unit_test(test_attention_stats_match_hand_computation),
         cmocka_unit_test(test_mlp_gelu_backward_matches_fd),
