@@ -1,10 +1,13 @@
 #!/usr/bin/python3
-"""Probe overhead on config (a) or (b): mean step time (probe steps counted at their cadence)
-with probes off, with the default probes, and with every probe at every step, interleaved over
-repeats (medians of the means); plus checkpoint write time and size. 1 thread. (LR-sensitivity probes need held-out data, which the random-token benchmark has
-not; their cost is 4 forward passes, about 4/3 of a step, every probes.lr_probe_every steps.)
+"""Probe overhead on config (a) or (b), measured inside one process (`canary bench --probe-cost`):
+the timed steps cycle through no probes, the every-step series only and a full probe step, so the
+host's drift between runs cannot hide a few percent; the fastest step of each kind gives the cost
+of the every-step series, of a full probe step, and of both at the default cadence. Medians over
+--repeats processes; plus checkpoint write time and size. 1 thread. (LR-sensitivity probes need
+held-out data, which the random-token benchmark has not; their cost is 4 forward passes, about
+4/3 of a step, every probes.lr_probe_every steps.)
 
-    /usr/bin/python3 bench/probes.py [--config b] [--repeats 5] [--steps 40]"""
+    /usr/bin/python3 bench/probes.py [--config b] [--repeats 3] [--steps 60]"""
 import argparse
 import os
 import re
@@ -26,28 +29,26 @@ def bench(config, steps, *extra):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", default="b", help="a or b (bench/configs)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per run (a multiple of "
-                    "probes.every, so each run has the same share of probe steps)")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=60, help="timed steps per process (a third of "
+                    "them of each kind)")
     args = ap.parse_args()
-    modes = {"probes off": [], "default probes (every 10)": ["--probes"],
-             "every probe every step": ["--probes", "--set", "probes.every=1"]}
-    runs = {m: [] for m in modes}
-    for _ in range(args.repeats):
-        for m, extra in modes.items():
-            runs[m].append(bench(args.config, args.steps, *extra))
-    base = statistics.median(r["step_ms_mean"] for r in runs["probes off"])
-    print(f"config ({args.config}), 1 thread, mean step time over {args.steps} steps per run, "
-          f"medians of {args.repeats} interleaved runs")
+    runs = [bench(args.config, args.steps, "--probe-cost") for _ in range(args.repeats)]
+
+    def med(key):
+        return statistics.median(r[key] for r in runs)
+    print(f"config ({args.config}), 1 thread, {args.steps // 3} steps of each kind per process, "
+          f"fastest of each kind, medians of {args.repeats} processes")
     print()
-    print("| mode | step ms | overhead |")
+    print("| what | step ms | cost |")
     print("|---|---|---|")
-    for m in modes:
-        t = statistics.median(r["step_ms_mean"] for r in runs[m])
-        print(f"| {m} | {t:.1f} | {100 * (t / base - 1):+.1f}% |")
-    ck = runs["default probes (every 10)"]
-    print(f"| checkpoint write | {statistics.median(r['checkpoint_ms'] for r in ck):.0f} ms | "
-          f"{ck[0]['checkpoint_mib']:.1f} MiB |")
+    print(f"| no probes | {med('probe_off_ms'):.1f} | |")
+    print(f"| every-step series only | {med('probe_every_step_ms'):.1f} | "
+          f"{med('probe_every_step_pct'):+.1f}% |")
+    print(f"| full probe step | {med('probe_full_ms'):.1f} | {med('probe_full_step_pct'):+.1f}% |")
+    print(f"| **default cadence (every {int(runs[0]['probes_every'])})** | | "
+          f"**{med('probe_cost_pct'):+.1f}%** |")
+    print(f"| checkpoint write | {med('checkpoint_ms'):.0f} ms | {runs[0]['checkpoint_mib']:.1f} MiB |")
 
 
 if __name__ == "__main__":

@@ -35,10 +35,18 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+static double best_of(const double *v, int n)
+{
+    double b = v[0];
+    for (int i = 1; i < n; i++)
+        b = v[i] < b ? v[i] : b;
+    return b;
+}
+
 static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: canary bench [--config FILE] [--set section.key=value ...]\n"
-               "                    [--steps N (10)] [--warmup N (3)] [--probes]\n"
+               "                    [--steps N (10)] [--warmup N (3)] [--probes] [--probe-cost]\n"
                "\n"
                "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
                "model on random tokens after the warmup steps, and prints one line of\n"
@@ -46,7 +54,13 @@ static void bench_usage(FILE *f)
                "single-thread sgemm rate measured in this run and the fraction of it (times\n"
                "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
                "with the PyTorch reference. --probes also writes the probes (probes.every,\n"
-               "probes.flush_every) to a temporary probes.h5, as a run would.\n");
+               "probes.flush_every) to a temporary probes.h5, as a run would.\n"
+               "\n"
+               "--probe-cost measures what the probes cost within one process, so that the\n"
+               "host's drift between runs cannot hide a few percent: the timed steps cycle\n"
+               "through three kinds (no probes; the every-step series only; a full probe\n"
+               "step) and the fastest step of each kind gives the cost of the every-step series,\n"
+               "of a full probe step, and of both at the cadence probes.every.\n");
 }
 
 int cmd_bench(int argc, char **argv, struct dist_ctx *d)
@@ -55,7 +69,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     struct config cfg;
     struct run run;
     char err[1024];
-    int steps = 10, warmup = 3, probes = 0;
+    int steps = 10, warmup = 3, probes = 0, probe_cost = 0;
     memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
         enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, bench_usage, d);
@@ -75,8 +89,9 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             i++;
             continue;
         }
-        if (strcmp(argv[i], "--probes") == 0) {
+        if (strcmp(argv[i], "--probes") == 0 || strcmp(argv[i], "--probe-cost") == 0) {
             probes = 1;
+            probe_cost |= strcmp(argv[i], "--probe-cost") == 0;
             continue;
         }
         return cli_unexpected("bench", argv[i], bench_usage, d);
@@ -101,10 +116,21 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     double *waits = xcalloc((size_t)steps, sizeof(double));
     double *opt_times = xcalloc((size_t)steps, sizeof(double));
     double *grads = xcalloc((size_t)steps, sizeof(double));
+    int kind_n[3] = {0, 0, 0}; // --probe-cost: steps without probes, every-step series, full
+    double *kind_t[3];
+    for (int k = 0; k < 3; k++)
+        kind_t[k] = xcalloc((size_t)steps, sizeof(double));
+    int opened = run.probes.active;
     for (int s = 0; s < warmup + steps; s++) {
         struct step_result res;
+        int kind = s % 3;
         double t0 = timer_now();
-        run.probe_step = run.probes.active && probe_set_due(&run.probes.set, run.step + 1);
+        if (probe_cost) {
+            run.probes.active = opened && kind > 0;
+            run.probe_step = opened && kind == 2;
+        } else {
+            run.probe_step = run.probes.active && probe_set_due(&run.probes.set, run.step + 1);
+        }
         train_step(&run, &res);
         if (run.probes.active && run_probes_step(&run, &res, 0.0, err, sizeof(err)) != 0)
             err_printf("bench: %s", err);
@@ -115,8 +141,10 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             waits[s - warmup] = dist_max_f64(d, run.reducer.wait_seconds);
             opt_times[s - warmup] = dist_max_f64(d, res.seconds_optim);
             grads[s - warmup] = dist_max_f64(d, res.seconds_grads);
+            kind_t[kind][kind_n[kind]++] = times[s - warmup];
         }
     }
+    run.probes.active = opened;
     // the mean counts the probe steps at their cadence (a median would mostly see the others)
     double mean = 0.0;
     for (int s = 0; s < steps; s++)
@@ -148,6 +176,19 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3,
                (double)run.model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
                blas_core_name());
+    if (probe_cost && d->rank == 0 && kind_n[0] > 0 && kind_n[1] > 0 && kind_n[2] > 0) {
+        // the fastest step of each kind: the host's noise only ever adds time
+        double off = best_of(kind_t[0], kind_n[0]), light = best_of(kind_t[1], kind_n[1]);
+        double full = best_of(kind_t[2], kind_n[2]);
+        double every = (light - off) / off, extra = (full - light) / off;
+        printf("probe_off_ms=%.3f probe_every_step_ms=%.3f probe_full_ms=%.3f "
+               "probe_every_step_pct=%.2f probe_full_step_pct=%.2f probe_cost_pct=%.2f "
+               "probes_every=%d steps_per_kind=%d\n",
+               off * 1e3, light * 1e3, full * 1e3, 100.0 * every, 100.0 * (full - off) / off,
+               100.0 * (every + extra / cfg.probes.every), cfg.probes.every, kind_n[0]);
+    }
+    for (int k = 0; k < 3; k++)
+        free(kind_t[k]);
     free(times);
     free(waits);
     free(opt_times);

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "model/matmul.h"
+#include "probes/stats.h"
 #include "optim/optim.h"
 #include "util/error.h"
 #include "util/rng.h"
@@ -292,12 +293,7 @@ static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
     model_forward(&r->model, r->params, in, mb);
     if (outputs) {
         run_probes_moe_seen(r);
-        const float *lg = r->model.acts.logits;
-        size_t n = (size_t)mb * T * c->model.vocab;
-        double s = 0.0;
-        for (size_t i = 0; i < n; i++)
-            s += (double)lg[i] * (double)lg[i];
-        r->logit_sumsq = s;
+        r->logit_sumsq = stats_sumsq(r->model.acts.logits, (size_t)mb * T * c->model.vocab);
     }
     xent_forward_backward(&lp, r->model.acts.logits, outputs ? r->logz : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);

@@ -15,6 +15,7 @@
 #include "launch/config_keys.h"
 #include "launch/train.h"
 #include "model/blas_core.h"
+#include "probes/stats.h"
 #include "util/error.h"
 #include "util/fpenv.h"
 
@@ -361,19 +362,6 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     return 0;
 }
 
-static double rms(double sumsq, double n)
-{
-    return n > 0 ? sqrt(sumsq / n) : 0.0;
-}
-
-static double sumsq_f32(const float *x, size_t n)
-{
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)x[i] * (double)x[i];
-    return s;
-}
-
 // Attention, output and residual rows from the activations of the last micro-batch.
 void run_probes_moe_seen(struct run *r)
 {
@@ -433,25 +421,25 @@ void run_probes_fill_model(struct run *r)
                 size_t bh = (size_t)b * H + h;
                 best = fmax(best, st[2 * bh]);
                 esum += st[2 * bh + 1];
-                qs += sumsq_f32(a->q + bh * T * hd, (size_t)T * hd);
-                ks += sumsq_f32(a->k + bh * T * hd, (size_t)T * hd);
+                qs += stats_sumsq(a->q + bh * T * hd, (size_t)T * hd);
+                ks += stats_sumsq(a->k + bh * T * hd, (size_t)T * hd);
             }
             mx[l * H + h] = best;
             ent[l * H + h] = esum / ((double)B * T);
-            qr[l * H + h] = rms(qs, (double)B * T * hd);
-            kr[l * H + h] = rms(ks, (double)B * T * hd);
+            qr[l * H + h] = stats_rms(qs, (double)B * T * hd);
+            kr[l * H + h] = stats_rms(ks, (double)B * T * hd);
         }
         if (p->kv_latent_rms >= 0) { // MLA: the latents before their norms
             size_t n = (size_t)B * T;
             probe_row(&p->set, p->kv_latent_rms)[l] =
-                rms(sumsq_f32(a->ckv, n * c->kv_rank), (double)n * c->kv_rank);
+                stats_rms(stats_sumsq(a->ckv, n * c->kv_rank), (double)n * c->kv_rank);
             if (p->q_latent_rms >= 0)
                 probe_row(&p->set, p->q_latent_rms)[l] =
-                    rms(sumsq_f32(a->cq, n * c->q_rank), (double)n * c->q_rank);
+                    stats_rms(stats_sumsq(a->cq, n * c->q_rank), (double)n * c->q_rank);
         }
         const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
         probe_row(&p->set, p->resid_rms)[l] =
-            rms(sumsq_f32(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
+            stats_rms(stats_sumsq(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
     }
     if (p->moe_load >= 0)
         fill_moe_rows(r);
@@ -462,17 +450,15 @@ static void fill_output_rows(struct run *r)
 {
     struct run_probes *p = &r->probes;
     size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
-    double s = 0.0, s2 = 0.0, zmax = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        s += r->logz[i];
-        s2 += (double)r->logz[i] * r->logz[i];
+    struct stats_moments mo;
+    double zmax = -INFINITY;
+    stats_moments_of(&mo, r->logz, n);
+    for (size_t i = 0; i < n; i++)
         zmax = fmax(zmax, r->logz[i]);
-    }
-    double mean = s / (double)n;
-    probe_row(&p->set, p->logz_mean)[0] = mean;
-    probe_row(&p->set, p->logz_std)[0] = sqrt(fmax(0.0, s2 / (double)n - mean * mean));
+    probe_row(&p->set, p->logz_mean)[0] = mo.mean;
+    probe_row(&p->set, p->logz_std)[0] = stats_moments_std(&mo);
     probe_row(&p->set, p->logz_max)[0] = zmax;
-    probe_row(&p->set, p->logit_rms)[0] = rms(r->logit_sumsq, (double)n * r->cfg.model.vocab);
+    probe_row(&p->set, p->logit_rms)[0] = stats_rms(r->logit_sumsq, (double)n * r->cfg.model.vocab);
 }
 
 // Per-tensor rows from the reduced gradient (Σg² of the step), the parameters, the update and
@@ -486,16 +472,16 @@ static void fill_tensor_rows(struct run *r)
     for (int i = 0; i < tt->n; i++) {
         const struct tensor *t = &tt->t[i];
         const float *v = r->adamw.v + t->offset;
-        double n = (double)t->size, vs = 0.0;
-        long small = 0;
-        for (size_t j = 0; j < t->size; j++) {
-            double vhat = (double)v[j] / bc2;
-            vs += vhat;
-            small += sqrt(vhat) < eps;
-        }
-        probe_row(&p->set, p->grad_rms)[i] = rms(r->tensor_sumsq[i], n);
-        probe_row(&p->set, p->param_rms)[i] = rms(sumsq_f32(r->params + t->offset, t->size), n);
-        probe_row(&p->set, p->update_rms)[i] = rms(sumsq_f32(r->update + t->offset, t->size), n);
+        // sqrt(v̂) < ε  ⇔  v < ε²·(1 − β₂ᵗ): no square root or division per entry
+        double n = (double)t->size;
+        float vsmall = (float)(eps * eps * bc2);
+        double vs = stats_sum(v, t->size) / bc2;
+        double small = (double)stats_count_below(v, t->size, vsmall);
+        probe_row(&p->set, p->grad_rms)[i] = stats_rms(r->tensor_sumsq[i], n);
+        probe_row(&p->set, p->param_rms)[i] =
+            stats_rms(stats_sumsq(r->params + t->offset, t->size), n);
+        probe_row(&p->set, p->update_rms)[i] =
+            stats_rms(stats_sumsq(r->update + t->offset, t->size), n);
         int adam = !(r->muon_on && r->muon_owner[i] >= 0); // AdamW's group only
         probe_row(&p->set, p->adam_sqrt_v_rms)[i] = adam ? sqrt(vs / n) : 0.0;
         probe_row(&p->set, p->adam_eps_frac)[i] = adam ? (double)small / n : 0.0;
@@ -503,23 +489,9 @@ static void fill_tensor_rows(struct run *r)
             int m = r->muon_owner[i] >= 0;
             probe_row(&p->set, p->muon_ortho)[i] = m ? r->muon_ortho[i] : 0.0;
             probe_row(&p->set, p->muon_momentum_rms)[i] =
-                m ? rms(sumsq_f32(r->muon.momentum + t->offset, t->size), n) : 0.0;
+                m ? stats_rms(stats_sumsq(r->muon.momentum + t->offset, t->size), n) : 0.0;
         }
     }
-}
-
-// Spike test of x against the window of the steps before it; then x joins the window.
-static int spike_z(const double *win, int n, double x, double *z)
-{
-    double mean = 0.0, var = 0.0;
-    for (int i = 0; i < n; i++)
-        mean += win[i];
-    mean /= n;
-    for (int i = 0; i < n; i++)
-        var += (win[i] - mean) * (win[i] - mean);
-    double sd = sqrt(var / (n - 1));
-    *z = sd > 0.0 ? (x - mean) / sd : 0.0;
-    return sd > 0.0;
 }
 
 static int check_events(struct run *r, const struct step_result *res, long step, char *err,
@@ -530,14 +502,14 @@ static int check_events(struct run *r, const struct step_result *res, long step,
     char detail[256];
     double z = 0.0;
     if (p->win_n == pc->spike_window) {
-        if (spike_z(p->win_loss, p->win_n, res->loss.total, &z) && z > pc->spike_sigma) {
+        if (stats_spike_z(p->win_loss, p->win_n, res->loss.total, &z) && z > pc->spike_sigma) {
             snprintf(detail, sizeof(detail),
                      "loss %.6g is %.1f sigma above the mean of the last %d steps", res->loss.total,
                      z, p->win_n);
             if (run_probes_event(r, step, "spike", detail, err, errlen) != 0)
                 return -1;
         }
-        if (spike_z(p->win_gnorm, p->win_n, res->grad_norm, &z) && z > pc->spike_sigma) {
+        if (stats_spike_z(p->win_gnorm, p->win_n, res->grad_norm, &z) && z > pc->spike_sigma) {
             snprintf(detail, sizeof(detail),
                      "gradient norm %.6g is %.1f sigma above the mean of the last %d steps",
                      res->grad_norm, z, p->win_n);

@@ -1,0 +1,103 @@
+// The probes' arithmetic (see stats.h). Pure functions: no state, no allocation.
+#include "probes/stats.h"
+
+#include <math.h>
+
+// The fixed pairing of eight lanes every sum here ends with.
+static double lanes_total(const double lane[8])
+{
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
+double stats_sumsq(const float *x, size_t n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += (double)x[j + k] * (double)x[j + k];
+    for (; j < n; j++)
+        lane[0] += (double)x[j] * (double)x[j];
+    return lanes_total(lane);
+}
+
+double stats_sum(const float *x, size_t n)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += (double)x[j + k];
+    for (; j < n; j++)
+        lane[0] += (double)x[j];
+    return lanes_total(lane);
+}
+
+size_t stats_count_below(const float *x, size_t n, float bound)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += x[i] < bound;
+    return c;
+}
+
+double stats_rms(double sumsq, double n)
+{
+    return n > 0 ? sqrt(sumsq / n) : 0.0;
+}
+
+void stats_moments_of(struct stats_moments *m, const float *x, size_t n)
+{
+    m->n = 0.0, m->mean = 0.0, m->m2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double v = x[i], d = v - m->mean;
+        m->n += 1.0;
+        m->mean += d / m->n;
+        m->m2 += d * (v - m->mean);
+    }
+}
+
+void stats_moments_of_f64(struct stats_moments *m, const double *x, size_t n)
+{
+    m->n = 0.0, m->mean = 0.0, m->m2 = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        double d = x[i] - m->mean;
+        m->n += 1.0;
+        m->mean += d / m->n;
+        m->m2 += d * (x[i] - m->mean);
+    }
+}
+
+void stats_moments_merge(struct stats_moments *into, const struct stats_moments *b)
+{
+    if (b->n == 0.0)
+        return;
+    if (into->n == 0.0) {
+        *into = *b;
+        return;
+    }
+    double n = into->n + b->n, d = b->mean - into->mean;
+    into->mean += d * (b->n / n);
+    into->m2 += b->m2 + d * d * (into->n * b->n / n);
+    into->n = n;
+}
+
+double stats_moments_std(const struct stats_moments *m)
+{
+    return m->n > 0.0 ? sqrt(fmax(0.0, m->m2 / m->n)) : 0.0;
+}
+
+double stats_moments_sample_std(const struct stats_moments *m)
+{
+    return m->n > 1.0 ? sqrt(fmax(0.0, m->m2 / (m->n - 1.0))) : 0.0;
+}
+
+int stats_spike_z(const double *win, int n, double x, double *z)
+{
+    struct stats_moments m;
+    stats_moments_of_f64(&m, win, n > 0 ? (size_t)n : 0);
+    double sd = stats_moments_sample_std(&m);
+    *z = sd > 0.0 ? (x - m.mean) / sd : 0.0;
+    return sd > 0.0;
+}
