@@ -99,10 +99,11 @@ def main():
               f"| {c['rss_over_accounted']:.3f} |")
     print()
     print("% of sgemm peak: the model's matmul FLOPs per second (attention products counted "
-          "over the full T x T square, as sgemm computes them; narrow heads, d_h <= 32, take "
-          "direct kernels that compute only the causal half) against threads x the "
-          "single-thread sgemm rate measured in the same run (1024^3). RSS above start: peak RSS minus the RSS before the model "
-          "was built (MPI, OpenBLAS and the binary).")
+          "over the full T x T square, as PyTorch computes them; canary skips most of the "
+          "masked half: narrow heads, d_h <= 32, take direct kernels over the causal triangle, "
+          "wider ones sgemm in causal blocks of 64 query rows) against threads x the "
+          "single-thread sgemm rate measured in the same run (1024^3). RSS above start: peak "
+          "RSS minus the RSS before the model was built (MPI, OpenBLAS and the binary).")
 
 
 if __name__ == "__main__":
