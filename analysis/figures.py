@@ -38,7 +38,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 
 from .params import SIZE_KEYS, size_label  # noqa: E402
 from .sensitivity import capped_loss, group_key, group_label  # noqa: E402
-from .series import (block_max_logit, default_logit_step, tail_mean, tensor_columns,  # noqa: E402
+from .series import (block_max_logit, block_tensor_rms, default_logit_step, tail_mean,  # noqa: E402
                      value_at_step)
 
 LINESTYLES = [("-", None), ("--", None), (":", None), ("-.", None), ("-", "o"), ("--", "s"),
@@ -380,12 +380,11 @@ def fig_grad_rms(sweep, out_dir, style, matrices=("mlp.w1",), tail=0.1):
             for mi, matrix in enumerate(matrices):
                 pts = []
                 for r in group:
-                    col = tensor_columns(r, matrix).get(layer)
-                    if col is None or not (r.has("grad/rms") and r.has("probe_step")):
+                    g = block_tensor_rms(r, "grad/rms", matrix).get(layer)  # MoE: experts pooled
+                    if g is None or not r.has("probe_step"):
                         continue
-                    g = r.series["grad/rms"]
                     n = min(len(g), len(r.series["probe_step"]))
-                    v = tail_mean(r.series["probe_step"][:n], g[:n, col], tail)
+                    v = tail_mean(r.series["probe_step"][:n], g[:n], tail)
                     if math.isfinite(v) and v > 0 and math.isfinite(r.lr):
                         pts.append((r.lr, v))
                 if not pts:

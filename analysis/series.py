@@ -6,11 +6,15 @@ Contracts:
 - ``value_at_step(steps, values, step)`` -> (value, step used, reached). The row used is the
   last finite one at or before ``step``; ``reached`` is False when the series ends before
   ``step`` (a run that stopped early), in which case its last finite row is returned.
-  (NaN, NaN, False) when there is no finite row at all.
+  (NaN, NaN, reached) when there is no finite row at or before ``step``: a row from after it is
+  never used.
 - ``last_finite(values)`` -> the last finite entry, NaN if none.
 - ``default_logit_step(runs)`` -> min(2000, the latest probe step of any run): Wortsman et al.
   read the block-0 logit at step 2e3; a short CPU sweep uses its last probe row instead.
 - ``tensor_columns(run, suffix)`` -> {layer: column} of /tensors/names "blocks.<l>.<suffix>".
+- ``block_tensor_rms(run, series, suffix)`` -> {layer: rows} of a per-tensor RMS series for
+  "blocks.<l>.<suffix>"; where a MoE block has no such tensor, the RMS pooled over its routed
+  experts' "mlp.experts.<e>.<last part of suffix>" (equal sizes: the root mean square of theirs).
 - ``tail_mean(steps, values, fraction)`` -> mean of the finite rows in the last ``fraction`` of
   the run's steps (at least the last finite row), NaN if none.
 """
@@ -44,8 +48,8 @@ def value_at_step(steps, values, step):
         return math.nan, math.nan, False
     reached = bool(len(steps) and steps.max() >= step)
     cand = np.nonzero(ok & (steps <= step))[0]
-    if len(cand) == 0:
-        cand = np.nonzero(ok)[0][:1]  # the first probe row comes after ``step``
+    if len(cand) == 0:  # every finite row comes after ``step``
+        return math.nan, math.nan, reached
     i = cand[-1]
     return float(values[i]), float(steps[i]), reached
 
@@ -73,6 +77,29 @@ def tensor_columns(run, suffix):
         m = _BLOCK.match(name)
         if m and m.group(2) == suffix:
             out[int(m.group(1))] = i
+    return out
+
+
+_EXPERT = re.compile(r"^mlp\.experts\.\d+\.(.+)$")
+
+
+def block_tensor_rms(run, series, suffix):
+    """{layer: per-row RMS} of ``series`` for blocks.<layer>.<suffix>, experts pooled."""
+    if not run.has(series):
+        return {}
+    data = run.series[series]
+    out = {layer: data[:, col] for layer, col in tensor_columns(run, suffix).items()}
+    leaf = suffix.split(".")[-1]
+    experts = {}
+    for i, name in enumerate(run.tensor_names):
+        m = _BLOCK.match(name)
+        if not m or int(m.group(1)) in out:
+            continue
+        e = _EXPERT.match(m.group(2))
+        if e and e.group(1) == leaf:
+            experts.setdefault(int(m.group(1)), []).append(i)
+    for layer, cols in experts.items():
+        out[layer] = np.sqrt(np.mean(data[:, cols] ** 2, axis=1))
     return out
 
 

@@ -41,11 +41,15 @@ if(CANARY_CMOCKA_INCLUDE AND CANARY_CMOCKA_LIB)
 endif()
 
 # HDF5: Debian's serial C library through pkg-config (hdf5-serial.pc), else CMake's FindHDF5.
+# The high-level library (dimension scales, H5DS) sits beside it.
 pkg_check_modules(HDF5 IMPORTED_TARGET hdf5-serial)
+add_library(canary::hdf5 INTERFACE IMPORTED)
 if(HDF5_FOUND)
-  add_library(canary::hdf5 ALIAS PkgConfig::HDF5)
+  find_library(CANARY_HDF5_HL NAMES hdf5_serial_hl hdf5_hl HINTS ${HDF5_LIBRARY_DIRS} REQUIRED)
+  set_target_properties(canary::hdf5 PROPERTIES INTERFACE_LINK_LIBRARIES
+    "${CANARY_HDF5_HL};PkgConfig::HDF5")
 else()
-  find_package(HDF5 REQUIRED COMPONENTS C)
-  add_library(canary::hdf5 INTERFACE IMPORTED)
-  set_target_properties(canary::hdf5 PROPERTIES INTERFACE_LINK_LIBRARIES hdf5::hdf5)
+  find_package(HDF5 REQUIRED COMPONENTS C HL)
+  set_target_properties(canary::hdf5 PROPERTIES INTERFACE_LINK_LIBRARIES
+    "hdf5::hdf5_hl;hdf5::hdf5")
 endif()

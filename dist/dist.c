@@ -1,4 +1,5 @@
-// MPI context, broadcast and job abort. The only file that includes <mpi.h> so far.
+// MPI context, communicator splits, small collectives and job abort (dist/reduce.c has the
+// gradient reduction and the gathers).
 #include "dist/dist.h"
 
 #include <mpi.h>

@@ -1,9 +1,11 @@
-// provides: struct dist_ctx and its init/free, broadcast, barrier, job abort.
+// provides: struct dist_ctx and its init/free, communicator splits for sweeps, small
+//           collectives (max, AND, sum, broadcast, barrier), the MPI version, job abort.
 //
-// Everything MPI lives behind this header: no other folder includes <mpi.h> or names a
-// communicator. A dist_ctx is the communicator a run trains on (the world for `canary train`;
-// a group of ranks for a sweep, in a later issue). The bucketed gradient allreduce arrives with
-// the data-parallel issue; the single-rank trainer needs only what is here.
+// Everything MPI lives in dist/: no other folder includes <mpi.h> or names a communicator. A
+// dist_ctx is the communicator a run trains on: the world for `canary train`, a group of ranks
+// (dist_split) for each run of a sweep. The gradient reduction (bucketed, overlapped, or the
+// deterministic tree) and the gathers of per-micro-batch loss and probe records are in
+// dist/reduce.h.
 #ifndef CANARY_DIST_DIST_H
 #define CANARY_DIST_DIST_H
 

@@ -17,8 +17,8 @@
 #include "probes/h5.h"
 #include "util/error.h"
 
-// The dead-expert window (probes.dead_window) as each expert's age — steps since rank 0's probed
-// micro-batch last chose it, capped at 2^24 (exact in float32; older is just as dead) — so a
+// The dead-expert window (probes.dead_window) as each expert's age — steps since any token of
+// the global batch last chose it, capped at 2^24 (exact in float32; older is just as dead) — so a
 // resumed run counts dead experts as an uninterrupted one would, also under a changed window.
 // Only rank 0 with probes on tracks it; other writers leave it out (a resume restarts the window).
 static int write_moe_age(struct run *r, struct h5file *f, char *err, size_t errlen)

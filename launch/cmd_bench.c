@@ -105,8 +105,9 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         return 1;
     }
     char probe_dir[] = "/tmp/canary-bench-XXXXXX";
-    if (probes && d->rank == 0) {
-        if (!mkdtemp(probe_dir) || run_probes_open(&run, probe_dir, err, sizeof(err)) != 0) {
+    if (probes) { // every rank collects its micro-batches' probe records; rank 0 writes
+        if ((d->rank == 0 && !mkdtemp(probe_dir)) ||
+            run_probes_open(&run, probe_dir, err, sizeof(err)) != 0) {
             err_printf("bench: probes in '%s': %s", probe_dir, err);
             run_free(&run);
             return 1;
@@ -120,16 +121,17 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     double *kind_t[3];
     for (int k = 0; k < 3; k++)
         kind_t[k] = xcalloc((size_t)steps, sizeof(double));
-    int opened = run.probes.active;
+    int opened = run.probes.collect, writer = run.probes.active;
     for (int s = 0; s < warmup + steps; s++) {
         struct step_result res;
         int kind = s % 3;
         double t0 = timer_now();
         if (probe_cost) {
-            run.probes.active = opened && kind > 0;
+            run.probes.collect = opened && kind > 0;
+            run.probes.active = writer && kind > 0;
             run.probe_step = opened && kind == 2;
         } else {
-            run.probe_step = run.probes.active && probe_set_due(&run.probes.set, run.step + 1);
+            run.probe_step = run.probes.collect && probe_set_due(&run.probes.set, run.step + 1);
         }
         train_step(&run, &res);
         if (run.probes.active && run_probes_step(&run, &res, 0.0, err, sizeof(err)) != 0)
@@ -144,7 +146,8 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             kind_t[kind][kind_n[kind]++] = times[s - warmup];
         }
     }
-    run.probes.active = opened;
+    run.probes.collect = opened;
+    run.probes.active = writer;
     // the mean counts the probe steps at their cadence (a median would mostly see the others)
     double mean = 0.0;
     for (int s = 0; s < steps; s++)
@@ -210,6 +213,8 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         snprintf(path, sizeof(path), "%s/probes.h5", probe_dir);
         unlink(path);
         rmdir(probe_dir);
+    } else if (probes) {
+        run_probes_close(&run);
     }
     run_free(&run);
     return 0;

@@ -150,8 +150,9 @@ const struct config_key config_keys[] = {
      "steps between flushes of probes.h5; a reader (or a crash) sees every row up to the last "
      "flush"},
     {"probes", "lr_probe_every", CT_INT, OFF(probes.lr_probe_every), "100", 0, BIG, 0, NULL,
-     "steps between local LR-sensitivity probes: the loss of a fixed held-out batch after the "
-     "step's update scaled by 0, 1/2, 1, 2 (weights untouched); 0 never"},
+     "steps between local LR-sensitivity probes: the mean loss of a fixed held-out batch "
+     "(the first batch_size held-out sequences) after the step's learning-rate part of the "
+     "update scaled by 0, 1/2, 1, 2 (weights untouched); 0 never"},
     {"probes", "spike_sigma", CT_DOUBLE, OFF(probes.spike_sigma), "6", 0, 1000, 1, NULL,
      "a loss or gradient norm this many standard deviations above its rolling mean is a spike "
      "event"},
@@ -161,8 +162,8 @@ const struct config_key config_keys[] = {
      "max attention logit that records a threshold event (Wortsman: above 1e4 runs "
      "diverged)"},
     {"probes", "dead_window", CT_INT, OFF(probes.dead_window), "100", 1, BIG, 0, NULL,
-     "MoE: an expert is dead when it got no token in rank 0's last micro-batch of each of the "
-     "last dead_window steps (the checkpoint carries the window across a resume)"},
+     "MoE: an expert is dead when no token of the global batch chose it in any of the last "
+     "dead_window steps (the checkpoint carries the window across a resume)"},
 };
 
 const int config_key_count = (int)(sizeof(config_keys) / sizeof(config_keys[0]));

@@ -66,8 +66,16 @@ static void run_init_reduction(struct run *r)
     dist_reducer_init(&r->reducer, r->dist, bounds, tt->n, bucket ? bucket : 1,
                       r->cfg.train.overlap_reduce);
     free(bounds);
-    r->leaf_loss = xcalloc(LOSS_PARTS * (size_t)r->leaves, sizeof(double));
-    r->leaf_loss_mine = xcalloc(LOSS_PARTS * (size_t)r->micro_steps, sizeof(double));
+    const struct model_config *mc = &r->cfg.model;
+    struct probe_leaf *pl = &r->probes.leaf;
+    probe_leaf_init(pl, mc->layers, mc->heads, r->model.moe_layers, mc->experts,
+                    mc->attention == ATTN_MLA, mc->attention == ATTN_MLA && mc->q_rank > 0);
+    r->leaf_stride_max = LOSS_PARTS + pl->every.size + pl->step.size;
+    r->leaf_stride = LOSS_PARTS;
+    r->leaf_loss = xcalloc((size_t)r->leaf_stride_max * r->leaves, sizeof(double));
+    r->leaf_loss_mine = xcalloc((size_t)r->leaf_stride_max * r->micro_steps, sizeof(double));
+    r->probes.every_sum = xcalloc((size_t)pl->every.size + 1, sizeof(double));
+    r->probes.step_sum = xcalloc((size_t)pl->step.size + 1, sizeof(double));
     r->checksums = xcalloc(3 * (size_t)tt->n, sizeof(unsigned long long));
     r->eval_chunks = r->cfg.train.eval_batches * (r->cfg.train.batch_size / r->micro_batch);
     r->eval_loss = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
@@ -202,8 +210,10 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     size_t tok = (size_t)r->local_batch * cfg->model.seq_len;
     r->inputs = xcalloc(tok, sizeof(int));
     r->logz = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(float));
-    if (cfg->probes.enabled && cfg->probes.lr_probe_every > 0 && dist->rank == 0 && !random_data) {
-        r->trial = xcalloc(r->model.table.total, sizeof(float));
+    if (cfg->probes.enabled && cfg->probes.lr_probe_every > 0 && !random_data) {
+        r->trial = xcalloc(r->model.table.total, sizeof(float)); // every rank takes chunks
+        r->lrp_loss_mine = xcalloc((size_t)LOSS_PARTS * r->micro_steps, sizeof(double));
+        r->lrp_loss = xcalloc((size_t)LOSS_PARTS * r->leaves, sizeof(double));
         r->probe_inputs = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
         r->probe_targets = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
     }
@@ -238,6 +248,8 @@ void run_free(struct run *r)
     free(r->tree_scratch);
     free(r->leaf_loss);
     free(r->leaf_loss_mine);
+    free(r->probes.every_sum);
+    free(r->probes.step_sum);
     free(r->checksums);
     if (r->muon_on)
         muon_free(&r->muon);
@@ -249,6 +261,8 @@ void run_free(struct run *r)
     free(r->muon_ortho);
     free(r->logz);
     free(r->trial);
+    free(r->lrp_loss);
+    free(r->lrp_loss_mine);
     free(r->probe_inputs);
     free(r->probe_targets);
     free(r->eval_loss);
@@ -277,33 +291,62 @@ static void on_grads_ready(void *ctx, int first)
     dist_reducer_ready(&r->reducer, r->model.table.t[first].offset);
 }
 
+// The probe records of micro-batch k (probes/leaf.h) from the forward just run and its logits,
+// before the loss overwrites them with their gradient.
+static void leaf_probes_forward(struct run *r, double *rec)
+{
+    const struct probe_leaf *pl = &r->probes.leaf;
+    struct model *m = &r->model;
+    size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
+    double *every = rec + LOSS_PARTS, *step = every + pl->every.size;
+    every[pl->logit_sumsq] = stats_sumsq(m->acts.logits, n * r->cfg.model.vocab);
+    if (pl->moe_layers > 0)
+        model_moe_chosen(m, every + pl->moe_chosen);
+    if (!r->probe_step)
+        return;
+    struct model_probe_sums sums = {
+        step + pl->attn_max,
+        step + pl->attn_entropy,
+        step + pl->q_sumsq,
+        step + pl->k_sumsq,
+        step + pl->resid_sumsq,
+        pl->kv_latent_sumsq >= 0 ? step + pl->kv_latent_sumsq : NULL,
+        pl->q_latent_sumsq >= 0 ? step + pl->q_latent_sumsq : NULL,
+        pl->moe_layers > 0 ? step + pl->moe_kept : NULL,
+        pl->moe_layers > 0 ? step + pl->moe_z : NULL,
+        pl->moe_layers > 0 ? step + pl->moe_entropy : NULL,
+    };
+    model_probe_sums(m, r->micro_batch, &sums);
+}
+
 // One micro-batch: forward, loss, backward into grads (accumulating). The loss gradient is
-// scaled by 1/leaves so that the sum over all micro-batches of all ranks is the mean.
-static void micro_step(struct run *r, int k, float *grads, int last, int reduce)
+// scaled by 1/leaves so that the sum over all micro-batches of all ranks is the mean. Its loss
+// parts and, when the run collects probes, its probe records go to record k.
+static void micro_step(struct run *r, int k, float *grads, int reduce)
 {
     const struct config *c = &r->cfg;
     int T = c->model.seq_len, mb = r->micro_batch;
     const int *in = r->inputs + (size_t)k * mb * T;
     const int *tg = r->targets + (size_t)k * mb * T;
+    double *rec = r->leaf_loss_mine + (size_t)k * r->leaf_stride;
+    int collect = r->probes.collect;
     struct loss_parts lp;
-    // Output probes (log Z, logit RMS) every step and attention statistics at probe steps, from
-    // the last micro-batch, taken from what forward and the loss compute anyway.
-    int outputs = last && r->probes.active;
-    r->model.probe_attention = last && r->probe_step;
+    model_set_probing(&r->model, r->probe_step);
     model_forward(&r->model, r->params, in, mb);
-    if (outputs) {
-        run_probes_moe_seen(r);
-        r->logit_sumsq = stats_sumsq(r->model.acts.logits, (size_t)mb * T * c->model.vocab);
-    }
-    xent_forward_backward(&lp, r->model.acts.logits, outputs ? r->logz : NULL, tg, mb * T,
+    if (collect)
+        leaf_probes_forward(r, rec);
+    xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
+    if (collect)
+        probe_leaf_output(&r->probes.leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
+                          rec[LOSS_PARTS + r->probes.leaf.logit_sumsq]);
     r->model.loss_scale = 1.0f / (float)r->leaves; // the MoE losses' gradients, like the loss's
     model_backward(&r->model, r->params, grads, in, mb, reduce ? on_grads_ready : NULL, r);
     lp.balance = r->model.aux_balance;
     lp.router_z = r->model.aux_z;
     lp.aux = lp.balance + lp.router_z;
     lp.total += lp.aux;
-    loss_parts_pack(&lp, r->leaf_loss_mine + LOSS_PARTS * k);
+    loss_parts_pack(&lp, rec);
 }
 
 static void add_into(float *acc, const float *x, size_t n)
@@ -321,7 +364,7 @@ static void grads_accumulate_overlapped(struct run *r)
     memset(r->grads, 0, n * sizeof(float));
     dist_reducer_begin(&r->reducer, r->grads);
     for (int k = 0; k < r->micro_steps; k++)
-        micro_step(r, k, r->grads, k == r->micro_steps - 1, k == r->micro_steps - 1);
+        micro_step(r, k, r->grads, k == r->micro_steps - 1);
     dist_reducer_finish(&r->reducer); // Σ over ranks of Σ_k g_k / leaves: the mean
 }
 
@@ -336,7 +379,7 @@ static void grads_accumulate_tree(struct run *r)
     for (int k = 0; k < r->micro_steps; k++) {
         float *leaf = r->tree[depth];
         memset(leaf, 0, n * sizeof(float));
-        micro_step(r, k, leaf, k == r->micro_steps - 1, 0);
+        micro_step(r, k, leaf, 0);
         int level = 0;
         while (depth > 0 && r->tree_level[depth - 1] == level) {
             add_into(r->tree[depth - 1], leaf, n); // left + right
@@ -353,57 +396,89 @@ static void grads_accumulate_tree(struct run *r)
         dist_tree_allreduce_f32(r->dist, r->grads, r->tree_scratch, n);
 }
 
-// The mean of per-micro-batch loss parts (LOSS_PARTS per micro-batch; `mine` holds this rank's
-// n, `all` room for every rank's), gathered and summed in global order so the result does not
-// depend on the rank count.
-static void mean_in_global_order(struct run *r, const double *mine, double *all, int n,
-                                 struct loss_parts *out)
+// The mean of per-micro-batch loss parts over n records per rank of `stride` doubles (the loss
+// parts first; `mine` holds this rank's, `all` room for every rank's), gathered and summed in
+// global order so the result does not depend on the rank count. Returns the records in global
+// order (all, or mine with one rank).
+static const double *mean_in_global_order(struct run *r, const double *mine, double *all, int n,
+                                          int stride, struct loss_parts *out)
 {
-    const double *parts = mine;
+    const double *recs = mine;
     double sum[LOSS_PARTS] = {0.0};
     int total = n * r->dist->size;
     if (r->dist->size > 1) {
-        dist_allgather_f64(r->dist, mine, all, LOSS_PARTS * (size_t)n);
-        parts = all;
+        dist_allgather_f64(r->dist, mine, all, (size_t)stride * n);
+        recs = all;
     }
     for (int k = 0; k < total; k++)
         for (int j = 0; j < LOSS_PARTS; j++)
-            sum[j] += parts[LOSS_PARTS * k + j];
+            sum[j] += recs[(size_t)stride * k + j];
     for (int j = 0; j < LOSS_PARTS; j++)
         sum[j] /= total;
     loss_parts_unpack(out, sum);
+    return recs;
 }
 
 // Loss parts of the global batch: the mean over all micro-batches, summed in global order so the
-// reported loss is the same for any rank count.
+// reported loss is the same for any rank count; and the probe records of all micro-batches,
+// folded in the same order (probes/partials.h) into the global batch's sums.
 static void step_loss(struct run *r, struct loss_parts *out)
 {
-    mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, out);
+    struct run_probes *p = &r->probes;
+    int stride = r->leaf_stride;
+    const double *recs =
+        mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, stride, out);
+    if (!p->collect)
+        return;
+    partials_combine(&p->leaf.every, recs + LOSS_PARTS, (size_t)stride, r->leaves, p->every_sum);
+    if (r->probe_step)
+        partials_combine(&p->leaf.step, recs + LOSS_PARTS + p->leaf.every.size, (size_t)stride,
+                         r->leaves, p->step_sum);
 }
 
-// Local LR sensitivity (between computing the update and applying it): the loss of the fixed
-// probe batch at θ − f·update for f = 0, ½, 1, 2 — the update as it is about to land, scaled as
-// if the learning rate were scaled. Trial weights go to a separate buffer, so the parameters are
-// never touched. Rank 0 only (the parameters and update are the same on every rank).
-static void lr_probe(struct run *r)
+// Local LR sensitivity (between computing the update and applying it): the mean loss of the
+// fixed probe batch — the first batch_size held-out sequences, in chunks of one micro-batch
+// spread over the ranks like an evaluation and summed in global order — at θ (f = 0, the
+// reference) and at θ − f·(update − c·θ) − c·θ for f = ½, 1, 2: the update as it is about to
+// land, scaled as if the learning rate were scaled. An independent weight-decay term c·θ
+// (optim_independent_wd) does not scale with the learning rate, so it stays as it is. Trial
+// weights go to a separate buffer, so the parameters are never touched; every rank holds the
+// same parameters and update, so every rank can take its chunks.
+static void lr_probe(struct run *r, double lr_t)
 {
     const float factors[4] = {0.0f, 0.5f, 1.0f, 2.0f};
     const struct config *c = &r->cfg;
-    size_t n = r->model.table.total;
     int mb = r->micro_batch, T = c->model.seq_len;
-    r->model.probe_attention = 0;
-    sampler_eval_batch(&r->sampler, r->probe_inputs, r->probe_targets, 0, mb);
+    model_set_probing(&r->model, 0);
+    const struct tensor_table *tt = &r->model.table;
     for (int i = 0; i < 4; i++) {
         float f = factors[i];
+        for (int t = 0; t < tt->n; t++) {
+            // update = lr part + c·θ; only the lr part scales with the learning rate
+            float c_wd = (float)optim_independent_wd(&c->optim, tt->t[t].kind, lr_t);
+            float keep = f > 0.0f ? (f - 1.0f) * c_wd : 0.0f;
+            size_t lo = tt->t[t].offset, hi = lo + tt->t[t].size;
 #pragma omp parallel for simd schedule(static)
-        for (size_t j = 0; j < n; j++)
-            r->trial[j] = r->params[j] - f * r->update[j];
-        struct loss_parts lp;
-        model_forward(&r->model, r->trial, r->probe_inputs, mb);
-        xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
-                     (float)c->optim.z_loss);
-        // the training loss the update descends: with MoE, its auxiliary losses too
-        r->lr_probe_loss[i] = lp.total + r->model.aux_balance + r->model.aux_z;
+            for (size_t j = lo; j < hi; j++)
+                r->trial[j] = r->params[j] - f * r->update[j] + keep * r->params[j];
+        }
+        for (int k = 0; k < r->micro_steps; k++) {
+            struct loss_parts lp;
+            uint64_t first = ((uint64_t)r->dist->rank * r->micro_steps + k) * (uint64_t)mb;
+            sampler_eval_batch(&r->sampler, r->probe_inputs, r->probe_targets, first, mb);
+            model_forward(&r->model, r->trial, r->probe_inputs, mb);
+            xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
+                         (float)c->optim.z_loss);
+            // the training loss the update descends: with MoE, its auxiliary losses too
+            lp.balance = r->model.aux_balance;
+            lp.router_z = r->model.aux_z;
+            lp.aux = lp.balance + lp.router_z;
+            lp.total += lp.aux;
+            loss_parts_pack(&lp, r->lrp_loss_mine + LOSS_PARTS * k);
+        }
+        struct loss_parts mean;
+        mean_in_global_order(r, r->lrp_loss_mine, r->lrp_loss, r->micro_steps, LOSS_PARTS, &mean);
+        r->lr_probe_loss[i] = mean.total;
     }
 }
 
@@ -467,7 +542,10 @@ void train_step(struct run *r, struct step_result *res)
         sampler_train_batch(&r->sampler, r->inputs, r->targets, first, r->local_batch);
     }
 
-    // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction)
+    // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction);
+    // each micro-batch's record holds its loss parts and probe sums
+    r->leaf_stride = LOSS_PARTS + (r->probes.collect ? r->probes.leaf.every.size : 0) +
+                     (r->probes.collect && r->probe_step ? r->probes.leaf.step.size : 0);
     // 5. finish the gradient reduction (mean over the global batch), norm, clipping
     if (c->train.deterministic)
         grads_accumulate_tree(r);
@@ -480,8 +558,6 @@ void train_step(struct run *r, struct step_result *res)
     if (!res->finite)
         return; // the caller reports it, then stops or skips; parameters stay as they were
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
-    if (r->probe_step) // from the last micro-batch's activations, before the LR probe reuses them
-        run_probes_fill_model(r);
     double t1 = timer_now();
     res->seconds_grads = t1 - t0;
 
@@ -490,7 +566,7 @@ void train_step(struct run *r, struct step_result *res)
     if (r->muon_on)
         muon_step(r, res->lr);
     if (r->lr_probe_due)
-        lr_probe(r);
+        lr_probe(r, res->lr);
     optim_update_apply(r->params, r->update, n);
     res->seconds_optim = timer_now() - t1;
     r->step++;
@@ -535,7 +611,7 @@ void train_eval(struct run *r, struct loss_parts *out)
     // run of chunks. Per-chunk losses are gathered and summed in global order, so the result is
     // the same for any rank count when the micro-batch is (deterministic mode).
     int chunks = r->eval_chunks / r->dist->size;
-    m->probe_attention = 0;
+    model_set_probing(m, 0);
     for (int k = 0; k < chunks; k++) {
         struct loss_parts lp;
         uint64_t first = ((uint64_t)r->dist->rank * chunks + k) * (uint64_t)mb;
@@ -545,5 +621,5 @@ void train_eval(struct run *r, struct loss_parts *out)
                      (float)c->optim.z_loss);
         loss_parts_pack(&lp, r->eval_loss_mine + LOSS_PARTS * k);
     }
-    mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, out);
+    mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, LOSS_PARTS, out);
 }

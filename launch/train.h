@@ -72,11 +72,16 @@ struct run {
     float **tree;                // deterministic mode: [tree_levels] partial sums of leaf gradients
     int *tree_level;             // level of each stacked partial sum
     int tree_levels;
-    float *tree_scratch;    // [table.total] receive buffer of the cross-rank tree
-    double *leaf_loss;      // [LOSS_PARTS · leaves] loss parts per micro-batch, in global order
-    double *leaf_loss_mine; // [LOSS_PARTS · micro_steps]
-    int io_failed;          // a probe row or event of rank 0 could not be written
-    int eval_chunks;        // micro-batches in one evaluation (all ranks)
+    float *tree_scratch; // [table.total] receive buffer of the cross-rank tree
+    // One record per micro-batch (leaf): its loss parts (LOSS_PARTS), then, when the run
+    // collects probes, its `every` probe record and at probe steps its `step` record
+    // (probes/leaf.h). All ranks' records are gathered in global order every step.
+    double *leaf_loss;      // [leaves · leaf_stride_max] every rank's records, in global order
+    double *leaf_loss_mine; // [micro_steps · leaf_stride_max] this rank's
+    int leaf_stride;        // doubles per record in this step
+    int leaf_stride_max;
+    int io_failed;                      // a probe row or event of rank 0 could not be written
+    int eval_chunks;                    // micro-batches in one evaluation (all ranks)
     double *eval_loss, *eval_loss_mine; // [LOSS_PARTS · eval_chunks] per-chunk loss parts
 
     // cross-rank consistency
@@ -89,12 +94,12 @@ struct run {
 
     // probes
     struct run_probes probes;
-    int probe_step;     // set by the loop: the coming step writes probe-cadence rows
-    float *logz;        // [micro_batch · T] log Z of the last micro-batch (rank 0, probes on)
-    double logit_sumsq; // Σ logit² of the last micro-batch (rank 0 with probes on)
-    int lr_probe_due;   // set by the loop: this step runs the local LR-sensitivity probe
-    float *trial;       // [table.total] trial weights of the LR probe (rank 0), or NULL
-    int *probe_inputs, *probe_targets; // [micro_batch, T] the fixed probe batch
+    int probe_step;   // set by the loop: the coming step writes probe-cadence rows
+    float *logz;      // [micro_batch · T] log Z of the micro-batch in progress
+    int lr_probe_due; // set by the loop: this step runs the local LR-sensitivity probe
+    float *trial;     // [table.total] trial weights of the LR probe (every rank), or NULL
+    int *probe_inputs, *probe_targets; // [micro_batch, T] a chunk of the fixed probe batch
+    double *lrp_loss, *lrp_loss_mine;  // [LOSS_PARTS · leaves], [· micro_steps] probe chunks
     double lr_probe_loss[4];           // probe-batch loss at lr × {0, ½, 1, 2}
 
     // outcome, for sweeps

@@ -288,7 +288,7 @@ int train_run(struct run *r, const char *out_dir)
     while (r->step < steps) {
         struct step_result res;
         long step = r->step;
-        r->probe_step = r->probes.active && probe_set_due(&r->probes.set, step + 1);
+        r->probe_step = r->probes.collect && probe_set_due(&r->probes.set, step + 1);
         r->lr_probe_due =
             r->trial && c->probes.lr_probe_every > 0 && (step + 1) % c->probes.lr_probe_every == 0;
         double t0 = timer_now();
@@ -313,8 +313,6 @@ int train_run(struct run *r, const char *out_dir)
             // evaluation and checkpoint, and the data moves on to the next batch
             out_line(&o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)", step + 1,
                      what);
-            if (r->probe_step)
-                run_probes_fill_model(r);
             r->step++;
         }
         // the step's row goes out before any checkpoint of this step, so a resume finds it

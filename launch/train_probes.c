@@ -1,6 +1,8 @@
 // Probes of a training run: what each one means is its registration's description, which is
-// also stored in probes.h5. Rank 0 writes; attention and output probes describe rank 0's last
-// micro-batch of the step, per-tensor probes the reduced gradients and the shared parameters.
+// also stored in probes.h5. Rank 0 writes. Attention, output, residual and MoE probes are
+// statistics of the whole global batch: every micro-batch of every rank contributes a record
+// (probes/leaf.h), folded in global order (train.c, step_loss). Per-tensor probes read the
+// reduced gradient and the parameters, which every rank shares.
 #include "launch/train_probes.h"
 
 #include <cblas.h>
@@ -27,105 +29,6 @@
 #endif
 
 char *openblas_get_config(void);
-
-static void register_all(struct run_probes *p, int muon, int moe, const struct model_config *mc)
-{
-    struct probe_set *s = &p->set;
-    p->loss_total = probe_register(s, "loss/total", PROBE_SCALAR, 1,
-                                   "training loss of the step: ce + z (+ aux), mean over the "
-                                   "global batch");
-    p->loss_ce = probe_register(s, "loss/ce", PROBE_SCALAR, 1, "cross-entropy part of the loss");
-    p->loss_z = probe_register(s, "loss/z", PROBE_SCALAR, 1,
-                               "output z-loss part: optim.z_loss * mean(log^2 Z)");
-    p->loss_aux = probe_register(s, "loss/aux", PROBE_SCALAR, 1,
-                                 "auxiliary (MoE) losses; 0 for dense models");
-    p->lr = probe_register(s, "lr", PROBE_SCALAR, 1, "learning rate used by the step");
-    p->grad_norm = probe_register(s, "grad/global_norm", PROBE_SCALAR, 1,
-                                  "L2 norm of the whole gradient before clipping");
-    p->clip = probe_register(s, "grad/clip_factor", PROBE_SCALAR, 1,
-                             "factor applied by global-norm clipping (1 = not clipped)");
-    p->tokens_per_s = probe_register(s, "tokens_per_s", PROBE_SCALAR, 1,
-                                     "training throughput of the step, all ranks");
-    p->attn_max_logit = probe_register(
-        s, "attn/max_logit", PROBE_LAYER_HEADS, 0,
-        "[layer, head] max |q.k|/sqrt(d_qk) over causal pairs (Wortsman's attention-logit "
-        "growth; d_qk = d_h, or d_h + rope_dim with MLA)");
-    p->attn_entropy = probe_register(
-        s, "attn/entropy", PROBE_LAYER_HEADS, 0,
-        "[layer, head] mean attention entropy -sum p log p over query rows (nats; entropy "
-        "collapse precedes instability)");
-    p->attn_q_rms = probe_register(s, "attn/q_rms", PROBE_LAYER_HEADS, 0,
-                                   "[layer, head] RMS of q as attended (after qk-norm and RoPE)");
-    p->attn_k_rms = probe_register(s, "attn/k_rms", PROBE_LAYER_HEADS, 0,
-                                   "[layer, head] RMS of k as attended (after qk-norm and RoPE)");
-    p->logz_mean = probe_register(s, "output/logz_mean", PROBE_SCALAR, 1,
-                                  "mean over tokens of log Z of the output softmax (drifts "
-                                  "negative before output-logit divergence)");
-    p->logz_std = probe_register(s, "output/logz_std", PROBE_SCALAR, 1,
-                                 "standard deviation over tokens of log Z");
-    p->logz_max = probe_register(s, "output/logz_max", PROBE_SCALAR, 1, "max over tokens of log Z");
-    p->logit_rms =
-        probe_register(s, "output/logit_rms", PROBE_SCALAR, 1, "RMS of the output logits");
-    p->resid_rms = probe_register(s, "resid/rms", PROBE_LAYERS, 0,
-                                  "[layer] RMS of the residual stream after each block");
-    p->grad_rms = probe_register(s, "grad/rms", PROBE_TENSORS, 0,
-                                 "[tensor] gradient RMS before clipping (names: /tensors/names; "
-                                 "compare with AdamW eps)");
-    p->param_rms =
-        probe_register(s, "param/rms", PROBE_TENSORS, 0, "[tensor] parameter RMS after the update");
-    p->update_rms = probe_register(s, "update/rms", PROBE_TENSORS, 0,
-                                   "[tensor] RMS of the update applied at this step");
-    p->adam_sqrt_v_rms = probe_register(s, "adam/sqrt_v_rms", PROBE_TENSORS, 0,
-                                        "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected "
-                                        "second moment (0 for Muon's matrices)");
-    p->adam_eps_frac = probe_register(s, "adam/eps_frac", PROBE_TENSORS, 0,
-                                      "[tensor] fraction of entries with sqrt(v_hat) < eps: "
-                                      "where eps, not the gradient, sets the update size");
-    p->kv_latent_rms = p->q_latent_rms = -1;
-    if (mc->attention == ATTN_MLA) {
-        p->kv_latent_rms = probe_register(s, "attn/kv_latent_rms", PROBE_LAYERS, 0,
-                                          "[layer] MLA: RMS of the KV latent c_kv before its "
-                                          "RMSNorm");
-        if (mc->q_rank > 0)
-            p->q_latent_rms = probe_register(s, "attn/q_latent_rms", PROBE_LAYERS, 0,
-                                             "[layer] MLA: RMS of the query latent c_q before "
-                                             "its RMSNorm");
-    }
-    p->loss_balance = p->loss_router_z = p->moe_load = p->moe_dropped = -1;
-    p->moe_router_z = p->moe_entropy = p->moe_dead = -1;
-    if (moe) {
-        p->loss_balance = probe_register(s, "loss/balance", PROBE_SCALAR, 1,
-                                         "MoE load-balancing loss, scaled: optim.balance_loss * "
-                                         "experts * sum_i f_i P_i, mean over MoE blocks");
-        p->loss_router_z = probe_register(s, "loss/router_z", PROBE_SCALAR, 1,
-                                          "MoE router z-loss, scaled: optim.router_z_loss * "
-                                          "mean(logsumexp(router logits)^2), mean over MoE blocks");
-        p->moe_load = probe_register(s, "moe/load", PROBE_MOE_EXPERTS, 0,
-                                     "[MoE block, expert] fraction of the token-expert choices "
-                                     "that went to the expert, before capacity (1/experts = even)");
-        p->moe_dropped = probe_register(s, "moe/dropped", PROBE_MOE_EXPERTS, 0,
-                                        "[MoE block, expert] fraction of the expert's choices "
-                                        "dropped by the capacity");
-        p->moe_router_z = probe_register(s, "moe/router_z", PROBE_MOE_LAYERS, 0,
-                                         "[MoE block] mean over tokens of logsumexp(router "
-                                         "logits)^2 (unscaled)");
-        p->moe_entropy = probe_register(s, "moe/router_entropy", PROBE_MOE_LAYERS, 0,
-                                        "[MoE block] mean over tokens of the router softmax "
-                                        "entropy (nats; log(experts) = uniform)");
-        p->moe_dead = probe_register(s, "moe/dead_experts", PROBE_MOE_LAYERS, 0,
-                                     "[MoE block] experts with no token over the last "
-                                     "probes.dead_window steps");
-    }
-    p->muon_ortho = p->muon_momentum_rms = -1;
-    if (muon) {
-        p->muon_ortho = probe_register(s, "muon/ortho_err", PROBE_TENSORS, 0,
-                                       "[tensor] Muon: |O O^T - I|_F / sqrt(min(rows, cols)) of "
-                                       "the Newton-Schulz output (0 for AdamW's tensors)");
-        p->muon_momentum_rms = probe_register(s, "muon/momentum_rms", PROBE_TENSORS, 0,
-                                              "[tensor] Muon: RMS of the momentum buffer (0 for "
-                                              "AdamW's tensors)");
-    }
-}
 
 int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
 {
@@ -203,17 +106,78 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
         h5_attr_str(f, "/", "description",
                     "canary probes: per-step series (rows aligned with /step), probe-cadence "
                     "series (rows aligned with /probe_step), /eval (the row at step 0 is l0, the "
-                    "loss at initialisation), /tensors/names for per-tensor series; every "
-                    "dataset has a description attribute",
+                    "loss at initialisation), /tensors for per-tensor series; every series has "
+                    "HDF5 dimension scales (/step or /probe_step, /axes/*, /tensors/names) and "
+                    "a description attribute; attention, output, residual and MoE series are "
+                    "statistics of the whole global batch (all micro-batches of all ranks)",
                     err, errlen))
         return -1;
-    int n = r->model.table.n;
+    // /tensors: what analysis needs to count parameters and group them exactly
+    const struct tensor_table *tt = &r->model.table;
+    int n = tt->n;
     const char **names = xcalloc((size_t)n, sizeof(*names));
-    for (int i = 0; i < n; i++)
-        names[i] = r->model.table.t[i].name;
-    int rc = h5_write_strings(f, "/tensors/names", names, n, err, errlen);
+    const char **kinds = xcalloc((size_t)n, sizeof(*kinds));
+    const char **opts = xcalloc((size_t)n, sizeof(*opts));
+    int32_t *shape = xcalloc(2 * (size_t)n, sizeof(int32_t));
+    int *moe_blocks = xcalloc((size_t)r->model.moe_layers + 1, sizeof(int));
+    for (int i = 0; i < n; i++) {
+        names[i] = tt->t[i].name;
+        kinds[i] = tensor_kind_name(tt->t[i].kind);
+        opts[i] = r->muon_on && r->muon_owner[i] >= 0 ? "muon" : "adamw";
+        shape[2 * i] = tt->t[i].rows, shape[2 * i + 1] = tt->t[i].cols;
+    }
+    for (int l = 0, i = 0; l < r->cfg.model.layers; l++)
+        if (r->model.blocks[l].moe)
+            moe_blocks[i++] = l;
+    size_t dims[2] = {(size_t)n, 2};
+    int rc = h5_write_strings(f, "/tensors/names", names, n, err, errlen) ||
+             h5_write_strings(f, "/tensors/kind", kinds, n, err, errlen) ||
+             h5_write_strings(f, "/tensors/optimizer", opts, n, err, errlen) ||
+             h5_write_i32(f, "/tensors/shape", 2, dims, shape, err, errlen) ||
+             h5_attr_str(f, "/tensors", "description",
+                         "one entry per tensor of the model, in the order of the per-tensor "
+                         "series: names, shape [rows, cols] (a gain is [1, n]), kind and the "
+                         "optimizer that updates it (adamw or muon)",
+                         err, errlen) ||
+             h5_attr_str(f, "/tensors/names", "description",
+                         "dotted tensor name, PyTorch-like; the tensor axis", err, errlen) ||
+             h5_attr_str(f, "/tensors/shape", "description",
+                         "[rows, cols] of each tensor (row-major [out, in])", err, errlen) ||
+             h5_attr_str(f, "/tensors/kind", "description",
+                         "embedding, pos_embedding, matrix, gain, head, expert or router", err,
+                         errlen) ||
+             h5_attr_str(f, "/tensors/optimizer", "description",
+                         "the optimizer that updates the tensor: adamw or muon", err, errlen) ||
+             probe_set_scales(&r->probes.set, "/tensors/names", moe_blocks, err, errlen);
     free(names);
-    return rc;
+    free(kinds);
+    free(opts);
+    free(shape);
+    free(moe_blocks);
+    return rc ? -1 : 0;
+}
+
+// The step columns of /eval, /lr_probe and /events as the dimension scales of their companions,
+// and the LR probe's factors as the second axis of /lr_probe/loss.
+static int table_scales(struct run_probes *p, char *err, size_t errlen)
+{
+    struct h5file *f = p->set.file;
+    const float factors[4] = {0.0f, 0.5f, 1.0f, 2.0f};
+    size_t four[1] = {4};
+    return h5_write_f32(f, "/axes/lr_factor", 1, four, factors, err, errlen) ||
+                   h5_attr_str(f, "/axes/lr_factor", "description",
+                               "the LR probe's factors f of the update", err, errlen) ||
+                   h5_dim_scale(f, "/axes/lr_factor", "lr_factor", err, errlen) ||
+                   h5_dim_scale(f, "/eval/step", "eval_step", err, errlen) ||
+                   h5_dim_scale(f, "/lr_probe/step", "lr_probe_step", err, errlen) ||
+                   h5_dim_scale(f, "/events/step", "event_step", err, errlen) ||
+                   h5_dim_attach(f, "/eval/loss", 0, "/eval/step", err, errlen) ||
+                   h5_dim_attach(f, "/lr_probe/loss", 0, "/lr_probe/step", err, errlen) ||
+                   h5_dim_attach(f, "/lr_probe/loss", 1, "/axes/lr_factor", err, errlen) ||
+                   h5_dim_attach(f, "/events/kind", 0, "/events/step", err, errlen) ||
+                   h5_dim_attach(f, "/events/detail", 0, "/events/step", err, errlen)
+               ? -1
+               : 0;
 }
 
 // Drops the rows of a table (a step column and its companions) after `step`.
@@ -259,12 +223,14 @@ static int restore_state(struct run *r, char *err, size_t errlen)
         h5_series_read_row(f, p->eval_step, 0, &v, err, errlen) == 0 && v == 0.0 &&
         h5_series_read_row(f, p->eval_loss, 0, &w, err, errlen) == 0)
         r->l0 = w;
-    long rows = h5_series_rows(f, p->set.p[p->loss_total].series);
+    long rows = h5_series_rows(f, p->set.p[p->set.slot[PROBE_LOSS_TOTAL]].series);
     int win = r->cfg.probes.spike_window;
     long first = rows > win ? rows - win : 0;
     for (long i = first; i < rows; i++) {
-        if (h5_series_read_row(f, p->set.p[p->loss_total].series, i, &v, err, errlen) != 0 ||
-            h5_series_read_row(f, p->set.p[p->grad_norm].series, i, &w, err, errlen) != 0)
+        if (h5_series_read_row(f, p->set.p[p->set.slot[PROBE_LOSS_TOTAL]].series, i, &v, err,
+                               errlen) != 0 ||
+            h5_series_read_row(f, p->set.p[p->set.slot[PROBE_GRAD_NORM]].series, i, &w, err,
+                               errlen) != 0)
             return -1;
         if (!isfinite(v) || !isfinite(w))
             continue; // skipped steps stay out of the windows, as in the run
@@ -273,12 +239,12 @@ static int restore_state(struct run *r, char *err, size_t errlen)
         p->win_pos = (p->win_pos + 1) % win;
         p->win_n += p->win_n < win;
     }
-    long prows = h5_series_rows(f, p->set.p[p->attn_max_logit].series);
+    long prows = h5_series_rows(f, p->set.p[p->set.slot[PROBE_ATTN_MAX_LOGIT]].series);
     if (prows > 0) {
         int n = r->cfg.model.layers * r->cfg.model.heads;
         double *row = xcalloc((size_t)n, sizeof(double));
-        int rc =
-            h5_series_read_row(f, p->set.p[p->attn_max_logit].series, prows - 1, row, err, errlen);
+        int rc = h5_series_read_row(f, p->set.p[p->set.slot[PROBE_ATTN_MAX_LOGIT]].series,
+                                    prows - 1, row, err, errlen);
         for (int i = 0; rc == 0 && i < n; i++)
             p->above_threshold |= row[i] > r->cfg.probes.logit_threshold;
         free(row);
@@ -296,7 +262,11 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     probe_set_init(&p->set, r->cfg.model.layers, r->cfg.model.heads, r->model.table.n,
                    r->cfg.probes.every);
     probe_set_moe(&p->set, r->model.moe_layers, r->cfg.model.experts);
-    register_all(p, r->muon_on, r->model.moe_layers > 0, &r->cfg.model);
+    const struct model_config *mc = &r->cfg.model;
+    struct probe_features feat = {mc->attention == ATTN_MLA,
+                                  mc->attention == ATTN_MLA && mc->q_rank > 0,
+                                  r->model.moe_layers > 0, r->muon_on};
+    probe_set_register(&p->set, &feat);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;
     if (r->model.moe_layers > 0) { // the window goes on from a checkpoint, else starts now
@@ -308,6 +278,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
         r->moe_age = NULL;
     }
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
+    p->collect = r->cfg.probes.enabled;
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_n = p->win_pos = p->above_threshold = 0;
@@ -344,9 +315,11 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
                          "step of each local LR-sensitivity probe", &p->lr_step, err,
                          errlen) != 0 ||
         h5_series_create(p->set.file, "/lr_probe/loss", 1, four,
-                         "[f] loss of the fixed probe batch (held-out sequences 0..micro_batch-1) "
-                         "at theta - f * update for f = 0, 1/2, 1, 2: the step's update with the "
-                         "learning rate scaled by f, weights untouched",
+                         "[f] mean loss of the fixed probe batch (held-out sequences "
+                         "0..batch_size-1, all ranks) at theta for f = 0 and at theta - f * "
+                         "(update - c theta) - c theta for f = 1/2, 1, 2: the step's update with "
+                         "the learning rate scaled by f, an independent weight decay c theta "
+                         "kept whole; weights untouched",
                          &p->lr_loss, err, errlen) != 0 ||
         h5_series_create(p->set.file, "/events/step", 0, dims, "step of each event", &p->ev_step,
                          err, errlen) != 0 ||
@@ -354,7 +327,8 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
                              &p->ev_kind, err, errlen) != 0 ||
         h5_series_create_str(p->set.file, "/events/detail", "what happened, in words",
                              &p->ev_detail, err, errlen) != 0 ||
-        write_attributes(r, err, errlen) != 0 || probe_set_start(&p->set, err, errlen) != 0) {
+        write_attributes(r, err, errlen) != 0 || table_scales(p, err, errlen) != 0 ||
+        probe_set_start(&p->set, err, errlen) != 0) {
         probe_set_free(&p->set);
         p->active = 0;
         return -1;
@@ -362,133 +336,95 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     return 0;
 }
 
-// Attention, output and residual rows from the activations of the last micro-batch.
-void run_probes_moe_seen(struct run *r)
-{
-    const struct model *m = &r->model;
-    int E = m->cfg.experts, i = 0;
-    if (!r->probes.moe_last_seen)
-        return;
-    for (int l = 0; l < m->cfg.layers; l++) {
-        if (!m->blocks[l].moe)
-            continue;
-        for (int e = 0; e < E; e++)
-            if (m->moe_counts[(size_t)l * 2 * E + e] > 0)
-                r->probes.moe_last_seen[(size_t)i * E + e] = r->step + 1;
-        i++;
-    }
-}
-
-// MoE rows (probe steps) from the last micro-batch's routing.
-static void fill_moe_rows(struct run *r)
+// MoE: experts any token of the global batch chose in this step are alive at this step.
+static void note_moe_seen(struct run *r)
 {
     struct run_probes *p = &r->probes;
-    const struct model *m = &r->model;
-    int E = m->cfg.experts, i = 0;
-    double pairs = (double)r->micro_batch * m->cfg.seq_len * m->cfg.top_k;
-    double *load = probe_row(&p->set, p->moe_load), *drop = probe_row(&p->set, p->moe_dropped);
-    for (int l = 0; l < m->cfg.layers; l++) {
-        if (!m->blocks[l].moe)
-            continue;
-        const double *counts = m->moe_counts + (size_t)l * 2 * E;
-        int dead = 0;
-        for (int e = 0; e < E; e++) {
-            load[i * E + e] = counts[e] / pairs;
-            drop[i * E + e] = counts[e] > 0 ? 1.0 - counts[E + e] / counts[e] : 0.0;
-            dead += p->moe_last_seen[(size_t)i * E + e] <= r->step + 1 - r->cfg.probes.dead_window;
-        }
-        probe_row(&p->set, p->moe_router_z)[i] = m->moe_stats[l].z;
-        probe_row(&p->set, p->moe_entropy)[i] = m->moe_stats[l].entropy;
-        probe_row(&p->set, p->moe_dead)[i] = dead;
-        i++;
-    }
-}
-
-void run_probes_fill_model(struct run *r)
-{
-    struct run_probes *p = &r->probes;
-    const struct model *m = &r->model;
-    const struct model_config *c = &m->cfg;
-    int B = r->micro_batch, H = c->heads, T = c->seq_len, L = c->layers, hd = m->dqk;
-    double *mx = probe_row(&p->set, p->attn_max_logit), *ent = probe_row(&p->set, p->attn_entropy);
-    double *qr = probe_row(&p->set, p->attn_q_rms), *kr = probe_row(&p->set, p->attn_k_rms);
-    for (int l = 0; l < L; l++) {
-        const float *st = m->acts.attn_stats + (size_t)l * B * H * 2;
-        const struct block_acts *a = &m->acts.blocks[l];
-        for (int h = 0; h < H; h++) {
-            double best = 0.0, esum = 0.0, qs = 0.0, ks = 0.0;
-            for (int b = 0; b < B; b++) {
-                size_t bh = (size_t)b * H + h;
-                best = fmax(best, st[2 * bh]);
-                esum += st[2 * bh + 1];
-                qs += stats_sumsq(a->q + bh * T * hd, (size_t)T * hd);
-                ks += stats_sumsq(a->k + bh * T * hd, (size_t)T * hd);
-            }
-            mx[l * H + h] = best;
-            ent[l * H + h] = esum / ((double)B * T);
-            qr[l * H + h] = stats_rms(qs, (double)B * T * hd);
-            kr[l * H + h] = stats_rms(ks, (double)B * T * hd);
-        }
-        if (p->kv_latent_rms >= 0) { // MLA: the latents before their norms
-            size_t n = (size_t)B * T;
-            probe_row(&p->set, p->kv_latent_rms)[l] =
-                stats_rms(stats_sumsq(a->ckv, n * c->kv_rank), (double)n * c->kv_rank);
-            if (p->q_latent_rms >= 0)
-                probe_row(&p->set, p->q_latent_rms)[l] =
-                    stats_rms(stats_sumsq(a->cq, n * c->q_rank), (double)n * c->q_rank);
-        }
-        const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
-        probe_row(&p->set, p->resid_rms)[l] =
-            stats_rms(stats_sumsq(x_out, (size_t)B * T * c->dim), (double)B * T * c->dim);
-    }
-    if (p->moe_load >= 0)
-        fill_moe_rows(r);
-}
-
-// Output rows (every step) from the loss's log Z per token and the logits' Σ².
-static void fill_output_rows(struct run *r)
-{
-    struct run_probes *p = &r->probes;
-    size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
-    struct stats_moments mo;
-    double zmax = -INFINITY;
-    stats_moments_of(&mo, r->logz, n);
+    size_t n = (size_t)p->leaf.moe_layers * p->leaf.experts;
     for (size_t i = 0; i < n; i++)
-        zmax = fmax(zmax, r->logz[i]);
-    probe_row(&p->set, p->logz_mean)[0] = mo.mean;
-    probe_row(&p->set, p->logz_std)[0] = stats_moments_std(&mo);
-    probe_row(&p->set, p->logz_max)[0] = zmax;
-    probe_row(&p->set, p->logit_rms)[0] = stats_rms(r->logit_sumsq, (double)n * r->cfg.model.vocab);
+        if (p->every_sum[p->leaf.moe_chosen + i] > 0)
+            p->moe_last_seen[i] = r->step;
+}
+
+// The output rows (every step) and, at probe steps, the attention, residual, MLA and MoE rows,
+// from the step's records folded over the global batch (train.c, step_loss).
+static void fill_global_rows(struct run *r, int probe_step)
+{
+    struct run_probes *p = &r->probes;
+    struct probe_set *s = &p->set;
+    const struct model_config *c = &r->cfg.model;
+    struct probe_leaf_norms nm = {(double)r->cfg.train.batch_size * c->seq_len,
+                                  c->vocab,
+                                  r->model.dqk,
+                                  c->dim,
+                                  c->kv_rank,
+                                  c->q_rank,
+                                  c->top_k};
+    int moe = probe_has(&p->set, PROBE_MOE_LOAD);
+    struct probe_leaf_rows rows = {
+        probe_row(s, PROBE_LOGZ_MEAN),
+        probe_row(s, PROBE_LOGZ_STD),
+        probe_row(s, PROBE_LOGZ_MAX),
+        probe_row(s, PROBE_LOGIT_RMS),
+        probe_row(s, PROBE_ATTN_MAX_LOGIT),
+        probe_row(s, PROBE_ATTN_ENTROPY),
+        probe_row(s, PROBE_ATTN_Q_RMS),
+        probe_row(s, PROBE_ATTN_K_RMS),
+        probe_row(s, PROBE_RESID_RMS),
+        probe_has(&p->set, PROBE_KV_LATENT_RMS) ? probe_row(s, PROBE_KV_LATENT_RMS) : NULL,
+        probe_has(&p->set, PROBE_Q_LATENT_RMS) ? probe_row(s, PROBE_Q_LATENT_RMS) : NULL,
+        moe ? probe_row(s, PROBE_MOE_LOAD) : NULL,
+        moe ? probe_row(s, PROBE_MOE_DROPPED) : NULL,
+        moe ? probe_row(s, PROBE_MOE_ROUTER_Z) : NULL,
+        moe ? probe_row(s, PROBE_MOE_ENTROPY) : NULL,
+    };
+    probe_leaf_rows(&p->leaf, p->every_sum, probe_step ? p->step_sum : NULL, &nm, &rows);
+    if (!moe)
+        return;
+    note_moe_seen(r);
+    if (!probe_step)
+        return;
+    double *dead = probe_row(s, PROBE_MOE_DEAD);
+    for (int i = 0; i < p->leaf.moe_layers; i++) {
+        dead[i] = 0;
+        for (int e = 0; e < p->leaf.experts; e++)
+            dead[i] += p->moe_last_seen[(size_t)i * p->leaf.experts + e] <=
+                       r->step - r->cfg.probes.dead_window;
+    }
 }
 
 // Per-tensor rows from the reduced gradient (Σg² of the step), the parameters, the update and
 // AdamW's second moment.
-static void fill_tensor_rows(struct run *r)
+static void fill_tensor_rows(struct run *r, int skipped)
 {
     struct run_probes *p = &r->probes;
     const struct tensor_table *tt = &r->model.table;
-    double bc2 = 1.0 - pow(r->cfg.optim.beta2, (double)r->adamw.t);
+    // before AdamW's first update (t = 0) v is all zeros and there is no bias correction yet
+    double bc2 = r->adamw.t > 0 ? 1.0 - pow(r->cfg.optim.beta2, (double)r->adamw.t) : 0.0;
     double eps = r->cfg.optim.eps;
     for (int i = 0; i < tt->n; i++) {
         const struct tensor *t = &tt->t[i];
         const float *v = r->adamw.v + t->offset;
-        // sqrt(v̂) < ε  ⇔  v < ε²·(1 − β₂ᵗ): no square root or division per entry
         double n = (double)t->size;
-        float vsmall = (float)(eps * eps * bc2);
-        double vs = stats_sum(v, t->size) / bc2;
-        double small = (double)stats_count_below(v, t->size, vsmall);
-        probe_row(&p->set, p->grad_rms)[i] = stats_rms(r->tensor_sumsq[i], n);
-        probe_row(&p->set, p->param_rms)[i] =
+        // sqrt(v̂) < ε  ⇔  v < ε²·(1 − β₂ᵗ): no square root or division per entry. Entries
+        // never updated (v = 0) are counted apart.
+        double zero = (double)stats_count_zero(v, t->size);
+        double below = (double)stats_count_below(v, t->size, (float)(eps * eps * bc2));
+        double small = below > zero ? below - zero : 0.0;
+        double vs = bc2 > 0.0 ? stats_sum(v, t->size) / bc2 : 0.0;
+        probe_row(&p->set, PROBE_GRAD_RMS)[i] = stats_rms(r->tensor_sumsq[i], n);
+        probe_row(&p->set, PROBE_PARAM_RMS)[i] =
             stats_rms(stats_sumsq(r->params + t->offset, t->size), n);
-        probe_row(&p->set, p->update_rms)[i] =
-            stats_rms(stats_sumsq(r->update + t->offset, t->size), n);
+        probe_row(&p->set, PROBE_UPDATE_RMS)[i] =
+            skipped ? NAN : stats_rms(stats_sumsq(r->update + t->offset, t->size), n);
         int adam = !(r->muon_on && r->muon_owner[i] >= 0); // AdamW's group only
-        probe_row(&p->set, p->adam_sqrt_v_rms)[i] = adam ? sqrt(vs / n) : 0.0;
-        probe_row(&p->set, p->adam_eps_frac)[i] = adam ? (double)small / n : 0.0;
-        if (p->muon_ortho >= 0) {
+        probe_row(&p->set, PROBE_ADAM_SQRT_V_RMS)[i] = adam ? sqrt(vs / n) : 0.0;
+        probe_row(&p->set, PROBE_ADAM_EPS_FRAC)[i] = adam && n > zero ? small / (n - zero) : 0.0;
+        probe_row(&p->set, PROBE_ADAM_V_ZERO_FRAC)[i] = adam ? zero / n : 0.0;
+        if (probe_has(&p->set, PROBE_MUON_ORTHO)) {
             int m = r->muon_owner[i] >= 0;
-            probe_row(&p->set, p->muon_ortho)[i] = m ? r->muon_ortho[i] : 0.0;
-            probe_row(&p->set, p->muon_momentum_rms)[i] =
+            probe_row(&p->set, PROBE_MUON_ORTHO)[i] = m ? (skipped ? NAN : r->muon_ortho[i]) : 0.0;
+            probe_row(&p->set, PROBE_MUON_MOMENTUM_RMS)[i] =
                 m ? stats_rms(stats_sumsq(r->muon.momentum + t->offset, t->size), n) : 0.0;
         }
     }
@@ -525,7 +461,7 @@ static int check_events(struct run *r, const struct step_result *res, long step,
             p->win_n++;
     }
     if (r->probe_step) {
-        const double *mx = probe_row(&p->set, p->attn_max_logit);
+        const double *mx = probe_row(&p->set, PROBE_ATTN_MAX_LOGIT);
         int worst = 0, n = r->cfg.model.layers * r->cfg.model.heads;
         for (int i = 1; i < n; i++)
             worst = mx[i] > mx[worst] ? i : worst;
@@ -551,25 +487,27 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     long step = r->step; // the step just taken, counted from 1
     if (!p->active)
         return 0;
-    probe_row(&p->set, p->loss_total)[0] = res->loss.total;
-    probe_row(&p->set, p->loss_ce)[0] = res->loss.ce;
-    probe_row(&p->set, p->loss_z)[0] = res->loss.z;
-    probe_row(&p->set, p->loss_aux)[0] = res->loss.aux;
-    if (p->loss_balance >= 0) {
-        probe_row(&p->set, p->loss_balance)[0] = res->loss.balance;
-        probe_row(&p->set, p->loss_router_z)[0] = res->loss.router_z;
+    probe_row(&p->set, PROBE_LOSS_TOTAL)[0] = res->loss.total;
+    probe_row(&p->set, PROBE_LOSS_CE)[0] = res->loss.ce;
+    probe_row(&p->set, PROBE_LOSS_Z)[0] = res->loss.z;
+    probe_row(&p->set, PROBE_LOSS_AUX)[0] = res->loss.aux;
+    if (probe_has(&p->set, PROBE_LOSS_BALANCE)) {
+        probe_row(&p->set, PROBE_LOSS_BALANCE)[0] = res->loss.balance;
+        probe_row(&p->set, PROBE_LOSS_ROUTER_Z)[0] = res->loss.router_z;
     }
-    probe_row(&p->set, p->lr)[0] = res->lr;
-    probe_row(&p->set, p->grad_norm)[0] = res->grad_norm;
-    probe_row(&p->set, p->clip)[0] = res->clip_factor;
-    probe_row(&p->set, p->tokens_per_s)[0] = tokens_per_s;
-    fill_output_rows(r);
+    probe_row(&p->set, PROBE_LR)[0] = res->lr;
+    probe_row(&p->set, PROBE_GRAD_NORM)[0] = res->grad_norm;
+    // a skipped step (non-finite, train.on_nonfinite = skip) computed no update
+    probe_row(&p->set, PROBE_CLIP)[0] = res->finite ? res->clip_factor : NAN;
+    probe_row(&p->set, PROBE_TOKENS_PER_S)[0] = tokens_per_s;
+    probe_row(&p->set, PROBE_SKIPPED)[0] = !res->finite;
+    fill_global_rows(r, probe_set_due(&p->set, step));
     if (probe_set_due(&p->set, step))
-        fill_tensor_rows(r); // the model rows were filled inside the step
+        fill_tensor_rows(r, !res->finite);
 
     if (probe_set_write(&p->set, step, err, errlen) != 0)
         return -1;
-    if (r->lr_probe_due) {
+    if (r->lr_probe_due && res->finite) { // a skipped step ran no LR probe
         double s = (double)step;
         if (h5_series_append(p->set.file, p->lr_step, &s, err, errlen) != 0 ||
             h5_series_append(p->set.file, p->lr_loss, r->lr_probe_loss, err, errlen) != 0)
@@ -625,5 +563,5 @@ void run_probes_close(struct run *r)
     free(r->probes.moe_last_seen);
     r->probes.win_loss = r->probes.win_gnorm = NULL;
     r->probes.moe_last_seen = NULL;
-    r->probes.active = 0;
+    r->probes.active = r->probes.collect = 0;
 }

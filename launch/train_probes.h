@@ -5,6 +5,7 @@
 
 #include <stddef.h>
 
+#include "probes/leaf.h"
 #include "probes/probes.h"
 
 struct run;
@@ -13,17 +14,12 @@ struct step_result;
 // Indices of the registered probes.
 struct run_probes {
     struct probe_set set;
-    int active; // rank 0 of the run with probes.enabled
-    int loss_total, loss_ce, loss_z, loss_aux, lr, grad_norm, clip, tokens_per_s;
-    int attn_max_logit, attn_entropy, attn_q_rms, attn_k_rms;
-    int logz_mean, logz_std, logz_max, logit_rms, resid_rms;
-    int grad_rms, param_rms, update_rms, adam_sqrt_v_rms, adam_eps_frac;
-    int muon_ortho, muon_momentum_rms; // −1 unless optim.name = muon
-    int kv_latent_rms, q_latent_rms;   // MLA (−1 otherwise)
-    // MoE (−1 for dense models)
-    int loss_balance, loss_router_z;
-    int moe_load, moe_dropped, moe_router_z, moe_entropy, moe_dead;
-    long *moe_last_seen;      // [MoE blocks, experts] last step whose probed micro-batch chose it
+    int active;               // rank 0 of the run with probes.enabled: writes probes.h5
+    int collect;              // every rank of such a run: fills its micro-batches' probe records
+    struct probe_leaf leaf;   // the records' layout (set up by run_init)
+    double *every_sum;        // [leaf.every.size] the step's records folded over the global batch
+    double *step_sum;         // [leaf.step.size] the same for the probe-step records
+    long *moe_last_seen;      // [MoE blocks, experts] last step in which any token chose it
     int eval_step, eval_loss; // h5 series handles of /eval
     int lr_step, lr_loss;     // /lr_probe/step, /lr_probe/loss
     int ev_step, ev_kind, ev_detail; // /events/{step,kind,detail}
@@ -43,12 +39,6 @@ int run_h5_config(struct h5file *f, const struct config *c, char *err, size_t er
 // Registers every probe (all ranks, so the layout is known) and, on rank 0, creates
 // out_dir/probes.h5 with /provenance, /config and /tensors. Returns 0 or -1 with err.
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen);
-// Fills the attention and residual rows from the step's activations (the last micro-batch).
-// train_step calls it on probe steps before anything else reuses the arena.
-void run_probes_fill_model(struct run *r);
-// MoE: notes which experts the forward just run chose (rank 0, the last micro-batch of a step),
-// for the dead-expert count.
-void run_probes_moe_seen(struct run *r);
 // Fills and appends the rows of this step (rank 0). Call after train_step.
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen);

@@ -136,7 +136,7 @@ struct model {
     int tok_embed, pos_embed, final_norm, head; // table indices (pos_embed −1 for RoPE)
     struct block_index *blocks;                 // [L]
     struct model_acts acts;
-    int probe_attention; // set by the caller for forwards whose attention statistics it reads
+    int probe_attention; // forwards record attention statistics (model_set_probing)
     // MoE: what the caller sets, and what forward reports
     int moe_layers;                  // blocks with the MoE feed-forward
     double balance_coef, z_coef;     // optim.balance_loss, optim.router_z_loss
@@ -180,6 +180,30 @@ double model_memory_estimate(const struct model_config *cfg, int B, double *acts
 // Floats of the arena that the attention halves of all blocks keep for backward (projections,
 // latents, q, k, v, probabilities, outputs), for the benchmark's memory comparison.
 size_t model_attention_act_floats(const struct model *m);
+
+// What the probes read from one forward (model_probes.c). Every field is a sum over the B
+// sequences of that forward, or a maximum, so the caller can combine forwards and ranks
+// (probes/partials.h). Arrays the model has no use for (no MLA, no MoE) may be NULL.
+struct model_probe_sums {
+    double *attn_max;     // [L, H] max |q·k|·scale over causal pairs (the pre-softmax logit)
+    double *attn_entropy; // [L, H] Σ over query rows of −Σ_j p log p (nats)
+    double *q_sumsq;      // [L, H] Σ q² as attended (after qk-norm and RoPE), d_qk wide
+    double *k_sumsq;      // [L, H] Σ k² as attended
+    double *resid_sumsq;  // [L] Σ x² of the residual stream after each block
+    double *kv_latent_sumsq, *q_latent_sumsq; // [L] MLA: Σ c_kv², Σ c_q² before their norms
+    double *moe_kept;    // [MoE blocks, E] token-expert pairs each expert kept (capacity)
+    double *moe_z;       // [MoE blocks] Σ over tokens of logsumexp(router logits)²
+    double *moe_entropy; // [MoE blocks] Σ over tokens of the router softmax entropy
+};
+
+// Whether the coming forwards record attention statistics (they cost a little).
+void model_set_probing(struct model *m, int on);
+// The probe sums of the last forward of B sequences, which ran with probing on. OVERWRITES the
+// arrays in out.
+void model_probe_sums(const struct model *m, int B, const struct model_probe_sums *out);
+// chosen[MoE blocks, E]: token-expert pairs the last forward's router chose, before capacity.
+// OVERWRITES. Independent of probing (routing always counts).
+void model_moe_chosen(const struct model *m, double *chosen);
 
 // Matmul FLOPs of one forward over B sequences (backward is 2× this).
 double model_forward_flops(const struct model_config *cfg, int B);

@@ -60,3 +60,24 @@ int tensor_kind_decays(enum tensor_kind kind)
 {
     return kind != TENSOR_GAIN;
 }
+
+const char *tensor_kind_name(enum tensor_kind kind)
+{
+    switch (kind) {
+    case TENSOR_EMBEDDING:
+        return "embedding";
+    case TENSOR_POS_EMBEDDING:
+        return "pos_embedding";
+    case TENSOR_MATRIX:
+        return "matrix";
+    case TENSOR_GAIN:
+        return "gain";
+    case TENSOR_HEAD:
+        return "head";
+    case TENSOR_EXPERT:
+        return "expert";
+    case TENSOR_ROUTER:
+        return "router";
+    }
+    return "unknown";
+}

@@ -43,6 +43,8 @@ int tensor_table_add(struct tensor_table *tt, const char *name, int rows, int co
                      enum tensor_kind kind, int layer);
 // Index of the tensor called name, or -1.
 int tensor_table_find(const struct tensor_table *tt, const char *name);
+// The kind as a word: "embedding", "pos_embedding", "matrix", "gain", "head", "expert", "router".
+const char *tensor_kind_name(enum tensor_kind kind);
 // True for the kinds that take weight decay by default (every 2-D tensor, not gains).
 int tensor_kind_decays(enum tensor_kind kind);
 

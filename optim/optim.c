@@ -49,3 +49,13 @@ int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind)
     return oc->name == OPTIM_MUON &&
            (kind == TENSOR_MATRIX || kind == TENSOR_EXPERT || kind == TENSOR_ROUTER);
 }
+
+double optim_independent_wd(const struct optim_config *oc, enum tensor_kind kind, double lr_t)
+{
+    if (oc->wd_mode != WD_INDEPENDENT)
+        return 0.0;
+    // as adamw_update_compute and muon_finish form their updates
+    if (optim_uses_muon(oc, kind))
+        return lr_t / oc->lr * oc->muon_weight_decay;
+    return tensor_kind_decays(kind) ? lr_t / oc->lr * oc->weight_decay : 0.0;
+}

@@ -41,6 +41,12 @@ struct optim_config {
 // matrix: attention, MLP, expert or router), 0 for AdamW.
 int optim_uses_muon(const struct optim_config *oc, enum tensor_kind kind);
 
+// The coefficient c of the weight-decay term c·θ in a tensor's update (AdamW's or Muon's) that
+// does not scale with the learning rate: with wd_mode = independent, (lr_t / lr)·λ of the
+// tensor's group; 0 with wd_mode = coupled (the term lr_t·λ·θ scales with the learning rate, as
+// the rest of the update) and for tensors without decay. The LR probe scales only the rest.
+double optim_independent_wd(const struct optim_config *oc, enum tensor_kind kind, double lr_t);
+
 // Per-tensor Σ g² into sumsq[table.n] (double), each tensor summed in a fixed order; returns the
 // global L2 norm. Thread-count independent.
 double optim_grad_norm(double *sumsq, const float *grads, const struct tensor_table *tt);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
+#include <hdf5_hl.h> // H5DS: dimension scales
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -290,13 +291,12 @@ static hid_t string_type(void)
     return type;
 }
 
-// Opens group obj, creating it and its parents when missing. Caller closes.
-static hid_t group_open(struct h5file *f, const char *obj)
+// Opens the group or dataset obj; a missing obj becomes a group (with its parents). The caller
+// closes it with H5Oclose.
+static hid_t object_open(struct h5file *f, const char *obj)
 {
-    if (strcmp(obj, "/") == 0)
-        return H5Gopen2(f->file, "/", H5P_DEFAULT);
-    if (H5Lexists(f->file, obj, H5P_DEFAULT) > 0)
-        return H5Gopen2(f->file, obj, H5P_DEFAULT);
+    if (strcmp(obj, "/") == 0 || H5Lexists(f->file, obj, H5P_DEFAULT) > 0)
+        return H5Oopen(f->file, obj, H5P_DEFAULT);
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
     H5Pset_create_intermediate_group(lcpl, 1);
     hid_t g = H5Gcreate2(f->file, obj, lcpl, H5P_DEFAULT, H5P_DEFAULT);
@@ -307,7 +307,7 @@ static hid_t group_open(struct h5file *f, const char *obj)
 static int attr_write(struct h5file *f, const char *obj, const char *name, hid_t type,
                       const void *value, char *err, size_t errlen)
 {
-    hid_t g = group_open(f, obj), space = -1, attr = -1;
+    hid_t g = object_open(f, obj), space = -1, attr = -1;
     int rc = -1;
     if (g < 0) {
         FAIL("create group '%s' in '%s' failed", obj, f->path);
@@ -324,7 +324,7 @@ static int attr_write(struct h5file *f, const char *obj, const char *name, hid_t
     if (attr >= 0)
         H5Aclose(attr);
     H5Sclose(space);
-    H5Gclose(g);
+    H5Oclose(g);
     return rc;
 }
 
@@ -679,6 +679,47 @@ int h5_write_strings(struct h5file *f, const char *path, const char *const *stri
     H5Sclose(space);
     H5Tclose(type);
     return rc;
+}
+
+int h5_write_i32(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const int32_t *data, char *err, size_t errlen)
+{
+    hsize_t d[4];
+    for (int i = 0; i < ndim && i < 4; i++)
+        d[i] = dims[i];
+    hid_t space = H5Screate_simple(ndim, d, NULL);
+    int rc = dataset_write(f, path, H5T_NATIVE_INT32, space, H5P_DEFAULT, data, err, errlen);
+    H5Sclose(space);
+    return rc;
+}
+
+int h5_dim_scale(struct h5file *f, const char *path, const char *name, char *err, size_t errlen)
+{
+    hid_t d = H5Dopen2(f->file, path, H5P_DEFAULT);
+    herr_t e = d >= 0 ? H5DSset_scale(d, name) : -1;
+    if (d >= 0)
+        H5Dclose(d);
+    if (e < 0) {
+        FAIL("make '%s' a dimension scale in '%s' failed", path, f->path);
+        return -1;
+    }
+    return 0;
+}
+
+int h5_dim_attach(struct h5file *f, const char *path, int dim, const char *scale, char *err,
+                  size_t errlen)
+{
+    hid_t d = H5Dopen2(f->file, path, H5P_DEFAULT), s = H5Dopen2(f->file, scale, H5P_DEFAULT);
+    herr_t e = d >= 0 && s >= 0 ? H5DSattach_scale(d, s, (unsigned)dim) : -1;
+    if (d >= 0)
+        H5Dclose(d);
+    if (s >= 0)
+        H5Dclose(s);
+    if (e < 0) {
+        FAIL("attach scale '%s' to dimension %d of '%s' in '%s' failed", scale, dim, path, f->path);
+        return -1;
+    }
+    return 0;
 }
 
 void h5_version(char *out, size_t len)

@@ -37,7 +37,8 @@ int h5_seal_check(const unsigned char *image, size_t size, char *err, size_t err
 // (h5py with swmr=True) see every flushed row. No dataset may be created afterwards.
 int h5_start_swmr(struct h5file *f, char *err, size_t errlen);
 
-// Attributes on a group (created with its parents if missing), e.g. obj = "/provenance".
+// Attributes on a group or dataset (a missing obj becomes a group, with its parents), e.g.
+// obj = "/provenance".
 int h5_attr_str(struct h5file *f, const char *obj, const char *name, const char *value, char *err,
                 size_t errlen);
 int h5_attr_f64(struct h5file *f, const char *obj, const char *name, double value, char *err,
@@ -49,6 +50,17 @@ int h5_attr_read_i64(struct h5file *f, const char *obj, const char *name, int64_
                      size_t errlen);
 int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *value, size_t len,
                      char *err, size_t errlen);
+
+// A fixed int32 dataset (axis labels, tensor shapes).
+int h5_write_i32(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const int32_t *data, char *err, size_t errlen);
+
+// ---- dimension scales (HDF5's H5DS: generic readers such as h5py and xarray see the axes) ----
+// Makes the 1-D dataset at path a dimension scale called name.
+int h5_dim_scale(struct h5file *f, const char *path, const char *name, char *err, size_t errlen);
+// Attaches the scale at `scale` to dimension dim of the dataset at path. Before h5_start_swmr.
+int h5_dim_attach(struct h5file *f, const char *path, int dim, const char *scale, char *err,
+                  size_t errlen);
 
 // ---- row series ----
 // An extendible float64 dataset of rows of shape dims[0..ndim) (ndim 0 = scalar rows), with a

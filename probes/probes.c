@@ -1,6 +1,7 @@
 // The probe registry and its series in probes.h5.
 #include "probes/probes.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,8 @@
 void probe_set_init(struct probe_set *ps, int layers, int heads, int tensors, int every)
 {
     memset(ps, 0, sizeof(*ps));
+    for (int id = 0; id < PROBE_IDS; id++)
+        ps->slot[id] = -1;
     ps->layers = layers;
     ps->heads = heads;
     ps->tensors = tensors;
@@ -28,36 +31,64 @@ void probe_set_free(struct probe_set *ps)
     for (int i = 0; i < ps->n; i++)
         free(ps->p[i].row);
     ps->n = 0;
+    for (int id = 0; id < PROBE_IDS; id++)
+        ps->slot[id] = -1;
 }
 
-int probe_register(struct probe_set *ps, const char *name, enum probe_shape shape, int every_step,
-                   const char *description)
+static int needs_met(enum probe_needs n, const struct probe_features *f)
 {
-    ASSERT(ps->n < PROBE_MAX && ps->file == NULL);
-    struct probe *p = &ps->p[ps->n];
-    snprintf(p->name, sizeof(p->name), "%s", name);
-    p->shape = shape;
-    p->every_step = every_step;
-    p->size = shape == PROBE_SCALAR        ? 1
-              : shape == PROBE_LAYERS      ? ps->layers
-              : shape == PROBE_LAYER_HEADS ? ps->layers * ps->heads
-              : shape == PROBE_MOE_LAYERS  ? ps->moe_layers
-              : shape == PROBE_MOE_EXPERTS ? ps->moe_layers * ps->experts
-                                           : ps->tensors;
-    ASSERT(p->size > 0);
-    p->row = xcalloc((size_t)p->size, sizeof(double));
-    snprintf(p->description, sizeof(p->description), "%s", description);
-    return ps->n++;
+    switch (n) {
+    case PROBE_NEEDS_NOTHING:
+        return 1;
+    case PROBE_NEEDS_MLA:
+        return f->mla;
+    case PROBE_NEEDS_Q_LATENT:
+        return f->q_latent;
+    case PROBE_NEEDS_MOE:
+        return f->moe;
+    case PROBE_NEEDS_MUON:
+        return f->muon;
+    }
+    return 0;
 }
 
-double *probe_row(struct probe_set *ps, int i)
+void probe_set_register(struct probe_set *ps, const struct probe_features *f)
 {
-    return ps->p[i].row;
+    ASSERT(ps->file == NULL && ps->n == 0);
+    for (int id = 0; id < PROBE_IDS; id++) {
+        const struct probe_entry *e = &probe_catalogue[id];
+        ASSERT(e->id == (enum probe_id)id); // the table is in enum order
+        ps->slot[id] = -1;
+        if (!needs_met(e->needs, f))
+            continue;
+        ASSERT(ps->n < PROBE_MAX);
+        struct probe *p = &ps->p[ps->n];
+        p->entry = e;
+        p->size = e->shape == PROBE_SCALAR        ? 1
+                  : e->shape == PROBE_LAYERS      ? ps->layers
+                  : e->shape == PROBE_LAYER_HEADS ? ps->layers * ps->heads
+                  : e->shape == PROBE_MOE_LAYERS  ? ps->moe_layers
+                  : e->shape == PROBE_MOE_EXPERTS ? ps->moe_layers * ps->experts
+                                                  : ps->tensors;
+        ASSERT(p->size > 0);
+        p->row = xcalloc((size_t)p->size, sizeof(double));
+        ps->slot[id] = ps->n++;
+    }
+}
+
+double *probe_row(struct probe_set *ps, enum probe_id id)
+{
+    return ps->slot[id] >= 0 ? ps->p[ps->slot[id]].row : NULL;
+}
+
+int probe_has(const struct probe_set *ps, enum probe_id id)
+{
+    return ps->slot[id] >= 0;
 }
 
 static int probe_dims(const struct probe_set *ps, const struct probe *p, int *dims)
 {
-    switch (p->shape) {
+    switch (p->entry->shape) {
     case PROBE_SCALAR:
         return 0;
     case PROBE_LAYERS:
@@ -97,12 +128,78 @@ int probe_set_create(struct probe_set *ps, const char *path, char *err, size_t e
         struct probe *p = &ps->p[i];
         char desc[400];
         int nd = probe_dims(ps, p, dims);
-        snprintf(desc, sizeof(desc), "%s (rows aligned with %s)", p->description,
-                 p->every_step ? "/step" : "/probe_step");
-        if (h5_series_create(ps->file, p->name, nd, dims, desc, &p->series, err, errlen) != 0)
+        snprintf(desc, sizeof(desc), "%s (rows aligned with %s)", p->entry->description,
+                 p->entry->every_step ? "/step" : "/probe_step");
+        if (h5_series_create(ps->file, p->entry->name, nd, dims, desc, &p->series, err, errlen) !=
+            0)
             return -1;
     }
     return 0;
+}
+
+// /axes/<name> = values[0, n), made a dimension scale called name.
+static int axis(struct probe_set *ps, const char *name, const int32_t *values, int n,
+                const char *description, char *err, size_t errlen)
+{
+    char path[64];
+    size_t dims[1] = {(size_t)n};
+    snprintf(path, sizeof(path), "/axes/%s", name);
+    return h5_write_i32(ps->file, path, 1, dims, values, err, errlen) ||
+           h5_dim_scale(ps->file, path, name, err, errlen) ||
+           h5_attr_str(ps->file, path, "description", description, err, errlen);
+}
+
+int probe_set_scales(struct probe_set *ps, const char *tensor_names, const int *moe_blocks,
+                     char *err, size_t errlen)
+{
+    int big = ps->layers > ps->heads ? ps->layers : ps->heads, rc = 0;
+    big = big > ps->experts ? big : ps->experts;
+    int32_t *idx = xcalloc((size_t)big + 1, sizeof(int32_t));
+    for (int i = 0; i <= big; i++)
+        idx[i] = i;
+    rc = h5_dim_scale(ps->file, "/step", "step", err, errlen) ||
+         h5_dim_scale(ps->file, "/probe_step", "probe_step", err, errlen) ||
+         h5_dim_scale(ps->file, tensor_names, "tensor", err, errlen) ||
+         axis(ps, "layer", idx, ps->layers, "block index of the layer axis", err, errlen) ||
+         axis(ps, "head", idx, ps->heads, "attention head index", err, errlen);
+    if (rc == 0 && ps->moe_layers > 0) {
+        int32_t *blocks = xcalloc((size_t)ps->moe_layers, sizeof(int32_t));
+        for (int i = 0; i < ps->moe_layers; i++)
+            blocks[i] = moe_blocks[i];
+        rc = axis(ps, "moe_block", blocks, ps->moe_layers,
+                  "block index of each MoE block (the moe_block axis)", err, errlen) ||
+             axis(ps, "expert", idx, ps->experts, "routed expert index", err, errlen);
+        free(blocks);
+    }
+    free(idx);
+    for (int i = 0; rc == 0 && i < ps->n; i++) {
+        const struct probe_entry *e = ps->p[i].entry;
+        const char *axes[2] = {NULL, NULL};
+        switch (e->shape) {
+        case PROBE_SCALAR:
+            break;
+        case PROBE_LAYERS:
+            axes[0] = "/axes/layer";
+            break;
+        case PROBE_LAYER_HEADS:
+            axes[0] = "/axes/layer", axes[1] = "/axes/head";
+            break;
+        case PROBE_TENSORS:
+            axes[0] = tensor_names;
+            break;
+        case PROBE_MOE_LAYERS:
+            axes[0] = "/axes/moe_block";
+            break;
+        case PROBE_MOE_EXPERTS:
+            axes[0] = "/axes/moe_block", axes[1] = "/axes/expert";
+            break;
+        }
+        rc = h5_dim_attach(ps->file, e->name, 0, e->every_step ? "/step" : "/probe_step", err,
+                           errlen);
+        for (int d = 0; rc == 0 && d < 2 && axes[d]; d++)
+            rc = h5_dim_attach(ps->file, e->name, d + 1, axes[d], err, errlen);
+    }
+    return rc ? -1 : 0;
 }
 
 int probe_set_reopen(struct probe_set *ps, const char *path, long step, char *err, size_t errlen)
@@ -114,7 +211,7 @@ int probe_set_reopen(struct probe_set *ps, const char *path, long step, char *er
         h5_series_open(ps->file, "/probe_step", &ps->probe_step_series, err, errlen) != 0)
         return -1;
     for (int i = 0; i < ps->n; i++)
-        if (h5_series_open(ps->file, ps->p[i].name, &ps->p[i].series, err, errlen) != 0)
+        if (h5_series_open(ps->file, ps->p[i].entry->name, &ps->p[i].series, err, errlen) != 0)
             return -1;
     // Keep the rows of steps ≤ step; both axes are sorted by step.
     int axes[2] = {ps->step_series, ps->probe_step_series};
@@ -130,7 +227,7 @@ int probe_set_reopen(struct probe_set *ps, const char *path, long step, char *er
         if (h5_series_truncate(ps->file, axes[a], rows, err, errlen) != 0)
             return -1;
         for (int i = 0; i < ps->n; i++)
-            if (ps->p[i].every_step == (a == 0) &&
+            if (ps->p[i].entry->every_step == (a == 0) &&
                 h5_series_truncate(ps->file, ps->p[i].series, rows, err, errlen) != 0)
                 return -1;
     }
@@ -159,7 +256,7 @@ int probe_set_write(struct probe_set *ps, long step, char *err, size_t errlen)
         return -1;
     for (int i = 0; i < ps->n; i++) {
         struct probe *p = &ps->p[i];
-        if ((p->every_step || due) &&
+        if ((p->entry->every_step || due) &&
             h5_series_append(ps->file, p->series, p->row, err, errlen) != 0)
             return -1;
     }

@@ -42,6 +42,14 @@ size_t stats_count_below(const float *x, size_t n, float bound)
     return c;
 }
 
+size_t stats_count_zero(const float *x, size_t n)
+{
+    size_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        c += x[i] == 0.0f;
+    return c;
+}
+
 double stats_rms(double sumsq, double n)
 {
     return n > 0 ? sqrt(sumsq / n) : 0.0;

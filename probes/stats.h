@@ -19,6 +19,9 @@ double stats_sum(const float *x, size_t n);
 // How many of x[0, n) are below bound (a NaN is not).
 size_t stats_count_below(const float *x, size_t n, float bound);
 
+// How many of x[0, n) are zero (either sign).
+size_t stats_count_zero(const float *x, size_t n);
+
 // sqrt(sumsq / n); 0 for n = 0.
 double stats_rms(double sumsq, double n);
 

@@ -3,6 +3,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "probes/catalogue.h"
+#include "probes/leaf.h"
+#include "probes/partials.h"
+#include "probes/probes.h"
 #include "probes/stats.h"
 #include "testing.h"
 
@@ -109,6 +113,145 @@ static void test_stats_spike_z_hand_values(void **state)
     assert_false(stats_spike_z(win, 1, 9.0, &z));
 }
 
+// A layout of one of each kind: sums fold by addition, maxima by max (NaN sticky), moments by
+// Chan's merge; the identity leaves a single record unchanged.
+static void test_partials_fold_each_kind(void **state)
+{
+    (void)state;
+    struct partial_layout l;
+    partial_layout_init(&l);
+    int s = partial_layout_add(&l, PARTIAL_SUM, 2), m = partial_layout_add(&l, PARTIAL_MAX, 2);
+    int z = partial_layout_add(&l, PARTIAL_MOMENTS, 1), e = partial_layout_add(&l, PARTIAL_SUM, 0);
+    assert_int_equal(l.size, 2 + 2 + 3);
+    assert_int_equal(e, l.size);
+    // three leaves; the moments are of {1, 3}, {5} and {} (mean 3, m2 = 8 over n = 3)
+    double recs[3][7] = {
+        {1, 10, -5, 2, 2, 2, 2}, {2, 20, -7, NAN, 1, 5, 0}, {4, 40, -1, 1, 0, 0, 0}};
+    double out[7];
+    partials_combine(&l, &recs[0][0], 7, 3, out);
+    expect_near(out[s], 7.0, 0.0);
+    expect_near(out[s + 1], 70.0, 0.0);
+    expect_near(out[m], -1.0, 0.0);
+    assert_true(isnan(out[m + 1])); // a NaN in any leaf reaches the row
+    expect_near(out[z], 3.0, 0.0);
+    expect_near(out[z + 1], 3.0, 1e-15);
+    expect_near(out[z + 2], 8.0, 1e-14);
+    partials_combine(&l, &recs[2][0], 7, 1, out);
+    for (int i = 0; i < 7; i++)
+        expect_near(out[i], recs[2][i], 0.0);
+    partial_identity(&l, out);
+    assert_true(isinf(out[m]) && out[m] < 0);
+    expect_near(out[s], 0.0, 0.0);
+    expect_near(out[z], 0.0, 0.0);
+}
+
+// The fold's order is the leaves' order: the same records give the same bits however they were
+// produced (that is all deterministic mode needs); a maximum is the same for any order.
+static void test_partials_same_records_same_bits(void **state)
+{
+    (void)state;
+    struct partial_layout l;
+    partial_layout_init(&l);
+    partial_layout_add(&l, PARTIAL_SUM, 1);
+    partial_layout_add(&l, PARTIAL_MAX, 1);
+    double recs[4][2] = {{0.1, 3}, {1e16, 9}, {-1e16, 4}, {0.7, 1}}, rev[4][2], a[2], b[2], c[2];
+    for (int k = 0; k < 4; k++)
+        rev[k][0] = recs[3 - k][0], rev[k][1] = recs[3 - k][1];
+    partials_combine(&l, &recs[0][0], 2, 4, a);
+    partials_combine(&l, &recs[0][0], 2, 4, b);
+    partials_combine(&l, &rev[0][0], 2, 4, c);
+    assert_memory_equal(a, b, sizeof(a));
+    expect_near(a[1], 9.0, 0.0);
+    expect_near(c[1], 9.0, 0.0);
+    expect_near(a[0], 0.7, 1e-12); // ((0.1 + 1e16) − 1e16) + 0.7 in double: 0.1 is lost
+    expect_near(c[0], 0.1, 1e-12); // in reverse 0.7 is lost: order matters, so it is fixed
+}
+
+// Rows from folded records, for 2 layers × 1 head, one MoE block of 2 experts, MLA latents, and
+// a global batch of 4 tokens, all worked by hand.
+static void test_leaf_rows_hand_values(void **state)
+{
+    (void)state;
+    struct probe_leaf pl;
+    probe_leaf_init(&pl, 2, 1, 1, 2, 1, 0);
+    assert_int_equal(pl.q_latent_sumsq, -1);
+    double every[64], step[64];
+    assert_true(pl.every.size <= 64 && pl.step.size <= 64);
+    const float logz[4] = {1, 2, 3, 6};                     // mean 3, population std sqrt(3.5)
+    probe_leaf_output(&pl, every, logz, 4, 4.0 * 8 * 9.0);  // logits of RMS 3 over V = 8
+    every[pl.moe_chosen] = 6, every[pl.moe_chosen + 1] = 2; // 4 tokens × top-2 = 8 choices
+    step[pl.attn_max] = 7.5, step[pl.attn_max + 1] = 2.0;
+    step[pl.attn_entropy] = 2.0, step[pl.attn_entropy + 1] = 4.0; // Σ over 4 query rows
+    step[pl.q_sumsq] = 4 * 2 * 4.0, step[pl.q_sumsq + 1] = 0.0;   // d_qk = 2, RMS 2 and 0
+    step[pl.k_sumsq] = 4 * 2 * 1.0, step[pl.k_sumsq + 1] = 4 * 2 * 9.0;
+    step[pl.resid_sumsq] = 4 * 3 * 1.0, step[pl.resid_sumsq + 1] = 4 * 3 * 16.0; // C = 3
+    step[pl.kv_latent_sumsq] = 4 * 5 * 0.25, step[pl.kv_latent_sumsq + 1] = 0.0; // d_c = 5
+    step[pl.moe_kept] = 3, step[pl.moe_kept + 1] = 2;
+    step[pl.moe_z] = 4 * 1.5, step[pl.moe_entropy] = 4 * 0.5;
+    struct probe_leaf_norms nm = {4.0, 8, 2, 3, 5, 0, 2};
+    double lm, ls, lx, lr, mx[2], en[2], qr[2], kr[2], rr[2], kv[2], load[2], drop[2], rz, re;
+    struct probe_leaf_rows rows = {&lm, &ls, &lx,  &lr,  mx,   en,  qr, kr,
+                                   rr,  kv,  NULL, load, drop, &rz, &re};
+    probe_leaf_rows(&pl, every, step, &nm, &rows);
+    expect_near(lm, 3.0, 1e-15);
+    expect_near(ls, sqrt(3.5), 1e-15);
+    expect_near(lx, 6.0, 0.0);
+    expect_near(lr, 3.0, 1e-15);
+    expect_near(mx[0], 7.5, 0.0);
+    expect_near(mx[1], 2.0, 0.0);
+    expect_near(en[0], 0.5, 0.0);
+    expect_near(en[1], 1.0, 0.0);
+    expect_near(qr[0], 2.0, 1e-15);
+    expect_near(qr[1], 0.0, 0.0);
+    expect_near(kr[0], 1.0, 1e-15);
+    expect_near(kr[1], 3.0, 1e-15);
+    expect_near(rr[0], 1.0, 1e-15);
+    expect_near(rr[1], 4.0, 1e-15);
+    expect_near(kv[0], 0.5, 1e-15);
+    expect_near(load[0], 0.75, 0.0);
+    expect_near(load[1], 0.25, 0.0);
+    expect_near(drop[0], 0.5, 0.0); // 3 of 6 kept
+    expect_near(drop[1], 0.0, 0.0);
+    expect_near(rz, 1.5, 0.0);
+    expect_near(re, 0.5, 0.0);
+    // off a probe step only the output rows are written
+    mx[0] = -1.0;
+    probe_leaf_rows(&pl, every, NULL, &nm, &rows);
+    expect_near(mx[0], -1.0, 0.0);
+}
+
+// The catalogue is in enum order with unique names, and a run gets exactly the probes its model
+// and optimizer have.
+static void test_catalogue_and_features(void **state)
+{
+    (void)state;
+    for (int i = 0; i < PROBE_IDS; i++) {
+        assert_int_equal(probe_catalogue[i].id, i);
+        assert_true(strlen(probe_catalogue[i].description) > 10);
+        assert_true(strlen(probe_catalogue[i].description) < 360);
+        for (int j = 0; j < i; j++)
+            assert_string_not_equal(probe_catalogue[i].name, probe_catalogue[j].name);
+    }
+    struct probe_set ps;
+    struct probe_features dense = {0, 0, 0, 0}, all = {1, 1, 1, 1};
+    probe_set_init(&ps, 2, 3, 5, 10);
+    probe_set_moe(&ps, 1, 4);
+    probe_set_register(&ps, &dense);
+    assert_true(probe_has(&ps, PROBE_ATTN_MAX_LOGIT));
+    assert_false(probe_has(&ps, PROBE_MOE_LOAD));
+    assert_null(probe_row(&ps, PROBE_MUON_ORTHO));
+    assert_null(probe_row(&ps, PROBE_KV_LATENT_RMS));
+    probe_row(&ps, PROBE_ATTN_MAX_LOGIT)[2 * 3 - 1] = 1.0; // [layers, heads] fits
+    probe_set_free(&ps);
+    probe_set_init(&ps, 2, 3, 5, 10);
+    probe_set_moe(&ps, 1, 4);
+    probe_set_register(&ps, &all);
+    assert_int_equal(ps.n, PROBE_IDS);
+    probe_row(&ps, PROBE_MOE_LOAD)[4 - 1] = 1.0; // [MoE blocks, experts]
+    probe_row(&ps, PROBE_GRAD_RMS)[5 - 1] = 1.0; // [tensors]
+    probe_set_free(&ps);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -118,6 +261,10 @@ int main(void)
         cmocka_unit_test(test_stats_moments_merge_equals_whole),
         cmocka_unit_test(test_stats_moments_small_spread),
         cmocka_unit_test(test_stats_spike_z_hand_values),
+        cmocka_unit_test(test_partials_fold_each_kind),
+        cmocka_unit_test(test_partials_same_records_same_bits),
+        cmocka_unit_test(test_leaf_rows_hand_values),
+        cmocka_unit_test(test_catalogue_and_features),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

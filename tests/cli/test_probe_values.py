@@ -1,7 +1,9 @@
 """Every probe (with the LR probe running at the same steps, reusing the activation arena)
 against an independent computation (tests/torch_probes.py, float64 PyTorch) on a
-tiny model. A corpus of one repeated byte makes every training window the same sequence, so the
-batch of each step is known; checkpoints at every step give the weights the step started from."""
+tiny model. The corpus is varied text, so every sequence of a batch differs and a probe that
+read the wrong sequence, or only some of them, would miss; the batch of each step comes from a
+Python copy of canary's sampler (counter-based: a pure function of seed and position).
+Checkpoints at every step give the weights the step started from."""
 import os
 import sys
 
@@ -41,6 +43,33 @@ lr_probe_every = 1
 """
 
 
+M64 = (1 << 64) - 1
+
+
+def _mix64(z):
+    z = ((z ^ (z >> 30)) * 0xbf58476d1ce4e5b9) & M64
+    z = ((z ^ (z >> 27)) * 0x94d049bb133111eb) & M64
+    return z ^ (z >> 31)
+
+
+def rng_u64(seed, stream, index):
+    """util/rng.c's rng_u64."""
+    h = _mix64((seed + 0x9e3779b97f4a7c15) & M64)
+    h = _mix64(h ^ ((stream * 0xd6e8feb86659fd93 + 0x632be59bd9b4e019) & M64))
+    return _mix64(h ^ ((index + 0x9e3779b97f4a7c15) & M64))
+
+
+def train_batch(tokens, n_train, seed, step, batch, T):
+    """data/sampler.c's training batch of step `step` (0-based): inputs and targets [B, T]."""
+    starts = n_train - T
+    xs, ys = [], []
+    for b in range(batch):
+        s0 = rng_u64(seed, 1, step * batch + b) % starts  # RNG_STREAM_SAMPLE = 1
+        xs.append(tokens[s0:s0 + T])
+        ys.append(tokens[s0 + 1:s0 + T + 1])
+    return torch.tensor(xs, dtype=torch.long), torch.tensor(ys, dtype=torch.long)
+
+
 def load(ckpt, cfg):
     with h5py.File(ckpt, "r") as f:
         params = {n: torch.tensor(np.array(f["params"][n]), dtype=torch.float64)
@@ -51,27 +80,32 @@ def load(ckpt, cfg):
 
 
 def check(canary, tmp_path, qk, pos):
-    data = tmp_path / "same.bin"
-    write_tokens(data, [7] * 4000)
+    data = tmp_path / "varied.bin"
+    rng = np.random.default_rng(5)
+    tokens = [int(t) for t in rng.integers(0, 32, 4000)]
+    write_tokens(data, tokens)
     ini = tmp_path / "tiny.ini"
     ini.write_text(CONFIG.format(qk=qk, pos=pos) + f"\n[data]\ntrain = {data}\n")
     out = tmp_path / f"run_{qk}_{pos}"
     r = run(canary, "train", "--config", str(ini), "--out", str(out))
     assert r.returncode == 0, r.stderr
     cfg = tm.load_config(str(ini))
-    x = torch.full((2, 8), 7, dtype=torch.long)
+    n_train = 4000 - int(4000 * 0.05)  # data.val_fraction's tail is held out
+    # step 3 (0-based 2) of batch_size 2 at train.seed = 1, the default
+    x, y = train_batch(tokens, n_train, 1, 2, 2, 8)
+    assert not torch.equal(x[0], x[1])
     with h5py.File(out / "probes.h5", "r") as f:
         names = list(f["tensors/names"].asstr()[:])
         got = {k: f[k][2] for k in ("attn/max_logit", "attn/entropy", "attn/q_rms",
                                     "attn/k_rms", "resid/rms", "output/logz_mean",
                                     "output/logz_std", "output/logz_max", "output/logit_rms",
                                     "grad/rms", "param/rms", "update/rms", "adam/sqrt_v_rms",
-                                    "adam/eps_frac", "loss/total")}
+                                    "adam/eps_frac", "adam/v_zero_frac", "loss/total")}
     # step 3 started from the weights of checkpoint 2 and ended at checkpoint 3
     p2, _, _ = load(out / "ckpt" / "step_00000002.h5", cfg)
     p3, v3, t3 = load(out / "ckpt" / "step_00000003.h5", cfg)
     leaves = {n: p.clone().requires_grad_(True) for n, p in p2.items()}
-    want, loss = torch_probes.probes(cfg, leaves, x, x)
+    want, loss = torch_probes.probes(cfg, leaves, x, y)
     loss.backward()
     for k, w in want.items():
         w = w.detach().numpy()
@@ -87,7 +121,10 @@ def check(canary, tmp_path, qk, pos):
                           atol=1e-9), n
         vhat = v3[n] / (1 - beta2 ** t3)
         assert np.isclose(got["adam/sqrt_v_rms"][i], np.sqrt(np.mean(vhat)), rtol=1e-5), n
-        assert np.isclose(got["adam/eps_frac"][i], np.mean(np.sqrt(vhat) < eps)), n
+        seen = v3[n] > 0  # entries never updated (embedding rows of unseen tokens) apart
+        want_eps = np.mean(np.sqrt(vhat[seen]) < eps) if seen.any() else 0.0
+        assert np.isclose(got["adam/eps_frac"][i], want_eps), n
+        assert np.isclose(got["adam/v_zero_frac"][i], np.mean(~seen)), n
 
 
 def test_probe_values_rope(canary, tmp_path):

@@ -60,6 +60,40 @@ def test_probes_file_explains_itself(canary, small_config, tmp_path):
         assert np.array_equal(f["loss/total"][:], np.array(losses))
 
 
+def test_probes_dimension_scales_and_tensor_table(canary, small_config, tmp_path):
+    """Generic readers see every series' axes through HDF5 dimension scales, and /tensors
+    counts the parameters exactly (MoE: router and every expert)."""
+    out = tmp_path / "scales"
+    train(canary, small_config, out, "model.experts=4", "model.top_k=2", "model.moe_every=2",
+          "train.steps=4", "probes.every=2")
+    with h5py.File(out / "probes.h5", "r") as f:
+        def axes(name):
+            return [d[0].name for d in f[name].dims]
+        assert axes("loss/total") == ["/step"]
+        assert axes("attn/max_logit") == ["/probe_step", "/axes/layer", "/axes/head"]
+        assert axes("resid/rms") == ["/probe_step", "/axes/layer"]
+        assert axes("grad/rms") == ["/probe_step", "/tensors/names"]
+        assert axes("moe/load") == ["/probe_step", "/axes/moe_block", "/axes/expert"]
+        assert axes("moe/dead_experts") == ["/probe_step", "/axes/moe_block"]
+        assert axes("lr_probe/loss") == ["/lr_probe/step", "/axes/lr_factor"]
+        assert axes("eval/loss") == ["/eval/step"]
+        assert list(f["axes/moe_block"][:]) == [1]  # moe_every = 2: block 1 of 0, 1
+        assert list(f["axes/expert"][:]) == [0, 1, 2, 3]
+        names = list(f["tensors/names"].asstr()[:])
+        shape = f["tensors/shape"][:]
+        kinds = list(f["tensors/kind"].asstr()[:])
+        opts = set(f["tensors/optimizer"].asstr()[:])
+    assert shape.shape == (len(names), 2) and opts == {"adamw"}
+    assert kinds[names.index("blocks.1.mlp.router")] == "router"
+    assert kinds[names.index("blocks.1.mlp.experts.3.w2")] == "expert"
+    assert kinds[names.index("blocks.0.ln1.gain")] == "gain"
+    ckpt = sorted((out / "ckpt").glob("step_*.h5"))[-1]
+    with h5py.File(ckpt, "r") as f:
+        sizes = {n: f["params"][n].size for n in names}
+    assert int(np.prod(shape, axis=1).sum()) == sum(sizes.values())
+    assert all(int(np.prod(shape[i])) == sizes[n] for i, n in enumerate(names))
+
+
 def test_probes_can_be_turned_off(canary, small_config, tmp_path):
     out = tmp_path / "run"
     r = train(canary, small_config, out, "probes.enabled=false")
@@ -123,6 +157,23 @@ def test_lr_probe_leaves_training_unchanged(canary, small_config, tmp_path):
         assert f["lr_probe/step"].shape == (0,)
 
 
+def test_lr_probe_scales_only_the_lr_part(canary, small_config, tmp_path):
+    """With wd_mode = independent the decay term (lr_t / lr)·λ·θ does not scale with the
+    learning rate. At a vanishing lr the update is that term alone, so the trials at f = ½, 1, 2
+    all land on θ − λθ and see the same loss; f = 0 is θ itself. Scaling the whole update would
+    give θ − ½λθ, θ − λθ, θ − 2λθ: three different losses."""
+    out = tmp_path / "wd"
+    train(canary, small_config, out, "probes.lr_probe_every=1", "train.steps=3",
+          "optim.lr=1e-9", "optim.min_lr=0", "optim.warmup_steps=0", "optim.schedule=constant",
+          "optim.weight_decay=0.3", "optim.wd_mode=independent")
+    with h5py.File(out / "probes.h5", "r") as f:
+        loss = f["lr_probe/loss"][:]
+    assert loss.shape == (3, 4)
+    for row in loss:
+        assert np.allclose(row[1:], row[2], rtol=1e-5), row
+        assert abs(row[0] - row[2]) > 1e-3 * abs(row[0]), row
+
+
 def test_events_are_recorded(canary, small_config, tmp_path):
     out = tmp_path / "ev"
     r = run(canary, "train", "--config", str(small_config), "--out", str(out),
@@ -153,3 +204,28 @@ def test_nonfinite_skip_goes_on_and_records(canary, small_config, tmp_path):
         details = list(f["events/detail"].asstr()[:])
     assert "non-finite" in kinds
     assert any("non-finite" in d for d in details)
+
+
+def test_skipped_step_rows_are_marked(canary, small_config, tmp_path):
+    """A step skipped as non-finite is marked in update/skipped; what it did not compute is NaN,
+    not the previous step's values, and it has no LR-probe row."""
+    out = tmp_path / "skip"
+    r = run(canary, "train", "--config", str(small_config), "--out", str(out),
+            "--set", "optim.lr=100", "--set", "optim.clip=0", "--set", "optim.z_loss=0",
+            "--set", "optim.warmup_steps=0", "--set", "optim.beta2=0", "--set",
+            "train.steps=60", "--set", "train.on_nonfinite=skip", "--set", "probes.every=1",
+            "--set", "probes.lr_probe_every=1")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out / "probes.h5", "r") as f:
+        steps = f["step"][:]
+        skipped = f["update/skipped"][:]
+        clip = f["grad/clip_factor"][:]
+        upd = f["update/rms"][:]
+        assert np.array_equal(f["probe_step"][:], steps)
+        lr_steps = set(f["lr_probe/step"][:].astype(int))
+    assert skipped.any() and not skipped.all()
+    for s, sk, c, u in zip(steps.astype(int), skipped, clip, upd):
+        if sk:
+            assert np.isnan(c) and np.all(np.isnan(u)) and s not in lr_steps, s
+        else:
+            assert np.isfinite(c) and s in lr_steps, s

@@ -1,0 +1,69 @@
+// What the probes read from a forward, as sums over its sequences (see model.h). The model keeps
+// no probe state: launch/ asks after a forward and hands the sums to probes/.
+#include <string.h>
+
+#include "model/fastmath.h"
+#include "model/model.h"
+
+void model_set_probing(struct model *m, int on)
+{
+    m->probe_attention = on;
+}
+
+// Σ x² in double (fastmath.h's eight lanes), in fixed chunks so that n may pass INT_MAX.
+static double sumsq(const float *x, size_t n)
+{
+    const size_t chunk = (size_t)1 << 24;
+    double s = 0.0;
+    for (size_t i = 0; i < n; i += chunk)
+        s += fm_dot_f64(x + i, x + i, (int)(n - i < chunk ? n - i : chunk));
+    return s;
+}
+
+void model_probe_sums(const struct model *m, int B, const struct model_probe_sums *out)
+{
+    const struct model_config *c = &m->cfg;
+    int H = c->heads, T = c->seq_len, L = c->layers, E = c->experts, dqk = m->dqk, i = 0;
+    size_t per_head = (size_t)T * dqk, N = (size_t)B * T;
+    for (int l = 0; l < L; l++) {
+        const float *st = m->acts.attn_stats + (size_t)l * B * H * 2;
+        const struct block_acts *a = &m->acts.blocks[l];
+        for (int h = 0; h < H; h++) {
+            double mx = 0.0, ent = 0.0, qs = 0.0, ks = 0.0;
+            for (int b = 0; b < B; b++) {
+                size_t bh = (size_t)b * H + h;
+                mx = st[2 * bh] > mx || st[2 * bh] != st[2 * bh] ? st[2 * bh] : mx; // NaN stays
+                ent += st[2 * bh + 1];
+                qs += sumsq(a->q + bh * per_head, per_head);
+                ks += sumsq(a->k + bh * per_head, per_head);
+            }
+            out->attn_max[l * H + h] = mx;
+            out->attn_entropy[l * H + h] = ent;
+            out->q_sumsq[l * H + h] = qs;
+            out->k_sumsq[l * H + h] = ks;
+        }
+        const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
+        out->resid_sumsq[l] = sumsq(x_out, N * c->dim);
+        if (c->attention == ATTN_MLA && out->kv_latent_sumsq) {
+            out->kv_latent_sumsq[l] = sumsq(a->ckv, N * c->kv_rank);
+            if (out->q_latent_sumsq)
+                out->q_latent_sumsq[l] = c->q_rank > 0 ? sumsq(a->cq, N * c->q_rank) : 0.0;
+        }
+        if (m->blocks[l].moe && out->moe_kept) {
+            const double *counts = m->moe_counts + (size_t)l * 2 * E;
+            memcpy(out->moe_kept + (size_t)i * E, counts + E, (size_t)E * sizeof(double));
+            out->moe_z[i] = m->moe_stats[l].z * (double)N;
+            out->moe_entropy[i] = m->moe_stats[l].entropy * (double)N;
+            i++;
+        }
+    }
+}
+
+void model_moe_chosen(const struct model *m, double *chosen)
+{
+    int E = m->cfg.experts, i = 0;
+    for (int l = 0; l < m->cfg.layers; l++)
+        if (m->blocks[l].moe)
+            memcpy(chosen + (size_t)(i++) * E, m->moe_counts + (size_t)l * 2 * E,
+                   (size_t)E * sizeof(double));
+}

@@ -1,0 +1,93 @@
+// The probe catalogue (see catalogue.h). Descriptions say exactly what each row is computed
+// over: "global batch" means every micro-batch of every rank of the step.
+#include "probes/catalogue.h"
+
+const struct probe_entry probe_catalogue[PROBE_IDS] = {
+    {PROBE_LOSS_TOTAL, "loss/total", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "training loss of the step: ce + z (+ aux), mean over the global batch"},
+    {PROBE_LOSS_CE, "loss/ce", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "cross-entropy part of the loss"},
+    {PROBE_LOSS_Z, "loss/z", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "output z-loss part: optim.z_loss * mean(log^2 Z)"},
+    {PROBE_LOSS_AUX, "loss/aux", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "auxiliary (MoE) losses; 0 for dense models"},
+    {PROBE_LR, "lr", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING, "learning rate used by the step"},
+    {PROBE_GRAD_NORM, "grad/global_norm", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "L2 norm of the whole gradient before clipping"},
+    {PROBE_CLIP, "grad/clip_factor", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "factor applied by global-norm clipping (1 = not clipped)"},
+    {PROBE_TOKENS_PER_S, "tokens_per_s", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "training throughput of the step, all ranks"},
+    {PROBE_SKIPPED, "update/skipped", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "1 when the step's loss or gradient was not finite and train.on_nonfinite = "
+     "skip left the parameters as they were: its grad/clip_factor, update/rms and "
+     "muon/ortho_err are NaN and it has no /lr_probe row"},
+    {PROBE_ATTN_MAX_LOGIT, "attn/max_logit", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
+     "[layer, head] max |q.k|/sqrt(d_qk) over the causal pairs of every sequence of "
+     "the global batch (Wortsman's attention-logit growth; d_qk = d_h, or d_h + "
+     "rope_dim with MLA)"},
+    {PROBE_ATTN_ENTROPY, "attn/entropy", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
+     "[layer, head] attention entropy -sum p log p (nats), mean over every query "
+     "position of the global batch (entropy collapse precedes instability)"},
+    {PROBE_ATTN_Q_RMS, "attn/q_rms", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
+     "[layer, head] RMS of q as attended (after qk-norm and RoPE), global batch"},
+    {PROBE_ATTN_K_RMS, "attn/k_rms", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
+     "[layer, head] RMS of k as attended (after qk-norm and RoPE), global batch"},
+    {PROBE_LOGZ_MEAN, "output/logz_mean", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "mean over the tokens of the global batch of log Z of the output softmax "
+     "(drifts negative before output-logit divergence)"},
+    {PROBE_LOGZ_STD, "output/logz_std", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "standard deviation (population) of log Z over the tokens of the global batch"},
+    {PROBE_LOGZ_MAX, "output/logz_max", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "max of log Z over the tokens of the global batch"},
+    {PROBE_LOGIT_RMS, "output/logit_rms", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "RMS of the output logits of the global batch"},
+    {PROBE_RESID_RMS, "resid/rms", PROBE_LAYERS, 0, PROBE_NEEDS_NOTHING,
+     "[layer] RMS of the residual stream after each block, global batch"},
+    {PROBE_GRAD_RMS, "grad/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] gradient RMS of the global batch before clipping: the optimizer sees "
+     "it times grad/clip_factor (names: /tensors/names; compare with AdamW eps)"},
+    {PROBE_PARAM_RMS, "param/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] parameter RMS after the update"},
+    {PROBE_UPDATE_RMS, "update/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] RMS of the update applied at this step"},
+    {PROBE_ADAM_SQRT_V_RMS, "adam/sqrt_v_rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected second moment (0 for "
+     "Muon's matrices)"},
+    {PROBE_ADAM_EPS_FRAC, "adam/eps_frac", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] fraction of the entries AdamW has updated (v > 0) with sqrt(v_hat) < "
+     "eps: where eps, not the gradient, sets the update size (0 for Muon's matrices)"},
+    {PROBE_ADAM_V_ZERO_FRAC, "adam/v_zero_frac", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
+     "[tensor] fraction of entries whose second moment v is still 0 (embedding rows "
+     "of tokens never seen); adam/eps_frac leaves them out (0 for Muon's matrices)"},
+    {PROBE_KV_LATENT_RMS, "attn/kv_latent_rms", PROBE_LAYERS, 0, PROBE_NEEDS_MLA,
+     "[layer] MLA: RMS of the KV latent c_kv before its RMSNorm"},
+    {PROBE_Q_LATENT_RMS, "attn/q_latent_rms", PROBE_LAYERS, 0, PROBE_NEEDS_Q_LATENT,
+     "[layer] MLA: RMS of the query latent c_q before its RMSNorm"},
+    {PROBE_LOSS_BALANCE, "loss/balance", PROBE_SCALAR, 1, PROBE_NEEDS_MOE,
+     "MoE load-balancing loss, scaled: optim.balance_loss * experts * sum_i f_i P_i, "
+     "mean over MoE blocks"},
+    {PROBE_LOSS_ROUTER_Z, "loss/router_z", PROBE_SCALAR, 1, PROBE_NEEDS_MOE,
+     "MoE router z-loss, scaled: optim.router_z_loss * mean(logsumexp(router "
+     "logits)^2), mean over MoE blocks"},
+    {PROBE_MOE_LOAD, "moe/load", PROBE_MOE_EXPERTS, 0, PROBE_NEEDS_MOE,
+     "[MoE block, expert] fraction of the global batch's token-expert choices that "
+     "went to the expert, before capacity (1/experts = even)"},
+    {PROBE_MOE_DROPPED, "moe/dropped", PROBE_MOE_EXPERTS, 0, PROBE_NEEDS_MOE,
+     "[MoE block, expert] fraction of the expert's choices in the global batch "
+     "dropped by the capacity"},
+    {PROBE_MOE_ROUTER_Z, "moe/router_z", PROBE_MOE_LAYERS, 0, PROBE_NEEDS_MOE,
+     "[MoE block] mean over the tokens of the global batch of logsumexp(router "
+     "logits)^2 (unscaled)"},
+    {PROBE_MOE_ENTROPY, "moe/router_entropy", PROBE_MOE_LAYERS, 0, PROBE_NEEDS_MOE,
+     "[MoE block] mean over the tokens of the global batch of the router softmax "
+     "entropy (nats; log(experts) = uniform)"},
+    {PROBE_MOE_DEAD, "moe/dead_experts", PROBE_MOE_LAYERS, 0, PROBE_NEEDS_MOE,
+     "[MoE block] experts that no token of any global batch chose in the last "
+     "probes.dead_window steps"},
+    {PROBE_MUON_ORTHO, "muon/ortho_err", PROBE_TENSORS, 0, PROBE_NEEDS_MUON,
+     "[tensor] Muon: |O O^T - I|_F / sqrt(min(rows, cols)) of the Newton-Schulz "
+     "output (0 for AdamW's tensors)"},
+    {PROBE_MUON_MOMENTUM_RMS, "muon/momentum_rms", PROBE_TENSORS, 0, PROBE_NEEDS_MUON,
+     "[tensor] Muon: RMS of the momentum buffer (0 for AdamW's tensors)"},
+};

@@ -1,0 +1,36 @@
+"""Single values out of probe series: no row from after the step asked for; MoE blocks' expert
+matrices pooled where a dense block has one matrix."""
+import math
+from types import SimpleNamespace
+
+import numpy as np
+
+from analysis.series import block_tensor_rms, value_at_step
+
+
+def test_value_at_step_never_uses_a_later_row():
+    steps, vals = [10, 20, 30], [1.0, 2.0, 3.0]
+    assert value_at_step(steps, vals, 25) == (2.0, 20.0, True)
+    assert value_at_step(steps, vals, 40) == (3.0, 30.0, False)  # stopped early: its last row
+    v, s, reached = value_at_step(steps, vals, 5)  # every row comes after step 5
+    assert math.isnan(v) and math.isnan(s) and reached
+    v, s, _ = value_at_step([10, 20], [math.nan, 2.0], 15)  # the only row before is NaN
+    assert math.isnan(v) and math.isnan(s)
+
+
+def _run(names, series):
+    return SimpleNamespace(tensor_names=names, series=series, has=lambda k: k in series)
+
+
+def test_block_tensor_rms_pools_experts():
+    names = ["tok_embed", "blocks.0.mlp.w1", "blocks.1.mlp.router",
+             "blocks.1.mlp.experts.0.w1", "blocks.1.mlp.experts.0.w2",
+             "blocks.1.mlp.experts.1.w1", "blocks.1.mlp.shared.0.w1", "head"]
+    g = np.array([[9.0, 1.0, 9.0, 3.0, 9.0, 4.0, 9.0, 9.0],
+                  [9.0, 2.0, 9.0, 0.0, 9.0, 0.0, 9.0, 9.0]])
+    out = block_tensor_rms(_run(names, {"grad/rms": g}), "grad/rms", "mlp.w1")
+    assert sorted(out) == [0, 1]
+    assert np.array_equal(out[0], [1.0, 2.0])  # the dense block's own matrix
+    # routed experts only (not the shared one, not w2): sqrt((3² + 4²) / 2)
+    assert np.allclose(out[1], [math.sqrt(12.5), 0.0])
+    assert block_tensor_rms(_run(names, {}), "grad/rms", "mlp.w1") == {}
