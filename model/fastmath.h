@@ -17,15 +17,18 @@ static inline float fm_expf(float x)
     const float log2e = 1.44269504088896341f;
     const float ln2_hi = 0.693359375f;    // exact in float: n·ln2_hi has no rounding error
     const float ln2_lo = -2.12194440e-4f; // ln2 − ln2_hi
-    x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+    x = x < -87.0f ? -87.0f : x;          // NaN passes both selects
+    x = x > 88.0f ? 88.0f : x;
+    // With x in [−87, 88], n is in [−125, 127]: 2^n is a normal float and needs no clamp of
+    // its own. Only a NaN must not reach the int conversion (undefined behaviour); r, and so
+    // the result, stay NaN. Every clamp here is a comparison, not fminf/fmaxf: without
+    // -ffinite-math-only GCC calls libm for those and every loop that inlines fm_expf stops
+    // vectorising (GELU, SwiGLU, softmax: 2.3x a small model's step); and as few as possible,
+    // since GCC threads each select through the rest (a nested clamp of x plus two of n made
+    // it evaluate the polynomial three times: 2.5 ns per GELU). tests/test_vectorised.c fails
+    // when either happens.
     float n = floorf(x * log2e + 0.5f);
-    // NaN passes the clamps above; keep the int conversion defined (r, and so the result, stay
-    // NaN). Written as comparisons, not fminf/fmaxf: without -ffinite-math-only GCC calls libm for
-    // those (their NaN rules differ from minps/maxps) and every loop that inlines fm_expf stops
-    // vectorising (GELU, SwiGLU, softmax: 2.3x a small model's step). tests/test_vectorised.c
-    // fails when that happens.
-    n = n > -126.0f ? n : -126.0f; // NaN → −126
-    n = n < 127.0f ? n : 127.0f;
+    n = n == n ? n : 0.0f;
     float r = x - n * ln2_hi - n * ln2_lo;
     float p = 1.0f / 720.0f;
     p = p * r + 1.0f / 120.0f;
