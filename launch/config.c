@@ -575,8 +575,8 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         static const char *const moe_keys[][2] = {
             {"model", "top_k"},           {"model", "gate_renorm"}, {"model", "shared_experts"},
             {"model", "capacity_factor"}, {"model", "moe_every"},   {"optim", "balance_loss"},
-            {"optim", "router_z_loss"}};
-        if (inapplicable_keys(c, moe_keys, 7, "model.experts",
+            {"optim", "router_z_loss"},   {"model", "moe_group"}};
+        if (inapplicable_keys(c, moe_keys, 8, "model.experts",
                               "model.experts = 0: the model has no mixture of experts; set "
                               "model.experts or remove the key",
                               err, errlen) != 0)
@@ -586,6 +586,14 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         snprintf(err, errlen,
                  "model.gate_renorm with model.top_k = 1 makes every gate 1: the router would "
                  "learn from the auxiliary losses only; use top_k >= 2 or gate_renorm = false");
+        return -1;
+    }
+    if (m->experts > 0 && m->moe_group > 0 && m->seq_len % m->moe_group != 0 &&
+        m->moe_group % m->seq_len != 0) {
+        snprintf(err, errlen,
+                 "model.moe_group = %d tokens neither divides model.seq_len = %d nor is a "
+                 "multiple of it: a routing group must not straddle sequences",
+                 m->moe_group, m->seq_len);
         return -1;
     }
     if (m->experts > 0 && m->moe_every > m->layers) {

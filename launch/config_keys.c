@@ -49,11 +49,15 @@ const struct config_key config_keys[] = {
     {"model", "shared_experts", CT_INT, OFF(model.shared_experts), "0", 0, 64, 0, NULL,
      "MoE: always-on experts added to the routed ones (DeepSeekMoE)"},
     {"model", "capacity_factor", CT_DOUBLE, OFF(model.capacity_factor), "1.25", 0, 1e6, 1, NULL,
-     "MoE: tokens an expert takes per micro-batch = ceil(factor * top_k * tokens / experts); "
-     "first choices are served first, in token order; a dropped token-expert pair adds nothing "
-     "(the token keeps its residual)"},
+     "MoE: tokens an expert takes per routing group (model.moe_group) = ceil(factor * top_k * "
+     "group tokens / experts); first choices are served first, in token order; a dropped "
+     "token-expert pair adds nothing (the token keeps its residual)"},
     {"model", "moe_every", CT_INT, OFF(model.moe_every), "1", 1, 1024, 0, NULL,
      "MoE: every n-th block has the MoE feed-forward (blocks n-1, 2n-1, ...), the others dense"},
+    {"model", "moe_group", CT_INT, OFF(model.moe_group), "0", 0, 1 << 30, 0, NULL,
+     "MoE: tokens per routing group, over which capacity, token dropping and the balance loss's "
+     "statistics are computed (0: one sequence, seq_len); a divisor of seq_len or a multiple of "
+     "it that divides each micro-batch, so routing does not depend on the rank count"},
     // [optim]
     {"optim", "name", CT_ENUM, OFF(optim.name), "adamw", 0, 0, 0, "adamw|muon",
      "optimizer: AdamW for every tensor, or Muon for the hidden 2-D matrices (attention and MLP) "

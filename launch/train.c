@@ -2,6 +2,7 @@
 #include "launch/train.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <stdlib.h>
@@ -192,6 +193,16 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
         r->leaves = r->micro_steps * dist->size;
     }
     r->l0 = r->final_eval = NAN;
+    const struct model_config *mcfg = &cfg->model;
+    int group = mcfg->moe_group > 0 ? mcfg->moe_group : mcfg->seq_len;
+    if (mcfg->experts > 0 && ((long)r->micro_batch * mcfg->seq_len) % group != 0) {
+        snprintf(err, errlen,
+                 "model.moe_group = %d tokens does not divide a micro-batch of %d sequences of "
+                 "%d tokens (train.batch_size / (ranks * train.grad_accum)): a routing group "
+                 "would straddle micro-batches",
+                 group, r->micro_batch, mcfg->seq_len);
+        return -1;
+    }
     if (!random_data && run_load_data(r, err, errlen) != 0) {
         run_free(r);
         return -1;

@@ -261,6 +261,10 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
     m->loss_scale = 1.0f;
     m->moe_stats = xcalloc((size_t)cfg->layers, sizeof(*m->moe_stats));
     m->moe_counts = xcalloc((size_t)cfg->layers * 2 * (cfg->experts + 1), sizeof(double));
+    m->moe_group = cfg->moe_group > 0 ? cfg->moe_group : cfg->seq_len;
+    m->moe_group_counts = xcalloc((size_t)cfg->layers * (cfg->experts + 1) *
+                                      ((size_t)max_batch * cfg->seq_len / m->moe_group + 1),
+                                  sizeof(double));
     m->moe_mean_p = xcalloc((size_t)cfg->layers * (cfg->experts + 1), sizeof(double));
     m->acts.blocks = xcalloc((size_t)cfg->layers, sizeof(*m->acts.blocks));
     m->acts.floats = model_acts_carve(cfg, max_batch, NULL, NULL, NULL, &m->acts.ints);
@@ -287,6 +291,7 @@ void model_free(struct model *m)
     free(m->blocks);
     free(m->moe_stats);
     free(m->moe_counts);
+    free(m->moe_group_counts);
     free(m->moe_mean_p);
     tensor_table_free(&m->table);
     memset(m, 0, sizeof(*m));

@@ -38,13 +38,15 @@ struct model_config {
     int top_k;              // k experts per token
     int gate_renorm;        // gates renormalised over the chosen k
     int shared_experts;     // S always-on experts
-    double capacity_factor; // expert capacity = ceil(factor · k · tokens / E)
+    double capacity_factor; // expert capacity = ceil(factor · k · group tokens / E)
     int moe_every;          // blocks l with (l + 1) % moe_every == 0 are MoE
     // multi-head latent attention (attention = mla; see model/model_mla.h)
     enum attn_kind attention;
     int kv_rank;  // d_c, the KV latent (resolved: 0 in a config means dim / 2)
     int q_rank;   // d_c', the query latent; 0 = no query compression
     int rope_dim; // d_R, the decoupled RoPE part of q and k (0 with learned positions)
+    // MoE again (last, so positional initialisers of the fields above stay valid)
+    int moe_group; // tokens per routing group (capacity, balance loss); 0: seq_len
 };
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
@@ -144,6 +146,8 @@ struct model {
     double aux_balance, aux_z;       // last forward: the scaled aux losses, means over MoE layers
     struct moe_stats *moe_stats;     // [L] last forward's routing statistics (MoE blocks)
     double *moe_counts, *moe_mean_p; // [L, 2E] chosen and kept pairs per expert, [L, E] P_i
+    double *moe_group_counts;        // [L, groups, E] chosen pairs per routing group
+    int moe_group;                   // tokens per routing group (cfg.moe_group resolved)
 };
 
 // 1 when block l has the MoE feed-forward.

@@ -8,6 +8,13 @@
 #include "model/matmul.h"
 #include "model/model_private.h"
 
+// Block l's per-group choice counts: [groups of the micro-batch, E] (room for max_batch).
+static double *moe_block_group_counts(const struct model *m, int l)
+{
+    size_t per_layer = (size_t)m->max_batch * m->cfg.seq_len / m->moe_group + 1;
+    return m->moe_group_counts + (size_t)l * per_layer * m->cfg.experts;
+}
+
 void moe_block_forward(struct model *m, const float *params, int l, int B, float *x_out)
 {
     const struct model_config *c = &m->cfg;
@@ -17,12 +24,14 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
     int N = B * c->seq_len, C = c->dim, E = c->experts, k = c->top_k, F = m->ffn;
     int U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     double *counts = m->moe_counts + (size_t)l * 2 * E, *mean_p = m->moe_mean_p + (size_t)l * E;
+    double *group_counts = moe_block_group_counts(m, l);
 
     matmul_forward(a->probs, a->n2, tensor_ptr(m, params, bi->router), N, C,
                    E); // logits, then softmax
-    m->moe_stats[l] = moe_route_forward(a->probs, a->lse, a->sel, a->gates, a->slot, a->slot_tok,
-                                        a->off, counts, mean_p, N, E, k, c->gate_renorm,
-                                        moe_capacity(N, E, k, c->capacity_factor));
+    m->moe_stats[l] =
+        moe_route_forward(a->probs, a->lse, a->sel, a->gates, a->slot, a->slot_tok, a->off, counts,
+                          mean_p, group_counts, N, E, k, c->gate_renorm, m->moe_group,
+                          moe_capacity(m->moe_group, E, k, c->capacity_factor));
     memcpy(x_out, a->x_mid, (size_t)N * C * sizeof(float));
     moe_gather(g->moe_x, a->n2, a->slot_tok, a->off[E], C);
     for (int e = 0; e < E; e++) {
@@ -53,7 +62,6 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
     struct model_acts *g = &m->acts;
     int N = B * c->seq_len, C = c->dim, E = c->experts, k = c->top_k, F = m->ffn;
     int U = c->mlp == MLP_SWIGLU ? 2 * F : F;
-    const double *counts = m->moe_counts + (size_t)l * 2 * E;
 
     // dn collects dL/d n2 from the shared experts, the routed experts and the router
     memset(g->dn, 0, (size_t)N * C * sizeof(float));
@@ -83,8 +91,9 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
     }
     moe_scatter_add(g->dn, g->moe_dx, a->slot, N, k, C);
     double scale = (double)m->loss_scale / m->moe_layers;
-    moe_route_backward(g->moe_dlogits, g->moe_dgate, a->probs, a->lse, a->sel, a->gates, counts, N,
-                       E, k, c->gate_renorm, m->balance_coef * scale, m->z_coef * scale);
+    moe_route_backward(g->moe_dlogits, g->moe_dgate, a->probs, a->lse, a->sel, a->gates,
+                       moe_block_group_counts(m, l), N, E, k, m->moe_group, c->gate_renorm,
+                       m->balance_coef * scale, m->z_coef * scale);
     matmul_backward(g->moe_tmp, tensor_ptr_mut(m, grads, bi->router), g->moe_dlogits, a->n2,
                     tensor_ptr(m, params, bi->router), N, C, E);
     model_add_into(g->dn, g->moe_tmp, (size_t)N * C);

@@ -32,8 +32,9 @@ static void top_k(int *sel, const float *r, int E, int k)
 }
 
 struct moe_stats moe_route_forward(float *probs, float *lse, int *sel, float *gates, int *slot,
-                                   int *slot_tok, int *off, double *counts, double *mean_p, int N,
-                                   int E, int k, int renorm, int capacity)
+                                   int *slot_tok, int *off, double *counts, double *mean_p,
+                                   double *group_counts, int N, int E, int k, int renorm, int group,
+                                   int capacity)
 {
     struct moe_stats st = {0.0, 0.0, 0.0, 0.0};
     ASSERT(k >= 1 && k <= E);
@@ -57,21 +58,34 @@ struct moe_stats moe_route_forward(float *probs, float *lse, int *sel, float *ga
         for (int j = 0; j < k; j++)
             gates[(size_t)t * k + j] = renorm ? (float)(p[s[j]] / chosen) : p[s[j]];
     }
-    // Capacity: choice rank first, then token order (GShard's priority for first choices).
+    // Capacity per routing group of `group` tokens: within a group, choice rank first, then
+    // token order (GShard's priority for first choices); groups one after the other. A token's
+    // routing thus depends only on its own group, whatever the micro-batch or rank count.
+    ASSERT(group >= 1 && N % group == 0);
+    int groups = N / group;
     memset(counts, 0, 2 * (size_t)E * sizeof(double));
+    memset(group_counts, 0, (size_t)groups * E * sizeof(double));
     for (int t = 0; t < N; t++)
-        for (int j = 0; j < k; j++)
+        for (int j = 0; j < k; j++) {
             counts[sel[(size_t)t * k + j]] += 1.0;
-    double *fill = counts + E; // kept pairs per expert, filled in priority order
-    int kept_total = 0;
-    for (int j = 0; j < k; j++)
-        for (int t = 0; t < N; t++) {
-            int e = sel[(size_t)t * k + j];
-            int keep = fill[e] < capacity;
-            slot[(size_t)t * k + j] = keep ? (int)fill[e] : -1; // rank within the expert for now
-            fill[e] += keep;
-            kept_total += keep;
+            group_counts[(size_t)(t / group) * E + sel[(size_t)t * k + j]] += 1.0;
         }
+    double *fill = counts + E; // kept pairs per expert over all groups, in priority order
+    int kept_total = 0;
+    for (int g = 0; g < groups; g++) {
+        int *gfill = off; // off[] is free until the offsets below: the group's kept per expert
+        for (int e = 0; e < E; e++)
+            gfill[e] = 0;
+        for (int j = 0; j < k; j++)
+            for (int t = g * group; t < (g + 1) * group; t++) {
+                int e = sel[(size_t)t * k + j];
+                int keep = gfill[e] < capacity;
+                slot[(size_t)t * k + j] = keep ? (int)fill[e] : -1; // rank within the expert
+                gfill[e] += keep;
+                fill[e] += keep;
+                kept_total += keep;
+            }
+    }
     off[0] = 0;
     for (int e = 0; e < E; e++)
         off[e + 1] = off[e] + (int)fill[e];
@@ -84,27 +98,36 @@ struct moe_stats moe_route_forward(float *probs, float *lse, int *sel, float *ga
                 slot_tok[*sl] = t;
             }
         }
-    // Statistics in token order (deterministic).
+    // Statistics in token order (deterministic). The balance loss is the mean over the groups
+    // of E·Σ_i f_i P_i with each group's own choice fractions f and mean probabilities P.
     for (int e = 0; e < E; e++)
         mean_p[e] = 0.0;
-    double zsum = 0.0, hsum = 0.0;
-    for (int t = 0; t < N; t++) {
-        const float *p = probs + (size_t)t * E;
-        double h = 0.0;
-        for (int e = 0; e < E; e++) {
-            mean_p[e] += p[e];
-            if (p[e] > 0.0f)
-                h -= (double)p[e] * log((double)p[e]);
+    double zsum = 0.0, hsum = 0.0, bal = 0.0, gp[4096];
+    ASSERT(E <= 4096);
+    for (int g = 0; g < groups; g++) {
+        for (int e = 0; e < E; e++)
+            gp[e] = 0.0;
+        for (int t = g * group; t < (g + 1) * group; t++) {
+            const float *p = probs + (size_t)t * E;
+            double h = 0.0;
+            for (int e = 0; e < E; e++) {
+                gp[e] += p[e];
+                if (p[e] > 0.0f)
+                    h -= (double)p[e] * log((double)p[e]);
+            }
+            hsum += h;
+            zsum += (double)lse[t] * lse[t];
         }
-        hsum += h;
-        zsum += (double)lse[t] * lse[t];
+        double gb = 0.0;
+        for (int e = 0; e < E; e++) {
+            mean_p[e] += gp[e];
+            gb += group_counts[(size_t)g * E + e] / ((double)group * k) * (gp[e] / group);
+        }
+        bal += gb;
     }
-    double bal = 0.0;
-    for (int e = 0; e < E; e++) {
+    for (int e = 0; e < E; e++)
         mean_p[e] /= N;
-        bal += counts[e] / ((double)N * k) * mean_p[e];
-    }
-    st.balance = E * bal;
+    st.balance = E * bal / groups;
     st.z = zsum / N;
     st.entropy = hsum / N;
     st.dropped = 1.0 - (double)kept_total / ((double)N * k);
@@ -170,24 +193,22 @@ void moe_combine_backward(float *dy, float *dgate, const float *dout, const floa
 }
 
 void moe_route_backward(float *dlogits, const float *dgate, const float *probs, const float *lse,
-                        const int *sel, const float *gates, const double *counts, int N, int E,
-                        int k, int renorm, double balance_coef, double z_coef)
+                        const int *sel, const float *gates, const double *group_counts, int N,
+                        int E, int k, int group, int renorm, double balance_coef, double z_coef)
 {
-    // d balance / d p_t[i] = α E f_i / N, the same for every token
-    double dbal[4096];
-    ASSERT(E <= 4096);
-    for (int e = 0; e < E; e++)
-        dbal[e] = balance_coef * E * (counts[e] / ((double)N * k)) / N;
+    ASSERT(E <= 4096 && group >= 1 && N % group == 0);
 #pragma omp parallel for schedule(static)
     for (int t = 0; t < N; t++) {
         const float *p = probs + (size_t)t * E;
         const int *s = sel + (size_t)t * k;
         const float *dg = dgate + (size_t)t * k, *g = gates + (size_t)t * k;
+        const double *gc = group_counts + (size_t)(t / group) * E;
         float *dr = dlogits + (size_t)t * E;
-        // dL/dp from the balance loss (and the gates without renorm), then through the softmax
+        // dL/dp from the balance loss (and the gates without renorm), then through the softmax.
+        // balance = (1/groups) Σ_g E Σ_i f_i^g P_i^g, so d/dp_t[i] = α E f_i^g / N for t in g.
         double dp[4096], dot = 0.0;
         for (int e = 0; e < E; e++)
-            dp[e] = dbal[e];
+            dp[e] = balance_coef * E * (gc[e] / ((double)group * k)) / N;
         if (!renorm)
             for (int j = 0; j < k; j++)
                 dp[s[j]] += dg[j];

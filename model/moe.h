@@ -28,17 +28,24 @@ struct moe_stats {
     double dropped; // fraction of chosen pairs dropped by the capacity
 };
 
-// The expert capacity for N tokens.
+// The expert capacity of a routing group of N tokens.
 int moe_capacity(int N, int E, int k, double capacity_factor);
 
-// probs[N, E] holds the router logits on entry and the softmax on return; lse[N] gets
-// logsumexp. sel[N, k] the chosen experts, gates[N, k] their gates, slot[N, k] the row of the pair
-// in the packed expert buffer (−1 when dropped), slot_tok[rows] the token of each buffer row,
-// off[E + 1] where each expert's rows start (rows = off[E] ≤ N k). counts[2E]: chosen pairs,
-// then kept pairs, per expert; mean_p[E] = P_i. Returns the statistics.
+// Routing of N tokens in groups of `group` consecutive tokens (N a multiple of it; a group is
+// model.moe_group tokens, one sequence by default), so that how a token is routed depends on
+// its group only, not on the micro-batch or rank count. probs[N, E] holds the router logits on
+// entry and the softmax on return; lse[N] gets logsumexp. sel[N, k] the chosen experts,
+// gates[N, k] their gates, slot[N, k] the row of the pair in the packed expert buffer (−1 when
+// dropped: the expert already kept `capacity` pairs of the group), slot_tok[rows] the token of
+// each buffer row, off[E + 1] where each expert's rows start (rows = off[E] ≤ N k).
+// counts[2E]: chosen pairs, then kept pairs, per expert over all groups; mean_p[E] = P_i over
+// all tokens; group_counts[N / group, E] the chosen pairs per group and expert (the balance
+// loss's f, for the backward). The balance statistic is the mean over the groups of
+// E Σ_i f_i P_i. Returns the statistics.
 struct moe_stats moe_route_forward(float *probs, float *lse, int *sel, float *gates, int *slot,
-                                   int *slot_tok, int *off, double *counts, double *mean_p, int N,
-                                   int E, int k, int renorm, int capacity);
+                                   int *slot_tok, int *off, double *counts, double *mean_p,
+                                   double *group_counts, int N, int E, int k, int renorm, int group,
+                                   int capacity);
 
 // buf[rows, C] = x[slot_tok[r], :] (the experts' inputs, expert after expert).
 void moe_gather(float *buf, const float *x, const int *slot_tok, int rows, int C);
@@ -55,10 +62,10 @@ void moe_combine_backward(float *dy, float *dgate, const float *dout, const floa
 
 // dlogits[N, E] (OVERWRITTEN) = the gradient of the router logits from the gates' gradient
 // dgate[N, k], plus balance_coef · d(balance)/dr and z_coef · d(z)/dr, where the coefficients
-// already include the loss scale and the 1 / (MoE layers) of the mean. counts and mean_p as
-// written by moe_route_forward.
+// already include the loss scale and the 1 / (MoE layers) of the mean. group_counts and group as
+// given to moe_route_forward.
 void moe_route_backward(float *dlogits, const float *dgate, const float *probs, const float *lse,
-                        const int *sel, const float *gates, const double *counts, int N, int E,
-                        int k, int renorm, double balance_coef, double z_coef);
+                        const int *sel, const float *gates, const double *group_counts, int N,
+                        int E, int k, int group, int renorm, double balance_coef, double z_coef);
 
 #endif

@@ -473,7 +473,7 @@ static void check_model_cfg(const struct model_config *cfg)
 static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
 {
     struct model_config cfg = {8, 2, 2, 4, 4,   11, 2,        norm, qk, pos, mlp,
-                               0, 0, 0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0};
+                               0, 0, 0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0,   0 /* moe_group */};
     check_model_cfg(&cfg);
 }
 
@@ -512,7 +512,8 @@ static void test_model_moe_backward_matches_fd(void **state)
                                ATTN_MHA,
                                0,
                                0,
-                               0};
+                               0,
+                               0 /* moe_group */};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.moe_layers, 2);
@@ -523,9 +524,12 @@ static void test_model_moe_backward_matches_fd(void **state)
     cfg.shared_experts = 0;
     cfg.capacity_factor = 0.6; // drops a good share of the pairs
     check_model_cfg(&cfg);
+    cfg.moe_group = 2; // routing groups of half a sequence
+    check_model_cfg(&cfg);
     cfg.moe_every = 2; // block 0 dense, block 1 MoE
     cfg.top_k = 1;
     cfg.qk_norm = 1;
+    cfg.moe_group = 8; // one routing group of both sequences
     check_model_cfg(&cfg);
 }
 
@@ -534,8 +538,8 @@ static void test_model_moe_backward_matches_fd(void **state)
 static void test_model_mla_backward_matches_fd(void **state)
 {
     struct model_config cfg = {
-        8, 2, 2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE, MLP_GELU,
-        0, 0, 0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */};
+        8, 2, 2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE,         MLP_GELU,
+        0, 0, 0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */, 0 /* moe_group */};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.dqk, 6);
@@ -565,7 +569,7 @@ static void test_model_memory_estimate_tracks_the_arena(void **state)
 {
     struct model_config base = {64, 3,        4,          16, 32, 100, 4, NORM_LAYERNORM,
                                 1,  POS_ROPE, MLP_SWIGLU, 0,  0,  0,   0, 0.0,
-                                1,  ATTN_MHA, 0,          0,  0};
+                                1,  ATTN_MHA, 0,          0,  0,  0 /* moe_group */};
     struct model_config cfgs[7];
     for (int i = 0; i < 7; i++)
         cfgs[i] = base;
@@ -609,12 +613,13 @@ static void test_moe_routing_rules(void **state)
     const float logits[N * E] = {0, 1, 0, 0, 1, 2, -1, 3, 2, -1, 3, 2};
     float probs[N * E], lse[N], gates[N * K];
     int sel[N * K], slot[N * K], slot_tok[N * K], off[E + 1];
-    double counts[2 * E], mean_p[E];
+    double counts[2 * E], mean_p[E], gcounts[N * E];
     assert_int_equal(moe_capacity(N, E, K, 1.0), 3); // ceil(1.0 · 2 · 4 / 3)
     assert_int_equal(moe_capacity(N, E, K, 100.0), N);
     memcpy(probs, logits, sizeof(probs));
+    // one routing group of all 4 tokens
     struct moe_stats st = moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts,
-                                            mean_p, N, E, K, 0, 2);
+                                            mean_p, gcounts, N, E, K, 0, N, 2);
     const int want_sel[N * K] = {1, 0, 2, 1, 1, 2, 1, 2};
     for (int i = 0; i < N * K; i++)
         assert_int_equal(sel[i], want_sel[i]);
@@ -648,9 +653,32 @@ static void test_moe_routing_rules(void **state)
         bal += f[e] * mean_p[e];
     expect_near(st.balance, E * bal, 1e-12);
     memcpy(probs, logits, sizeof(probs));
-    moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts, mean_p, N, E, K, 1, 2);
+    for (int e = 0; e < E; e++)
+        expect_near(gcounts[e], f[e] * N * K, 0.0);
+    memcpy(probs, logits, sizeof(probs));
+    moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts, mean_p, gcounts, N, E, K,
+                      1, N, 2);
     for (int t = 0; t < N; t++)
         expect_near(gates[t * K] + gates[t * K + 1], 1.0, 1e-6); // renormalised
+    // two groups of 2 tokens, capacity 2 in each: nothing is dropped (expert 1 takes t0, t1 in
+    // group 0 and t2, t3 in group 1), where one group of 4 dropped 3 pairs
+    memcpy(probs, logits, sizeof(probs));
+    st = moe_route_forward(probs, lse, sel, gates, slot, slot_tok, off, counts, mean_p, gcounts, N,
+                           E, K, 0, 2, 2);
+    for (int i = 0; i < N * K; i++)
+        assert_true(slot[i] >= 0);
+    expect_near(st.dropped, 0.0, 0.0);
+    assert_int_equal(off[E], N * K);
+    // balance: the mean over the groups of E Σ f_i P_i, with each group's f and P
+    const double fg[2][E] = {{1.0 / 4, 2.0 / 4, 1.0 / 4}, {0.0, 2.0 / 4, 2.0 / 4}};
+    double want = 0.0;
+    for (int g = 0; g < 2; g++)
+        for (int e = 0; e < E; e++) {
+            double pg = 0.5 * ((double)probs[(2 * g) * E + e] + probs[(2 * g + 1) * E + e]);
+            want += E * fg[g][e] * pg / 2;
+            expect_near(gcounts[g * E + e], fg[g][e] * 2 * K, 0.0);
+        }
+    expect_near(st.balance, want, 1e-12);
 }
 
 // ---- fast math ----
@@ -681,7 +709,7 @@ static void test_model_table_names_and_order(void **state)
 {
     struct model_config cfg = {16, 2,           2,          8, 8, 32, 4, NORM_LAYERNORM,
                                1,  POS_LEARNED, MLP_SWIGLU, 0, 0, 0,  0, 0.0,
-                               1,  ATTN_MHA,    0,          0, 0};
+                               1,  ATTN_MHA,    0,          0, 0, 0 /* moe_group */};
     struct model m;
     const char *want[] = {"tok_embed",
                           "pos_embed",
@@ -718,7 +746,7 @@ static void test_model_init_statistics_and_name_keying(void **state)
 {
     struct model_config a = {64, 2,        4,        16, 8, 256, 4, NORM_LAYERNORM,
                              0,  POS_ROPE, MLP_GELU, 0,  0, 0,   0, 0.0,
-                             1,  ATTN_MHA, 0,        0,  0};
+                             1,  ATTN_MHA, 0,        0,  0, 0 /* moe_group */};
     struct model_config b = a;
     struct model ma, mb;
     b.layers = 3;
@@ -761,7 +789,7 @@ static void test_model_same_threads_bitwise_repeatable(void **state)
 {
     struct model_config cfg = {32, 2,        4,        8, 16, 64, 4, NORM_LAYERNORM,
                                1,  POS_ROPE, MLP_GELU, 0, 0,  0,  0, 0.0,
-                               1,  ATTN_MHA, 0,        0, 0};
+                               1,  ATTN_MHA, 0,        0, 0,  0 /* moe_group */};
     struct model m;
     int B = 4, n = B * cfg.seq_len;
     int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));

@@ -70,6 +70,18 @@ static void run_case(const char *name)
                           (float)cfg.optim.z_loss, 1.0f);
     lp.total += run.model.aux_balance + run.model.aux_z; // MoE: the auxiliary losses
     if (cfg.model.experts > 0) {
+        // the MoE cases exercise dropping: some token-expert pair exceeds its group's capacity
+        double dropped = 0.0;
+        int E = cfg.model.experts, empty = 0;
+        for (int l = 0; l < cfg.model.layers; l++)
+            for (int e = 0; run.model.blocks[l].moe && e < E; e++) {
+                const double *cnt = run.model.moe_counts + (size_t)l * 2 * E;
+                dropped += cnt[e] - cnt[E + e];
+                empty += cnt[E + e] == 0.0;
+            }
+        fprintf(stderr, "  %s: %.0f pairs dropped, %d experts without a token\n", name, dropped,
+                empty);
+        assert_true(dropped > 0.0);
         check_scalar("loss/balance", run.model.aux_balance, fixture_find(&fx, "loss/balance"));
         check_scalar("loss/router_z", run.model.aux_z, fixture_find(&fx, "loss/router_z"));
     }

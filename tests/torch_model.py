@@ -68,6 +68,7 @@ DEFAULTS = {
         "shared_experts": 0,
         "capacity_factor": 1.25,
         "moe_every": 1,
+        "moe_group": 0,  # tokens per routing group; 0 -> seq_len (one sequence)
     },
     "optim": {
         "name": "adamw",
@@ -102,7 +103,8 @@ DEFAULTS = {
 # AdamW configs, so those files stay loadable by parsers that predate Muon.
 MUON_KEYS = ("momentum", "ns_steps", "muon_scale", "muon_lr_scale", "muon_weight_decay")
 # Keys only meaningful with model.experts > 0: canary refuses them on a dense model.
-MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor", "moe_every"),
+MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor", "moe_every",
+                       "moe_group"),
             "optim": ("balance_loss", "router_z_loss")}
 # Keys only meaningful with model.attention = mla.
 MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
@@ -507,22 +509,27 @@ def moe(cfg, p, prefix, h, fast, aux):
       r = router logits, p = softmax(r), lse = logsumexp(r) per token;
       the k largest logits per token (ties: lower expert index), descending;
       gate = p of the chosen expert, or renormalised over the chosen k;
-      capacity c = min(N, max(1, ceil(capacity_factor * k * N / E))), pairs
-      served by choice rank, then token order; dropped pairs add nothing;
+      tokens are routed in groups of G consecutive tokens (model.moe_group, 0 -> seq_len):
+      capacity c = min(G, max(1, ceil(capacity_factor * k * G / E))) per group, pairs
+      served by choice rank, then token order within the group; dropped pairs add nothing;
       out = sum over kept pairs of gate * expert(x) + sum of shared experts(x).
-    Appends (balance, router_z) to aux: balance = balance_loss * E * sum f_i P_i
-    with f_i = chosen pairs of i / (N k) (not differentiated), P_i = mean p_i;
-    router_z = router_z_loss * mean(lse^2)."""
+    Appends (balance, router_z) to aux: balance = balance_loss * E * mean over groups of
+    sum f_i P_i with f_i = chosen pairs of i in the group / (G k) (not differentiated), P_i =
+    mean p_i over the group; router_z = router_z_loss * mean(lse^2)."""
     m, o = cfg["model"], cfg["optim"]
     E, k = m["experts"], m["top_k"]
     B, T, C = h.shape
     N = B * T
+    G = m["moe_group"] or T
+    assert N % G == 0, "moe_group must divide the batch's tokens"
     x = h.reshape(N, C)
     r = F.linear(x, p[prefix + "router"])
     lse = torch.logsumexp(r, dim=-1)
     probs = torch.softmax(r, dim=-1)
-    cap = min(N, max(1, math.ceil(m["capacity_factor"] * k * N / E)))
-    sel, keep = (route_fast if fast else route_plain)(r.detach(), k, cap)
+    cap = min(G, max(1, math.ceil(m["capacity_factor"] * k * G / E)))
+    route = route_fast if fast else route_plain
+    sels, keeps = zip(*(route(r.detach()[g:g + G], k, cap) for g in range(0, N, G)))
+    sel, keep = torch.cat(sels), torch.cat(keeps)
     chosen = probs.gather(1, sel)
     gates = chosen / chosen.sum(dim=-1, keepdim=True) if m["gate_renorm"] else chosen
     out = torch.zeros_like(x)
@@ -534,9 +541,10 @@ def moe(cfg, p, prefix, h, fast, aux):
         out = out.index_add(0, ts, gates[ts, js].unsqueeze(-1) * y)
     for s_ in range(m["shared_experts"]):
         out = out + mlp(cfg, p, "%sshared.%d." % (prefix, s_), x, fast)
-    counts = torch.bincount(sel.reshape(-1), minlength=E).to(probs.dtype)
-    f = counts / (N * k)
-    balance = o["balance_loss"] * E * (f * probs.mean(dim=0)).sum()
+    groups = N // G
+    counts = F.one_hot(sel.reshape(groups, G * k), E).sum(1).to(probs.dtype)  # [groups, E]
+    f = counts / (G * k)
+    balance = o["balance_loss"] * E * (f * probs.reshape(groups, G, E).mean(dim=1)).sum(-1).mean()
     router_z = o["router_z_loss"] * (lse * lse).mean()
     if aux is not None:
         aux.append((balance, router_z))

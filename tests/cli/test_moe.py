@@ -102,6 +102,11 @@ def test_moe_with_muon_shards_experts_and_router(canary, small_config, tmp_path)
     (["model.experts=1000000"], "model.experts = 1000000 is out of range"),
     (["model.experts=4", "model.top_k=1", "model.gate_renorm=true"],
      "model.gate_renorm with model.top_k = 1 makes every gate 1"),
+    (["model.moe_group=32"], "model.moe_group is set (--set) but model.experts = 0"),
+    (["model.experts=4", "model.moe_group=5"],
+     "model.moe_group = 5 tokens neither divides model.seq_len = 32 nor is a multiple of it"),
+    (["model.experts=4", "model.moe_group=64", "train.grad_accum=8"],
+     "model.moe_group = 64 tokens does not divide a micro-batch of 1 sequences of 32 tokens"),
 ])
 def test_bad_moe_settings_are_refused(canary, small_config, tmp_path, sets, message):
     assert_refused(canary, small_config, tmp_path, sets, message)

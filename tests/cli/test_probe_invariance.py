@@ -47,10 +47,21 @@ def loaded(canary, small_config, tmp_path, variant, mode_sets, nps):
             for n in nps}
 
 
+def bitwise_equal(a, b, what):
+    assert set(a) == set(b), what
+    for name, want in b.items():
+        got = a[name]
+        assert got.shape == want.shape, (what, name)
+        # bitwise, NaN where NaN
+        assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (what, name, got, want)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tmp_path, variant):
+    """The same micro-batches (grad_accum of them in the global batch) on 1, 2 or 4 ranks."""
+    det = ["train.deterministic=true"]
     runs = loaded(canary, small_config, tmp_path, variant,
-                  lambda n: ["train.deterministic=true", "train.grad_accum=4"], (1, 2, 4))
+                  lambda n: det + ["train.grad_accum=4"], (1, 2, 4))
     ref = runs[1]
     assert "attn/max_logit" in ref and "output/logz_std" in ref
     if variant == "moe":
@@ -58,15 +69,14 @@ def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tm
     if variant == "mla":
         assert "attn/kv_latent_rms" in ref
     for n in (2, 4):
-        assert set(runs[n]) == set(ref)
-        for name, want in ref.items():
-            got = runs[n][name]
-            assert got.shape == want.shape, (n, name)
-            # bitwise, NaN where NaN
-            assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (n, name, got, want)
+        bitwise_equal(runs[n], ref, f"np={n} against np=1, grad_accum 4")
+    ga2 = {n: series(train(canary, n, small_config, tmp_path / f"{variant}_ga2_np{n}",
+                           *VARIANTS[variant], *det, "train.grad_accum=2"))
+           for n in (1, 2)}
+    bitwise_equal(ga2[2], ga2[1], "np=2 against np=1, grad_accum 2")
 
 
-@pytest.mark.parametrize("variant", ["dense", "mla"])
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_probes_close_at_any_rank_count_default(canary, small_config, tmp_path, variant):
     """grad_accum 1: one micro-batch of 8 sequences at np = 1, two of 4 at np = 2 and four of 2
     at np = 4, so the records fold over different splits of the same global batch. The first
@@ -78,8 +88,11 @@ def test_probes_close_at_any_rank_count_default(canary, small_config, tmp_path, 
     (as the losses do; test_mpi.py): they agree to 1e-3."""
     runs = loaded(canary, small_config, tmp_path, variant, lambda n: ["probes.every=1"],
                   (1, 2, 4))
+    # and two micro-batches of 4 on one rank
+    runs["ga2"] = series(train(canary, 1, small_config, tmp_path / f"{variant}_ga2",
+                               *VARIANTS[variant], "probes.every=1", "train.grad_accum=2"))
     ref = runs[1]
-    for n in (2, 4):
+    for n in (2, 4, "ga2"):
         for name, want in ref.items():
             got = runs[n][name]
             assert got.shape == want.shape, (n, name)
