@@ -141,7 +141,26 @@ def open_probes(path):
         return h5py.File(path, "r")
 
 
+def _scale_of_rows(dset):
+    """The name of the dimension scale on the dataset's first axis ("step", "probe_step", ...),
+    or None."""
+    try:
+        if dset.ndim == 0:
+            return None
+        for _, scale in dset.dims[0].items():
+            return scale.name.lstrip("/")
+    except (RuntimeError, ValueError, KeyError, TypeError):
+        return None
+    return None
+
+
 def _family(name, dset):
+    if name.startswith(("tensors/", "axes/")):
+        return None
+    scale = _scale_of_rows(dset)  # probes.h5 names its axes with HDF5 dimension scales
+    if scale is not None:
+        return scale
+    # older files without dimension scales: the description says which rows a series has
     desc = dset.attrs.get("description", "")
     if isinstance(desc, bytes):
         desc = desc.decode("utf-8", "replace")

@@ -18,6 +18,7 @@
 #include "launch/train.h"
 #include "model/blas_core.h"
 #include "probes/stats.h"
+#include "probes/tensor_rows.h"
 #include "util/error.h"
 #include "util/fpenv.h"
 
@@ -279,6 +280,17 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     }
     p->active = r->dist->rank == 0 && r->cfg.probes.enabled;
     p->collect = r->cfg.probes.enabled;
+    free(p->tensor_offset);
+    free(p->tensor_size);
+    free(p->tensor_muon);
+    p->tensor_offset = xcalloc((size_t)r->model.table.n, sizeof(size_t));
+    p->tensor_size = xcalloc((size_t)r->model.table.n, sizeof(size_t));
+    p->tensor_muon = xcalloc((size_t)r->model.table.n, sizeof(int));
+    for (int i = 0; i < r->model.table.n; i++) { // the table as plain arrays for probes/
+        p->tensor_offset[i] = r->model.table.t[i].offset;
+        p->tensor_size[i] = r->model.table.t[i].size;
+        p->tensor_muon[i] = r->muon_on && r->muon_owner[i] >= 0;
+    }
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_n = p->win_pos = p->above_threshold = 0;
@@ -397,37 +409,28 @@ static void fill_global_rows(struct run *r, int probe_step)
 // AdamW's second moment.
 static void fill_tensor_rows(struct run *r, int skipped)
 {
-    struct run_probes *p = &r->probes;
+    struct probe_set *s = &r->probes.set;
     const struct tensor_table *tt = &r->model.table;
-    // before AdamW's first update (t = 0) v is all zeros and there is no bias correction yet
-    double bc2 = r->adamw.t > 0 ? 1.0 - pow(r->cfg.optim.beta2, (double)r->adamw.t) : 0.0;
-    double eps = r->cfg.optim.eps;
-    for (int i = 0; i < tt->n; i++) {
-        const struct tensor *t = &tt->t[i];
-        const float *v = r->adamw.v + t->offset;
-        double n = (double)t->size;
-        // sqrt(v̂) < ε  ⇔  v < ε²·(1 − β₂ᵗ): no square root or division per entry. Entries
-        // never updated (v = 0) are counted apart.
-        double zero = (double)stats_count_zero(v, t->size);
-        double below = (double)stats_count_below(v, t->size, (float)(eps * eps * bc2));
-        double small = below > zero ? below - zero : 0.0;
-        double vs = bc2 > 0.0 ? stats_sum(v, t->size) / bc2 : 0.0;
-        probe_row(&p->set, PROBE_GRAD_RMS)[i] = stats_rms(r->tensor_sumsq[i], n);
-        probe_row(&p->set, PROBE_PARAM_RMS)[i] =
-            stats_rms(stats_sumsq(r->params + t->offset, t->size), n);
-        probe_row(&p->set, PROBE_UPDATE_RMS)[i] =
-            skipped ? NAN : stats_rms(stats_sumsq(r->update + t->offset, t->size), n);
-        int adam = !(r->muon_on && r->muon_owner[i] >= 0); // AdamW's group only
-        probe_row(&p->set, PROBE_ADAM_SQRT_V_RMS)[i] = adam ? sqrt(vs / n) : 0.0;
-        probe_row(&p->set, PROBE_ADAM_EPS_FRAC)[i] = adam && n > zero ? small / (n - zero) : 0.0;
-        probe_row(&p->set, PROBE_ADAM_V_ZERO_FRAC)[i] = adam ? zero / n : 0.0;
-        if (probe_has(&p->set, PROBE_MUON_ORTHO)) {
-            int m = r->muon_owner[i] >= 0;
-            probe_row(&p->set, PROBE_MUON_ORTHO)[i] = m ? (skipped ? NAN : r->muon_ortho[i]) : 0.0;
-            probe_row(&p->set, PROBE_MUON_MOMENTUM_RMS)[i] =
-                m ? stats_rms(stats_sumsq(r->muon.momentum + t->offset, t->size), n) : 0.0;
-        }
-    }
+    struct probe_tensor_in in = {tt->n,
+                                 r->probes.tensor_offset,
+                                 r->probes.tensor_size,
+                                 r->tensor_sumsq,
+                                 r->params,
+                                 r->update,
+                                 r->adamw.v,
+                                 r->adamw.t,
+                                 r->cfg.optim.beta2,
+                                 r->cfg.optim.eps,
+                                 r->probes.tensor_muon,
+                                 r->muon_on ? r->muon.momentum : NULL,
+                                 r->muon_on ? r->muon_ortho : NULL,
+                                 skipped};
+    struct probe_tensor_out out = {
+        probe_row(s, PROBE_GRAD_RMS),      probe_row(s, PROBE_PARAM_RMS),
+        probe_row(s, PROBE_UPDATE_RMS),    probe_row(s, PROBE_ADAM_SQRT_V_RMS),
+        probe_row(s, PROBE_ADAM_EPS_FRAC), probe_row(s, PROBE_ADAM_V_ZERO_FRAC),
+        probe_row(s, PROBE_MUON_ORTHO),    probe_row(s, PROBE_MUON_MOMENTUM_RMS)};
+    probe_tensor_rows(&in, &out);
 }
 
 static int check_events(struct run *r, const struct step_result *res, long step, char *err,
@@ -563,5 +566,10 @@ void run_probes_close(struct run *r)
     free(r->probes.moe_last_seen);
     r->probes.win_loss = r->probes.win_gnorm = NULL;
     r->probes.moe_last_seen = NULL;
+    free(r->probes.tensor_offset);
+    free(r->probes.tensor_size);
+    free(r->probes.tensor_muon);
+    r->probes.tensor_offset = r->probes.tensor_size = NULL;
+    r->probes.tensor_muon = NULL;
     r->probes.active = r->probes.collect = 0;
 }

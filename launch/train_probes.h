@@ -14,15 +14,17 @@ struct step_result;
 // Indices of the registered probes.
 struct run_probes {
     struct probe_set set;
-    int active;               // rank 0 of the run with probes.enabled: writes probes.h5
-    int collect;              // every rank of such a run: fills its micro-batches' probe records
-    struct probe_leaf leaf;   // the records' layout (set up by run_init)
-    double *every_sum;        // [leaf.every.size] the step's records folded over the global batch
-    double *step_sum;         // [leaf.step.size] the same for the probe-step records
-    long *moe_last_seen;      // [MoE blocks, experts] last step in which any token chose it
-    int eval_step, eval_loss; // h5 series handles of /eval
-    int lr_step, lr_loss;     // /lr_probe/step, /lr_probe/loss
-    int ev_step, ev_kind, ev_detail; // /events/{step,kind,detail}
+    int active;             // rank 0 of the run with probes.enabled: writes probes.h5
+    int collect;            // every rank of such a run: fills its micro-batches' probe records
+    struct probe_leaf leaf; // the records' layout (set up by run_init)
+    double *every_sum;      // [leaf.every.size] the step's records folded over the global batch
+    double *step_sum;       // [leaf.step.size] the same for the probe-step records
+    long *moe_last_seen;    // [MoE blocks, experts] last step in which any token chose it
+    size_t *tensor_offset, *tensor_size; // [tensors] the table as plain arrays, for
+    int *tensor_muon;                    // probe_tensor_rows (filled by run_probes_open)
+    int eval_step, eval_loss;            // h5 series handles of /eval
+    int lr_step, lr_loss;                // /lr_probe/step, /lr_probe/loss
+    int ev_step, ev_kind, ev_detail;     // /events/{step,kind,detail}
     // spike test: rolling windows of the loss and the gradient norm (steps before this one)
     double *win_loss, *win_gnorm; // [spike_window]
     int win_n, win_pos;

@@ -65,8 +65,9 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
     {PROBE_Q_LATENT_RMS, "attn/q_latent_rms", PROBE_LAYERS, 0, PROBE_NEEDS_Q_LATENT,
      "[layer] MLA: RMS of the query latent c_q before its RMSNorm"},
     {PROBE_LOSS_BALANCE, "loss/balance", PROBE_SCALAR, 1, PROBE_NEEDS_MOE,
-     "MoE load-balancing loss, scaled: optim.balance_loss * experts * sum_i f_i P_i, "
-     "mean over MoE blocks"},
+     "MoE load-balancing loss, scaled: optim.balance_loss * experts * sum_i f_i P_i of "
+     "each routing group (model.moe_group tokens), mean over the groups of the global "
+     "batch and over the MoE blocks"},
     {PROBE_LOSS_ROUTER_Z, "loss/router_z", PROBE_SCALAR, 1, PROBE_NEEDS_MOE,
      "MoE router z-loss, scaled: optim.router_z_loss * mean(logsumexp(router "
      "logits)^2), mean over MoE blocks"},

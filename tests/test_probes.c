@@ -8,6 +8,7 @@
 #include "probes/partials.h"
 #include "probes/probes.h"
 #include "probes/stats.h"
+#include "probes/tensor_rows.h"
 #include "testing.h"
 
 static void test_stats_sums_hand_values(void **state)
@@ -252,6 +253,47 @@ static void test_catalogue_and_features(void **state)
     probe_set_free(&ps);
 }
 
+// Two tensors of 4 entries: an AdamW one and a Muon one, worked by hand. β₂ = 0.5 at t = 1, so
+// v̂ = 2v; ε = 0.5, so sqrt(v̂) < ε ⇔ v < 0.125.
+static void test_tensor_rows_hand_values(void **state)
+{
+    (void)state;
+    const size_t off[2] = {0, 4}, size[2] = {4, 4};
+    const double gsq[2] = {4 * 9.0, 0.0};
+    const float params[8] = {1, -1, 1, -1, 2, 2, 2, 2};
+    const float update[8] = {0.5f, 0.5f, -0.5f, -0.5f, 0, 0, 0, 0};
+    const float v[8] = {0, 0.1f, 0.5f, 0, 9, 9, 9, 9}; // two never updated; one below the bound
+    const int muon[2] = {0, 1};
+    const float mom[8] = {0, 0, 0, 0, 3, -3, 3, -3};
+    const double ortho[2] = {0, 0.25};
+    struct probe_tensor_in in = {2, off, size, gsq,  params, update, v,
+                                 1, 0.5, 0.5,  muon, mom,    ortho,  0};
+    double g[2], p[2], u[2], sv[2], ef[2], vz[2], mo[2], mm[2];
+    struct probe_tensor_out out = {g, p, u, sv, ef, vz, mo, mm};
+    probe_tensor_rows(&in, &out);
+    expect_near(g[0], 3.0, 1e-15);
+    expect_near(g[1], 0.0, 0.0);
+    expect_near(p[0], 1.0, 1e-15);
+    expect_near(p[1], 2.0, 1e-15);
+    expect_near(u[0], 0.5, 1e-15);
+    expect_near(sv[0], sqrt(2.0 * (0.1 + 0.5) / 4), 1e-7); // RMS of sqrt(v̂) = sqrt(mean v̂)
+    expect_near(ef[0], 0.5, 0.0);                          // of the 2 updated entries, v = 0.1
+    expect_near(vz[0], 0.5, 0.0);
+    expect_near(sv[1], 0.0, 0.0); // Muon's tensor: AdamW's statistics do not apply
+    expect_near(ef[1], 0.0, 0.0);
+    expect_near(mo[0], 0.0, 0.0);
+    expect_near(mo[1], 0.25, 0.0);
+    expect_near(mm[1], 3.0, 1e-15);
+    // a skipped step computed no update; before the first update nothing is divided by 0
+    in.skipped = 1;
+    in.adam_t = 0;
+    probe_tensor_rows(&in, &out);
+    assert_true(isnan(u[0]) && isnan(u[1]) && isnan(mo[1]));
+    expect_near(sv[0], 0.0, 0.0);
+    expect_near(ef[0], 0.0, 0.0);
+    expect_near(p[0], 1.0, 1e-15);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +307,7 @@ int main(void)
         cmocka_unit_test(test_partials_same_records_same_bits),
         cmocka_unit_test(test_leaf_rows_hand_values),
         cmocka_unit_test(test_catalogue_and_features),
+        cmocka_unit_test(test_tensor_rows_hand_values),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -394,7 +394,8 @@ def apply_rope_complex(x, cos, sin):
     return torch.view_as_real(xc * rot).flatten(-2)
 
 
-def attention(cfg, p, prefix, h, rope, fast):
+def attention(cfg, p, prefix, h, rope, fast, rec=None):
+    """rec, a dict, receives q and k as attended ([B, H, T, hd]) for the probes."""
     m = cfg["model"]
     B, T, _ = h.shape
     H, hd = m["heads"], head_dim(cfg)
@@ -409,6 +410,8 @@ def attention(cfg, p, prefix, h, rope, fast):
         q = rot(q, *rope)
         k = rot(k, *rope)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
+    if rec is not None:
+        rec.update(q=q, k=k)
     if fast and _HAS_SDPA:
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
@@ -420,21 +423,24 @@ def attention(cfg, p, prefix, h, rope, fast):
     return F.linear(o, p[prefix + "wo"])
 
 
-def mla_attention(cfg, p, prefix, h, fast):
+def mla_attention(cfg, p, prefix, h, fast, rec=None):
     """Multi-head latent attention (canary's model/model_mla.h, written
     independently). q = wq h or wq_b rms(wq_a h); [c_kv | k_R] = wkv_a h;
     [k_C | v] = wkv_b rms(c_kv), k_C and v each [H * hd] (heads contiguous);
     q_h = [q_C,h ; q_R,h], k_h = [k_C,h ; k_R] (k_R shared by the heads);
     optional qk-norm over the hd + dr wide q_h, k_h; RoPE (table of dr) on
-    their last dr; softmax scale 1/sqrt(hd + dr)."""
+    their last dr; softmax scale 1/sqrt(hd + dr). rec, a dict, receives q and k as attended
+    and the latents c_kv and c_q before their norms, for the probes."""
     m = cfg["model"]
     B, T, _ = h.shape
     H, hd, dr, dc = m["heads"], head_dim(cfg), m["rope_dim"], m["kv_rank"]
     dqk = hd + dr
     if m["q_rank"] > 0:
-        cq = apply_norm(F.linear(h, p[prefix + "wq_a"]), p[prefix + "q_latent_norm.gain"],
-                        "rmsnorm", fast)
+        cq_raw = F.linear(h, p[prefix + "wq_a"])
+        cq = apply_norm(cq_raw, p[prefix + "q_latent_norm.gain"], "rmsnorm", fast)
         q = F.linear(cq, p[prefix + "wq_b"])
+        if rec is not None:
+            rec["cq"] = cq_raw
     else:
         q = F.linear(h, p[prefix + "wq"])
     q = q.view(B, T, H, dqk)
@@ -454,6 +460,8 @@ def mla_attention(cfg, p, prefix, h, fast):
         q = torch.cat([q[..., :hd], rot(q[..., hd:], cos, sin)], dim=-1)
         k = torch.cat([k[..., :hd], rot(k[..., hd:], cos, sin)], dim=-1)
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
+    if rec is not None:
+        rec.update(q=q, k=k, ckv=ckv)
     scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dqk))
     scores = scores.masked_fill(_causal_mask(T, h.device), float("-inf"))
     o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
@@ -504,7 +512,7 @@ def route_fast(r, k, cap):
     return sel, (place <= cap).reshape(k, N).t()
 
 
-def moe(cfg, p, prefix, h, fast, aux):
+def moe(cfg, p, prefix, h, fast, aux, rec=None):
     """The MoE feed-forward (canary's model/moe.h, written independently):
       r = router logits, p = softmax(r), lse = logsumexp(r) per token;
       the k largest logits per token (ties: lower expert index), descending;
@@ -515,7 +523,8 @@ def moe(cfg, p, prefix, h, fast, aux):
       out = sum over kept pairs of gate * expert(x) + sum of shared experts(x).
     Appends (balance, router_z) to aux: balance = balance_loss * E * mean over groups of
     sum f_i P_i with f_i = chosen pairs of i in the group / (G k) (not differentiated), P_i =
-    mean p_i over the group; router_z = router_z_loss * mean(lse^2)."""
+    mean p_i over the group; router_z = router_z_loss * mean(lse^2). rec, a dict, receives the
+    routing (sel, keep, probs, lse) for the probes."""
     m, o = cfg["model"], cfg["optim"]
     E, k = m["experts"], m["top_k"]
     B, T, C = h.shape
@@ -530,6 +539,8 @@ def moe(cfg, p, prefix, h, fast, aux):
     route = route_fast if fast else route_plain
     sels, keeps = zip(*(route(r.detach()[g:g + G], k, cap) for g in range(0, N, G)))
     sel, keep = torch.cat(sels), torch.cat(keeps)
+    if rec is not None:
+        rec.update(sel=sel, keep=keep, probs=probs, lse=lse)
     chosen = probs.gather(1, sel)
     gates = chosen / chosen.sum(dim=-1, keepdim=True) if m["gate_renorm"] else chosen
     out = torch.zeros_like(x)
@@ -551,10 +562,11 @@ def moe(cfg, p, prefix, h, fast, aux):
     return out.reshape(B, T, C)
 
 
-def forward(cfg, params, x, fast=False, aux=None):
+def forward(cfg, params, x, fast=False, aux=None, rec=None):
     """Logits [B, T, V] for integer tokens x [B, T].
     fast=False: every op written out (fixture mode); fast=True: fused kernels.
-    aux, a list, receives (balance, router_z) of every MoE block."""
+    aux, a list, receives (balance, router_z) of every MoE block; rec, a list, a dict per block
+    of what the probes look at (tests/torch_probes.py)."""
     m = cfg["model"]
     T = x.shape[1]
     h = F.embedding(x, params["tok_embed"])
@@ -565,16 +577,20 @@ def forward(cfg, params, x, fast=False, aux=None):
         rope = rope_tables(T, head_dim(cfg), h.dtype, h.device)
     for i in range(m["layers"]):
         pre = "blocks.%d." % i
+        r = {} if rec is not None else None
         a = apply_norm(h, params[pre + "ln1.gain"], m["norm"], fast)
         if m["attention"] == "mla":
-            h = h + mla_attention(cfg, params, pre + "attn.", a, fast)
+            h = h + mla_attention(cfg, params, pre + "attn.", a, fast, r)
         else:
-            h = h + attention(cfg, params, pre + "attn.", a, rope, fast)
+            h = h + attention(cfg, params, pre + "attn.", a, rope, fast, r)
         a = apply_norm(h, params[pre + "ln2.gain"], m["norm"], fast)
         if is_moe_block(cfg, i):
-            h = h + moe(cfg, params, pre + "mlp.", a, fast, aux)
+            h = h + moe(cfg, params, pre + "mlp.", a, fast, aux, r)
         else:
             h = h + mlp(cfg, params, pre + "mlp.", a, fast)
+        if rec is not None:
+            r["resid"] = h
+            rec.append(r)
     h = apply_norm(h, params["final_norm.gain"], m["norm"], fast)
     return F.linear(h, params["head"])
 

@@ -34,3 +34,26 @@ def test_block_tensor_rms_pools_experts():
     # routed experts only (not the shared one, not w2): sqrt((3² + 4²) / 2)
     assert np.allclose(out[1], [math.sqrt(12.5), 0.0])
     assert block_tensor_rms(_run(names, {}), "grad/rms", "mlp.w1") == {}
+
+
+def test_rows_follow_the_dimension_scale_not_the_description(tmp_path):
+    """probes.h5 names each series' row axis with an HDF5 dimension scale; the reader follows it
+    (a description saying otherwise does not matter), and falls back to the description for
+    files written before the scales."""
+    import h5py
+
+    from analysis.readers import _family
+
+    with h5py.File(tmp_path / "p.h5", "w") as f:
+        f["step"] = np.arange(1, 5, dtype=float)
+        f["probe_step"] = np.array([2.0, 4.0])
+        f["step"].make_scale("step")
+        f["probe_step"].make_scale("probe_step")
+        f["x"] = np.zeros(2)
+        f["x"].attrs["description"] = "something (rows aligned with /step)"
+        f["x"].dims[0].attach_scale(f["probe_step"])
+        f["old"] = np.zeros(4)
+        f["old"].attrs["description"] = "something (rows aligned with /step)"
+        assert _family("x", f["x"]) == "probe_step"
+        assert _family("old", f["old"]) == "step"
+        assert _family("step", f["step"]) == "step"

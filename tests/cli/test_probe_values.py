@@ -79,13 +79,14 @@ def load(ckpt, cfg):
     return params, v, t
 
 
-def check(canary, tmp_path, qk, pos):
+def check(canary, tmp_path, qk, pos, extra=""):
     data = tmp_path / "varied.bin"
     rng = np.random.default_rng(5)
     tokens = [int(t) for t in rng.integers(0, 32, 4000)]
     write_tokens(data, tokens)
     ini = tmp_path / "tiny.ini"
-    ini.write_text(CONFIG.format(qk=qk, pos=pos) + f"\n[data]\ntrain = {data}\n")
+    text = CONFIG.format(qk=qk, pos=pos).replace("[optim]\n", extra + "\n[optim]\n")
+    ini.write_text(text + f"\n[data]\ntrain = {data}\n")
     out = tmp_path / f"run_{qk}_{pos}"
     r = run(canary, "train", "--config", str(ini), "--out", str(out))
     assert r.returncode == 0, r.stderr
@@ -96,17 +97,20 @@ def check(canary, tmp_path, qk, pos):
     assert not torch.equal(x[0], x[1])
     with h5py.File(out / "probes.h5", "r") as f:
         names = list(f["tensors/names"].asstr()[:])
-        got = {k: f[k][2] for k in ("attn/max_logit", "attn/entropy", "attn/q_rms",
-                                    "attn/k_rms", "resid/rms", "output/logz_mean",
-                                    "output/logz_std", "output/logz_max", "output/logit_rms",
-                                    "grad/rms", "param/rms", "update/rms", "adam/sqrt_v_rms",
-                                    "adam/eps_frac", "adam/v_zero_frac", "loss/total")}
+        keys = ["attn/max_logit", "attn/entropy", "attn/q_rms", "attn/k_rms", "resid/rms",
+                "output/logz_mean", "output/logz_std", "output/logz_max", "output/logit_rms",
+                "grad/rms", "param/rms", "update/rms", "adam/sqrt_v_rms", "adam/eps_frac",
+                "adam/v_zero_frac", "loss/total"]
+        keys += [k for k in ("attn/kv_latent_rms", "attn/q_latent_rms", "moe/load",
+                             "moe/dropped", "moe/router_z", "moe/router_entropy") if k in f]
+        got = {k: f[k][2] for k in keys}
     # step 3 started from the weights of checkpoint 2 and ended at checkpoint 3
     p2, _, _ = load(out / "ckpt" / "step_00000002.h5", cfg)
     p3, v3, t3 = load(out / "ckpt" / "step_00000003.h5", cfg)
     leaves = {n: p.clone().requires_grad_(True) for n, p in p2.items()}
     want, loss = torch_probes.probes(cfg, leaves, x, y)
     loss.backward()
+    assert set(want) <= set(got), set(want) - set(got)
     for k, w in want.items():
         w = w.detach().numpy()
         assert np.allclose(got[k], w, rtol=1e-4, atol=1e-6), (k, got[k], w)
@@ -133,3 +137,14 @@ def test_probe_values_rope(canary, tmp_path):
 
 def test_probe_values_qknorm_learned(canary, tmp_path):
     check(canary, tmp_path, "true", "learned")
+
+
+def test_probe_values_moe(canary, tmp_path):
+    # capacity 1.0 in routing groups of one sequence: pairs get dropped
+    check(canary, tmp_path, "false", "rope",
+          "experts = 4\ntop_k = 2\ncapacity_factor = 1.0\nshared_experts = 1\n")
+
+
+def test_probe_values_mla(canary, tmp_path):
+    check(canary, tmp_path, "true", "rope",
+          "attention = mla\nkv_rank = 8\nq_rank = 6\nrope_dim = 4\n")
