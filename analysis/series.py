@@ -7,7 +7,7 @@ Contracts:
   last finite one at or before ``step``; ``reached`` is False when the series ends before
   ``step`` (a run that stopped early), in which case its last finite row is returned.
   (NaN, NaN, reached) when there is no finite row at or before ``step``: a row from after it is
-  never used.
+  never used; (NaN, NaN, False) when the series has no finite row at all.
 - ``last_finite(values)`` -> the last finite entry, NaN if none.
 - ``default_logit_step(runs)`` -> min(2000, the latest probe step of any run): Wortsman et al.
   read the block-0 logit at step 2e3; a short CPU sweep uses its last probe row instead.

@@ -95,7 +95,7 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
                     "step: optimizer steps taken; adam_t: AdamW bias-correction count; "
                     "data_cursor: global samples consumed (sample i is keyed by (seed, i)); the "
                     "lr schedule is a function of step; moe_expert_age (MoE only): steps since "
-                    "rank 0's probed micro-batch last chose each expert (at most 2^24)",
+                    "any token of the global batch last chose each expert (at most 2^24)",
                     err, errlen) ||
         h5_attr_str(f, "/", "description",
                     "canary checkpoint: /params/<name> (row-major [out, in] like torch.nn.Linear; "

@@ -1,5 +1,6 @@
 // `canary bench`: times training steps of a config on random tokens and prints one
 // machine-readable line (bench/run compares it with the PyTorch reference side by side).
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,10 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     }
     if (cli_load_config(&cfg, &opts, d, 0) != 0)
         return 1;
+    if (probes && !cfg.probes.enabled) {
+        err_printf("bench: --probes and --probe-cost need probes.enabled = true");
+        return 1;
+    }
     double rss_base = peak_rss_mib();
     double sgemm_1t = matmul_peak_gflops(1024, 5);
     if (run_init(&run, &cfg, d, 1, err, sizeof(err)) != 0) {
@@ -106,10 +111,19 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     }
     char probe_dir[] = "/tmp/canary-bench-XXXXXX";
     if (probes) { // every rank collects its micro-batches' probe records; rank 0 writes
-        if ((d->rank == 0 && !mkdtemp(probe_dir)) ||
-            run_probes_open(&run, probe_dir, err, sizeof(err)) != 0) {
+        int ok = 1;
+        if (d->rank == 0 && !mkdtemp(probe_dir)) {
+            snprintf(err, sizeof(err), "make a temporary directory: %s", strerror(errno));
+            ok = 0;
+        }
+        ok = ok && run_probes_open(&run, probe_dir, err, sizeof(err)) == 0;
+        if (!ok)
             err_printf("bench: probes in '%s': %s", probe_dir, err);
+        if (!dist_all_ok(d, ok)) { // every rank stops, none waits in a collective
+            run_probes_close(&run);
             run_free(&run);
+            if (d->rank == 0)
+                rmdir(probe_dir);
             return 1;
         }
     }

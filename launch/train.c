@@ -198,8 +198,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     if (mcfg->experts > 0 && ((long)r->micro_batch * mcfg->seq_len) % group != 0) {
         snprintf(err, errlen,
                  "model.moe_group = %d tokens does not divide a micro-batch of %d sequences of "
-                 "%d tokens (train.batch_size / (ranks * train.grad_accum)): a routing group "
-                 "would straddle micro-batches",
+                 "%d tokens: a routing group would straddle micro-batches (change "
+                 "model.moe_group, train.batch_size or train.grad_accum)",
                  group, r->micro_batch, mcfg->seq_len);
         return -1;
     }

@@ -504,11 +504,12 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     probe_row(&p->set, PROBE_CLIP)[0] = res->finite ? res->clip_factor : NAN;
     probe_row(&p->set, PROBE_TOKENS_PER_S)[0] = tokens_per_s;
     probe_row(&p->set, PROBE_SKIPPED)[0] = !res->finite;
-    fill_global_rows(r, probe_set_due(&p->set, step));
-    if (probe_set_due(&p->set, step))
+    // r->probe_step: the step just taken collected the probe-step records (train_loop decides)
+    fill_global_rows(r, r->probe_step);
+    if (r->probe_step)
         fill_tensor_rows(r, !res->finite);
 
-    if (probe_set_write(&p->set, step, err, errlen) != 0)
+    if (probe_set_write(&p->set, step, r->probe_step, err, errlen) != 0)
         return -1;
     if (r->lr_probe_due && res->finite) { // a skipped step ran no LR probe
         double s = (double)step;

@@ -19,7 +19,7 @@ static inline float fm_expf(float x)
     const float ln2_lo = -2.12194440e-4f; // ln2 − ln2_hi
     x = x < -87.0f ? -87.0f : x;          // NaN passes both selects
     x = x > 88.0f ? 88.0f : x;
-    // With x in [−87, 88], n is in [−125, 127]: 2^n is a normal float and needs no clamp of
+    // With x in [−87, 88], n is in [−126, 127]: 2^n is a normal float and needs no clamp of
     // its own. Only a NaN must not reach the int conversion (undefined behaviour); r, and so
     // the result, stay NaN. Every clamp here is a comparison, not fminf/fmaxf: without
     // -ffinite-math-only GCC calls libm for those and every loop that inlines fm_expf stops

@@ -262,9 +262,9 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
     m->moe_stats = xcalloc((size_t)cfg->layers, sizeof(*m->moe_stats));
     m->moe_counts = xcalloc((size_t)cfg->layers * 2 * (cfg->experts + 1), sizeof(double));
     m->moe_group = cfg->moe_group > 0 ? cfg->moe_group : cfg->seq_len;
-    m->moe_group_counts = xcalloc((size_t)cfg->layers * (cfg->experts + 1) *
-                                      ((size_t)max_batch * cfg->seq_len / m->moe_group + 1),
-                                  sizeof(double));
+    m->moe_groups_max = (int)((size_t)max_batch * cfg->seq_len / m->moe_group) + 1;
+    m->moe_group_counts = xcalloc(
+        (size_t)cfg->layers * (cfg->experts + 1) * (size_t)m->moe_groups_max, sizeof(double));
     m->moe_mean_p = xcalloc((size_t)cfg->layers * (cfg->experts + 1), sizeof(double));
     m->acts.blocks = xcalloc((size_t)cfg->layers, sizeof(*m->acts.blocks));
     m->acts.floats = model_acts_carve(cfg, max_batch, NULL, NULL, NULL, &m->acts.ints);

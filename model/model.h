@@ -148,6 +148,7 @@ struct model {
     double *moe_counts, *moe_mean_p; // [L, 2E] chosen and kept pairs per expert, [L, E] P_i
     double *moe_group_counts;        // [L, groups, E] chosen pairs per routing group
     int moe_group;                   // tokens per routing group (cfg.moe_group resolved)
+    int moe_groups_max;              // groups of the largest micro-batch (+1), per layer
 };
 
 // 1 when block l has the MoE feed-forward.

@@ -11,8 +11,7 @@
 // Block l's per-group choice counts: [groups of the micro-batch, E] (room for max_batch).
 static double *moe_block_group_counts(const struct model *m, int l)
 {
-    size_t per_layer = (size_t)m->max_batch * m->cfg.seq_len / m->moe_group + 1;
-    return m->moe_group_counts + (size_t)l * per_layer * m->cfg.experts;
+    return m->moe_group_counts + (size_t)l * m->moe_groups_max * m->cfg.experts;
 }
 
 void moe_block_forward(struct model *m, const float *params, int l, int B, float *x_out)

@@ -7,12 +7,14 @@
 //   p_t = softmax(r_t) over the router logits r_t = W_r x_t;  lse_t = logsumexp(r_t)
 //   chosen: the k largest logits (ties: the lower expert index), in descending order;
 //   gate g_tj = p_t[e_tj], or p_t[e_tj] / Σ_j p_t[e_tj] with renorm (Mixtral);
-//   capacity c = ceil(capacity_factor · k · N / E), at most N: the pairs (t, j) are served first
-//   by choice rank j, then in token order; a pair beyond its expert's capacity is dropped and
-//   adds nothing (the token keeps its residual);
+//   tokens are routed in groups of G consecutive tokens (model.moe_group, one sequence by
+//   default); per group, capacity c = ceil(capacity_factor · k · G / E), at most G: the pairs
+//   (t, j) are served first by choice rank j, then in token order; a pair beyond its expert's
+//   capacity in its group is dropped and adds nothing (the token keeps its residual);
 //   y_t = Σ_{kept j} g_tj · expert_{e_tj}(x_t).
 // Auxiliary losses of one layer (their means over the MoE layers are added to the loss):
-//   balance = α · E · Σ_i f_i P_i,  f_i = (chosen pairs of expert i) / (N k),  P_i = mean_t p_t[i]
+//   balance = α · E · mean over groups of Σ_i f_i P_i,  f_i = (chosen pairs of expert i in the
+//   group) / (G k),  P_i = mean over the group's tokens of p_t[i]
 //   (f counts choices before dropping; it is not differentiated, as in Switch);
 //   router_z = c_z · mean_t lse_t²  (ST-MoE).
 #ifndef CANARY_MODEL_MOE_H

@@ -246,10 +246,9 @@ int probe_set_due(const struct probe_set *ps, long step)
     return step % ps->every == 0;
 }
 
-int probe_set_write(struct probe_set *ps, long step, char *err, size_t errlen)
+int probe_set_write(struct probe_set *ps, long step, int due, char *err, size_t errlen)
 {
     double s = (double)step;
-    int due = probe_set_due(ps, step);
     if (h5_series_append(ps->file, ps->step_series, &s, err, errlen) != 0)
         return -1;
     if (due && h5_series_append(ps->file, ps->probe_step_series, &s, err, errlen) != 0)

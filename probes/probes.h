@@ -68,8 +68,9 @@ int probe_set_start(struct probe_set *ps, char *err, size_t errlen);
 
 // True when probe-cadence rows are due at step.
 int probe_set_due(const struct probe_set *ps, long step);
-// Appends the rows due at step (every-step probes always; the others when due).
-int probe_set_write(struct probe_set *ps, long step, char *err, size_t errlen);
+// Appends the rows of step: every-step probes always, the probe-cadence ones when due (the
+// caller's decision, normally probe_set_due(step), which it made before the step).
+int probe_set_write(struct probe_set *ps, long step, int due, char *err, size_t errlen);
 int probe_set_flush(struct probe_set *ps, char *err, size_t errlen);
 int probe_set_close(struct probe_set *ps);
 

@@ -91,14 +91,20 @@ void stats_moments_merge(struct stats_moments *into, const struct stats_moments 
     into->n = n;
 }
 
+// m2 ≥ 0 up to rounding; a NaN passes (fmax would turn it into 0)
+static double root_of_nonneg(double v)
+{
+    return v < 0.0 ? 0.0 : sqrt(v);
+}
+
 double stats_moments_std(const struct stats_moments *m)
 {
-    return m->n > 0.0 ? sqrt(fmax(0.0, m->m2 / m->n)) : 0.0;
+    return m->n > 0.0 ? root_of_nonneg(m->m2 / m->n) : 0.0;
 }
 
 double stats_moments_sample_std(const struct stats_moments *m)
 {
-    return m->n > 1.0 ? sqrt(fmax(0.0, m->m2 / (m->n - 1.0))) : 0.0;
+    return m->n > 1.0 ? root_of_nonneg(m->m2 / (m->n - 1.0)) : 0.0;
 }
 
 int stats_spike_z(const double *win, int n, double x, double *z)

@@ -59,6 +59,10 @@ static void test_stats_moments_hand_values(void **state)
     expect_near(m.m2, 32.0, 1e-13);
     expect_near(stats_moments_std(&m), 2.0, 1e-15);
     expect_near(stats_moments_sample_std(&m), sqrt(32.0 / 7.0), 1e-15);
+    const float bad[3] = {1, NAN, 2}; // a NaN log Z must reach the row
+    struct stats_moments nan_m;
+    stats_moments_of(&nan_m, bad, 3);
+    assert_true(isnan(stats_moments_std(&nan_m)) && isnan(stats_moments_sample_std(&nan_m)));
     struct stats_moments empty;
     stats_moments_of(&empty, x, 0);
     expect_near(stats_moments_std(&empty), 0.0, 0.0);
