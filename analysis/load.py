@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import AnalysisError
-from .params import non_embedding_params
+from .params import non_embedding_params, table_params
 from .readers import (canon, fmt_value, parse_ini, read_index, read_metrics, read_probes, short_key,
                       to_float)
 
@@ -66,6 +66,8 @@ class Run:
     diverged: bool = False
     series: dict = field(default_factory=dict)
     tensor_names: list = field(default_factory=list)
+    tensor_kinds: list = field(default_factory=list)   # /tensors/kind (files since the scales)
+    tensor_shapes: list = field(default_factory=list)  # /tensors/shape: (rows, cols)
     events: list = field(default_factory=list)      # (step, kind, detail)
     params: int = None                               # non-embedding parameter count
     ini_raw: dict = field(default_factory=dict)      # config.ini value text per key
@@ -207,7 +209,10 @@ def load_run(path, run_id, row=None, swept_keys=()):
             not run.diverged:
         run.problems.append(f"{len(run.series['step'])} step rows for {run.steps} steps")
         run.partial = True
-    run.params = non_embedding_params(run.config)
+    # exact from the file's tensor table where it has one (MoE, MLA), else from the config
+    run.params = table_params(run.tensor_kinds, run.tensor_shapes)
+    if run.params is None:
+        run.params = non_embedding_params(run.config)
     return run
 
 

@@ -1,4 +1,7 @@
-"""Non-embedding parameter count of a canary model config (Kaplan / Wortsman convention).
+"""Non-embedding parameter count of a canary model (Kaplan / Wortsman convention).
+
+``table_params(kinds, shapes)`` counts it exactly from probes.h5's /tensors table; runs loaded
+from files without one fall back to the config formula below (dense MHA shapes only).
 
 Contract: ``non_embedding_params(config)`` takes a flat dict of resolved config keys
 ("model.dim", "model.layers", ...; values may be numbers or strings) and returns the number of
@@ -8,6 +11,19 @@ excluded, so qk-norm on/off runs of one shape have the same count. Per block (se
 wq, wk, wv ([inner, d]) and wo ([d, inner]) give 4*d*inner, inner = heads * head_dim
 (head_dim 0 means dim / heads); the MLP has w1, w2 (and w3 for SwiGLU) of d*F, F = mlp_ratio*d.
 """
+
+# The tensor kinds (probes.h5 /tensors/kind) that count: the blocks' 2-D matrices.
+HIDDEN_KINDS = ("matrix", "expert", "router")
+
+
+def table_params(kinds, shapes):
+    """Exact non-embedding count from probes.h5's tensor table: rows·cols summed over the
+    attention, MLP, MLA, router and expert matrices (every routed and shared expert: total, not
+    active, parameters); None without a table."""
+    if not kinds or len(kinds) != len(shapes):
+        return None
+    return sum(r * c for k, (r, c) in zip(kinds, shapes) if k in HIDDEN_KINDS)
+
 
 # Swept keys that change the model's size; the early warning fits across them.
 SIZE_KEYS = ("model.dim", "model.layers", "model.heads", "model.head_dim", "model.mlp_ratio",

@@ -219,7 +219,8 @@ def read_probes(path, run):
             f.visititems(visit)
             for name, dset in datasets.items():
                 try:
-                    if name in ("tensors/names", "events/kind", "events/detail"):
+                    if name in ("tensors/names", "tensors/kind", "events/kind",
+                                "events/detail"):
                         data = np.array([s for s in dset.asstr()[()]], dtype=object)
                     else:
                         data = np.asarray(dset[()])
@@ -233,6 +234,10 @@ def read_probes(path, run):
                 if fam is None:
                     if name == "tensors/names":
                         run.tensor_names = [str(s) for s in data]
+                    elif name == "tensors/kind":
+                        run.tensor_kinds = [str(s) for s in data]
+                    elif name == "tensors/shape" and data.ndim == 2:
+                        run.tensor_shapes = [(int(a), int(b)) for a, b in data]
                     continue
                 families.setdefault(fam, []).append(name)
                 run.series[name] = data

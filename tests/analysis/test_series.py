@@ -57,3 +57,14 @@ def test_rows_follow_the_dimension_scale_not_the_description(tmp_path):
         assert _family("x", f["x"]) == "probe_step"
         assert _family("old", f["old"]) == "step"
         assert _family("step", f["step"]) == "step"
+
+
+def test_parameter_count_from_the_tensor_table():
+    """MoE and MLA counted exactly from /tensors: hidden matrices, routers and every expert;
+    not embeddings, the head or gains. Without a table: None (the config formula is used)."""
+    from analysis.params import table_params
+
+    kinds = ["embedding", "matrix", "gain", "router", "expert", "expert", "head"]
+    shapes = [(256, 16), (48, 16), (1, 16), (4, 16), (64, 16), (16, 64), (256, 16)]
+    assert table_params(kinds, shapes) == 48 * 16 + 4 * 16 + 64 * 16 + 16 * 64
+    assert table_params([], []) is None
