@@ -33,7 +33,7 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
             for (int j = 0; j < vocab; j++)
                 x[j] = fm_expf(x[j] - mx);
             // the same lane order as xent_forward, so both report identical losses
-            double sum = fm_sum_f64(x, vocab);
+            double sum = lanes_sum(x, vocab);
             double lz = (double)mx + log(sum);
             ce_blk[r - r0] = lz - (double)xy;
             lz_blk[r - r0] = lz;
@@ -71,7 +71,7 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
                     lane[k] += (double)fm_expf(x[j + k] - mx);
             for (; j < vocab; j++)
                 lane[0] += (double)fm_expf(x[j] - mx);
-            double s = fm_lanes8_total(lane);
+            double s = lanes8_total(lane);
             double lz = (double)mx + log(s);
             ce_blk[r - r0] = lz - (double)x[targets[r]];
             lz_blk[r - r0] = lz;

@@ -255,7 +255,7 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             if (stats) {
                 float mn = fm_min(row, i + 1);
                 max_abs = fmax(max_abs, fmax(fabs((double)mx), fabs((double)mn)));
-                // tilt in eight double lanes (vectorisable), as fm_sum_f64
+                // tilt in eight double lanes (vectorisable), as lanes_sum
                 double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
                 int j = 0;
                 for (; j + 8 <= i + 1; j += 8)
@@ -269,12 +269,12 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
                     row[j] = fm_expf(t);
                     lane[0] += (double)row[j] * (double)t;
                 }
-                tilt = fm_lanes8_total(lane);
+                tilt = lanes8_total(lane);
             } else {
                 for (int j = 0; j <= i; j++)
                     row[j] = fm_expf(row[j] - mx);
             }
-            double sum = fm_sum_f64(row, i + 1);
+            double sum = lanes_sum(row, i + 1);
             float inv = (float)(1.0 / sum);
             for (int j = 0; j <= i; j++)
                 row[j] *= inv;
@@ -316,7 +316,7 @@ void attention_backward(float *dq, float *dk, float *dv, float *dp, const float 
         for (int i = 0; i < T; i++) {
             const float *prow = pp + (size_t)i * T;
             float *drow = dpp + (size_t)i * T;
-            float fdot = (float)fm_dot_f64(prow, drow, i + 1);
+            float fdot = (float)lanes_dot(prow, drow, i + 1);
             for (int j = 0; j <= i; j++)
                 drow[j] = prow[j] * (drow[j] - fdot) * scale;
             for (int j = i + 1; j < T; j++)

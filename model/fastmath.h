@@ -12,6 +12,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "util/lanes.h"
+
 static inline float fm_expf(float x)
 {
     const float log2e = 1.44269504088896341f;
@@ -53,59 +55,6 @@ static inline float fm_tanhf(float x)
 static inline float fm_sigmoidf(float x)
 {
     return 1.0f / (1.0f + fm_expf(-x));
-}
-
-// The fixed-order total of eight double lanes (the pairing every lane sum here uses, so the same
-// inputs give the same bits on any thread count).
-static inline double fm_lanes8_total(const double lane[8])
-{
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
-
-// Σ x[0..n) in double through eight lanes (vectorisable, fixed order: the same bits for the
-// same input on any thread count).
-static inline double fm_sum_f64(const float *x, int n)
-{
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += (double)x[j + k];
-    for (; j < n; j++)
-        lane[0] += (double)x[j];
-    return fm_lanes8_total(lane);
-}
-
-// Σ a[j]·b[j] over [0..n) in double through eight lanes, as fm_sum_f64 (a plain double
-// accumulator is a serial dependency GCC may not reorder without -ffast-math: scalar code).
-static inline double fm_dot_f64(const float *a, const float *b, int n)
-{
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += (double)a[j + k] * (double)b[j + k];
-    for (; j < n; j++)
-        lane[0] += (double)a[j] * (double)b[j];
-    return fm_lanes8_total(lane);
-}
-
-// Σ (x[j] − m)² over [0..n) in double through eight lanes.
-static inline double fm_sumsq_dev_f64(const float *x, double m, int n)
-{
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++) {
-            double d = (double)x[j + k] - m;
-            lane[k] += d * d;
-        }
-    for (; j < n; j++) {
-        double d = (double)x[j] - m;
-        lane[0] += d * d;
-    }
-    return fm_lanes8_total(lane);
 }
 
 // max of x[0..n), n ≥ 1. A NaN may be skipped here; callers subtract the max from every element,

@@ -2,22 +2,12 @@
 // no probe state: launch/ asks after a forward and hands the sums to probes/.
 #include <string.h>
 
-#include "model/fastmath.h"
 #include "model/model.h"
+#include "util/lanes.h"
 
 void model_set_probing(struct model *m, int on)
 {
     m->probe_attention = on;
-}
-
-// Σ x² in double (fastmath.h's eight lanes), in fixed chunks so that n may pass INT_MAX.
-static double sumsq(const float *x, size_t n)
-{
-    const size_t chunk = (size_t)1 << 24;
-    double s = 0.0;
-    for (size_t i = 0; i < n; i += chunk)
-        s += fm_dot_f64(x + i, x + i, (int)(n - i < chunk ? n - i : chunk));
-    return s;
 }
 
 void model_probe_sums(const struct model *m, int B, const struct model_probe_sums *out)
@@ -34,8 +24,8 @@ void model_probe_sums(const struct model *m, int B, const struct model_probe_sum
                 size_t bh = (size_t)b * H + h;
                 mx = st[2 * bh] > mx || st[2 * bh] != st[2 * bh] ? st[2 * bh] : mx; // NaN stays
                 ent += st[2 * bh + 1];
-                qs += sumsq(a->q + bh * per_head, per_head);
-                ks += sumsq(a->k + bh * per_head, per_head);
+                qs += lanes_dot(a->q + bh * per_head, a->q + bh * per_head, per_head);
+                ks += lanes_dot(a->k + bh * per_head, a->k + bh * per_head, per_head);
             }
             out->attn_max[l * H + h] = mx;
             out->attn_entropy[l * H + h] = ent;
@@ -43,11 +33,12 @@ void model_probe_sums(const struct model *m, int B, const struct model_probe_sum
             out->k_sumsq[l * H + h] = ks;
         }
         const float *x_out = l + 1 < L ? m->acts.blocks[l + 1].x_in : m->acts.x_final;
-        out->resid_sumsq[l] = sumsq(x_out, N * c->dim);
+        out->resid_sumsq[l] = lanes_dot(x_out, x_out, N * c->dim);
         if (c->attention == ATTN_MLA && out->kv_latent_sumsq) {
-            out->kv_latent_sumsq[l] = sumsq(a->ckv, N * c->kv_rank);
+            out->kv_latent_sumsq[l] = lanes_dot(a->ckv, a->ckv, N * c->kv_rank);
             if (out->q_latent_sumsq)
-                out->q_latent_sumsq[l] = c->q_rank > 0 ? sumsq(a->cq, N * c->q_rank) : 0.0;
+                out->q_latent_sumsq[l] =
+                    c->q_rank > 0 ? lanes_dot(a->cq, a->cq, N * c->q_rank) : 0.0;
         }
         if (m->blocks[l].moe && out->moe_kept) {
             const double *counts = m->moe_counts + (size_t)l * 2 * E;

@@ -15,8 +15,8 @@ void norm_forward(float *out, float *mean, float *rstd, const float *in, const f
     for (int r = 0; r < n; r++) {
         const float *x = in + (size_t)r * c;
         float *y = out + (size_t)r * c;
-        double m = kind == NORM_LAYERNORM ? fm_sum_f64(x, c) / c : 0.0;
-        double v = fm_sumsq_dev_f64(x, m, c) / c;
+        double m = kind == NORM_LAYERNORM ? lanes_sum(x, c) / c : 0.0;
+        double v = lanes_sumsq_dev(x, m, c) / c;
         float s = (float)(1.0 / sqrt(v + NORM_EPS));
         float mf = (float)m;
         for (int i = 0; i < c; i++)
@@ -54,7 +54,7 @@ void norm_backward(float *din, float *dgain, const float *dout, const float *in,
             lg[0] += g;
             lgx[0] += (double)g * (double)((x[i0] - m) * s);
         }
-        double sum_g = fm_lanes8_total(lg), sum_gx = fm_lanes8_total(lgx);
+        double sum_g = lanes8_total(lg), sum_gx = lanes8_total(lgx);
         float mg = kind == NORM_LAYERNORM ? (float)(sum_g / c) : 0.0f;
         float mgx = (float)(sum_gx / c);
         for (int i = 0; i < c; i++) {

@@ -3,35 +3,16 @@
 
 #include <math.h>
 
-// The fixed pairing of eight lanes every sum here ends with.
-static double lanes_total(const double lane[8])
-{
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
-           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
-}
+#include "util/lanes.h"
 
 double stats_sumsq(const float *x, size_t n)
 {
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += (double)x[j + k] * (double)x[j + k];
-    for (; j < n; j++)
-        lane[0] += (double)x[j] * (double)x[j];
-    return lanes_total(lane);
+    return lanes_dot(x, x, n);
 }
 
 double stats_sum(const float *x, size_t n)
 {
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    size_t j = 0;
-    for (; j + 8 <= n; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += (double)x[j + k];
-    for (; j < n; j++)
-        lane[0] += (double)x[j];
-    return lanes_total(lane);
+    return lanes_sum(x, n);
 }
 
 size_t stats_count_below(const float *x, size_t n, float bound)

@@ -168,10 +168,10 @@ static void k_attn_softmax(struct bufs *b, void *ctx)
             float mx = fm_max(src, i + 1);
             for (int j = 0; j <= i; j++)
                 row[j] = fm_expf(src[j] - mx);
-            float inv = (float)(1.0 / fm_sum_f64(row, i + 1));
+            float inv = (float)(1.0 / lanes_sum(row, i + 1));
             for (int j = 0; j <= i; j++)
                 row[j] *= inv;
-            float dot = (float)fm_dot_f64(row, dp, i + 1);
+            float dot = (float)lanes_dot(row, dp, i + 1);
             for (int j = 0; j <= i; j++)
                 row[j] = row[j] * (dp[j] - dot);
         }
