@@ -9,6 +9,12 @@
 // out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ   (overwrites out)
 void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim);
 
+// out[n, out_dim] += in[n, in_dim] · w[out_dim, in_dim]ᵀ   (ACCUMULATES into out). A residual
+// branch lands this way: the caller copies the stream into out first, which costs less than
+// BLAS zeroing C for beta = 0 and a separate add pass.
+void matmul_forward_acc(float *out, const float *in, const float *w, int n, int in_dim,
+                        int out_dim);
+
 // din[n, in_dim] = dout · w      (OVERWRITES din; skipped when din is NULL)
 // dw[out_dim, in_dim] += doutᵀ · in   (ACCUMULATES into dw)
 void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,

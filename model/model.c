@@ -412,8 +412,8 @@ static void feed_forward(struct model *m, const float *params, int l, int B, flo
     int U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, U);
     mlp_act_forward(c->mlp, a->a, a->u, BT, F);
-    matmul_forward(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
-    model_add_into(x_out, a->x_mid, (size_t)BT * C);
+    memcpy(x_out, a->x_mid, (size_t)BT * C * sizeof(float));
+    matmul_forward_acc(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
 }
 
 static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
@@ -428,8 +428,8 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
         mla_forward(m, params, l, B);
     else
         mha_forward(m, params, l, B);
-    matmul_forward(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
-    model_add_into(a->x_mid, a->x_in, (size_t)BT * C);
+    memcpy(a->x_mid, a->x_in, (size_t)BT * C * sizeof(float));
+    matmul_forward_acc(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
     feed_forward(m, params, l, B, x_out);
 }
 

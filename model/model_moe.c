@@ -48,8 +48,7 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
         float *u = a->u + (size_t)s * N * U, *act = a->a + (size_t)s * N * F;
         matmul_forward(u, a->n2, tensor_ptr(m, params, bi->sw1[s]), N, C, U);
         mlp_act_forward(m->cfg.mlp, act, u, N, F);
-        matmul_forward(g->moe_tmp, act, tensor_ptr(m, params, bi->sw2[s]), N, F, C);
-        model_add_into(x_out, g->moe_tmp, (size_t)N * C);
+        matmul_forward_acc(x_out, act, tensor_ptr(m, params, bi->sw2[s]), N, F, C);
     }
 }
 
