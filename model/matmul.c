@@ -49,8 +49,7 @@ void matmul_forward(float *out, const float *in, const float *w, int n, int in_d
     matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 0.0f, out, out_dim);
 }
 
-void matmul_forward_acc(float *out, const float *in, const float *w, int n, int in_dim,
-                        int out_dim)
+void matmul_forward_acc(float *out, const float *in, const float *w, int n, int in_dim, int out_dim)
 {
     matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 1.0f, out, out_dim);
 }
