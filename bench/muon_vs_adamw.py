@@ -10,19 +10,17 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
-from analysis.load import load_sweep  # noqa: E402
+sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "analysis")))
+from canary_analysis.load import load_sweep  # noqa: E402
 
 
 def reaches(run, target):
     """First evaluation step whose loss is <= target, or None."""
-    steps, losses = run.series.get("eval/step"), run.series.get("eval/loss")
-    if steps is None:
+    if not run.has("eval/loss"):
         return None
-    for s, l in zip(steps, losses):
-        if l <= target:
-            return int(s)
-    return None
+    loss = run.ds["eval/loss"]
+    reached = loss["eval_step"].where(loss <= target, drop=True)
+    return int(reached[0]) if reached.size else None
 
 
 def row(label, adamw, muon):

@@ -9,7 +9,12 @@
 ``sweep_maker(tmp_path)`` returns a maker of numbered sweeps under a test's tmp_path. There is
 no conftest.py here: tests/cli's modules import their own conftest by name, and a second
 conftest module would shadow it when both directories run in one session. Importing this
-module puts the repository root on sys.path, for ``import analysis``.
+module puts analysis/ on sys.path, for ``import canary_analysis`` without installing it (the
+package's own pytest settings do the same).
+
+Like canary's writer, every series gets HDF5 dimension scales (/step, /probe_step, /eval/step,
+/lr_probe/step, /events/step, /axes/layer, /axes/head, /axes/lr_factor, /tensors/names); the
+spec key ``scales=False`` writes a file as a canary from before them did.
 """
 
 import math
@@ -19,8 +24,9 @@ import sys
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+PACKAGE_ROOT = os.path.join(ROOT, "analysis")
+if PACKAGE_ROOT not in sys.path:
+    sys.path.insert(0, PACKAGE_ROOT)
 
 STEP_DESC = " (rows aligned with /step)"
 PROBE_DESC = " (rows aligned with /probe_step)"
@@ -87,7 +93,9 @@ def make_run(run_dir, spec, swept):
     nonfinite_at (step from which losses are NaN; the run stops there), logit (block-0 max
     logit: a number or f(step)), probes (False: no probes.h5), truncate (keep this many
     every-step rows; probe rows cut in proportion; with ``short_member`` one member shorter),
-    events [(step, kind, detail)], files (False: no config.ini/metrics.tsv), garbage_probes."""
+    events [(step, kind, detail)], files (False: no config.ini/metrics.tsv), garbage_probes,
+    scales (False: no dimension scales, as canary wrote before them), tensor_shapes (write
+    /tensors/kind and /tensors/shape: (kind, rows, cols) per tensor name)."""
     import h5py
 
     os.makedirs(run_dir, exist_ok=True)
@@ -200,7 +208,49 @@ def make_run(run_dir, spec, swept):
                          dtype=sdt, maxshape=(None,))
         f.create_dataset("events/detail", data=np.array([e[2] for e in events], dtype=object),
                          dtype=sdt, maxshape=(None,))
+        if spec.get("tensor_shapes"):
+            table = spec["tensor_shapes"]
+            f.create_dataset("tensors/kind", data=np.array([table[n][0] for n in names],
+                                                           dtype=object), dtype=sdt)
+            f.create_dataset("tensors/shape", data=np.array([table[n][1:] for n in names],
+                                                            dtype=np.int32))
+        if spec.get("scales", True):
+            _attach_scales(f, L, H)
     return cfg
+
+
+def _attach_scales(f, layers, heads):
+    """Dimension scales as canary's writer makes them: the row axes, then layer, head,
+    lr_factor and tensor."""
+    f.create_dataset("axes/layer", data=np.arange(layers, dtype=np.int32))
+    f.create_dataset("axes/head", data=np.arange(heads, dtype=np.int32))
+    f.create_dataset("axes/lr_factor", data=np.array([0, 0.5, 1, 2], dtype=np.float32))
+    for name in ("step", "probe_step", "eval/step", "lr_probe/step", "events/step",
+                 "axes/layer", "axes/head", "axes/lr_factor", "tensors/names"):
+        f[name].make_scale(name)
+    rows = {"eval/": "eval/step", "lr_probe/": "lr_probe/step", "events/": "events/step"}
+    for name, d in list(_datasets(f)):
+        if d.attrs.get("CLASS") == b"DIMENSION_SCALE" or name.startswith(("tensors/", "axes/")):
+            continue
+        first = next((v for k, v in rows.items() if name.startswith(k)),
+                     "probe_step" if "probe_step" in d.attrs.get("description", "") else "step")
+        d.dims[0].attach_scale(f[first])
+        if d.ndim == 3:
+            d.dims[1].attach_scale(f["axes/layer"])
+            d.dims[2].attach_scale(f["axes/head"])
+        elif d.ndim == 2 and name == "resid/rms":
+            d.dims[1].attach_scale(f["axes/layer"])
+        elif d.ndim == 2 and name == "lr_probe/loss":
+            d.dims[1].attach_scale(f["axes/lr_factor"])
+        elif d.ndim == 2:
+            d.dims[1].attach_scale(f["tensors/names"])
+
+
+def _datasets(f):
+    import h5py
+    out = []
+    f.visititems(lambda n, o: out.append((n, o)) if isinstance(o, h5py.Dataset) else None)
+    return out
 
 
 def write_index(path, keys, rows):

@@ -8,10 +8,10 @@ from matplotlib.image import imread
 
 from fabricate import sweep_maker
 
-from analysis.early_warning import (early_warning, fig_early_warning, fit_log_poly,
+from canary_analysis.early_warning import (early_warning, fig_early_warning, fit_log_poly,
                                     format_predictions, predict)
-from analysis.load import load_sweep
-from analysis.params import non_embedding_params
+from canary_analysis.load import load_sweep
+from canary_analysis.params import non_embedding_params
 
 DIMS = [32, 64, 128, 256]
 X0 = math.log10(24 * 32 ** 2)   # log10 N of the smallest model (N = 24 d^2 at L=2, gelu)

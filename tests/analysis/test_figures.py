@@ -6,9 +6,9 @@ from matplotlib.image import imread
 
 from fabricate import sweep_maker
 
-from analysis.figures import write_all
-from analysis.load import load_sweep
-from analysis.sensitivity import lr_sensitivity
+from canary_analysis.figures import write_all
+from canary_analysis.load import load_sweep
+from canary_analysis.sensitivity import lr_sensitivity
 
 EXPECTED = {  # 2 model sizes, 3 layers
     "loss_vs_lr.png": 2,

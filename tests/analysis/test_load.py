@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from fabricate import lr_specs, sweep_maker
 
-from analysis import AnalysisError
-from analysis.load import load_sweep
+from canary_analysis import AnalysisError
+from canary_analysis.load import load_sweep
 
 
 def _by_id(sweep):
@@ -33,11 +33,14 @@ def test_complete_run(tmp_path):
     assert r.lr == 1e-3 and r.l0 == 5.5 and r.final_loss == 3.25 and r.steps == 40
     assert r.config["model.dim"] == 32 and r.config["model.qk_norm"] == 1
     assert r.params == 2 * (4 * 32 * 32 + 2 * 32 * 128)
-    assert r.series["step"].shape == (40,) and r.series["loss/total"].shape == (40,)
-    assert r.series["attn/max_logit"].shape == (4, 2, 2)
-    assert r.series["grad/rms"].shape == (4, len(r.tensor_names))
+    assert r.ds.sizes["step"] == 40 and r.ds["loss/total"].dims == ("step",)
+    assert r.ds["attn/max_logit"].dims == ("probe_step", "layer", "head")
+    assert r.ds["attn/max_logit"].shape == (4, 2, 2)
+    assert r.ds["grad/rms"].dims == ("probe_step", "tensor")
+    assert r.ds["grad/rms"].shape == (4, len(r.tensor_names))
     assert "blocks.1.mlp.w1" in r.tensor_names
-    assert r.series["lr_probe/loss"].shape == (4, 4)
+    assert r.ds["lr_probe/loss"].dims == ("lr_probe_step", "lr_factor")
+    assert list(r.ds["lr_factor"].values) == [0, 0.5, 1, 2]
     assert r.events == [(20.0, "threshold", "max attention logit 2e4 in layer 0 head 1")]
 
 
@@ -51,7 +54,7 @@ def test_run_missing_from_index_is_crashed_and_partial(tmp_path):
     # swept values come from config.ini's '; sweep' keys ("0.1" there, "1e-1" in the index)
     assert r.swept == {"model.qk_norm": False, "optim.lr": pytest.approx(0.1)}
     assert any("not in index" in p for p in r.problems)
-    assert len(r.series["step"]) == 25
+    assert r.ds.sizes["step"] == 25
 
 
 def test_finished_run_missing_from_index_gets_inferred_status(tmp_path):
@@ -90,9 +93,9 @@ def test_truncated_series_are_trimmed(tmp_path):
     specs = lr_specs(["1e-3"], qk=("true",), truncate=30, short_member=True)
     (r,) = load_sweep(fabricate(specs)).runs
     assert r.partial and r.status == "ok"  # the index row exists; the data is short
-    assert len(r.series["step"]) == len(r.series["loss/total"]) == 28
-    assert len(r.series["output/logz_mean"]) == 28
-    assert len(r.series["probe_step"]) == len(r.series["attn/max_logit"]) == 3
+    assert r.ds.sizes["step"] == len(r.ds["loss/total"]) == 28
+    assert len(r.ds["output/logz_mean"]) == 28
+    assert r.ds.sizes["probe_step"] == len(r.ds["attn/max_logit"]) == 3
     assert any("truncated" in p for p in r.problems)
 
 
@@ -142,7 +145,7 @@ def test_killed_swmr_writer(tmp_path):
     with pytest.raises(OSError):
         h5py.File(h5, "r")  # a plain open is refused
     (r,) = load_sweep(path).runs
-    assert r.has("step") and len(r.series["step"]) == len(r.series["loss/total"]) == 40
+    assert r.has("step") and r.ds.sizes["step"] == len(r.ds["loss/total"]) == 40
     assert any("truncated" in p for p in r.problems) and r.partial
 
 

@@ -77,7 +77,7 @@ def test_real_sweep_report(tmp_path):
                        env=env, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
-    r = subprocess.run(["/usr/bin/python3", "-m", "analysis", "report", str(sweep),
+    r = subprocess.run([os.path.join(ROOT, "analysis", "canary-analyze"), "report", str(sweep),
                         "--lr-range", "1e-3", "1e-2"], cwd=ROOT, capture_output=True,
                        text=True, env=env, timeout=180)
     assert r.returncode == 0, r.stderr

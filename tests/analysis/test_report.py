@@ -9,8 +9,8 @@ import sys
 import pytest
 from fabricate import lr_specs, sweep_maker
 
-from analysis.__main__ import main
-from analysis.report import build_report
+from canary_analysis.__main__ import main
+from canary_analysis.report import build_report
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 WRAPPER = os.path.join(ROOT, "analysis", "canary-analyze")

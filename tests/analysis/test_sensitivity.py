@@ -5,9 +5,9 @@ import math
 import pytest
 from fabricate import lr_specs, sweep_maker
 
-from analysis import AnalysisError, SensitivityUnavailable
-from analysis.load import load_sweep
-from analysis.sensitivity import capped_loss, lr_grid, lr_sensitivity, sensitivity_value
+from canary_analysis import AnalysisError, SensitivityUnavailable
+from canary_analysis.load import load_sweep
+from canary_analysis.sensitivity import capped_loss, lr_grid, lr_sensitivity, sensitivity_value
 
 GRID = ["3e-4", "1e-3", "3e-3", "1e-2", "3e-2", "1e-1", "3e-1"]
 L0 = 6.0

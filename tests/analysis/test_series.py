@@ -4,8 +4,9 @@ import math
 from types import SimpleNamespace
 
 import numpy as np
+import xarray as xr
 
-from analysis.series import block_tensor_rms, value_at_step
+from canary_analysis.series import block_tensor_rms, value_at_step
 
 
 def test_value_at_step_never_uses_a_later_row():
@@ -19,7 +20,9 @@ def test_value_at_step_never_uses_a_later_row():
 
 
 def _run(names, series):
-    return SimpleNamespace(tensor_names=names, series=series, has=lambda k: k in series)
+    ds = xr.Dataset({k: (("probe_step", "tensor"), v) for k, v in series.items()},
+                    coords={"tensor": names})
+    return SimpleNamespace(tensor_names=names, ds=ds, has=lambda k: k in series)
 
 
 def test_block_tensor_rms_pools_experts():
@@ -36,35 +39,56 @@ def test_block_tensor_rms_pools_experts():
     assert block_tensor_rms(_run(names, {}), "grad/rms", "mlp.w1") == {}
 
 
-def test_rows_follow_the_dimension_scale_not_the_description(tmp_path):
-    """probes.h5 names each series' row axis with an HDF5 dimension scale; the reader follows it
-    (a description saying otherwise does not matter), and falls back to the description for
-    files written before the scales."""
+def test_axes_follow_the_dimension_scales_not_the_description(tmp_path):
+    """probes.h5 names each series' axes with HDF5 dimension scales; the reader follows them (a
+    description saying otherwise does not matter). A file without scales (an older canary) has
+    its series left out, with a problem that says why."""
     import h5py
 
-    from analysis.readers import _family
+    from canary_analysis.dataset import read_probes
 
     with h5py.File(tmp_path / "p.h5", "w") as f:
         f["step"] = np.arange(1, 5, dtype=float)
         f["probe_step"] = np.array([2.0, 4.0])
-        f["step"].make_scale("step")
-        f["probe_step"].make_scale("probe_step")
-        f["x"] = np.zeros(2)
+        f["axes/layer"] = np.arange(3, dtype=np.int32)
+        for name in ("step", "probe_step", "axes/layer"):
+            f[name].make_scale(name)
+        f["x"] = np.zeros((2, 3))
         f["x"].attrs["description"] = "something (rows aligned with /step)"
         f["x"].dims[0].attach_scale(f["probe_step"])
+        f["x"].dims[1].attach_scale(f["axes/layer"])
+        f["y"] = np.ones(4)
+        f["y"].dims[0].attach_scale(f["step"])
+    ds, problems, partial = read_probes(tmp_path / "p.h5")
+    assert ds["x"].dims == ("probe_step", "layer") and ds["y"].dims == ("step",)
+    assert list(ds["layer"].values) == [0, 1, 2] and list(ds["probe_step"].values) == [2, 4]
+    assert problems == [] and not partial
+
+    with h5py.File(tmp_path / "old.h5", "w") as f:
+        f["step"] = np.arange(1, 5, dtype=float)
         f["old"] = np.zeros(4)
         f["old"].attrs["description"] = "something (rows aligned with /step)"
-        assert _family("x", f["x"]) == "probe_step"
-        assert _family("old", f["old"]) == "step"
-        assert _family("step", f["step"]) == "step"
+    ds, problems, partial = read_probes(tmp_path / "old.h5")
+    assert "old" not in ds and partial
+    assert any("no dimension scales" in p for p in problems)
 
 
 def test_parameter_count_from_the_tensor_table():
     """MoE and MLA counted exactly from /tensors: hidden matrices, routers and every expert;
-    not embeddings, the head or gains. Without a table: None (the config formula is used)."""
-    from analysis.params import table_params
+    not embeddings, the head or gains. Active: the routed experts at top_k / experts. Without
+    a table: None (the config formula is used)."""
+    from canary_analysis.params import table_params
 
-    kinds = ["embedding", "matrix", "gain", "router", "expert", "expert", "head"]
-    shapes = [(256, 16), (48, 16), (1, 16), (4, 16), (64, 16), (16, 64), (256, 16)]
-    assert table_params(kinds, shapes) == 48 * 16 + 4 * 16 + 64 * 16 + 16 * 64
-    assert table_params([], []) is None
+    names = ["tok_embed", "blocks.0.attn.wq", "blocks.0.ln1.gain", "blocks.0.mlp.router",
+             "blocks.0.mlp.experts.0.w1", "blocks.0.mlp.experts.1.w1",
+             "blocks.0.mlp.shared.0.w1", "head"]
+    kinds = ["embedding", "matrix", "gain", "router", "expert", "expert", "expert", "head"]
+    shapes = [(256, 16), (48, 16), (1, 16), (2, 16), (64, 16), (64, 16), (32, 16), (256, 16)]
+    ds = xr.Dataset(coords={"tensor": names, "tensor_kind": ("tensor", kinds),
+                            "tensor_rows": ("tensor", [r for r, _ in shapes]),
+                            "tensor_cols": ("tensor", [c for _, c in shapes])})
+    config = {"model.experts": 2, "model.top_k": 1}
+    total, active = table_params(ds, config)
+    assert total == (48 + 2 + 64 + 64 + 32) * 16
+    assert active == (48 + 2 + 64 + 32) * 16  # one of the two routed experts
+    assert table_params(xr.Dataset(coords={"tensor": names}), config) is None

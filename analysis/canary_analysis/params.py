@@ -1,7 +1,8 @@
 """Non-embedding parameter count of a canary model (Kaplan / Wortsman convention).
 
-``table_params(kinds, shapes)`` counts it exactly from probes.h5's /tensors table; runs loaded
-from files without one fall back to the config formula below (dense MHA shapes only).
+``table_params(ds, config)`` counts it exactly from probes.h5's /tensors table (total and, for
+MoE, active per token); runs loaded from files without one fall back to the config formula
+below (dense MHA shapes only).
 
 Contract: ``non_embedding_params(config)`` takes a flat dict of resolved config keys
 ("model.dim", "model.layers", ...; values may be numbers or strings) and returns the number of
@@ -16,13 +17,27 @@ wq, wk, wv ([inner, d]) and wo ([d, inner]) give 4*d*inner, inner = heads * head
 HIDDEN_KINDS = ("matrix", "expert", "router")
 
 
-def table_params(kinds, shapes):
-    """Exact non-embedding count from probes.h5's tensor table: rows·cols summed over the
-    attention, MLP, MLA, router and expert matrices (every routed and shared expert: total, not
-    active, parameters); None without a table."""
-    if not kinds or len(kinds) != len(shapes):
+def table_params(ds, config=None):
+    """(total, active) non-embedding counts from a run Dataset's tensor table (the
+    tensor_kind, tensor_rows and tensor_cols coordinates of probes.h5's /tensors): rows·cols
+    summed over the attention, MLP, MLA, router and expert matrices. ``active`` counts the
+    routed experts (blocks.<l>.mlp.experts.<e>.*) at top_k / experts, what one token runs
+    through; shared experts count whole. None without a table."""
+    if not all(c in ds.coords for c in ("tensor_kind", "tensor_rows", "tensor_cols")):
         return None
-    return sum(r * c for k, (r, c) in zip(kinds, shapes) if k in HIDDEN_KINDS)
+    config = config or {}
+    experts = _int(config, "model.experts", 0) or 0
+    top_k = _int(config, "model.top_k", 0) or 0
+    total = active = 0.0
+    for name, kind, rows, cols in zip(ds["tensor"].values, ds["tensor_kind"].values,
+                                      ds["tensor_rows"].values, ds["tensor_cols"].values):
+        if kind not in HIDDEN_KINDS:
+            continue
+        n = int(rows) * int(cols)
+        total += n
+        routed = ".mlp.experts." in str(name) and experts > 0
+        active += n * min(top_k, experts) / experts if routed else n
+    return int(total), int(round(active))
 
 
 # Swept keys that change the model's size; the early warning fits across them.
@@ -58,16 +73,19 @@ def non_embedding_params(config):
     return layers * per_block
 
 
-def size_label(config):
-    """Short description of the model shape, e.g. 'd=64 L=2 (98k params)'."""
-    n = non_embedding_params(config)
+def size_label(config, params=None, active=None):
+    """Short description of the model shape, e.g. 'd=64 L=2 (98k params)', or with MoE
+    'd=64 L=2 (1.2M params, 410k active)'. ``params`` / ``active``: the run's exact counts
+    (default: the config formula)."""
+    n = non_embedding_params(config) if params is None else params
     parts = []
     for key, short in (("model.dim", "d"), ("model.layers", "L"), ("model.heads", "H")):
         if key in config:
             parts.append(f"{short}={_int(config, key)}")
     text = " ".join(parts) if parts else "unknown size"
     if n is not None:
-        text += f" ({human_count(n)} params)"
+        more = f", {human_count(active)} active" if active is not None and active != n else ""
+        text += f" ({human_count(n)} params{more})"
     return text
 
 

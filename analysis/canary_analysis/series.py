@@ -5,7 +5,8 @@ Contracts:
   layer); empty arrays when the run has no such data.
 - ``value_at_step(steps, values, step)`` -> (value, step used, reached). The row used is the
   last finite one at or before ``step``; ``reached`` is False when the series ends before
-  ``step`` (a run that stopped early), in which case its last finite row is returned.
+  ``step`` (a run that stopped early), in which case its last finite row is returned. It is
+  pandas' ``Series.asof`` on the finite rows, plus the step used and the reached flag.
   (NaN, NaN, reached) when there is no finite row at or before ``step``: a row from after it is
   never used; (NaN, NaN, False) when the series has no finite row at all.
 - ``last_finite(values)`` -> the last finite entry, NaN if none.
@@ -23,35 +24,34 @@ import math
 import re
 
 import numpy as np
+import pandas as pd
 
 
 def block_max_logit(run, layer=0):
     """Probe steps and the max over heads of the max attention logit of ``layer``."""
     if not (run.has("probe_step") and run.has("attn/max_logit")):
         return np.array([]), np.array([])
-    logits = run.series["attn/max_logit"]
-    if logits.ndim != 3 or layer >= logits.shape[1]:
+    logits = run.ds["attn/max_logit"]
+    if "layer" not in logits.dims or layer not in logits["layer"].values:
         return np.array([]), np.array([])
-    n = min(len(run.series["probe_step"]), len(logits))
-    with np.errstate(invalid="ignore"):
-        vals = np.nanmax(np.where(np.isfinite(logits[:n, layer, :]), logits[:n, layer, :],
-                                  np.nan), axis=1) if logits.shape[2] else np.full(n, np.nan)
-    return run.series["probe_step"][:n], vals
+    block = logits.sel(layer=layer)
+    vals = block.where(np.isfinite(block)).max("head", skipna=True)
+    return run.ds["probe_step"].values, vals.values
 
 
 def value_at_step(steps, values, step):
-    """Last finite value at or before ``step`` (see the module docstring)."""
-    steps = np.asarray(steps, dtype=float)
-    values = np.asarray(values, dtype=float)
-    ok = np.isfinite(values)
-    if not ok.any():
+    """Last finite value at or before ``step`` (see the module docstring): pandas' asof over
+    the finite rows."""
+    s = pd.Series(np.asarray(values, dtype=float), index=np.asarray(steps, dtype=float))
+    s = s[np.isfinite(s.to_numpy())]
+    if s.empty:
         return math.nan, math.nan, False
-    reached = bool(len(steps) and steps.max() >= step)
-    cand = np.nonzero(ok & (steps <= step))[0]
-    if len(cand) == 0:  # every finite row comes after ``step``
+    reached = bool(len(steps) and np.max(steps) >= step)
+    before = s[s.index <= step]
+    if before.empty:  # every finite row comes after ``step``
         return math.nan, math.nan, reached
-    i = cand[-1]
-    return float(values[i]), float(steps[i]), reached
+    used = before.index[-1]
+    return float(s.asof(step)), float(used), reached
 
 
 def last_finite(values):
@@ -63,7 +63,7 @@ def last_finite(values):
 
 def default_logit_step(runs):
     """min(2000, latest probe step over the runs); 2000 when no run has probe rows."""
-    last = [float(r.series["probe_step"][-1]) for r in runs if r.has("probe_step")]
+    last = [float(r.ds["probe_step"][-1]) for r in runs if r.has("probe_step")]
     return int(min(2000, max(last))) if last else 2000
 
 
@@ -85,13 +85,15 @@ _EXPERT = re.compile(r"^mlp\.experts\.\d+\.(.+)$")
 
 def block_tensor_rms(run, series, suffix):
     """{layer: per-row RMS} of ``series`` for blocks.<layer>.<suffix>, experts pooled."""
-    if not run.has(series):
+    if not run.has(series) or "tensor" not in run.ds[series].dims:
         return {}
-    data = run.series[series]
-    out = {layer: data[:, col] for layer, col in tensor_columns(run, suffix).items()}
+    data = run.ds[series]
+    names = run.tensor_names
+    out = {layer: data.isel(tensor=col).values
+           for layer, col in tensor_columns(run, suffix).items()}
     leaf = suffix.split(".")[-1]
     experts = {}
-    for i, name in enumerate(run.tensor_names):
+    for i, name in enumerate(names):
         m = _BLOCK.match(name)
         if not m or int(m.group(1)) in out:
             continue
@@ -99,7 +101,7 @@ def block_tensor_rms(run, series, suffix):
         if e and e.group(1) == leaf:
             experts.setdefault(int(m.group(1)), []).append(i)
     for layer, cols in experts.items():
-        out[layer] = np.sqrt(np.mean(data[:, cols] ** 2, axis=1))
+        out[layer] = np.sqrt((data.isel(tensor=cols) ** 2).mean("tensor")).values
     return out
 
 

@@ -24,12 +24,18 @@ Contract of ``load_sweep(path)``:
   index row the last evaluation if it was at train.steps; NaN when unknown.
 - ``diverged``: status "diverged", or a finished run whose final loss is non-finite or > l0,
   or an unfinished run whose losses went non-finite.
-- ``series`` maps probes.h5 dataset paths ("step", "loss/total", "attn/max_logit", ...) to
-  numpy arrays. Each family (rows aligned with /step, with /probe_step, with /eval/step, with
-  /lr_probe/step, with /events/step) is cut to the length of its shortest member, so a reader
-  of a live or killed file sees consistent rows.
+- ``ds`` is the run's probes.h5 as an xarray Dataset (dataset.py: variables named by their
+  paths, dimensions from the file's dimension scales, each axis cut to its shortest series so
+  a reader of a live or killed file sees consistent rows), with the evaluation rows of
+  metrics.tsv where probes.h5 has none. Its ``attrs`` carry the run's id, status, flags,
+  problems and parameter counts too, so ``open_run(dir)`` returns it alone.
+- ``params`` / ``active_params``: non-embedding parameter counts (params.py), exact from
+  /tensors/shape; they differ only for MoE (``active_params``: top_k of the routed experts).
 - probes.h5 is opened with ``swmr=True`` first (a killed writer leaves the file in SWMR state),
   then without.
+
+``open_run(dir)`` -> the run's Dataset; ``open_sweep(dir)`` -> (Dataset along ``run``, with the
+swept keys as coordinates; DataFrame of the runs). See their docstrings.
 """
 
 import math
@@ -37,13 +43,19 @@ import os
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
+import xarray as xr
 
+from .dataset import read_probes
 from .errors import AnalysisError
 from .params import non_embedding_params, table_params
-from .readers import (canon, fmt_value, parse_ini, read_index, read_metrics, read_probes, short_key,
-                      to_float)
+from .readers import canon, fmt_value, parse_ini, read_index, read_metrics, short_key, to_float
 
 RUN_FILES = ("config.ini", "probes.h5", "metrics.tsv", "log.txt")
+
+# Series the figures and the report rely on; a file without them is marked partial.
+CORE_SERIES = ("loss/total", "output/logz_mean", "attn/max_logit", "attn/entropy", "grad/rms",
+               "eval/loss", "lr_probe/loss", "events/kind")
 
 
 @dataclass
@@ -64,12 +76,10 @@ class Run:
     l0: float = math.nan
     final_loss: float = math.nan
     diverged: bool = False
-    series: dict = field(default_factory=dict)
-    tensor_names: list = field(default_factory=list)
-    tensor_kinds: list = field(default_factory=list)   # /tensors/kind (files since the scales)
-    tensor_shapes: list = field(default_factory=list)  # /tensors/shape: (rows, cols)
+    ds: xr.Dataset = field(default_factory=xr.Dataset)  # probes.h5 (see dataset.py)
     events: list = field(default_factory=list)      # (step, kind, detail)
     params: int = None                               # non-embedding parameter count
+    active_params: int = None                        # the same per token (MoE: top_k experts)
     ini_raw: dict = field(default_factory=dict)      # config.ini value text per key
     ini_swept: set = field(default_factory=set)      # keys config.ini marks '; sweep'
 
@@ -87,8 +97,13 @@ class Run:
         return " ".join(parts) if parts else self.id
 
     def has(self, name):
-        """True when the series exists and has at least one row."""
-        return name in self.series and len(self.series[name]) > 0
+        """True when the series (or coordinate) exists and has at least one row."""
+        return name in self.ds.variables and self.ds[name].size > 0
+
+    @property
+    def tensor_names(self):
+        """/tensors/names, [] without a tensor axis."""
+        return [str(n) for n in self.ds["tensor"].values] if "tensor" in self.ds.coords else []
 
 
 @dataclass
@@ -108,8 +123,9 @@ def _is_run_dir(path):
     return os.path.isdir(path) and any(os.path.exists(os.path.join(path, f)) for f in RUN_FILES)
 
 
-def load_run(path, run_id, row=None, swept_keys=()):
-    """Loads one run directory (which may be missing) with its index row (or None)."""
+def load_run(path, run_id, row=None, swept_keys=(), standalone=False):
+    """Loads one run directory (which may be missing) with its index row (or None);
+    ``standalone``: a ``canary train`` run, which no index lists."""
     run = Run(id=run_id, path=path, in_index=row is not None)
     if not os.path.isdir(path):
         run.problems.append("run directory missing")
@@ -118,7 +134,19 @@ def load_run(path, run_id, row=None, swept_keys=()):
     cfg_path = os.path.join(path, "config.ini")
     probes_path = os.path.join(path, "probes.h5")
     if os.path.exists(probes_path):
-        ini_text = read_probes(probes_path, run)
+        try:
+            run.ds, problems, partial = read_probes(probes_path)
+            run.problems += problems
+            run.partial |= partial
+            run.config.update(run.ds.attrs["config"])
+            ini_text = run.ds.attrs["ini"]
+        except (OSError, ValueError, RuntimeError, KeyError) as e:
+            run.problems.append(f"probes.h5 unreadable ({_short_error(e)})")
+            run.partial = True
+        missing = [n for n in CORE_SERIES if n not in run.ds]
+        if missing and "step" in run.ds.coords:
+            run.problems.append("probes.h5 lacks " + ", ".join(missing))
+            run.partial = True
     elif os.path.isdir(path):
         run.problems.append("probes.h5 missing")
         run.partial = True
@@ -133,21 +161,29 @@ def load_run(path, run_id, row=None, swept_keys=()):
         run.problems.append("no config (config.ini missing)")
 
     # Evaluation rows: probes.h5, else metrics.tsv.
-    ev_s, ev_l = run.series.get("eval/step"), run.series.get("eval/loss")
-    last_step = run.series["step"][-1] if run.has("step") else math.nan
-    train_losses = run.series.get("loss/total", np.array([]))
+    last_step = float(run.ds["step"][-1]) if run.has("step") else math.nan
+    train_losses = run.ds["loss/total"].values if run.has("loss/total") else np.array([])
     metrics_path = os.path.join(path, "metrics.tsv")
-    if (ev_s is None or len(ev_s) == 0) and os.path.exists(metrics_path):
+    if not run.has("eval/loss") and os.path.exists(metrics_path):
         m_es, m_el, m_ts, m_tl = read_metrics(metrics_path)
         if len(m_es):
-            ev_s, ev_l = m_es, m_el
-            run.series.setdefault("eval/step", m_es)
-            run.series.setdefault("eval/loss", m_el)
+            run.ds = run.ds.drop_vars([v for v in ("eval/loss", "eval_step") if v in run.ds])
+            run.ds["eval/loss"] = xr.DataArray(m_el, dims="eval_step",
+                                               coords={"eval_step": m_es},
+                                               attrs={"description": "from metrics.tsv"})
         if len(m_ts) and not run.has("step"):
             last_step = m_ts[-1]
             train_losses = m_tl
-    if ev_s is None:
+    if run.has("eval/loss"):
+        ev_s, ev_l = run.ds["eval_step"].values, run.ds["eval/loss"].values
+    else:
         ev_s, ev_l = np.array([]), np.array([])
+    if run.has("events/step"):
+        kinds = run.ds["events/kind"].values if "events/kind" in run.ds else []
+        details = run.ds["events/detail"].values if "events/detail" in run.ds else []
+        for i, s in enumerate(run.ds["events/step"].values):
+            run.events.append((float(s), str(kinds[i]) if i < len(kinds) else "?",
+                               str(details[i]) if i < len(details) else ""))
 
     run.ini_raw, run.ini_swept = ini_raw, ini_swept
     set_swept(run, swept_keys, row)
@@ -174,8 +210,9 @@ def load_run(path, run_id, row=None, swept_keys=()):
         if run.status not in ("ok", "diverged", "failed"):
             run.problems.append(f"unknown status '{run.status}' in index")
     else:
-        run.problems.append("not in index.tsv (the sweep stopped while it ran?)")
-        run.partial = True
+        if not standalone:
+            run.problems.append("not in index.tsv (the sweep stopped while it ran?)")
+            run.partial = True
         run.steps = int(last_step) if math.isfinite(last_step) else 0
         finished = len(ev_s) > 0 and target is not None and ev_s[-1] == target
         if finished:
@@ -205,15 +242,45 @@ def load_run(path, run_id, row=None, swept_keys=()):
         run.partial = True
 
     # Rows the run made versus rows on file (a killed run's last flush).
-    if run.has("step") and run.steps and len(run.series["step"]) < run.steps and \
+    if run.has("step") and run.steps and run.ds.sizes["step"] < run.steps and \
             not run.diverged:
-        run.problems.append(f"{len(run.series['step'])} step rows for {run.steps} steps")
+        run.problems.append(f"{run.ds.sizes['step']} step rows for {run.steps} steps")
         run.partial = True
     # exact from the file's tensor table where it has one (MoE, MLA), else from the config
-    run.params = table_params(run.tensor_kinds, run.tensor_shapes)
-    if run.params is None:
-        run.params = non_embedding_params(run.config)
+    counts = table_params(run.ds, run.config)
+    if counts is None:
+        run.params = run.active_params = non_embedding_params(run.config)
+    else:
+        run.params, run.active_params = counts
+    run.ds.attrs.update(run=run.id, path=run.path, status=run.status, partial=run.partial,
+                        crashed=run.crashed, diverged=run.diverged, problems=list(run.problems),
+                        l0=run.l0, final_loss=run.final_loss, params=run.params,
+                        active_params=run.active_params)
     return run
+
+
+def _short_error(e):
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:160]
+
+
+def open_run(path):
+    """One run directory (``canary train`` or a sweep's) as an xarray Dataset: every probe
+    series by its probes.h5 path, on the dimensions step, probe_step, eval_step,
+    lr_probe_step, event, layer, head, tensor, expert, lr_factor; ``attrs``: config, ini,
+    provenance, run, status, partial, problems, l0, final_loss, params, active_params.
+    Raises AnalysisError when ``path`` is not a directory."""
+    path = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(path):
+        raise AnalysisError(f"{path}: no such run directory")
+    parent, run_id = os.path.split(path)
+    row = None
+    if os.path.isfile(os.path.join(parent, "index.tsv")):  # a member of a sweep
+        try:
+            row = read_index(os.path.join(parent, "index.tsv"))[1].get(run_id)
+        except AnalysisError:
+            row = None
+    return load_run(path, run_id, row, standalone=row is None).ds
 
 
 # ---- the sweep ----
@@ -288,3 +355,83 @@ def _fix_bool_values(runs, keys):
                 if isinstance(v, float) and v in (0.0, 1.0):
                     r.swept[k] = bool(v)
                     r.swept_text[k] = fmt_value(bool(v))
+
+
+# ---- the sweep as one Dataset and one DataFrame ----
+
+RUN_COLUMNS = ("status", "partial", "crashed", "in_index", "steps", "l0", "final_loss",
+               "diverged", "params", "active_params", "problems")
+
+
+def runs_frame(sweep):
+    """One row per run (index ``id``): the swept keys (canonical values: float, bool, str),
+    then RUN_COLUMNS — index.tsv joined with what the run directories say."""
+    rows = []
+    for r in sweep.runs:
+        row = {"id": r.id}
+        row.update({k: r.swept.get(k) for k in sweep.swept_keys})
+        row.update({c: getattr(r, c) for c in RUN_COLUMNS})
+        row["problems"] = "; ".join(r.problems)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["id", *sweep.swept_keys, *RUN_COLUMNS]).set_index("id")
+
+
+def sweep_dataset(sweep):
+    """The runs' Datasets along a new ``run`` dimension (the run ids), outer-joined on every
+    other axis: a series a run lacks, or rows past its end, are NaN. The swept keys are
+    coordinates along ``run``."""
+    names, axes = [], {}
+    for r in sweep.runs:
+        names += [n for n in r.ds.data_vars if n not in names]
+        for d in r.ds.dims:
+            if d in r.ds.indexes:
+                axes.setdefault(d, []).append(r.ds.indexes[d])
+    # Each axis over all runs: numbers sorted, names (tensors) in the order they first appear.
+    union = {}
+    for d, indexes in axes.items():
+        values = pd.Index(np.concatenate([i.values for i in indexes])).unique()
+        union[d] = values.sort_values() if values.dtype != object else values
+    ids = pd.Index([r.id for r in sweep.runs], name="run")
+    arrays = {}
+    for name in names:
+        template = next(r.ds[name] for r in sweep.runs if name in r.ds.data_vars)
+        blank = xr.full_like(template, np.nan, dtype=object if template.dtype == object
+                             else np.float64)
+        parts = [(r.ds[name] if name in r.ds.data_vars else blank).drop_vars(
+            [c for c in template.coords if c not in template.dims], errors="ignore")
+            for r in sweep.runs]
+        parts = [p.reindex({d: union[d] for d in p.dims if d in union}) for p in parts]
+        arrays[name] = xr.concat(parts, dim=ids, join="exact", coords="minimal",
+                                 compat="override", combine_attrs="drop_conflicts")
+    ds = xr.Dataset(arrays, attrs={"sweep": sweep.path, "swept_keys": list(sweep.swept_keys)})
+    if not arrays:
+        ds = ds.assign_coords(run=ids)
+    if "tensor" in ds.dims:  # the tensor table over all runs, first run that has a tensor wins
+        meta = {}
+        for r in sweep.runs:
+            if "tensor" not in r.ds.coords:
+                continue
+            for c in ("tensor_kind", "tensor_optimizer", "tensor_rows", "tensor_cols"):
+                if c in r.ds.coords:
+                    for t, v in zip(r.ds["tensor"].values, r.ds[c].values):
+                        meta.setdefault(c, {}).setdefault(t, v)
+        for c, by_name in meta.items():
+            ds = ds.assign_coords({c: ("tensor", [by_name.get(t) for t in ds["tensor"].values])})
+    for key in sweep.swept_keys:
+        ds = ds.assign_coords({key: ("run", [r.swept.get(key) for r in sweep.runs])})
+    return ds
+
+
+def open_sweep(path):
+    """A sweep directory -> (Dataset, DataFrame): every run's series along ``run`` (see
+    ``sweep_dataset``) and one row per run (see ``runs_frame``). A run with incomplete data
+    (a corrupt probes.h5, no evaluation rows, a file from a canary without dimension scales,
+    a crash) is kept with what it has, and a warning names it and says what is missing.
+    Raises AnalysisError for a directory that is not a sweep."""
+    import warnings
+    sweep = load_sweep(path)
+    for r in sweep.runs:
+        if r.partial:
+            warnings.warn(f"run {r.id}: incomplete: {'; '.join(r.problems) or 'crashed'}",
+                          stacklevel=2)
+    return sweep_dataset(sweep), runs_frame(sweep)

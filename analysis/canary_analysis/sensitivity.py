@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from .errors import AnalysisError, SensitivityUnavailable
 from .readers import fmt_value, short_key
@@ -123,17 +124,24 @@ def lr_sensitivity(sweep, lr_range=DEFAULT_RANGE):
             f"LR range [{lr_range[0]:g}, {lr_range[1]:g}] holds {len(grid)} of the sweep's "
             f"learning rates ({', '.join(f'{x:g}' for x in all_lrs) or 'none'}); need at "
             f"least 2 (set --lr-range)")
-    groups = {}
-    for run in sweep.runs:
-        groups.setdefault(group_key(run, sweep.swept_keys), []).append(run)
-    return [_one_group(key, runs, lr_range) for key, runs in groups.items()]
+    keys = [k for k in sweep.swept_keys if k != LR_KEY]
+    table = pd.DataFrame({"run": sweep.runs,
+                          "group": [group_key(r, sweep.swept_keys) for r in sweep.runs]})
+    return [_one_group(key, list(rows["run"]), lr_range)
+            for key, rows in table.groupby("group", sort=False)] if keys else \
+        [_one_group((), sweep.runs, lr_range)]
+
+
+def _lr_key(lr):
+    """LRs that differ only by float formatting ("3e-4" and "0.0003") share a grid point."""
+    return float(f"{lr:.9g}")
 
 
 def _one_group(key, runs, lr_range):
     g = GroupSensitivity(key=key, label=group_label(key))
     l0s = [r.l0 for r in runs if math.isfinite(r.l0)]
     g.l0 = float(np.median(l0s)) if l0s else math.nan
-    by_lr = {}
+    points = []
     for run in runs:
         if not in_range(run.lr, lr_range):
             continue
@@ -150,15 +158,16 @@ def _one_group(key, runs, lr_range):
             continue
         diverged = run.diverged or not math.isfinite(run.final_loss)
         g.n_diverged += diverged
-        match = next((x for x in by_lr if math.isclose(x, run.lr, rel_tol=1e-9)), run.lr)
-        by_lr.setdefault(match, []).append((capped_loss(run.final_loss, l0, diverged), run.id))
-    for lr in sorted(by_lr):
-        vals = by_lr[lr]
-        g.lrs.append(lr)
-        g.capped.append(float(np.mean([v for v, _ in vals])))
-        g.run_ids.append(";".join(i for _, i in vals))
-        if len(vals) > 1:
-            g.notes.append(f"{len(vals)} runs at lr {lr:g}; averaged")
+        points.append({"lr": _lr_key(run.lr), "capped": capped_loss(run.final_loss, l0, diverged),
+                       "id": run.id, "diverged": diverged})
+    if points:
+        grid = pd.DataFrame(points).groupby("lr", sort=True).agg(
+            capped=("capped", "mean"), ids=("id", ";".join), n=("id", "size"),
+            diverged=("diverged", "all"))
+        g.lrs = [float(x) for x in grid.index]
+        g.capped = [float(x) for x in grid["capped"]]
+        g.run_ids = list(grid["ids"])
+        g.notes += [f"{n} runs at lr {lr:g}; averaged" for lr, n in grid["n"].items() if n > 1]
     if g.missing:
         g.notes.append("grid incomplete: no final loss for " + ", ".join(g.missing))
     if len(g.lrs) < 2:
@@ -170,16 +179,8 @@ def _one_group(key, runs, lr_range):
     capped = np.array(g.capped)
     g.best_loss = float(capped.min())
     g.sensitivity = float(np.mean(capped - g.best_loss))
-    i = int(np.argmin(capped))
-    all_at_l0 = all(run_div for run_div in _diverged_flags(g, runs))
-    g.best_lr = math.nan if all_at_l0 else g.lrs[i]
+    all_at_l0 = bool(grid["diverged"].all())
+    g.best_lr = math.nan if all_at_l0 else g.lrs[int(np.argmin(capped))]
     if all_at_l0:
         g.notes.append("every run in range diverged")
     return g
-
-
-def _diverged_flags(g, runs):
-    by_id = {r.id: r for r in runs}
-    for ids in g.run_ids:
-        yield all(by_id[i].diverged or not math.isfinite(by_id[i].final_loss)
-                  for i in ids.split(";"))

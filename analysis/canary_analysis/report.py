@@ -58,7 +58,7 @@ def _md(text):
 def run_summary(run):
     """Per-run numbers for runs.csv and the runs table."""
     _, logit = block_max_logit(run, 0)
-    logz = run.series.get("output/logz_mean", [])
+    logz = run.ds["output/logz_mean"].values if run.has("output/logz_mean") else []
     return {
         "max_attn_logit_block0_final": last_finite(logit) if len(logit) else math.nan,
         "logz_mean_final": last_finite(logz) if len(logz) else math.nan,

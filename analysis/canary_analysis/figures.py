@@ -205,7 +205,8 @@ def fig_loss_vs_lr(sweep, out_dir, style, lr_range=None, sensitivities=None):
     fig, axes = _panels(len(sizes), "Final eval loss vs peak LR (diverged runs at l0)")
     sens = {g.key: g for g in (sensitivities or [])}
     for ax, (params, runs) in zip(axes, sizes):
-        ax.set_title(size_label(runs[0].config) if params is not None else "unknown size",
+        ax.set_title(size_label(runs[0].config, params, runs[0].active_params)
+                     if params is not None else "unknown size",
                      fontsize="medium")
         drawn = div_labelled = False
         for key, group in _curve_groups(runs, sweep.swept_keys, drop=SIZE_KEYS).items():
@@ -256,8 +257,8 @@ def fig_loss_vs_lr(sweep, out_dir, style, lr_range=None, sensitivities=None):
 def _max_layers(sweep, name):
     n = 0
     for r in sweep.runs:
-        if r.has(name) and r.series[name].ndim >= 2:
-            n = max(n, r.series[name].shape[1])
+        if r.has(name) and "layer" in r.ds[name].dims:
+            n = max(n, r.ds.sizes["layer"])
         elif "model.layers" in r.config:
             try:
                 n = max(n, int(r.config["model.layers"]))
@@ -349,10 +350,9 @@ def fig_logz_vs_step(sweep, out_dir, style):
     ax = axes[0]
     drawn = []
     for r in sweep.runs:
-        if r.has("step") and r.has("output/logz_mean"):
-            n = min(len(r.series["step"]), len(r.series["output/logz_mean"]))
-            ax.plot(r.series["step"][:n], r.series["output/logz_mean"][:n],
-                    **style.line_kwargs(r, n))
+        if r.has("output/logz_mean"):
+            logz = r.ds["output/logz_mean"]
+            ax.plot(logz["step"], logz, **style.line_kwargs(r, logz.size))
             drawn.append(r)
     if drawn:
         ax.axhline(0, color="0.5", linewidth=0.8)
@@ -381,10 +381,9 @@ def fig_grad_rms(sweep, out_dir, style, matrices=("mlp.w1",), tail=0.1):
                 pts = []
                 for r in group:
                     g = block_tensor_rms(r, "grad/rms", matrix).get(layer)  # MoE: experts pooled
-                    if g is None or not r.has("probe_step"):
+                    if g is None:
                         continue
-                    n = min(len(g), len(r.series["probe_step"]))
-                    v = tail_mean(r.series["probe_step"][:n], g[:n], tail)
+                    v = tail_mean(r.ds["probe_step"].values, g, tail)
                     if math.isfinite(v) and v > 0 and math.isfinite(r.lr):
                         pts.append((r.lr, v))
                 if not pts:
@@ -422,19 +421,17 @@ def fig_attn_entropy(sweep, out_dir, style):
     for layer, ax in enumerate(axes):
         any_data = False
         for r in sweep.runs:
-            if not (r.has("attn/entropy") and r.series["attn/entropy"].ndim == 3):
+            if not (r.has("attn/entropy") and layer in r.ds["layer"].values):
                 continue
-            ent = r.series["attn/entropy"]
-            if layer >= ent.shape[1]:
+            ent = r.ds["attn/entropy"].sel(layer=layer)
+            complete = ent.where(np.isfinite(ent)).dropna("probe_step", how="any")
+            if not complete.sizes["probe_step"]:
                 continue
-            rows = np.nonzero(np.all(np.isfinite(ent[:, layer, :]), axis=1))[0]
-            if not len(rows):
-                continue
-            heads = np.arange(ent.shape[2])
             kw = style.line_kwargs(r)
             kw.setdefault("marker", "o")
             kw["markersize"] = 4
-            ax.plot(heads, ent[rows[-1], layer, :], **kw)
+            last = complete.isel(probe_step=-1)
+            ax.plot(last["head"], last, **kw)
             any_data = True
             if layer == 0:
                 drawn.append(r)
@@ -467,14 +464,11 @@ def fig_lr_probe(sweep, out_dir, style):
     for j, (ax, f) in enumerate(zip(axes, factors), start=1):
         vals = []
         for r in sweep.runs:
-            if not (r.has("lr_probe/step") and r.has("lr_probe/loss")):
+            if not r.has("lr_probe/loss") or r.ds.sizes.get("lr_factor", 0) < 4:
                 continue
-            loss = r.series["lr_probe/loss"]
-            if loss.ndim != 2 or loss.shape[1] < 4:
-                continue
-            n = min(len(loss), len(r.series["lr_probe/step"]))
-            d = loss[:n, j] - loss[:n, 0]
-            ax.plot(r.series["lr_probe/step"][:n], d, **style.line_kwargs(r, n))
+            loss = r.ds["lr_probe/loss"]
+            d = (loss.isel(lr_factor=j) - loss.isel(lr_factor=0)).values
+            ax.plot(loss["lr_probe_step"], d, **style.line_kwargs(r, len(d)))
             vals.extend(d[np.isfinite(d)])
             if j == 1:
                 drawn.append(r)

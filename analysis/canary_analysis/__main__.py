@@ -1,4 +1,4 @@
-"""Command line: ``/usr/bin/python3 -m analysis report SWEEP [options]``.
+"""Command line: ``canary-analyze report SWEEP [options]`` (``python3 -m canary_analysis``).
 
 Contract: exit 0 after writing the report (3 when some runs' data was incomplete and skipped,
 each named on stderr); on bad input (``AnalysisError``, a bad option, an
@@ -83,5 +83,10 @@ def main(argv=None):
     return 3 if getattr(rep, "skipped", None) else 0
 
 
-if __name__ == "__main__":
+def cli():
+    """The installed ``canary-analyze`` console script."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()
