@@ -5,7 +5,6 @@
 // reduced gradient and the parameters, which every rank shares.
 #include "launch/train_probes.h"
 
-#include <cblas.h>
 #include <stdlib.h>
 #include <math.h>
 #include <stdio.h>
@@ -17,6 +16,7 @@
 #include "launch/config_keys.h"
 #include "launch/train.h"
 #include "model/blas_core.h"
+#include "model/matmul.h"
 #include "probes/stats.h"
 #include "probes/tensor_rows.h"
 #include "util/error.h"
@@ -29,7 +29,6 @@
 #define CANARY_COMPILE_FLAGS "unknown"
 #endif
 
-char *openblas_get_config(void);
 
 int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
 {
@@ -49,7 +48,7 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
         h5_attr_str(f, prov, "compiler", "gcc " __VERSION__, err, errlen) ||
         h5_attr_str(f, prov, "compile_flags", CANARY_COMPILE_FLAGS, err, errlen) ||
         h5_attr_str(f, prov, "hdf5_version", h5v, err, errlen) ||
-        h5_attr_str(f, prov, "openblas", openblas_get_config(), err, errlen) ||
+        h5_attr_str(f, prov, "openblas", matmul_blas_config(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core", blas_core_name(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core_reason", blas, err, errlen) ||
         h5_attr_str(f, prov, "subnormals",

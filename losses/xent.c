@@ -5,7 +5,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 
 enum { XENT_BLOCK = 256 }; // rows per block of stack scratch for the ordered sums
 

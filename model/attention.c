@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 #include "model/matmul.h"
 
 // Narrow heads (d_qk, d_v ∈ {8, 16, 24, 32}): sgemm's packing and the zeroing of C cost more than

@@ -13,6 +13,7 @@
 
 void openblas_set_num_threads(int num_threads);
 int openblas_get_parallel(void);
+char *openblas_get_config(void);
 
 // OpenBLAS's pthread build computes on a pool of its own threads, made when the library loads:
 // they race canary's OpenMP threads for the cores and do not carry the subnormal flush
@@ -81,6 +82,11 @@ void matmul_set_threads(int threads)
     omp_set_num_threads(threads);
     openblas_set_num_threads(blas_own_pool() ? 1 : threads);
     fpenv_flush_subnormals_all(threads);
+}
+
+const char *matmul_blas_config(void)
+{
+    return openblas_get_config();
 }
 
 double matmul_peak_gflops(int n, int reps)

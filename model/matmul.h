@@ -35,6 +35,9 @@ void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, 
 // and matmul_sgemm splits the rows of C over the OpenMP threads instead.
 void matmul_set_threads(int threads);
 
+// The BLAS library's build description (OpenBLAS: version, core, threading), for provenance.
+const char *matmul_blas_config(void);
+
 // Single-thread sgemm rate in GFLOP/s on an n×n×n product, best of reps (for the benchmark and
 // the progress line's % of peak). Allocates; call outside the training step.
 double matmul_peak_gflops(int n, int reps);

@@ -1,7 +1,7 @@
 // MLP activations. Elementwise, parallel over static chunks; no reductions.
 #include "model/mlp.h"
 
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 
 #define GELU_K 0.7978845608028654f // sqrt(2/π)
 

@@ -335,39 +335,6 @@ void model_params_init(const struct model *m, float *params, uint64_t seed)
 
 // ---- forward ----
 
-void model_qk_norm_forward(struct model *m, const float *params, int l, int BHT)
-{
-    const struct block_index *bi = &m->blocks[l];
-    struct block_acts *a = &m->acts.blocks[l];
-    norm_forward(a->q, a->qn_mean, a->qn_rstd, a->q_raw, tensor_ptr(m, params, bi->q_norm), BHT,
-                 m->dqk, m->cfg.norm);
-    norm_forward(a->k, a->kn_mean, a->kn_rstd, a->k_raw, tensor_ptr(m, params, bi->k_norm), BHT,
-                 m->dqk, m->cfg.norm);
-}
-
-void model_qk_norm_backward(struct model *m, const float *params, float *grads, int l, int BHT)
-{
-    const struct block_index *bi = &m->blocks[l];
-    struct block_acts *a = &m->acts.blocks[l];
-    struct model_acts *g = &m->acts;
-    size_t n = (size_t)BHT * m->dqk;
-    memset(g->dq_raw, 0, n * sizeof(float));
-    memset(g->dk_raw, 0, n * sizeof(float));
-    norm_backward(g->dq_raw, tensor_ptr_mut(m, grads, bi->q_norm), g->dq, a->q_raw,
-                  tensor_ptr(m, params, bi->q_norm), a->qn_mean, a->qn_rstd, BHT, m->dqk,
-                  m->cfg.norm);
-    norm_backward(g->dk_raw, tensor_ptr_mut(m, grads, bi->k_norm), g->dk, a->k_raw,
-                  tensor_ptr(m, params, bi->k_norm), a->kn_mean, a->kn_rstd, BHT, m->dqk,
-                  m->cfg.norm);
-}
-
-void model_add_into(float *y, const float *x, size_t n)
-{
-#pragma omp parallel for schedule(static)
-    for (size_t i = 0; i < n; i++)
-        y[i] += x[i];
-}
-
 // Standard attention from a->n1 to a->att (merged heads).
 static void mha_forward(struct model *m, const float *params, int l, int B)
 {

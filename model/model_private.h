@@ -1,5 +1,6 @@
 // provides: helpers the block files of model/ share (model.c, model_mla.c, model_moe.c): a tensor's
-//           slice of a table-sized buffer, qk-norm, and y += x. Private to model/.
+//           slice of a table-sized buffer, qk-norm, and y += x (model_shared.c). Private to
+//           model/.
 #ifndef CANARY_MODEL_MODEL_PRIVATE_H
 #define CANARY_MODEL_MODEL_PRIVATE_H
 
@@ -24,7 +25,7 @@ static inline float *tensor_ptr_mut(const struct model *m, float *base, int idx)
 void model_qk_norm_forward(struct model *m, const float *params, int l, int BHT);
 void model_qk_norm_backward(struct model *m, const float *params, float *grads, int l, int BHT);
 
-// y[n] += x[n] (parallel over static chunks). Defined in model.c.
+// y[n] += x[n] (parallel over static chunks).
 void model_add_into(float *y, const float *x, size_t n);
 
 #endif

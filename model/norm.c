@@ -6,7 +6,7 @@
 #include <math.h>
 #include <stddef.h>
 
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 
 void norm_forward(float *out, float *mean, float *rstd, const float *in, const float *gain, int n,
                   int c, enum norm_kind kind)
@@ -40,7 +40,7 @@ void norm_backward(float *din, float *dgain, const float *dout, const float *in,
         float *dx = din + (size_t)r * c;
         float m = kind == NORM_LAYERNORM ? mean[r] : 0.0f;
         float s = rstd[r];
-        // eight double lanes each (vectorisable, fixed order), as model/fastmath.h's sums
+        // eight double lanes each (vectorisable, fixed order), as util/fastmath.h's sums
         double lg[8] = {0, 0, 0, 0, 0, 0, 0, 0}, lgx[8] = {0, 0, 0, 0, 0, 0, 0, 0};
         int i0 = 0;
         for (; i0 + 8 <= c; i0 += 8)

@@ -8,7 +8,7 @@
 #include "losses/xent.h"
 #include "model/attention.h"
 #include "model/embed.h"
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 #include "model/matmul.h"
 #include "model/mlp.h"
 #include "model/model.h"

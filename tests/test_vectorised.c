@@ -20,7 +20,7 @@
 
 #include "losses/xent.h"
 #include "model/attention.h"
-#include "model/fastmath.h"
+#include "util/fastmath.h"
 #include "model/matmul.h"
 #include "model/mlp.h"
 #include "model/norm.h"

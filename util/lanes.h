@@ -2,7 +2,7 @@
 //           lanes in a fixed order: vectorisable (a single double accumulator is a serial
 //           dependency GCC may not reorder without -ffast-math) and the same bits for the same
 //           input on any thread or rank count. Shared by the model's norms, softmax and loss
-//           (model/fastmath.h) and the probes (probes/stats.c).
+//           (util/fastmath.h) and the probes (probes/stats.c).
 #ifndef CANARY_UTIL_LANES_H
 #define CANARY_UTIL_LANES_H
 

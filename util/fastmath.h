@@ -5,8 +5,8 @@
 // ≤ 1.2e-7 relative, i.e. about 1 ulp), scaled by 2^n through the exponent bits. Inputs are
 // clamped to [−87, 88], so the result never overflows or goes denormal. Used where the reference
 // comparison (≤1e-4) and the loss statistics (double sums) leave ample margin.
-#ifndef CANARY_MODEL_FASTMATH_H
-#define CANARY_MODEL_FASTMATH_H
+#ifndef CANARY_UTIL_FASTMATH_H
+#define CANARY_UTIL_FASTMATH_H
 
 #include <math.h>
 #include <stdint.h>
