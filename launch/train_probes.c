@@ -29,7 +29,6 @@
 #define CANARY_COMPILE_FLAGS "unknown"
 #endif
 
-
 int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t errlen)
 {
     const struct config *c = &r->cfg;
