@@ -510,108 +510,60 @@ static int inapplicable_keys(struct config *c, const char *const (*keys)[2], siz
     return 0;
 }
 
-int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
+// Names where a model key of a model/ message came from: "model.dim = 30 is ..." gets
+// " [model.dim: file.ini:4]" (model/ knows values, not origins).
+static void append_origin(const struct config *c, char *err, size_t errlen)
 {
-    struct model_config *m = &c->model;
-    struct train_config *t = &c->train;
-    if (m->head_dim == 0) {
-        if (m->dim % m->heads != 0) {
-            snprintf(err, errlen,
-                     "model.dim = %d is not divisible by model.heads = %d (%s); set "
-                     "model.head_dim or change one of them",
-                     m->dim, m->heads, origin_of(c, "model", "dim"));
-            return -1;
-        }
-        m->head_dim = m->dim / m->heads;
-    }
-    if (m->pos == POS_ROPE && m->attention != ATTN_MLA && m->head_dim % 2 != 0) {
-        snprintf(err, errlen, "model.head_dim = %d must be even for RoPE (model.pos = rope)",
-                 m->head_dim);
+    char key[64];
+    if (sscanf(err, "model.%63[a-z_] =", key) != 1 || key_find("model", key) < 0)
+        return;
+    size_t len = strlen(err);
+    snprintf(err + len, errlen - len, " [model.%s: %s]", key, origin_of(c, "model", key));
+}
+
+// Keys that belong to a variant the model does not have (MLA's ranks with MHA, MoE's keys
+// without experts).
+static int validate_variant_keys(struct config *c, char *err, size_t errlen)
+{
+    static const char *const mla_keys[][2] = {
+        {"model", "kv_rank"}, {"model", "q_rank"}, {"model", "rope_dim"}};
+    static const char *const moe_keys[][2] = {
+        {"model", "top_k"},           {"model", "gate_renorm"}, {"model", "shared_experts"},
+        {"model", "capacity_factor"}, {"model", "moe_every"},   {"optim", "balance_loss"},
+        {"optim", "router_z_loss"},   {"model", "moe_group"}};
+    if (c->model.attention != ATTN_MLA &&
+        inapplicable_keys(c, mla_keys, 3, "model.attention",
+                          "model.attention = mha: it only applies to model.attention = mla", err,
+                          errlen) != 0)
         return -1;
-    }
-    if ((double)m->heads * m->head_dim > 1048576.0) {
-        snprintf(err, errlen, "model.heads * head_dim = %.0f is too large",
-                 (double)m->heads * m->head_dim);
+    if (c->model.experts == 0 &&
+        inapplicable_keys(c, moe_keys, 8, "model.experts",
+                          "model.experts = 0: the model has no mixture of experts; set "
+                          "model.experts or remove the key",
+                          err, errlen) != 0)
         return -1;
-    }
-    if (m->attention == ATTN_MLA) {
-        if (m->kv_rank == 0)
-            m->kv_rank = m->dim / 2 > 0 ? m->dim / 2 : 1;
-        if (m->rope_dim == 0 && m->pos == POS_ROPE)
-            m->rope_dim = m->head_dim / 2 / 2 * 2 > 0 ? m->head_dim / 2 / 2 * 2 : 2;
-        if (m->rope_dim % 2 != 0) {
-            snprintf(err, errlen, "model.rope_dim = %d must be even (RoPE rotates pairs)",
-                     m->rope_dim);
-            return -1;
-        }
-        if (m->rope_dim > 0 && m->pos != POS_ROPE) {
-            snprintf(err, errlen,
-                     "model.rope_dim = %d needs model.pos = rope (MLA's decoupled RoPE); with "
-                     "learned positions leave it 0",
-                     m->rope_dim);
-            return -1;
-        }
-        if (m->kv_rank > m->dim || m->q_rank > m->dim) {
-            snprintf(err, errlen,
-                     "MLA latent ranks must not exceed model.dim = %d (kv_rank %d, q_rank %d): a "
-                     "latent wider than the input compresses nothing",
-                     m->dim, m->kv_rank, m->q_rank);
-            return -1;
-        }
-    } else {
-        static const char *const mla_keys[][2] = {
-            {"model", "kv_rank"}, {"model", "q_rank"}, {"model", "rope_dim"}};
-        if (inapplicable_keys(c, mla_keys, 3, "model.attention",
-                              "model.attention = mha: it only applies to model.attention = mla",
-                              err, errlen) != 0)
-            return -1;
-    }
-    if (m->experts > 0 && m->top_k > m->experts) {
-        snprintf(err, errlen, "model.top_k = %d exceeds model.experts = %d (%s)", m->top_k,
-                 m->experts, origin_of(c, "model", "top_k"));
-        return -1;
-    }
-    if (m->experts == 0) {
-        static const char *const moe_keys[][2] = {
-            {"model", "top_k"},           {"model", "gate_renorm"}, {"model", "shared_experts"},
-            {"model", "capacity_factor"}, {"model", "moe_every"},   {"optim", "balance_loss"},
-            {"optim", "router_z_loss"},   {"model", "moe_group"}};
-        if (inapplicable_keys(c, moe_keys, 8, "model.experts",
-                              "model.experts = 0: the model has no mixture of experts; set "
-                              "model.experts or remove the key",
-                              err, errlen) != 0)
-            return -1;
-    }
-    if (m->experts > 0 && m->gate_renorm && m->top_k == 1) {
-        snprintf(err, errlen,
-                 "model.gate_renorm with model.top_k = 1 makes every gate 1: the router would "
-                 "learn from the auxiliary losses only; use top_k >= 2 or gate_renorm = false");
-        return -1;
-    }
-    if (m->experts > 0 && m->moe_group > 0 && m->seq_len % m->moe_group != 0 &&
-        m->moe_group % m->seq_len != 0) {
-        snprintf(err, errlen,
-                 "model.moe_group = %d tokens neither divides model.seq_len = %d nor is a "
-                 "multiple of it: a routing group must not straddle sequences",
-                 m->moe_group, m->seq_len);
-        return -1;
-    }
-    if (m->experts > 0 && m->moe_every > m->layers) {
-        snprintf(err, errlen,
-                 "model.moe_every = %d exceeds model.layers = %d: no block would be MoE",
-                 m->moe_every, m->layers);
-        return -1;
-    }
+    return 0;
+}
+
+static int validate_schedule(const struct config *c, char *err, size_t errlen)
+{
     if (c->optim.min_lr > c->optim.lr) {
         snprintf(err, errlen, "optim.min_lr = %g is larger than optim.lr = %g", c->optim.min_lr,
                  c->optim.lr);
         return -1;
     }
-    if (c->optim.warmup_steps > t->steps) {
+    if (c->optim.warmup_steps > c->train.steps) {
         snprintf(err, errlen, "optim.warmup_steps = %d exceeds train.steps = %d",
-                 c->optim.warmup_steps, t->steps);
+                 c->optim.warmup_steps, c->train.steps);
         return -1;
     }
+    return 0;
+}
+
+// How the global batch splits over ranks and micro-batches; sets *micro (sequences per forward).
+static int validate_batching(const struct train_config *t, int world_size, int *micro, char *err,
+                             size_t errlen)
+{
     if (t->deterministic) {
         int pow2_world = (world_size & (world_size - 1)) == 0;
         int pow2_accum = (t->grad_accum & (t->grad_accum - 1)) == 0;
@@ -630,15 +582,23 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                      t->grad_accum, world_size, t->batch_size);
             return -1;
         }
-    } else if (t->batch_size % (world_size * t->grad_accum) != 0) {
+        *micro = t->batch_size / t->grad_accum;
+        return 0;
+    }
+    if (t->batch_size % (world_size * t->grad_accum) != 0) {
         snprintf(err, errlen,
                  "train.batch_size = %d must divide by ranks (%d) x train.grad_accum (%d)",
                  t->batch_size, world_size, t->grad_accum);
         return -1;
     }
-    // Refuse what cannot fit before anything is allocated (an OOM kill says nothing useful).
-    int micro = t->deterministic ? t->batch_size / t->grad_accum
-                                 : t->batch_size / (world_size * t->grad_accum);
+    *micro = t->batch_size / (world_size * t->grad_accum);
+    return 0;
+}
+
+// Refuses what cannot fit before anything is allocated (an OOM kill says nothing useful), and
+// micro-batches whose products overflow the kernels' int indices.
+static int validate_fits(const struct model_config *m, int micro, char *err, size_t errlen)
+{
     double acts = 0.0, state = 0.0;
     double need = model_memory_estimate(m, micro, &acts, &state);
     double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
@@ -652,30 +612,27 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
                  ram / 1073741824.0);
         return -1;
     }
-    // Row counts of every kernel are ints (BLAS takes ints): keep micro-batch products in range.
-    double widest =
-        fmax(fmax((double)m->vocab, 3.0 * m->heads * m->head_dim), 2.0 * m->mlp_ratio * m->dim);
-    if (m->experts > 0) // the expert buffers have top_k rows per token
-        widest = fmax(widest, (double)m->top_k * fmax(2.0 * m->mlp_ratio * m->dim, m->dim));
-    if (m->attention == ATTN_MLA)
-        widest = fmax(widest, (double)m->heads * (m->head_dim + m->rope_dim));
-    if ((double)micro * m->seq_len * fmax(widest, (double)m->heads * m->seq_len) > 2147483647.0) {
+    if ((double)micro * m->seq_len * model_max_row_width(m) > 2147483647.0) {
         snprintf(err, errlen,
                  "a micro-batch of %d sequences of %d tokens is too large for 32-bit kernel "
                  "indices: raise train.grad_accum",
                  micro, m->seq_len);
         return -1;
     }
-    // Every tensor is a checkpoint dataset, a probe column and a Muon assignment: a table of
-    // millions (layers x experts) is a config mistake, not a study.
-    double tensors = (double)m->layers * (12.0 + (3.0 * (m->experts + m->shared_experts)));
-    if (tensors > 200000.0) {
-        snprintf(err, errlen,
-                 "model.layers = %d with %d experts makes about %.0f parameter tensors (at most "
-                 "200000): lower model.experts or model.layers",
-                 m->layers, m->experts + m->shared_experts, tensors);
+    return 0;
+}
+
+int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
+{
+    int micro = 0;
+    if (model_config_resolve(&c->model, err, errlen) != 0) {
+        append_origin(c, err, errlen);
         return -1;
     }
+    if (validate_variant_keys(c, err, errlen) != 0 || validate_schedule(c, err, errlen) != 0 ||
+        validate_batching(&c->train, world_size, &micro, err, errlen) != 0 ||
+        validate_fits(&c->model, micro, err, errlen) != 0)
+        return -1;
     if (need_data && c->data.train[0] == '\0') {
         snprintf(err, errlen, "data.train is not set: give a token file (see 'canary tokenize')");
         return -1;

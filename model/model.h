@@ -25,7 +25,7 @@ struct model_config {
     int dim;       // residual width C
     int layers;    // blocks L
     int heads;     // attention heads H
-    int head_dim;  // d_h; 0 in a config file means dim / heads (resolved before model_init)
+    int head_dim;  // d_h; 0 in a config file means dim / heads (model_config_resolve)
     int seq_len;   // context T
     int vocab;     // V
     int mlp_ratio; // F = mlp_ratio · dim (for SwiGLU too)
@@ -150,6 +150,17 @@ struct model {
     int moe_group;                   // tokens per routing group (cfg.moe_group resolved)
     int moe_groups_max;              // groups of the largest micro-batch (+1), per layer
 };
+
+// Fills in the model's defaults (head_dim = dim / heads; MLA: kv_rank = dim / 2, rope_dim a
+// quarter of the head) and checks what the model config alone decides (head_dim divides, RoPE
+// pairs, MLA ranks, top_k and routing groups, table size). Returns 0, or -1 with a one-line
+// message in err naming the keys. Call before model_init (launch/config.c does).
+int model_config_resolve(struct model_config *cfg, char *err, size_t errlen);
+
+// The widest per-token row any kernel of the model works on (logits, fused projections, expert
+// buffers, MLA queries, a head's attention row across heads): with the tokens of a micro-batch
+// it bounds the int indices the kernels use.
+double model_max_row_width(const struct model_config *cfg);
 
 // 1 when block l has the MoE feed-forward.
 int model_block_is_moe(const struct model_config *cfg, int l);
