@@ -223,41 +223,23 @@ static void inject_fault(struct run *r)
     r->params[r->model.table.t[r->model.table.n / 2].offset] += 1.0f;
 }
 
-int train_run(struct run *r, const char *out_dir)
+// The run header: output directory, model, BLAS core and rate, data. peak: sgemm GFLOP/s of
+// all threads of one rank.
+static void print_header(struct run *r, struct train_out *o, const char *out_dir, double peak)
 {
     const struct config *c = &r->cfg;
-    struct train_out o = {NULL, NULL, r->dist->rank == 0, r->tag, r->quiet};
-    char err[1024];
-    int rc = TRAIN_EXIT_OK;
-    long steps = c->train.steps;
-    double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
-    double peak = 0.0, t_start = 0.0, t_window = 0.0, window_flops = 0.0, window_optim = 0.0;
-    long window_steps = 0;
-
-    int opened = !o.rank0 || open_outputs(&o, out_dir, r, err, sizeof(err)) == 0;
-    if (opened && run_probes_open(r, out_dir, err, sizeof(err)) != 0)
-        opened = 0;
-    if (!opened)
-        err_printf("%s", err);
-    if (!dist_all_ok(r->dist, opened)) { // every rank stops, none waits in a collective
-        run_probes_close(r);
-        close_outputs(&o);
-        return TRAIN_EXIT_IO;
-    }
-    int io_ok = 1; // rank 0's probe writes; checked by all ranks at every flush
-    peak = matmul_peak_gflops(512, 3) * c->train.threads;
-    out_line(&o, 0, "canary train: %s", out_dir);
-    out_line(&o, 0,
+    out_line(o, 0, "canary train: %s", out_dir);
+    out_line(o, 0,
              "model: dim %d layers %d heads %d head_dim %d seq_len %d vocab %d | %zu parameters "
              "in %d tensors | %d rank(s) x %d thread(s)",
              c->model.dim, c->model.layers, c->model.heads, c->model.head_dim, c->model.seq_len,
              c->model.vocab, r->model.table.total, r->model.table.n, r->dist->size,
              c->train.threads);
     if (c->model.attention == ATTN_MLA)
-        out_line(&o, 0, "attention: mla (kv_rank %d, q_rank %d, rope_dim %d)", c->model.kv_rank,
+        out_line(o, 0, "attention: mla (kv_rank %d, q_rank %d, rope_dim %d)", c->model.kv_rank,
                  c->model.q_rank, c->model.rope_dim);
     if (c->model.experts > 0)
-        out_line(&o, 0,
+        out_line(o, 0,
                  "feed-forward: MoE in %d of %d blocks, %d experts, top-%d%s, %d shared, "
                  "capacity factor %g",
                  r->model.moe_layers, c->model.layers, c->model.experts, c->model.top_k,
@@ -271,21 +253,177 @@ int train_run(struct run *r, const char *out_dir)
     for (const char *p = blas_core_name(); *p; p++)
         h = fmod(h * 131.0 + (unsigned char)*p, 1e9);
     int same = dist_max_f64(r->dist, h) == -dist_max_f64(r->dist, -h);
-    out_line(&o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s%s", blas, peak / c->train.threads,
+    out_line(o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s%s", blas, peak / c->train.threads,
              fpenv_flushing() ? " | subnormals flushed to zero" : "",
              r->dist->size == 1 ? ""
              : same             ? " | the same core on every rank"
                                 : " | WARNING: the ranks run different BLAS cores");
-    out_line(&o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
-             r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len, steps);
+    out_line(o, 0, "data: %zu training tokens, %zu held out | batch %d x %d tokens | %ld steps",
+             r->sampler.n_train, r->sampler.n_val, c->train.batch_size, c->model.seq_len,
+             (long)c->train.steps);
+}
 
-    long first_step = r->step; // > 0 when resuming from a checkpoint
-    if (first_step == 0)
+// The progress line's window: rates over the steps since the last line, ETA over the run.
+struct progress {
+    double peak;     // sgemm GFLOP/s of one rank's threads
+    long first_step; // > 0 when resumed
+    double t_start, t_window;
+    double flops, optim; // model FLOPs (all ranks) and optimizer seconds in the window
+    long steps;          // steps in the window
+};
+
+static void progress_step(struct run *r, struct train_out *o, struct progress *pg,
+                          const struct step_result *res)
+{
+    const struct config *c = &r->cfg;
+    long steps = c->train.steps;
+    double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
+    pg->flops += r->step_flops * r->dist->size;
+    pg->optim += res->seconds_optim;
+    pg->steps++;
+    if (r->step % c->train.log_every != 0 && r->step != steps)
+        return;
+    double now = timer_now(), span = now - pg->t_window;
+    double per_step = (now - pg->t_start) / (double)(r->step - pg->first_step);
+    double gflops = pg->flops / span * 1e-9 / r->dist->size;
+    char eta[32];
+    format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
+    char aux[48] = "", opt[40] = "";
+    if (c->model.experts > 0)
+        snprintf(aux, sizeof(aux), " balance %.2e router_z %.2e", res->loss.balance,
+                 res->loss.router_z);
+    // Newton–Schulz does not shrink with the batch: show what it costs (rank 0's share)
+    if (r->muon_on)
+        snprintf(opt, sizeof(opt), " | optimizer %.0f%% of step", 100.0 * pg->optim / span);
+    out_line(o, 1,
+             "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "
+             "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of %s sgemm peak)%s | ETA %s",
+             r->step, steps, res->loss.total, res->loss.ce, res->loss.z, aux, res->lr,
+             res->grad_norm, res->clip_factor < 1.0 ? " (clipped)" : "",
+             tokens_per_step * (double)pg->steps / span, gflops, 100.0 * gflops / pg->peak,
+             blas_core_name(), opt, eta);
+    pg->t_window = now;
+    pg->flops = pg->optim = 0.0;
+    pg->steps = 0;
+}
+
+// A step whose loss or gradient was not finite: its event, then stop (returns
+// TRAIN_EXIT_NONFINITE) or, with train.on_nonfinite = skip, move on without the update (0).
+static int on_nonfinite(struct run *r, struct train_out *o, const struct step_result *res,
+                        long step)
+{
+    char what[200], err[1024];
+    nonfinite_detail(r, res, what, sizeof(what));
+    if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        r->io_failed = 1;
+    }
+    if (r->cfg.train.on_nonfinite != 1) {
+        out_line(o, 0, "step %ld: %s: stopping", step + 1, what);
+        if (o->rank0)
+            err_printf("training diverged at step %ld: the loss or gradient is not finite",
+                       step + 1);
+        return TRAIN_EXIT_NONFINITE;
+    }
+    // skip: no update; the step still gets its rows (non-finite values, as they were),
+    // evaluation and checkpoint, and the data moves on to the next batch
+    out_line(o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)", step + 1, what);
+    r->step++;
+    return 0;
+}
+
+// What follows a step, in order: its metrics and probe rows, the collective probe-write check,
+// evaluation, checkpoint, a stop request, fault injection, the consistency check. Returns 0 to
+// go on, or the exit code that ends the run. *io_ok: rank 0's probe writes so far.
+static int after_step(struct run *r, struct train_out *o, const char *out_dir,
+                      const struct step_result *res, long step, double dt, int *io_ok)
+{
+    const struct config *c = &r->cfg;
+    long steps = c->train.steps;
+    double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
+    char err[1024];
+    // the step's row goes out before any checkpoint of this step, so a resume finds it
+    if (o->rank0) {
+        fprintf(o->metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
+                step + 1, res->loss.total, res->loss.ce, res->loss.z, res->lr, res->grad_norm,
+                res->clip_factor, tokens_per_step / dt);
+        fflush(o->metrics); // a crash loses no row (a small write per step)
+    }
+    if (*io_ok && run_probes_step(r, res, tokens_per_step / dt, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        *io_ok = 0;
+    }
+    *io_ok = *io_ok && !r->io_failed;
+    if (r->step % c->probes.flush_every == 0 && !dist_all_ok(r->dist, *io_ok)) {
+        out_line(o, 0, "step %ld: writing probes.h5 failed: stopping", r->step);
+        return TRAIN_EXIT_IO;
+    }
+    // evaluation first: the checkpoint's flush then covers its row, and a resume from this
+    // checkpoint does not need it again
+    if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
+        eval_and_report(r, o, r->step);
+    int written = c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
+                  r->step != steps;
+    if (written && !checkpoint(r, o, out_dir))
+        return TRAIN_EXIT_IO;
+    // a signal on any rank stops every rank here, between two steps (after the last step the
+    // run just ends as usual, with its final evaluation and checkpoint)
+    if (r->step < steps && !dist_all_ok(r->dist, stop_requested() == 0))
+        return stop_run(r, o, out_dir, written);
+    inject_fault(r);
+    if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
+        train_check_consistency(r);
+    return 0;
+}
+
+// After the last step: the final evaluation, checkpoint and summary. Returns the exit code.
+static int finish_run(struct run *r, struct train_out *o, const char *out_dir, double t_start)
+{
+    const struct config *c = &r->cfg;
+    int rc = TRAIN_EXIT_OK;
+    if (c->train.check_every > 0)
+        train_check_consistency(r);
+    r->final_eval = eval_and_report(r, o, r->step);
+    if (!checkpoint(r, o, out_dir))
+        rc = TRAIN_EXIT_IO;
+    if (!dist_all_ok(r->dist, !r->io_failed))
+        rc = TRAIN_EXIT_IO;
+    char took[32];
+    format_eta(took, sizeof(took), timer_now() - t_start);
+    out_line(o, 0, "parameter checksum %016llx", train_params_checksum(r));
+    out_line(o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv%s)",
+             (long)c->train.steps, took, out_dir, r->probes.active ? ", probes.h5" : "");
+    return rc;
+}
+
+int train_run(struct run *r, const char *out_dir)
+{
+    const struct config *c = &r->cfg;
+    struct train_out o = {NULL, NULL, r->dist->rank == 0, r->tag, r->quiet};
+    char err[1024];
+    int rc = TRAIN_EXIT_OK;
+
+    int opened = !o.rank0 || open_outputs(&o, out_dir, r, err, sizeof(err)) == 0;
+    if (opened && run_probes_open(r, out_dir, err, sizeof(err)) != 0)
+        opened = 0;
+    if (!opened)
+        err_printf("%s", err);
+    if (!dist_all_ok(r->dist, opened)) { // every rank stops, none waits in a collective
+        run_probes_close(r);
+        close_outputs(&o);
+        return TRAIN_EXIT_IO;
+    }
+    struct progress pg = {.peak = matmul_peak_gflops(512, 3) * c->train.threads,
+                          .first_step = r->step};
+    print_header(r, &o, out_dir, pg.peak);
+    if (r->step == 0)
         r->l0 = eval_and_report(r, &o, 0);
     else
-        out_line(&o, 0, "resumed from step %ld", first_step);
-    t_start = t_window = timer_now();
-    while (r->step < steps) {
+        out_line(&o, 0, "resumed from step %ld", r->step);
+
+    int io_ok = 1; // rank 0's probe writes; checked by all ranks at every flush
+    pg.t_start = pg.t_window = timer_now();
+    while (r->step < c->train.steps && rc == TRAIN_EXIT_OK) {
         struct step_result res;
         long step = r->step;
         r->probe_step = r->probes.collect && probe_set_due(&r->probes.set, step + 1);
@@ -294,107 +432,14 @@ int train_run(struct run *r, const char *out_dir)
         double t0 = timer_now();
         train_step(r, &res);
         double dt = timer_now() - t0;
-        if (!res.finite) {
-            char what[200];
-            nonfinite_detail(r, &res, what, sizeof(what));
-            if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0) {
-                err_printf("%s", err);
-                r->io_failed = 1;
-            }
-            if (c->train.on_nonfinite != 1) {
-                out_line(&o, 0, "step %ld: %s: stopping", step + 1, what);
-                if (o.rank0)
-                    err_printf("training diverged at step %ld: the loss or gradient is not finite",
-                               step + 1);
-                rc = TRAIN_EXIT_NONFINITE;
-                break;
-            }
-            // skip: no update; the step still gets its rows (non-finite values, as they were),
-            // evaluation and checkpoint, and the data moves on to the next batch
-            out_line(&o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)", step + 1,
-                     what);
-            r->step++;
-        }
-        // the step's row goes out before any checkpoint of this step, so a resume finds it
-        if (o.rank0) {
-            fprintf(o.metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
-                    step + 1, res.loss.total, res.loss.ce, res.loss.z, res.lr, res.grad_norm,
-                    res.clip_factor, tokens_per_step / dt);
-            fflush(o.metrics); // a crash loses no row (a small write per step)
-        }
-        if (io_ok && run_probes_step(r, &res, tokens_per_step / dt, err, sizeof(err)) != 0) {
-            err_printf("%s", err);
-            io_ok = 0;
-        }
-        io_ok = io_ok && !r->io_failed;
-        if (r->step % c->probes.flush_every == 0 && !dist_all_ok(r->dist, io_ok)) {
-            out_line(&o, 0, "step %ld: writing probes.h5 failed: stopping", r->step);
-            rc = TRAIN_EXIT_IO;
+        if (!res.finite && (rc = on_nonfinite(r, &o, &res, step)) != 0)
             break;
-        }
-        // evaluation first: the checkpoint's flush then covers its row, and a resume from this
-        // checkpoint does not need it again
-        if (c->train.eval_every > 0 && r->step % c->train.eval_every == 0 && r->step != steps)
-            eval_and_report(r, &o, r->step);
-        int written = c->train.checkpoint_every > 0 && r->step % c->train.checkpoint_every == 0 &&
-                      r->step != steps;
-        if (written && !checkpoint(r, &o, out_dir)) {
-            rc = TRAIN_EXIT_IO;
+        if ((rc = after_step(r, &o, out_dir, &res, step, dt, &io_ok)) != 0)
             break;
-        }
-        // a signal on any rank stops every rank here, between two steps (after the last step
-        // the run just ends as usual, with its final evaluation and checkpoint)
-        if (r->step < steps && !dist_all_ok(r->dist, stop_requested() == 0)) {
-            rc = stop_run(r, &o, out_dir, written);
-            break;
-        }
-        inject_fault(r);
-        if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
-            train_check_consistency(r);
-        window_flops += r->step_flops * r->dist->size;
-        window_optim += res.seconds_optim;
-        window_steps++;
-        if (r->step % c->train.log_every == 0 || r->step == steps) {
-            double now = timer_now(), span = now - t_window;
-            double per_step = (now - t_start) / (double)(r->step - first_step);
-            double gflops = window_flops / span * 1e-9 / r->dist->size;
-            char eta[32];
-            format_eta(eta, sizeof(eta), per_step * (double)(steps - r->step));
-            char aux[48] = "", opt[40] = "";
-            if (c->model.experts > 0)
-                snprintf(aux, sizeof(aux), " balance %.2e router_z %.2e", res.loss.balance,
-                         res.loss.router_z);
-            // Newton–Schulz does not shrink with the batch: show what it costs (rank 0's share)
-            if (r->muon_on)
-                snprintf(opt, sizeof(opt), " | optimizer %.0f%% of step",
-                         100.0 * window_optim / span);
-            out_line(&o, 1,
-                     "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "
-                     "%.0f tok/s | %.1f GFLOP/s/rank (%.0f%% of %s sgemm peak)%s | ETA %s",
-                     r->step, steps, res.loss.total, res.loss.ce, res.loss.z, aux, res.lr,
-                     res.grad_norm, res.clip_factor < 1.0 ? " (clipped)" : "",
-                     tokens_per_step * (double)window_steps / span, gflops, 100.0 * gflops / peak,
-                     blas_core_name(), opt, eta);
-            t_window = now;
-            window_flops = window_optim = 0.0;
-            window_steps = 0;
-        }
+        progress_step(r, &o, &pg, &res);
     }
-    if (rc == TRAIN_EXIT_OK) {
-        if (c->train.check_every > 0)
-            train_check_consistency(r);
-        r->final_eval = eval_and_report(r, &o, r->step);
-        if (!checkpoint(r, &o, out_dir))
-            rc = TRAIN_EXIT_IO;
-        if (!dist_all_ok(r->dist, !r->io_failed))
-            rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;
-        char took[32];
-        format_eta(took, sizeof(took), timer_now() - t_start);
-        out_line(&o, 0, "parameter checksum %016llx", train_params_checksum(r));
-        out_line(&o, 0,
-                 "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv%s)",
-                 steps, took, out_dir, r->probes.active ? ", probes.h5" : "");
-    }
+    if (rc == TRAIN_EXIT_OK)
+        rc = finish_run(r, &o, out_dir, pg.t_start);
     if (run_probes_flush(r, err, sizeof(err)) != 0) {
         err_printf("%s", err);
         rc = rc == TRAIN_EXIT_OK ? TRAIN_EXIT_IO : rc;
