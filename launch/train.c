@@ -209,8 +209,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     }
     matmul_set_threads(cfg->train.threads);
     model_init(&r->model, &cfg->model, r->micro_batch);
-    r->model.balance_coef = cfg->optim.balance_loss;
-    r->model.z_coef = cfg->optim.router_z_loss;
+    model_set_aux_coefs(&r->model, cfg->optim.balance_loss, cfg->optim.router_z_loss);
     size_t n = r->model.table.total;
     r->params = xcalloc(n, sizeof(float));
     r->grads = xcalloc(n, sizeof(float));
@@ -343,7 +342,7 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     int collect = r->probes.collect;
     struct loss_parts lp;
     model_set_probing(&r->model, r->probe_step);
-    model_forward(&r->model, r->params, in, mb);
+    struct model_aux aux = model_forward(&r->model, r->params, in, mb);
     if (collect)
         leaf_probes_forward(r, rec);
     xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
@@ -351,10 +350,11 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     if (collect)
         probe_leaf_output(&r->probes.leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
                           rec[LOSS_PARTS + r->probes.leaf.logit_sumsq]);
-    r->model.loss_scale = 1.0f / (float)r->leaves; // the MoE losses' gradients, like the loss's
-    model_backward(&r->model, r->params, grads, in, mb, reduce ? on_grads_ready : NULL, r);
-    lp.balance = r->model.aux_balance;
-    lp.router_z = r->model.aux_z;
+    // the MoE losses' gradients get the loss's scale
+    model_backward(&r->model, r->params, grads, in, mb, 1.0f / (float)r->leaves,
+                   reduce ? on_grads_ready : NULL, r);
+    lp.balance = aux.balance;
+    lp.router_z = aux.router_z;
     lp.aux = lp.balance + lp.router_z;
     lp.total += lp.aux;
     loss_parts_pack(&lp, rec);
@@ -477,12 +477,12 @@ static void lr_probe(struct run *r, double lr_t)
             struct loss_parts lp;
             uint64_t first = ((uint64_t)r->dist->rank * r->micro_steps + k) * (uint64_t)mb;
             sampler_eval_batch(&r->sampler, r->probe_inputs, r->probe_targets, first, mb);
-            model_forward(&r->model, r->trial, r->probe_inputs, mb);
+            struct model_aux aux = model_forward(&r->model, r->trial, r->probe_inputs, mb);
             xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
                          (float)c->optim.z_loss);
             // the training loss the update descends: with MoE, its auxiliary losses too
-            lp.balance = r->model.aux_balance;
-            lp.router_z = r->model.aux_z;
+            lp.balance = aux.balance;
+            lp.router_z = aux.router_z;
             lp.aux = lp.balance + lp.router_z;
             lp.total += lp.aux;
             loss_parts_pack(&lp, r->lrp_loss_mine + LOSS_PARTS * k);

@@ -258,7 +258,6 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
         bi->sw2 = xcalloc((size_t)cfg->shared_experts + 1, sizeof(int));
     }
     model_table_build(m);
-    m->loss_scale = 1.0f;
     m->moe_stats = xcalloc((size_t)cfg->layers, sizeof(*m->moe_stats));
     m->moe_counts = xcalloc((size_t)cfg->layers * 2 * (cfg->experts + 1), sizeof(double));
     m->moe_group = cfg->moe_group > 0 ? cfg->moe_group : cfg->seq_len;
@@ -400,7 +399,13 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
     feed_forward(m, params, l, B, x_out);
 }
 
-void model_forward(struct model *m, const float *params, const int *tokens, int B)
+void model_set_aux_coefs(struct model *m, double balance, double router_z)
+{
+    m->balance_coef = balance;
+    m->z_coef = router_z;
+}
+
+struct model_aux model_forward(struct model *m, const float *params, const int *tokens, int B)
 {
     const struct model_config *c = &m->cfg;
     struct model_acts *a = &m->acts;
@@ -414,21 +419,23 @@ void model_forward(struct model *m, const float *params, const int *tokens, int 
         block_forward(m, params, l, B, x_out);
     }
     // The auxiliary losses: means over the MoE blocks, scaled by their coefficients.
-    m->aux_balance = m->aux_z = 0.0;
+    struct model_aux aux = {0.0, 0.0};
     for (int l = 0; l < c->layers; l++)
         if (m->blocks[l].moe) {
-            m->aux_balance += m->balance_coef * m->moe_stats[l].balance / m->moe_layers;
-            m->aux_z += m->z_coef * m->moe_stats[l].z / m->moe_layers;
+            aux.balance += m->balance_coef * m->moe_stats[l].balance / m->moe_layers;
+            aux.router_z += m->z_coef * m->moe_stats[l].z / m->moe_layers;
         }
     norm_forward(a->nf, a->nf_mean, a->nf_rstd, a->x_final, tensor_ptr(m, params, m->final_norm),
                  BT, c->dim, c->norm);
     matmul_forward(a->logits, a->nf, tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
+    return aux;
 }
 
 // ---- backward ----
 
 // dx holds dL/d(block output) on entry and dL/d(x_mid) on exit (MLP half of the block).
-static void block_backward_mlp(struct model *m, const float *params, float *grads, int l, int B)
+static void block_backward_mlp(struct model *m, const float *params, float *grads, int l, int B,
+                               float loss_scale)
 {
     const struct model_config *c = &m->cfg;
     const struct block_index *bi = &m->blocks[l];
@@ -436,7 +443,7 @@ static void block_backward_mlp(struct model *m, const float *params, float *grad
     struct model_acts *g = &m->acts;
     int C = c->dim, F = m->ffn, BT = B * c->seq_len;
     if (bi->moe) {
-        moe_block_backward(m, params, grads, l, B);
+        moe_block_backward(m, params, grads, l, B, loss_scale);
         return;
     }
 
@@ -493,7 +500,7 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
 }
 
 void model_backward(struct model *m, const float *params, float *grads, const int *tokens, int B,
-                    model_grads_ready_fn ready, void *ready_ctx)
+                    float loss_scale, model_grads_ready_fn ready, void *ready_ctx)
 {
     const struct model_config *c = &m->cfg;
     struct model_acts *a = &m->acts;
@@ -512,7 +519,7 @@ void model_backward(struct model *m, const float *params, float *grads, const in
     // Tensors are in forward order, so after each half-block a tail range is final: the MLP's
     // (from ln2 on) and then the whole block's (from ln1 on).
     for (int l = c->layers - 1; l >= 0; l--) {
-        block_backward_mlp(m, params, grads, l, B);
+        block_backward_mlp(m, params, grads, l, B, loss_scale);
         if (ready)
             ready(ready_ctx, m->blocks[l].n2);
         block_backward_attn(m, params, grads, l, B);

@@ -139,11 +139,9 @@ struct model {
     struct block_index *blocks;                 // [L]
     struct model_acts acts;
     int probe_attention; // forwards record attention statistics (model_set_probing)
-    // MoE: what the caller sets, and what forward reports
+    // MoE
     int moe_layers;                  // blocks with the MoE feed-forward
-    double balance_coef, z_coef;     // optim.balance_loss, optim.router_z_loss
-    float loss_scale;                // the scale of the loss gradient (1/micro-batches); 1 default
-    double aux_balance, aux_z;       // last forward: the scaled aux losses, means over MoE layers
+    double balance_coef, z_coef;     // the aux losses' coefficients (model_set_aux_coefs)
     struct moe_stats *moe_stats;     // [L] last forward's routing statistics (MoE blocks)
     double *moe_counts, *moe_mean_p; // [L, 2E] chosen and kept pairs per expert, [L, E] P_i
     double *moe_group_counts;        // [L, groups, E] chosen pairs per routing group
@@ -178,14 +176,27 @@ void model_free(struct model *m);
 // matrices and head truncated normal (±2σ) with std 1/sqrt(fan_in), gains 1.
 void model_params_init(const struct model *m, float *params, uint64_t seed);
 
+// The MoE auxiliary losses of one forward, already times their coefficients: means over the MoE
+// blocks of the load-balancing loss and of the router z-loss (0 for a dense model).
+struct model_aux {
+    double balance, router_z;
+};
+
+// The coefficients of the MoE auxiliary losses (optim.balance_loss, optim.router_z_loss); 0
+// until set.
+void model_set_aux_coefs(struct model *m, double balance, double router_z);
+
 // Forward for B ≤ max_batch sequences of T tokens (tokens[B, T], already < vocab); leaves the
-// logits in m->acts.logits [B·T, V] and keeps what backward needs.
-void model_forward(struct model *m, const float *params, const int *tokens, int B);
+// logits in m->acts.logits [B·T, V] and keeps what backward needs. Returns the MoE auxiliary
+// losses, which the caller adds to the loss.
+struct model_aux model_forward(struct model *m, const float *params, const int *tokens, int B);
 
 // Backward from dlogits (in m->acts.logits, written by the loss) after model_forward with the
-// same tokens and B. ACCUMULATES into grads. Calls ready() as tail ranges become final.
+// same tokens and B. ACCUMULATES into grads. loss_scale: the scale the caller gave the loss
+// gradient (1/micro-batches when the step's loss is a mean over them); the auxiliary losses'
+// gradients get the same. Calls ready() as tail ranges become final.
 void model_backward(struct model *m, const float *params, float *grads, const int *tokens, int B,
-                    model_grads_ready_fn ready, void *ready_ctx);
+                    float loss_scale, model_grads_ready_fn ready, void *ready_ctx);
 
 // Bytes of parameters, gradients, update, AdamW moments and the activation arena for micro-batches
 // of B sequences, in double so that absurd configs do not wrap: an estimate to refuse a run

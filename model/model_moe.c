@@ -52,7 +52,8 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
     }
 }
 
-void moe_block_backward(struct model *m, const float *params, float *grads, int l, int B)
+void moe_block_backward(struct model *m, const float *params, float *grads, int l, int B,
+                        float loss_scale)
 {
     const struct model_config *c = &m->cfg;
     const struct block_index *bi = &m->blocks[l];
@@ -88,7 +89,7 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
                         tensor_ptr(m, params, bi->ew1[e]), n, C, U);
     }
     moe_scatter_add(g->dn, g->moe_dx, a->slot, N, k, C);
-    double scale = (double)m->loss_scale / m->moe_layers;
+    double scale = (double)loss_scale / m->moe_layers;
     moe_route_backward(g->moe_dlogits, g->moe_dgate, a->probs, a->lse, a->sel, a->gates,
                        moe_block_group_counts(m, l), N, E, k, m->moe_group, c->gate_renorm,
                        m->balance_coef * scale, m->z_coef * scale);

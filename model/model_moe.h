@@ -11,7 +11,8 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
 
 // dx holds dL/d(block output) on entry and dL/d(x_mid) on exit; accumulates into grads (router,
 // experts, ln2 gain), including the auxiliary losses' gradients (m->balance_coef, m->z_coef,
-// scaled by m->loss_scale and averaged over the MoE layers).
-void moe_block_backward(struct model *m, const float *params, float *grads, int l, int B);
+// scaled by loss_scale and averaged over the MoE layers).
+void moe_block_backward(struct model *m, const float *params, float *grads, int l, int B,
+                        float loss_scale);
 
 #endif

@@ -419,9 +419,9 @@ static double model_loss(void *p)
 {
     struct model_ctx *c = p;
     struct loss_parts lp;
-    model_forward(c->m, c->params, c->in, c->B);
+    struct model_aux aux = model_forward(c->m, c->params, c->in, c->B);
     xent_forward(&lp, c->m->acts.logits, c->tg, c->B * c->m->cfg.seq_len, c->m->cfg.vocab, 1e-2f);
-    return lp.total + c->m->aux_balance + c->m->aux_z; // the MoE losses (0 for dense models)
+    return lp.total + aux.balance + aux.router_z; // the MoE losses (0 for dense models)
 }
 
 // Every gradient of the whole model (24 sampled entries per tensor) against finite differences
@@ -433,8 +433,7 @@ static void check_model_cfg(const struct model_config *cfg)
     int in[16], tg[16];
     assert_true(n_tok <= 16);
     model_init(&m, cfg, B);
-    m.balance_coef = 0.3; // large enough that a wrong aux gradient shows
-    m.z_coef = 0.05;
+    model_set_aux_coefs(&m, 0.3, 0.05); // large enough that a wrong aux gradient shows
     float *params = xcalloc(m.table.total, sizeof(float));
     float *grads = xcalloc(m.table.total, sizeof(float));
     model_params_init(&m, params, 5);
@@ -451,7 +450,7 @@ static void check_model_cfg(const struct model_config *cfg)
     struct loss_parts lp;
     model_forward(&m, params, in, B);
     xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg->vocab, 1e-2f, 1.0f);
-    model_backward(&m, params, grads, in, B, NULL, NULL);
+    model_backward(&m, params, grads, in, B, 1.0f, NULL, NULL);
     for (int i = 0; i < m.table.n; i++) {
         const struct tensor *t = &m.table.t[i];
         // MoE and MLA: a smaller step (the latent norms curve the loss more; truncation error
@@ -806,7 +805,7 @@ static void test_model_same_threads_bitwise_repeatable(void **state)
         struct loss_parts lp;
         model_forward(&m, p, in, B);
         xent_forward_backward(&lp, m.acts.logits, NULL, tg, n, 64, 1e-4f, 1.0f);
-        model_backward(&m, p, rep ? g2 : g1, in, B, NULL, NULL);
+        model_backward(&m, p, rep ? g2 : g1, in, B, 1.0f, NULL, NULL);
     }
     assert_memory_equal(g1, g2, m.table.total * sizeof(float));
     matmul_set_threads(1);

@@ -62,13 +62,13 @@ static void run_case(const char *name)
 
     // forward, loss, backward at the initial weights
     struct loss_parts lp;
-    model_forward(&run.model, run.params, run.inputs, B);
+    struct model_aux aux = model_forward(&run.model, run.params, run.inputs, B);
     const struct fixture_record *logits = fixture_find(&fx, "logits");
     assert_non_null(logits);
     expect_close("logits", run.model.acts.logits, logits->data, (size_t)B * T * V, TOL);
     xent_forward_backward(&lp, run.model.acts.logits, NULL, run.targets, B * T, V,
                           (float)cfg.optim.z_loss, 1.0f);
-    lp.total += run.model.aux_balance + run.model.aux_z; // MoE: the auxiliary losses
+    lp.total += aux.balance + aux.router_z; // MoE: the auxiliary losses
     if (cfg.model.experts > 0) {
         // the MoE cases exercise dropping: some token-expert pair exceeds its group's capacity
         double dropped = 0.0;
@@ -82,14 +82,14 @@ static void run_case(const char *name)
         fprintf(stderr, "  %s: %.0f pairs dropped, %d experts without a token\n", name, dropped,
                 empty);
         assert_true(dropped > 0.0);
-        check_scalar("loss/balance", run.model.aux_balance, fixture_find(&fx, "loss/balance"));
-        check_scalar("loss/router_z", run.model.aux_z, fixture_find(&fx, "loss/router_z"));
+        check_scalar("loss/balance", aux.balance, fixture_find(&fx, "loss/balance"));
+        check_scalar("loss/router_z", aux.router_z, fixture_find(&fx, "loss/router_z"));
     }
     check_scalar("loss/total", lp.total, fixture_find(&fx, "loss/total"));
     check_scalar("loss/ce", lp.ce, fixture_find(&fx, "loss/ce"));
     check_scalar("loss/z", lp.z, fixture_find(&fx, "loss/z"));
     memset(run.grads, 0, tt->total * sizeof(float));
-    model_backward(&run.model, run.params, run.grads, run.inputs, B, NULL, NULL);
+    model_backward(&run.model, run.params, run.grads, run.inputs, B, 1.0f, NULL, NULL);
     int bad = 0;
     for (int i = 0; i < tt->n; i++) {
         snprintf(rec, sizeof(rec), "grad/%s", tt->t[i].name);

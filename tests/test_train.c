@@ -87,7 +87,7 @@ static void test_train_ready_callback_reports_final_tails(void **state)
     xent_forward_backward(&lp, r.model.acts.logits, NULL, r.targets,
                           r.micro_batch * c.model.seq_len, c.model.vocab, 0.0f, 1.0f);
     memset(r.grads, 0, r.model.table.total * sizeof(float));
-    model_backward(&r.model, r.params, r.grads, r.inputs, r.micro_batch, on_ready, &log);
+    model_backward(&r.model, r.params, r.grads, r.inputs, r.micro_batch, 1.0f, on_ready, &log);
     // head + final norm, then each block's MLP half and attention half, then the embeddings
     assert_int_equal(log.calls, 2 * c.model.layers + 2);
     assert_int_equal(log.firsts[0], r.model.final_norm);
