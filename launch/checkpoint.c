@@ -78,9 +78,9 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
         snprintf(path, sizeof(path), "/optim/%s/v", t->name);
         if (h5_write_f32(f, path, nd, shape, r->adamw.v + t->offset, err, errlen))
             return -1;
-        if (r->muon_on && r->muon_owner[i] >= 0) {
+        if (muon_shards_owns(r->muon, i)) {
             snprintf(path, sizeof(path), "/optim/%s/momentum", t->name);
-            if (h5_write_f32(f, path, nd, shape, r->muon.momentum + t->offset, err, errlen))
+            if (h5_write_f32(f, path, nd, shape, r->muon->state.momentum + t->offset, err, errlen))
                 return -1;
         }
     }
@@ -309,9 +309,9 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
         snprintf(ds, sizeof(ds), "/optim/%s/v", t->name);
         if (h5_read_f32(f, ds, r->adamw.v + t->offset, t->size, &nd, dims, why, sizeof(why)))
             goto bad;
-        if (r->muon_on && r->muon_owner[i] >= 0) {
+        if (muon_shards_owns(r->muon, i)) {
             snprintf(ds, sizeof(ds), "/optim/%s/momentum", t->name);
-            if (h5_read_f32(f, ds, r->muon.momentum + t->offset, t->size, &nd, dims, why,
+            if (h5_read_f32(f, ds, r->muon->state.momentum + t->offset, t->size, &nd, dims, why,
                             sizeof(why)))
                 goto bad;
         }

@@ -95,56 +95,6 @@ static void run_init_reduction(struct run *r)
     }
 }
 
-// Muon's state and its shard plan: each matrix's Newton–Schulz runs on one rank, chosen by
-// longest-processing-time first over the ranks (balanced by FLOPs, the same plan on every rank).
-static int run_init_muon(struct run *r, char *err, size_t errlen)
-{
-    const struct tensor_table *tt = &r->model.table;
-    int ranks = r->dist->size, n = 0;
-    double *load = xcalloc((size_t)ranks, sizeof(double));
-    r->muon_owner = xcalloc((size_t)tt->n, sizeof(int));
-    size_t *counts = xcalloc((size_t)ranks, sizeof(size_t)); // floats each rank sends
-    r->muon_ortho = xcalloc((size_t)tt->n, sizeof(double));
-    for (int i = 0; i < tt->n; i++)
-        r->muon_owner[i] = -1;
-    for (;;) { // the largest unassigned matrix goes to the least loaded rank
-        int best = -1;
-        double cost = -1.0;
-        for (int i = 0; i < tt->n; i++) {
-            const struct tensor *t = &tt->t[i];
-            double c = muon_ns_flops(t->rows, t->cols, r->cfg.optim.ns_steps);
-            if (optim_uses_muon(&r->cfg.optim, t->kind) && r->muon_owner[i] < 0 && c > cost) {
-                best = i;
-                cost = c;
-            }
-        }
-        if (best < 0)
-            break;
-        int q = 0;
-        for (int k = 1; k < ranks; k++)
-            q = load[k] < load[q] ? k : q;
-        r->muon_owner[best] = q;
-        load[q] += cost;
-        counts[q] += tt->t[best].size;
-        n++;
-    }
-    free(load);
-    dist_gather_init(&r->muon_gather, r->dist, counts, 0);
-    free(counts);
-    if (n == 0) {
-        snprintf(err, errlen,
-                 "optim.name = muon needs hidden 2-D matrices and this model has "
-                 "none; use optim.name = adamw");
-        return -1;
-    }
-    const struct dist_gather *g = &r->muon_gather;
-    r->muon_send = xcalloc(g->counts[r->dist->rank] + 1, sizeof(float));
-    r->muon_recv = xcalloc(g->total + 1, sizeof(float));
-    muon_init(&r->muon, tt, &r->cfg.optim);
-    r->muon_on = 1;
-    return 0;
-}
-
 // CANARY_FAULT=abort:RANK:STEP makes RANK die after STEP (a crashed node);
 // CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence);
 // CANARY_FAULT=stall:RANK:STEP makes it stop responding after STEP (a hung node; up to 60 s, or
@@ -238,7 +188,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     r->step_flops = 3.0 * model_forward_flops(&cfg->model, r->local_batch);
     run_init_reduction(r);
     run_init_fault(r);
-    if (cfg->optim.name == OPTIM_MUON && run_init_muon(r, err, errlen) != 0) {
+    if (cfg->optim.name == OPTIM_MUON &&
+        !(r->muon = muon_shards_init(&r->model.table, &cfg->optim, dist, err, errlen))) {
         run_free(r);
         return -1;
     }
@@ -261,14 +212,8 @@ void run_free(struct run *r)
     free(r->probes.every_sum);
     free(r->probes.step_sum);
     free(r->checksums);
-    if (r->muon_on)
-        muon_free(&r->muon);
-    free(r->muon_owner);
-    free(r->muon_send);
-    free(r->muon_recv);
+    muon_shards_free(r->muon);
     free(r->moe_age);
-    dist_gather_free(&r->muon_gather);
-    free(r->muon_ortho);
     free(r->logz);
     free(r->trial);
     free(r->lrp_loss);
@@ -493,51 +438,6 @@ static void lr_probe(struct run *r, double lr_t)
     }
 }
 
-// Muon's half of phase 6: momentum for every Muon matrix (all ranks keep the full state), the
-// Newton–Schulz of the matrices this rank owns, then every rank gathers the others' updates.
-// The gather copies bits, so any rank count gives the unsharded result.
-static void muon_step(struct run *r, double lr_t)
-{
-    const struct tensor_table *tt = &r->model.table;
-    const struct optim_config *oc = &r->cfg.optim;
-    int me = r->dist->rank;
-    int probe = r->cfg.probes.enabled && (r->step + 1) % r->cfg.probes.every == 0;
-    size_t packed = 0;
-    for (int i = 0; i < tt->n; i++) {
-        const struct tensor *t = &tt->t[i];
-        if (r->muon_owner[i] < 0)
-            continue;
-        muon_momentum(&r->muon, r->update, r->grads, t, oc);
-        r->muon_ortho[i] = 0.0;
-        if (r->muon_owner[i] != me)
-            continue;
-        muon_newton_schulz(&r->muon, r->update + t->offset, t->rows, t->cols, oc->ns_steps,
-                           probe ? &r->muon_ortho[i] : NULL);
-        muon_finish(r->update, r->params, t, oc, lr_t);
-        if (r->dist->size > 1) {
-            memcpy(r->muon_send + packed, r->update + t->offset, t->size * sizeof(float));
-            packed += t->size;
-        }
-    }
-    if (r->dist->size == 1)
-        return;
-    ASSERT(packed == r->muon_gather.counts[me]);
-    dist_gather_f32(r->dist, &r->muon_gather, r->muon_send, r->muon_recv);
-    for (int q = 0; q < r->dist->size; q++) {
-        size_t at = r->muon_gather.displs[q];
-        for (int i = 0; i < tt->n; i++) {
-            if (r->muon_owner[i] != q)
-                continue;
-            if (q != me)
-                memcpy(r->update + tt->t[i].offset, r->muon_recv + at,
-                       tt->t[i].size * sizeof(float));
-            at += tt->t[i].size;
-        }
-    }
-    if (probe)
-        dist_allreduce_sum_f64(r->dist, r->muon_ortho, (size_t)tt->n); // x + 0 + … = x
-}
-
 void train_step(struct run *r, struct step_result *res)
 {
     const struct config *c = &r->cfg;
@@ -574,8 +474,11 @@ void train_step(struct run *r, struct step_result *res)
 
     // 6. optimizer: compute the update, then apply it
     adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
-    if (r->muon_on)
-        muon_step(r, res->lr);
+    if (r->muon) {
+        int probe = c->probes.enabled && (r->step + 1) % c->probes.every == 0;
+        muon_shards_step(r->muon, r->dist, &m->table, &c->optim, r->update, r->grads, r->params,
+                         res->lr, probe);
+    }
     if (r->lr_probe_due)
         lr_probe(r, res->lr);
     optim_update_apply(r->params, r->update, n);

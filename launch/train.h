@@ -20,7 +20,7 @@
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
-#include "optim/muon.h"
+#include "launch/muon_shards.h"
 
 // Exit codes of `canary train`.
 enum train_exit {
@@ -48,12 +48,7 @@ struct run {
     float *params, *grads, *update; // [table.total] each
     double *tensor_sumsq;           // [table.n] per-tensor Σg² of the last step
     struct adamw adamw;
-    struct muon muon; // optim.name = muon
-    int muon_on;
-    int *muon_owner;                // [table.n] rank that orthogonalises the tensor, −1 not Muon
-    float *muon_send, *muon_recv;   // packed updates shared after the sharded NS
-    struct dist_gather muon_gather; // how many floats each rank sends and where they land
-    double *muon_ortho; // [table.n] ‖OOᵀ − I‖_F/sqrt(r) at probe steps (0 elsewhere)
+    struct muon_shards *muon; // optim.name = muon, else NULL (launch/muon_shards.h)
     struct token_file train_file, val_file;
     struct sampler sampler;
     int local_batch;       // sequences per rank per step

@@ -293,7 +293,7 @@ static void progress_step(struct run *r, struct train_out *o, struct progress *p
         snprintf(aux, sizeof(aux), " balance %.2e router_z %.2e", res->loss.balance,
                  res->loss.router_z);
     // Newton–Schulz does not shrink with the batch: show what it costs (rank 0's share)
-    if (r->muon_on)
+    if (r->muon)
         snprintf(opt, sizeof(opt), " | optimizer %.0f%% of step", 100.0 * pg->optim / span);
     out_line(o, 1,
              "step %6ld/%ld | loss %.4f (ce %.4f z %.2e%s) | lr %.3e | gnorm %.3f%s | "

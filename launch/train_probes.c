@@ -122,7 +122,7 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
     for (int i = 0; i < n; i++) {
         names[i] = tt->t[i].name;
         kinds[i] = tensor_kind_name(tt->t[i].kind);
-        opts[i] = r->muon_on && r->muon_owner[i] >= 0 ? "muon" : "adamw";
+        opts[i] = muon_shards_owns(r->muon, i) ? "muon" : "adamw";
         shape[2 * i] = tt->t[i].rows, shape[2 * i + 1] = tt->t[i].cols;
     }
     for (int l = 0, i = 0; l < r->cfg.model.layers; l++)
@@ -264,7 +264,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     const struct model_config *mc = &r->cfg.model;
     struct probe_features feat = {mc->attention == ATTN_MLA,
                                   mc->attention == ATTN_MLA && mc->q_rank > 0,
-                                  r->model.moe_layers > 0, r->muon_on};
+                                  r->model.moe_layers > 0, r->muon != NULL};
     probe_set_register(&p->set, &feat);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;
@@ -287,7 +287,7 @@ int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen
     for (int i = 0; i < r->model.table.n; i++) { // the table as plain arrays for probes/
         p->tensor_offset[i] = r->model.table.t[i].offset;
         p->tensor_size[i] = r->model.table.t[i].size;
-        p->tensor_muon[i] = r->muon_on && r->muon_owner[i] >= 0;
+        p->tensor_muon[i] = muon_shards_owns(r->muon, i);
     }
     p->win_loss = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
     p->win_gnorm = xcalloc((size_t)r->cfg.probes.spike_window, sizeof(double));
@@ -420,8 +420,8 @@ static void fill_tensor_rows(struct run *r, int skipped)
                                  r->cfg.optim.beta2,
                                  r->cfg.optim.eps,
                                  r->probes.tensor_muon,
-                                 r->muon_on ? r->muon.momentum : NULL,
-                                 r->muon_on ? r->muon_ortho : NULL,
+                                 r->muon ? r->muon->state.momentum : NULL,
+                                 r->muon ? r->muon->ortho : NULL,
                                  skipped};
     struct probe_tensor_out out = {
         probe_row(s, PROBE_GRAD_RMS),      probe_row(s, PROBE_PARAM_RMS),

@@ -123,15 +123,15 @@ static void run_case(const char *name)
     if (bad)
         fail_msg("%s: %d tensors differ from the reference after 3 steps", name, bad);
     // Muon's momentum buffers after the 3 steps
-    for (int i = 0; run.muon_on && i < tt->n; i++) {
-        if (run.muon_owner[i] < 0)
+    for (int i = 0; run.muon && i < tt->n; i++) {
+        if (!muon_shards_owns(run.muon, i))
             continue;
         snprintf(rec, sizeof(rec), "momentum/%s", tt->t[i].name);
         const struct fixture_record *r = fixture_find(&fx, rec);
         if (!r)
             fail_msg("%s: fixture has no '%s'", name, rec);
-        bad += !(testing_rel_err(rec, run.muon.momentum + tt->t[i].offset, r->data, r->count, 1e-30,
-                                 TOL) <= TOL);
+        bad += !(testing_rel_err(rec, run.muon->state.momentum + tt->t[i].offset, r->data, r->count,
+                                 1e-30, TOL) <= TOL);
     }
     if (bad)
         fail_msg("%s: %d Muon momentum buffers differ from the reference", name, bad);
