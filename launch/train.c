@@ -3,8 +3,6 @@
 
 #include <math.h>
 #include <stdio.h>
-#include <signal.h>
-#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -95,34 +93,6 @@ static void run_init_reduction(struct run *r)
     }
 }
 
-// CANARY_FAULT=abort:RANK:STEP makes RANK die after STEP (a crashed node);
-// CANARY_FAULT=perturb:RANK:STEP makes it corrupt one parameter (silent divergence);
-// CANARY_FAULT=stall:RANK:STEP makes it stop responding after STEP (a hung node; up to 60 s, or
-// until a stop signal), for tests that kill or signal a run at a known point;
-// CANARY_FAULT=fsize:RANK:BYTES limits the size of the files RANK writes (a full disk).
-static void run_init_fault(struct run *r)
-{
-    const char *f = getenv("CANARY_FAULT");
-    char kind[16];
-    int rank = 0;
-    long step = 0;
-    if (!f || sscanf(f, "%15[a-z]:%d:%ld", kind, &rank, &step) != 3)
-        return;
-    r->fault_kind = strcmp(kind, "abort") == 0     ? 1
-                    : strcmp(kind, "perturb") == 0 ? 2
-                    : strcmp(kind, "stall") == 0   ? 3
-                                                   : 0;
-    r->fault_rank = rank;
-    r->fault_step = step;
-    if (strcmp(kind, "fsize") == 0 && rank == r->dist->rank) {
-        // A disk that fills: files of this process may not grow past `step` bytes from now on
-        // (after MPI is up, whose shared-memory files need more); writes then fail with EFBIG.
-        struct rlimit lim = {(rlim_t)step, (rlim_t)step};
-        signal(SIGXFSZ, SIG_IGN);
-        setrlimit(RLIMIT_FSIZE, &lim);
-    }
-}
-
 int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int random_data,
              char *err, size_t errlen)
 {
@@ -187,7 +157,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     }
     r->step_flops = 3.0 * model_forward_flops(&cfg->model, r->local_batch);
     run_init_reduction(r);
-    run_init_fault(r);
+    r->fault = fault_init(dist->rank);
     if (cfg->optim.name == OPTIM_MUON &&
         !(r->muon = muon_shards_init(&r->model.table, &cfg->optim, dist, err, errlen))) {
         run_free(r);
@@ -213,6 +183,7 @@ void run_free(struct run *r)
     free(r->probes.step_sum);
     free(r->checksums);
     muon_shards_free(r->muon);
+    fault_free(r->fault);
     free(r->moe_age);
     free(r->logz);
     free(r->trial);

@@ -20,6 +20,7 @@
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
+#include "launch/fault.h"
 #include "launch/muon_shards.h"
 
 // Exit codes of `canary train`.
@@ -82,10 +83,7 @@ struct run {
     // cross-rank consistency
     unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max
 
-    // fault injection for tests (CANARY_FAULT=abort|perturb:RANK:STEP or fsize:RANK:BYTES)
-    int fault_kind; // 0 none, 1 abort, 2 perturb, 3 stall
-    int fault_rank;
-    long fault_step;
+    struct fault *fault; // test hooks (CANARY_FAULT, launch/fault.h), or NULL
 
     // probes
     struct run_probes probes;

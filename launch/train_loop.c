@@ -5,7 +5,6 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "launch/checkpoint.h"
 #include "launch/stop.h"
@@ -207,22 +206,6 @@ static int stop_run(struct run *r, struct train_out *o, const char *out_dir, int
     return TRAIN_EXIT_STOPPED;
 }
 
-// Test hooks (CANARY_FAULT, see run_init): a rank that dies, or one whose parameters drift.
-static void inject_fault(struct run *r)
-{
-    if (r->fault_kind == 0 || r->dist->rank != r->fault_rank || r->step != r->fault_step)
-        return;
-    if (r->fault_kind == 1)
-        FATAL("fault injected by CANARY_FAULT at step %ld", r->step);
-    if (r->fault_kind == 3) {
-        struct timespec tick = {0, 10 * 1000 * 1000};
-        for (int i = 0; i < 6000 && !stop_requested(); i++)
-            nanosleep(&tick, NULL);
-        return;
-    }
-    r->params[r->model.table.t[r->model.table.n / 2].offset] += 1.0f;
-}
-
 // The run header: output directory, model, BLAS core and rate, data. peak: sgemm GFLOP/s of
 // all threads of one rank.
 static void print_header(struct run *r, struct train_out *o, const char *out_dir, double peak)
@@ -370,7 +353,8 @@ static int after_step(struct run *r, struct train_out *o, const char *out_dir,
     // run just ends as usual, with its final evaluation and checkpoint)
     if (r->step < steps && !dist_all_ok(r->dist, stop_requested() == 0))
         return stop_run(r, o, out_dir, written);
-    inject_fault(r);
+    fault_inject(r->fault, r->dist->rank, r->step,
+                 &r->params[r->model.table.t[r->model.table.n / 2].offset]);
     if (c->train.check_every > 0 && r->step % c->train.check_every == 0)
         train_check_consistency(r);
     return 0;
