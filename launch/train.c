@@ -52,8 +52,8 @@ static int run_load_data(struct run *r, char *err, size_t errlen)
     return 0;
 }
 
-// Buckets close at tensor boundaries; the tree of deterministic mode needs one partial sum per
-// level of the local leaves (a binary counter: log2(micro_steps) + 1 buffers).
+// Buckets close at tensor boundaries (default mode); deterministic mode sums along a tree
+// (grad_tree.h). Also the per-micro-batch records, the checksums and the evaluation buffers.
 static void run_init_reduction(struct run *r)
 {
     const struct tensor_table *tt = &r->model.table;
@@ -79,18 +79,8 @@ static void run_init_reduction(struct run *r)
     r->eval_chunks = r->cfg.train.eval_batches * (r->cfg.train.batch_size / r->micro_batch);
     r->eval_loss = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
     r->eval_loss_mine = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
-    if (r->cfg.train.deterministic) {
-        int levels = 1;
-        while ((1 << (levels - 1)) < r->micro_steps)
-            levels++;
-        r->tree_levels = levels;
-        r->tree = xcalloc((size_t)levels, sizeof(float *));
-        r->tree_level = xcalloc((size_t)levels, sizeof(int));
-        for (int i = 0; i < levels; i++)
-            r->tree[i] = xcalloc(tt->total, sizeof(float));
-        if (r->dist->size > 1)
-            r->tree_scratch = xcalloc(tt->total, sizeof(float));
-    }
+    if (r->cfg.train.deterministic)
+        r->tree = grad_tree_init(tt->total, r->micro_steps, r->dist->size);
 }
 
 int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int random_data,
@@ -140,13 +130,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     size_t tok = (size_t)r->local_batch * cfg->model.seq_len;
     r->inputs = xcalloc(tok, sizeof(int));
     r->logz = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(float));
-    if (cfg->probes.enabled && cfg->probes.lr_probe_every > 0 && !random_data) {
-        r->trial = xcalloc(r->model.table.total, sizeof(float)); // every rank takes chunks
-        r->lrp_loss_mine = xcalloc((size_t)LOSS_PARTS * r->micro_steps, sizeof(double));
-        r->lrp_loss = xcalloc((size_t)LOSS_PARTS * r->leaves, sizeof(double));
-        r->probe_inputs = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
-        r->probe_targets = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(int));
-    }
+    r->lr_probe = lr_probe_init(r);
     r->targets = xcalloc(tok, sizeof(int));
     if (random_data) {
         for (size_t i = 0; i < tok; i++) {
@@ -172,11 +156,7 @@ void run_free(struct run *r)
         model_free(&r->model);
         dist_reducer_free(&r->reducer);
     }
-    for (int i = 0; i < r->tree_levels; i++)
-        free(r->tree[i]);
-    free(r->tree);
-    free(r->tree_level);
-    free(r->tree_scratch);
+    grad_tree_free(r->tree);
     free(r->leaf_loss);
     free(r->leaf_loss_mine);
     free(r->probes.every_sum);
@@ -186,11 +166,7 @@ void run_free(struct run *r)
     fault_free(r->fault);
     free(r->moe_age);
     free(r->logz);
-    free(r->trial);
-    free(r->lrp_loss);
-    free(r->lrp_loss_mine);
-    free(r->probe_inputs);
-    free(r->probe_targets);
+    lr_probe_free(r->lr_probe);
     free(r->eval_loss);
     free(r->eval_loss_mine);
     free(r->params);
@@ -276,13 +252,6 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     loss_parts_pack(&lp, rec);
 }
 
-static void add_into(float *acc, const float *x, size_t n)
-{
-#pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++)
-        acc[i] = acc[i] + x[i];
-}
-
 // Default mode: micro-batches accumulate into grads; the last one's backward starts the bucket
 // allreduces, which finish after it.
 static void grads_accumulate_overlapped(struct run *r)
@@ -295,40 +264,20 @@ static void grads_accumulate_overlapped(struct run *r)
     dist_reducer_finish(&r->reducer); // Σ over ranks of Σ_k g_k / leaves: the mean
 }
 
-// Deterministic mode: every micro-batch's gradient is computed alone and the gradients are summed
-// along a balanced binary tree over the micro-batches of the global batch, first locally (a
-// binary counter of partial sums), then across ranks (dist_tree_allreduce_f32). The tree is the
-// same for any power-of-two rank count, so are the bits.
+// Deterministic mode: each micro-batch's gradient alone, summed along the fixed tree
+// (launch/grad_tree.h).
 static void grads_accumulate_tree(struct run *r)
 {
-    size_t n = r->model.table.total;
-    int depth = 0;
     for (int k = 0; k < r->micro_steps; k++) {
-        float *leaf = r->tree[depth];
-        memset(leaf, 0, n * sizeof(float));
-        micro_step(r, k, leaf, 0);
-        int level = 0;
-        while (depth > 0 && r->tree_level[depth - 1] == level) {
-            add_into(r->tree[depth - 1], leaf, n); // left + right
-            depth--;
-            leaf = r->tree[depth];
-            level++;
-        }
-        r->tree_level[depth] = level;
-        depth++;
+        micro_step(r, k, grad_tree_leaf(r->tree), 0);
+        grad_tree_push(r->tree);
     }
-    ASSERT(depth == 1); // micro_steps is a power of two
-    memcpy(r->grads, r->tree[0], n * sizeof(float));
-    if (r->dist->size > 1)
-        dist_tree_allreduce_f32(r->dist, r->grads, r->tree_scratch, n);
+    grad_tree_finish(r->tree, r->grads, r->dist);
 }
 
-// The mean of per-micro-batch loss parts over n records per rank of `stride` doubles (the loss
-// parts first; `mine` holds this rank's, `all` room for every rank's), gathered and summed in
-// global order so the result does not depend on the rank count. Returns the records in global
-// order (all, or mine with one rank).
-static const double *mean_in_global_order(struct run *r, const double *mine, double *all, int n,
-                                          int stride, struct loss_parts *out)
+// (train.h) Summed in global order: the result does not depend on the rank count.
+const double *run_mean_in_global_order(struct run *r, const double *mine, double *all, int n,
+                                       int stride, struct loss_parts *out)
 {
     const double *recs = mine;
     double sum[LOSS_PARTS] = {0.0};
@@ -354,59 +303,13 @@ static void step_loss(struct run *r, struct loss_parts *out)
     struct run_probes *p = &r->probes;
     int stride = r->leaf_stride;
     const double *recs =
-        mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, stride, out);
+        run_mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, stride, out);
     if (!p->collect)
         return;
     partials_combine(&p->leaf.every, recs + LOSS_PARTS, (size_t)stride, r->leaves, p->every_sum);
     if (r->probe_step)
         partials_combine(&p->leaf.step, recs + LOSS_PARTS + p->leaf.every.size, (size_t)stride,
                          r->leaves, p->step_sum);
-}
-
-// Local LR sensitivity (between computing the update and applying it): the mean loss of the
-// fixed probe batch — the first batch_size held-out sequences, in chunks of one micro-batch
-// spread over the ranks like an evaluation and summed in global order — at θ (f = 0, the
-// reference) and at θ − f·(update − c·θ) − c·θ for f = ½, 1, 2: the update as it is about to
-// land, scaled as if the learning rate were scaled. An independent weight-decay term c·θ
-// (optim_independent_wd) does not scale with the learning rate, so it stays as it is. Trial
-// weights go to a separate buffer, so the parameters are never touched; every rank holds the
-// same parameters and update, so every rank can take its chunks.
-static void lr_probe(struct run *r, double lr_t)
-{
-    const float factors[4] = {0.0f, 0.5f, 1.0f, 2.0f};
-    const struct config *c = &r->cfg;
-    int mb = r->micro_batch, T = c->model.seq_len;
-    model_set_probing(&r->model, 0);
-    const struct tensor_table *tt = &r->model.table;
-    for (int i = 0; i < 4; i++) {
-        float f = factors[i];
-        for (int t = 0; t < tt->n; t++) {
-            // update = lr part + c·θ; only the lr part scales with the learning rate
-            float c_wd = (float)optim_independent_wd(&c->optim, tt->t[t].kind, lr_t);
-            float keep = f > 0.0f ? (f - 1.0f) * c_wd : 0.0f;
-            size_t lo = tt->t[t].offset, hi = lo + tt->t[t].size;
-#pragma omp parallel for simd schedule(static)
-            for (size_t j = lo; j < hi; j++)
-                r->trial[j] = r->params[j] - f * r->update[j] + keep * r->params[j];
-        }
-        for (int k = 0; k < r->micro_steps; k++) {
-            struct loss_parts lp;
-            uint64_t first = ((uint64_t)r->dist->rank * r->micro_steps + k) * (uint64_t)mb;
-            sampler_eval_batch(&r->sampler, r->probe_inputs, r->probe_targets, first, mb);
-            struct model_aux aux = model_forward(&r->model, r->trial, r->probe_inputs, mb);
-            xent_forward(&lp, r->model.acts.logits, r->probe_targets, mb * T, c->model.vocab,
-                         (float)c->optim.z_loss);
-            // the training loss the update descends: with MoE, its auxiliary losses too
-            lp.balance = aux.balance;
-            lp.router_z = aux.router_z;
-            lp.aux = lp.balance + lp.router_z;
-            lp.total += lp.aux;
-            loss_parts_pack(&lp, r->lrp_loss_mine + LOSS_PARTS * k);
-        }
-        struct loss_parts mean;
-        mean_in_global_order(r, r->lrp_loss_mine, r->lrp_loss, r->micro_steps, LOSS_PARTS, &mean);
-        r->lr_probe_loss[i] = mean.total;
-    }
 }
 
 void train_step(struct run *r, struct step_result *res)
@@ -450,8 +353,8 @@ void train_step(struct run *r, struct step_result *res)
         muon_shards_step(r->muon, r->dist, &m->table, &c->optim, r->update, r->grads, r->params,
                          res->lr, probe);
     }
-    if (r->lr_probe_due)
-        lr_probe(r, res->lr);
+    if (r->lr_probe && r->lr_probe->due)
+        lr_probe_run(r->lr_probe, r, res->lr);
     optim_update_apply(r->params, r->update, n);
     res->seconds_optim = timer_now() - t1;
     r->step++;
@@ -506,5 +409,5 @@ void train_eval(struct run *r, struct loss_parts *out)
                      (float)c->optim.z_loss);
         loss_parts_pack(&lp, r->eval_loss_mine + LOSS_PARTS * k);
     }
-    mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, LOSS_PARTS, out);
+    run_mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, LOSS_PARTS, out);
 }

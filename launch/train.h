@@ -21,6 +21,8 @@
 #include "model/model.h"
 #include "optim/adamw.h"
 #include "launch/fault.h"
+#include "launch/grad_tree.h"
+#include "launch/lr_probe.h"
 #include "launch/muon_shards.h"
 
 // Exit codes of `canary train`.
@@ -65,10 +67,7 @@ struct run {
 
     // gradient reduction
     struct dist_reducer reducer; // bucketed, overlapped averaging (default mode)
-    float **tree;                // deterministic mode: [tree_levels] partial sums of leaf gradients
-    int *tree_level;             // level of each stacked partial sum
-    int tree_levels;
-    float *tree_scratch; // [table.total] receive buffer of the cross-rank tree
+    struct grad_tree *tree;      // deterministic mode's tree sum (launch/grad_tree.h), or NULL
     // One record per micro-batch (leaf): its loss parts (LOSS_PARTS), then, when the run
     // collects probes, its `every` probe record and at probe steps its `step` record
     // (probes/leaf.h). All ranks' records are gathered in global order every step.
@@ -87,13 +86,9 @@ struct run {
 
     // probes
     struct run_probes probes;
-    int probe_step;   // set by the loop: the coming step writes probe-cadence rows
-    float *logz;      // [micro_batch · T] log Z of the micro-batch in progress
-    int lr_probe_due; // set by the loop: this step runs the local LR-sensitivity probe
-    float *trial;     // [table.total] trial weights of the LR probe (every rank), or NULL
-    int *probe_inputs, *probe_targets; // [micro_batch, T] a chunk of the fixed probe batch
-    double *lrp_loss, *lrp_loss_mine;  // [LOSS_PARTS · leaves], [· micro_steps] probe chunks
-    double lr_probe_loss[4];           // probe-batch loss at lr × {0, ½, 1, 2}
+    int probe_step;            // set by the loop: the coming step writes probe-cadence rows
+    float *logz;               // [micro_batch · T] log Z of the micro-batch in progress
+    struct lr_probe *lr_probe; // the local LR-sensitivity probe (launch/lr_probe.h), or NULL
 
     // outcome, for sweeps
     double l0;         // held-out loss at step 0
@@ -118,6 +113,13 @@ void train_check_consistency(struct run *r);
 
 // FNV-1a over the bits of all parameters: a fingerprint of the weights for comparing runs.
 unsigned long long train_params_checksum(const struct run *r);
+
+// The mean of per-micro-batch loss parts over n records per rank of `stride` doubles (the loss
+// parts first; `mine` holds this rank's, `all` room for every rank's), gathered and summed in
+// global order so the result does not depend on the rank count. Returns the records in global
+// order (all, or mine with one rank).
+const double *run_mean_in_global_order(struct run *r, const double *mine, double *all, int n,
+                                       int stride, struct loss_parts *out);
 
 // Mean held-out loss over train.eval_batches batches (all ranks take part).
 void train_eval(struct run *r, struct loss_parts *out);

@@ -411,8 +411,8 @@ int train_run(struct run *r, const char *out_dir)
         struct step_result res;
         long step = r->step;
         r->probe_step = r->probes.collect && probe_set_due(&r->probes.set, step + 1);
-        r->lr_probe_due =
-            r->trial && c->probes.lr_probe_every > 0 && (step + 1) % c->probes.lr_probe_every == 0;
+        if (r->lr_probe)
+            r->lr_probe->due = (step + 1) % c->probes.lr_probe_every == 0;
         double t0 = timer_now();
         train_step(r, &res);
         double dt = timer_now() - t0;

@@ -509,10 +509,10 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
 
     if (probe_set_write(&p->set, step, r->probe_step, err, errlen) != 0)
         return -1;
-    if (r->lr_probe_due && res->finite) { // a skipped step ran no LR probe
+    if (r->lr_probe && r->lr_probe->due && res->finite) { // a skipped step ran no LR probe
         double s = (double)step;
         if (h5_series_append(p->set.file, p->lr_step, &s, err, errlen) != 0 ||
-            h5_series_append(p->set.file, p->lr_loss, r->lr_probe_loss, err, errlen) != 0)
+            h5_series_append(p->set.file, p->lr_loss, r->lr_probe->loss, err, errlen) != 0)
             return -1;
     }
     if (check_events(r, res, step, err, errlen) != 0)
