@@ -64,16 +64,18 @@ static void bench_usage(FILE *f)
                "of a full probe step, and of both at the cadence probes.every.\n");
 }
 
-int cmd_bench(int argc, char **argv, struct dist_ctx *d)
+struct bench_args {
+    int steps, warmup;
+    int probes;     // --probes or --probe-cost: write probes.h5 as a run would
+    int probe_cost; // --probe-cost: cycle the steps through three probe kinds
+};
+
+// The command line. Returns -1 to go on, else the exit code (0 after --help).
+static int bench_parse(int argc, char **argv, struct dist_ctx *d, struct cli_config_opts *opts,
+                       struct bench_args *a)
 {
-    struct cli_config_opts opts;
-    struct config cfg;
-    struct run run;
-    char err[1024];
-    int steps = 10, warmup = 3, probes = 0, probe_cost = 0;
-    memset(&opts, 0, sizeof(opts));
     for (int i = 1; i < argc; i++) {
-        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, bench_usage, d);
+        enum cli_opt t = cli_take_opt(opts, argc, argv, &i, bench_usage, d);
         if (t == CLI_TAKEN)
             continue;
         if (t != CLI_NOT_MINE)
@@ -86,20 +88,193 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
                 err_printf("bench: bad %s '%s'", argv[i], argv[i + 1]);
                 return 1;
             }
-            *(argv[i][2] == 's' ? &steps : &warmup) = (int)v;
+            *(argv[i][2] == 's' ? &a->steps : &a->warmup) = (int)v;
             i++;
             continue;
         }
         if (strcmp(argv[i], "--probes") == 0 || strcmp(argv[i], "--probe-cost") == 0) {
-            probes = 1;
-            probe_cost |= strcmp(argv[i], "--probe-cost") == 0;
+            a->probes = 1;
+            a->probe_cost |= strcmp(argv[i], "--probe-cost") == 0;
             continue;
         }
         return cli_unexpected("bench", argv[i], bench_usage, d);
     }
+    return -1;
+}
+
+// probes.h5 in a temporary directory (rank 0 writes; every rank collects). 0, or -1 after
+// cleaning up on every rank.
+static int bench_open_probes(struct run *run, struct dist_ctx *d, char *probe_dir)
+{
+    char err[1024];
+    int ok = 1;
+    if (d->rank == 0 && !mkdtemp(probe_dir)) {
+        snprintf(err, sizeof(err), "make a temporary directory: %s", strerror(errno));
+        ok = 0;
+    }
+    ok = ok && run_probes_open(run, probe_dir, err, sizeof(err)) == 0;
+    if (!ok)
+        err_printf("bench: probes in '%s': %s", probe_dir, err);
+    if (dist_all_ok(d, ok)) // every rank stops, none waits in a collective
+        return 0;
+    run_probes_close(run);
+    if (d->rank == 0)
+        rmdir(probe_dir);
+    return -1;
+}
+
+// Per timed step, the slowest rank's times (it sets the pace of a data-parallel step).
+struct bench_times {
+    int n;
+    double *step, *wait, *optim, *grads;
+    int kind_n[3];     // --probe-cost: steps without probes, every-step series, full
+    double *kind_t[3]; // their times
+};
+
+static void bench_times_init(struct bench_times *bt, int n)
+{
+    memset(bt, 0, sizeof(*bt));
+    bt->n = n;
+    bt->step = xcalloc((size_t)n, sizeof(double));
+    bt->wait = xcalloc((size_t)n, sizeof(double));
+    bt->optim = xcalloc((size_t)n, sizeof(double));
+    bt->grads = xcalloc((size_t)n, sizeof(double));
+    for (int k = 0; k < 3; k++)
+        bt->kind_t[k] = xcalloc((size_t)n, sizeof(double));
+}
+
+static void bench_times_free(struct bench_times *bt)
+{
+    for (int k = 0; k < 3; k++)
+        free(bt->kind_t[k]);
+    free(bt->step);
+    free(bt->wait);
+    free(bt->optim);
+    free(bt->grads);
+}
+
+// warmup + steps training steps; the timed ones go to bt.
+static void bench_run_steps(struct run *run, struct dist_ctx *d, const struct bench_args *a,
+                            struct bench_times *bt)
+{
+    char err[1024];
+    int opened = run->probes.collect, writer = run->probes.active;
+    for (int s = 0; s < a->warmup + a->steps; s++) {
+        struct step_result res;
+        int kind = s % 3;
+        double t0 = timer_now();
+        if (a->probe_cost) {
+            run->probes.collect = opened && kind > 0;
+            run->probes.active = writer && kind > 0;
+            run->probe_step = opened && kind == 2;
+        } else {
+            run->probe_step = run->probes.collect && probe_set_due(&run->probes.set, run->step + 1);
+        }
+        train_step(run, &res);
+        if (run->probes.active && run_probes_step(run, &res, 0.0, err, sizeof(err)) != 0)
+            err_printf("bench: %s", err);
+        double dt = timer_now() - t0;
+        if (s < a->warmup)
+            continue;
+        int i = s - a->warmup;
+        bt->step[i] = dist_max_f64(d, dt);
+        bt->wait[i] = dist_max_f64(d, run->reducer.wait_seconds);
+        bt->optim[i] = dist_max_f64(d, res.seconds_optim);
+        bt->grads[i] = dist_max_f64(d, res.seconds_grads);
+        bt->kind_t[kind][bt->kind_n[kind]++] = bt->step[i];
+    }
+    run->probes.collect = opened;
+    run->probes.active = writer;
+}
+
+// The key=value line bench/compare.py reads (rank 0).
+static void bench_print(const struct run *run, const struct bench_times *bt, double sgemm_1t,
+                        double rss_base)
+{
+    const struct config *cfg = &run->cfg;
+    // the mean counts the probe steps at their cadence (a median would mostly see the others)
+    double mean = 0.0;
+    for (int s = 0; s < bt->n; s++)
+        mean += bt->step[s] / bt->n;
+    double med = median(bt->step, bt->n), wait_med = median(bt->wait, bt->n);
+    double opt_med = median(bt->optim, bt->n), grads_med = median(bt->grads, bt->n);
+    double tokens = (double)cfg->train.batch_size * cfg->model.seq_len;
+    double gflops = run->step_flops / med * 1e-9;
+    size_t n = run->model.table.total;
+    double accounted = (double)n * sizeof(float) * 5.0 // params, grads, update, m, v
+                       + (double)run->model.acts.floats * sizeof(float) +
+                       (double)run->model.table.n * sizeof(double) +
+                       2.0 * (double)run->local_batch * cfg->model.seq_len * sizeof(int);
+    double attn_acts = (double)model_attention_act_floats(&run->model) * sizeof(float);
+    double rss = peak_rss_mib();
+    char blas[512];
+    blas_core_describe(blas, sizeof(blas));
+    printf("# BLAS: %s | subnormals %s\n"
+           "canary_tokens_per_s=%.1f step_ms_median=%.3f step_ms_mean=%.3f model_gflops=%.2f "
+           "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
+           "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
+           "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
+           "attn_acts_mib=%.1f core=%s\n",
+           blas, fpenv_flushing() ? "flushed to zero" : "computed in full", tokens / med, med * 1e3,
+           mean * 1e3, gflops, sgemm_1t, 100.0 * gflops / (sgemm_1t * cfg->train.threads),
+           cfg->train.threads, n, accounted / 1048576.0, rss, rss_base,
+           (rss - rss_base) / (accounted / 1048576.0), run->dist->size, wait_med * 1e3,
+           opt_med * 1e3, grads_med * 1e3,
+           (double)run->model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
+           blas_core_name());
+}
+
+// --probe-cost's line: the fastest step of each kind (the host's noise only ever adds time).
+static void bench_print_probe_cost(const struct bench_times *bt, int every)
+{
+    if (bt->kind_n[0] == 0 || bt->kind_n[1] == 0 || bt->kind_n[2] == 0)
+        return;
+    double off = best_of(bt->kind_t[0], bt->kind_n[0]),
+           light = best_of(bt->kind_t[1], bt->kind_n[1]);
+    double full = best_of(bt->kind_t[2], bt->kind_n[2]);
+    double every_step = (light - off) / off, extra = (full - light) / off;
+    printf("probe_off_ms=%.3f probe_every_step_ms=%.3f probe_full_ms=%.3f "
+           "probe_every_step_pct=%.2f probe_full_step_pct=%.2f probe_cost_pct=%.2f "
+           "probes_every=%d steps_per_kind=%d\n",
+           off * 1e3, light * 1e3, full * 1e3, 100.0 * every_step, 100.0 * (full - off) / off,
+           100.0 * (every_step + extra / every), every, bt->kind_n[0]);
+}
+
+// With probes: a checkpoint's time and size (rank 0 writes), then the temporary files go.
+static void bench_checkpoint_and_clean(struct run *run, const char *probe_dir)
+{
+    char path[96], err[1024];
+    struct stat st;
+    double t0 = timer_now();
+    if (ckpt_write(run, probe_dir, err, sizeof(err)) != 0)
+        err_printf("bench: %s", err);
+    double ckpt_s = timer_now() - t0;
+    snprintf(path, sizeof(path), "%s/ckpt/step_%08ld.h5", probe_dir, run->step);
+    printf("checkpoint_ms=%.1f checkpoint_mib=%.2f\n", ckpt_s * 1e3,
+           stat(path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0.0);
+    unlink(path);
+    snprintf(path, sizeof(path), "%s/ckpt", probe_dir);
+    rmdir(path);
+    run_probes_close(run);
+    snprintf(path, sizeof(path), "%s/probes.h5", probe_dir);
+    unlink(path);
+    rmdir(probe_dir);
+}
+
+int cmd_bench(int argc, char **argv, struct dist_ctx *d)
+{
+    struct cli_config_opts opts;
+    struct bench_args a = {.steps = 10, .warmup = 3};
+    struct config cfg;
+    struct run run;
+    char err[1024];
+    memset(&opts, 0, sizeof(opts));
+    int rc = bench_parse(argc, argv, d, &opts, &a);
+    if (rc >= 0)
+        return rc;
     if (cli_load_config(&cfg, &opts, d, 0) != 0)
         return 1;
-    if (probes && !cfg.probes.enabled) {
+    if (a.probes && !cfg.probes.enabled) {
         err_printf("bench: --probes and --probe-cost need probes.enabled = true");
         return 1;
     }
@@ -110,126 +285,23 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
         return 1;
     }
     char probe_dir[] = "/tmp/canary-bench-XXXXXX";
-    if (probes) { // every rank collects its micro-batches' probe records; rank 0 writes
-        int ok = 1;
-        if (d->rank == 0 && !mkdtemp(probe_dir)) {
-            snprintf(err, sizeof(err), "make a temporary directory: %s", strerror(errno));
-            ok = 0;
-        }
-        ok = ok && run_probes_open(&run, probe_dir, err, sizeof(err)) == 0;
-        if (!ok)
-            err_printf("bench: probes in '%s': %s", probe_dir, err);
-        if (!dist_all_ok(d, ok)) { // every rank stops, none waits in a collective
-            run_probes_close(&run);
-            run_free(&run);
-            if (d->rank == 0)
-                rmdir(probe_dir);
-            return 1;
-        }
+    if (a.probes && bench_open_probes(&run, d, probe_dir) != 0) {
+        run_free(&run);
+        return 1;
     }
-    double *times = xcalloc((size_t)steps, sizeof(double));
-    double *waits = xcalloc((size_t)steps, sizeof(double));
-    double *opt_times = xcalloc((size_t)steps, sizeof(double));
-    double *grads = xcalloc((size_t)steps, sizeof(double));
-    int kind_n[3] = {0, 0, 0}; // --probe-cost: steps without probes, every-step series, full
-    double *kind_t[3];
-    for (int k = 0; k < 3; k++)
-        kind_t[k] = xcalloc((size_t)steps, sizeof(double));
-    int opened = run.probes.collect, writer = run.probes.active;
-    for (int s = 0; s < warmup + steps; s++) {
-        struct step_result res;
-        int kind = s % 3;
-        double t0 = timer_now();
-        if (probe_cost) {
-            run.probes.collect = opened && kind > 0;
-            run.probes.active = writer && kind > 0;
-            run.probe_step = opened && kind == 2;
-        } else {
-            run.probe_step = run.probes.collect && probe_set_due(&run.probes.set, run.step + 1);
-        }
-        train_step(&run, &res);
-        if (run.probes.active && run_probes_step(&run, &res, 0.0, err, sizeof(err)) != 0)
-            err_printf("bench: %s", err);
-        double dt = timer_now() - t0;
-        if (s >= warmup) {
-            // the slowest rank sets the pace of a data-parallel step
-            times[s - warmup] = dist_max_f64(d, dt);
-            waits[s - warmup] = dist_max_f64(d, run.reducer.wait_seconds);
-            opt_times[s - warmup] = dist_max_f64(d, res.seconds_optim);
-            grads[s - warmup] = dist_max_f64(d, res.seconds_grads);
-            kind_t[kind][kind_n[kind]++] = times[s - warmup];
-        }
+    struct bench_times bt;
+    bench_times_init(&bt, a.steps);
+    bench_run_steps(&run, d, &a, &bt);
+    if (d->rank == 0) {
+        bench_print(&run, &bt, sgemm_1t, rss_base);
+        if (a.probe_cost)
+            bench_print_probe_cost(&bt, cfg.probes.every);
     }
-    run.probes.collect = opened;
-    run.probes.active = writer;
-    // the mean counts the probe steps at their cadence (a median would mostly see the others)
-    double mean = 0.0;
-    for (int s = 0; s < steps; s++)
-        mean += times[s] / steps;
-    double med = median(times, steps), wait_med = median(waits, steps);
-    double opt_med = median(opt_times, steps), grads_med = median(grads, steps);
-    double tokens = (double)cfg.train.batch_size * cfg.model.seq_len;
-    double gflops = run.step_flops / med * 1e-9;
-    size_t n = run.model.table.total;
-    double accounted = (double)n * sizeof(float) * 5.0 // params, grads, update, m, v
-                       + (double)run.model.acts.floats * sizeof(float) +
-                       (double)run.model.table.n * sizeof(double) +
-                       2.0 * (double)run.local_batch * cfg.model.seq_len * sizeof(int);
-    double attn_acts = (double)model_attention_act_floats(&run.model) * sizeof(float);
-    double rss = peak_rss_mib();
-    char blas[512];
-    blas_core_describe(blas, sizeof(blas));
-    if (d->rank == 0)
-        printf("# BLAS: %s | subnormals %s\n"
-               "canary_tokens_per_s=%.1f step_ms_median=%.3f step_ms_mean=%.3f model_gflops=%.2f "
-               "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
-               "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
-               "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
-               "attn_acts_mib=%.1f core=%s\n",
-               blas, fpenv_flushing() ? "flushed to zero" : "computed in full", tokens / med,
-               med * 1e3, mean * 1e3, gflops, sgemm_1t,
-               100.0 * gflops / (sgemm_1t * cfg.train.threads), cfg.train.threads, n,
-               accounted / 1048576.0, rss, rss_base, (rss - rss_base) / (accounted / 1048576.0),
-               d->size, wait_med * 1e3, opt_med * 1e3, grads_med * 1e3,
-               (double)run.model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
-               blas_core_name());
-    if (probe_cost && d->rank == 0 && kind_n[0] > 0 && kind_n[1] > 0 && kind_n[2] > 0) {
-        // the fastest step of each kind: the host's noise only ever adds time
-        double off = best_of(kind_t[0], kind_n[0]), light = best_of(kind_t[1], kind_n[1]);
-        double full = best_of(kind_t[2], kind_n[2]);
-        double every = (light - off) / off, extra = (full - light) / off;
-        printf("probe_off_ms=%.3f probe_every_step_ms=%.3f probe_full_ms=%.3f "
-               "probe_every_step_pct=%.2f probe_full_step_pct=%.2f probe_cost_pct=%.2f "
-               "probes_every=%d steps_per_kind=%d\n",
-               off * 1e3, light * 1e3, full * 1e3, 100.0 * every, 100.0 * (full - off) / off,
-               100.0 * (every + extra / cfg.probes.every), cfg.probes.every, kind_n[0]);
-    }
-    for (int k = 0; k < 3; k++)
-        free(kind_t[k]);
-    free(times);
-    free(waits);
-    free(opt_times);
-    free(grads);
-    if (run.probes.active) {
-        char path[96];
-        struct stat st;
-        double t0 = timer_now();
-        if (ckpt_write(&run, probe_dir, err, sizeof(err)) != 0)
-            err_printf("bench: %s", err);
-        double ckpt_s = timer_now() - t0;
-        snprintf(path, sizeof(path), "%s/ckpt/step_%08ld.h5", probe_dir, run.step);
-        printf("checkpoint_ms=%.1f checkpoint_mib=%.2f\n", ckpt_s * 1e3,
-               stat(path, &st) == 0 ? (double)st.st_size / 1048576.0 : 0.0);
-        unlink(path);
-        snprintf(path, sizeof(path), "%s/ckpt", probe_dir);
-        rmdir(path);
+    bench_times_free(&bt);
+    if (run.probes.active)
+        bench_checkpoint_and_clean(&run, probe_dir);
+    else if (a.probes)
         run_probes_close(&run);
-        snprintf(path, sizeof(path), "%s/probes.h5", probe_dir);
-        unlink(path);
-        rmdir(probe_dir);
-    } else if (probes) {
-        run_probes_close(&run);
-    }
     run_free(&run);
     return 0;
 }
