@@ -111,19 +111,14 @@ fail:
     return -1;
 }
 
-int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
+// The command line and the output directory (the same on every rank). Returns -1 to go on,
+// else the exit code.
+static int sweep_parse(int argc, char **argv, struct dist_ctx *d, struct cli_config_opts *opts,
+                       char *out, size_t outlen)
 {
-    struct cli_config_opts opts;
-    struct config *base = NULL;
-    struct sweep_plan plan;
-    struct dist_ctx group;
-    char out[CONFIG_PATH_MAX], index[CONFIG_PATH_MAX + 32], err[1024];
     const char *out_arg = NULL;
-    int ok = 1, n = 0, rc = 0;
-    memset(&opts, 0, sizeof(opts));
-    memset(&plan, 0, sizeof(plan));
     for (int i = 1; i < argc; i++) {
-        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, sweep_usage, d);
+        enum cli_opt t = cli_take_opt(opts, argc, argv, &i, sweep_usage, d);
         if (t == CLI_TAKEN)
             continue;
         if (t != CLI_NOT_MINE)
@@ -134,7 +129,7 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
         }
         return cli_unexpected("sweep", argv[i], sweep_usage, d);
     }
-    if (!opts.config_path) {
+    if (!opts->config_path) {
         if (d->rank == 0)
             err_printf("sweep: --config STUDY.ini is required");
         return 1;
@@ -146,72 +141,104 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
         return 1;
     }
     if (out_arg)
-        snprintf(out, sizeof(out), "%s", out_arg);
+        snprintf(out, outlen, "%s", out_arg);
     else
-        rundir_default_name(out, sizeof(out), opts.config_path);
-    dist_bcast_bytes(d, out, sizeof(out));
-    base = xcalloc(1, sizeof(*base));
+        rundir_default_name(out, outlen, opts->config_path);
+    dist_bcast_bytes(d, out, outlen);
+    return -1;
+}
+
+// Rank 0 reads the study and expands its grid; every rank receives the base config and the
+// points. 0, or -1 (the error was printed) on every rank.
+static int sweep_share_plan(const struct cli_config_opts *opts, const char *out, struct dist_ctx *d,
+                            struct config *base, struct sweep_plan *plan)
+{
+    int ok = 1, n = 0;
     if (d->rank == 0)
-        ok = sweep_prepare(&opts, out, d->size, base, &plan) == 0;
+        ok = sweep_prepare(opts, out, d->size, base, plan) == 0;
     dist_bcast_bytes(d, &ok, sizeof(ok));
-    if (!ok) {
+    if (!ok)
+        return -1;
+    dist_bcast_bytes(d, base, sizeof(*base));
+    n = plan->n;
+    dist_bcast_bytes(d, &n, sizeof(n));
+    if (d->rank != 0) {
+        plan->pts = xcalloc((size_t)n, sizeof(*plan->pts));
+        plan->n = n;
+    }
+    dist_bcast_bytes(d, plan->pts, (size_t)n * sizeof(*plan->pts));
+    return 0;
+}
+
+// One point on its rank group: train it, append its index row (group rank 0), and return its
+// status: ok, diverged (stopped on a non-finite loss, or ended worse than at initialisation:
+// Wortsman et al. count both as l0 in the LR sensitivity), stopped or failed.
+static const char *sweep_run_point(const struct sweep_point *pt, const struct config *base,
+                                   struct dist_ctx *group, const char *out, const char *index)
+{
+    struct run run;
+    char dir[CONFIG_PATH_MAX + SWEEP_ID_MAX + 2], err[1024];
+    const char *status = "failed";
+    snprintf(dir, sizeof(dir), "%s/%s", out, pt->id);
+    int init_ok = run_init(&run, &pt->cfg, group, 0, err, sizeof(err)) == 0;
+    if (!init_ok)
+        err_printf("sweep run %s: %s", pt->id, err);
+    if (!dist_all_ok(group, init_ok)) {
+        if (init_ok)
+            run_free(&run);
+        if (group->rank == 0)
+            sweep_index_append(index, base, pt, status, 0, NAN, NAN);
+        return status;
+    }
+    run.tag = pt->id;
+    run.quiet = 1;
+    int trc = train_run(&run, dir);
+    if (trc == TRAIN_EXIT_NONFINITE || (trc == TRAIN_EXIT_OK && !(run.final_eval <= run.l0)))
+        status = "diverged";
+    else if (trc == TRAIN_EXIT_OK)
+        status = "ok";
+    else if (trc == TRAIN_EXIT_STOPPED)
+        status = "stopped";
+    if (group->rank == 0 &&
+        sweep_index_append(index, base, pt, status, run.step, run.l0, run.final_eval) != 0)
+        err_printf("sweep: cannot append to '%s'", index);
+    run_free(&run);
+    return status;
+}
+
+int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
+{
+    struct cli_config_opts opts;
+    struct sweep_plan plan;
+    struct dist_ctx group;
+    char out[CONFIG_PATH_MAX], index[CONFIG_PATH_MAX + 32], err[1024];
+    memset(&opts, 0, sizeof(opts));
+    memset(&plan, 0, sizeof(plan));
+    int rc = sweep_parse(argc, argv, d, &opts, out, sizeof(out));
+    if (rc >= 0)
+        return rc;
+    struct config *base = xcalloc(1, sizeof(*base));
+    if (sweep_share_plan(&opts, out, d, base, &plan) != 0) {
         free(base);
         return 1;
     }
-    dist_bcast_bytes(d, base, sizeof(*base));
-    n = plan.n;
-    dist_bcast_bytes(d, &n, sizeof(n));
-    if (d->rank != 0) {
-        plan.pts = xcalloc((size_t)n, sizeof(*plan.pts));
-        plan.n = n;
-    }
-    dist_bcast_bytes(d, plan.pts, (size_t)n * sizeof(*plan.pts));
     int rpr = base->sweep.ranks_per_run;
     sweep_assign(&plan, d->size / rpr); // the same plan on every rank
     if (dist_split(d, d->rank / rpr, &group) != 0)
         FATAL("MPI_Comm_split failed");
     snprintf(index, sizeof(index), "%s/index.tsv", out);
     if (d->rank == 0)
-        printf("canary sweep: %d runs, %d group(s) of %d rank(s); index %s\n", n, plan.ngroups, rpr,
-               index);
+        printf("canary sweep: %d runs, %d group(s) of %d rank(s); index %s\n", plan.n, plan.ngroups,
+               rpr, index);
     fflush(stdout);
 
     int failed = 0, stopped = 0;
     stop_install();
-    for (int i = 0; i < n; i++) {
-        struct sweep_point *pt = &plan.pts[i];
-        struct run run;
-        char dir[CONFIG_PATH_MAX + SWEEP_ID_MAX + 2];
-        const char *status = "failed";
+    for (int i = 0; i < plan.n; i++) {
+        const struct sweep_point *pt = &plan.pts[i];
         if (pt->group != d->rank / rpr)
             continue;
-        snprintf(dir, sizeof(dir), "%s/%s", out, pt->id);
-        int init_ok = run_init(&run, &pt->cfg, &group, 0, err, sizeof(err)) == 0;
-        if (!init_ok)
-            err_printf("sweep run %s: %s", pt->id, err);
-        if (dist_all_ok(&group, init_ok)) {
-            run.tag = pt->id;
-            run.quiet = 1;
-            int trc = train_run(&run, dir);
-            // Diverged: stopped on a non-finite loss, or ended worse than at initialisation
-            // (Wortsman et al. count both as l0 in the LR sensitivity).
-            if (trc == TRAIN_EXIT_NONFINITE ||
-                (trc == TRAIN_EXIT_OK && !(run.final_eval <= run.l0)))
-                status = "diverged";
-            else if (trc == TRAIN_EXIT_OK)
-                status = "ok";
-            else if (trc == TRAIN_EXIT_STOPPED)
-                status = "stopped";
-            if (group.rank == 0 &&
-                sweep_index_append(index, base, pt, status, run.step, run.l0, run.final_eval) != 0)
-                err_printf("sweep: cannot append to '%s'", index);
-            run_free(&run);
-        } else {
-            if (init_ok)
-                run_free(&run);
-            if (group.rank == 0)
-                sweep_index_append(index, base, pt, status, 0, NAN, NAN);
-        }
+        const char *status = sweep_run_point(pt, base, &group, out, index);
         failed += strcmp(status, "failed") == 0;
         if (group.rank == 0) {
             printf("[%s] %s\n", pt->id, status);
@@ -231,7 +258,7 @@ int cmd_sweep(int argc, char **argv, struct dist_ctx *d)
         if (any_stopped > 0)
             printf("sweep stopped by a signal: runs not started are missing from %s\n", index);
         else
-            printf("sweep done: %d runs; index %s\n", n, index);
+            printf("sweep done: %d runs; index %s\n", plan.n, index);
     }
     rc = any_failed > 0 ? 2 : any_stopped > 0 ? TRAIN_EXIT_STOPPED : 0;
     sweep_plan_free(&plan);
