@@ -1,5 +1,6 @@
-// HDF5 wrapper. Errors: HDF5's own error stack printing is turned off; each call checks its
-// return value and reports the operation and object in err.
+// HDF5 wrapper: files, the seal of memory-built files, attributes (series: h5_series.c; fixed
+// datasets and dimension scales: h5_data.c). Errors: HDF5's own error stack printing is turned off;
+// each call checks its return value and reports the operation and object in err.
 #include "probes/h5.h"
 
 #include <errno.h>
@@ -12,27 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define H5_MAX_SERIES 256
-
-struct h5series {
-    hid_t dset;
-    int ndim;        // row dimensions (0..2)
-    hsize_t dims[2]; // row shape
-    hsize_t rows;
-    hsize_t row_size;
-};
-
-struct h5file {
-    hid_t file;
-    char path[1024];
-    struct h5series series[H5_MAX_SERIES];
-    int nseries;
-};
-
-#define FAIL(...)                                                                                  \
-    do {                                                                                           \
-        snprintf(err, errlen, __VA_ARGS__);                                                        \
-    } while (0)
+#include "probes/h5_private.h"
 
 // ---- the seal of memory-built files ----
 // The seal: H5_SEAL_BYTES in front of the HDF5 image (which HDF5 then reads as a user block).
@@ -283,7 +264,7 @@ int h5_start_swmr(struct h5file *f, char *err, size_t errlen)
 }
 
 // Strings are variable-length UTF-8: h5py reads them as str.
-static hid_t string_type(void)
+hid_t h5_string_type(void)
 {
     hid_t type = H5Tcopy(H5T_C_S1);
     H5Tset_size(type, H5T_VARIABLE);
@@ -331,7 +312,7 @@ static int attr_write(struct h5file *f, const char *obj, const char *name, hid_t
 int h5_attr_str(struct h5file *f, const char *obj, const char *name, const char *value, char *err,
                 size_t errlen)
 {
-    hid_t type = string_type();
+    hid_t type = h5_string_type();
     int rc = attr_write(f, obj, name, type, &value, err, errlen);
     H5Tclose(type);
     return rc;
@@ -376,7 +357,7 @@ int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *
     hid_t a = attr_open(f, obj, name);
     int rc = -1;
     if (a >= 0) {
-        hid_t type = string_type();
+        hid_t type = h5_string_type();
         char *s = NULL;
         if (H5Aread(a, type, &s) >= 0 && s) {
             snprintf(value, len, "%s", s);
@@ -389,337 +370,6 @@ int h5_attr_read_str(struct h5file *f, const char *obj, const char *name, char *
     if (rc != 0)
         FAIL("read attribute '%s/%s' from '%s' failed", obj, name, f->path);
     return rc;
-}
-
-// ---- series ----
-
-static int series_add(struct h5file *f, hid_t dset, char *err, size_t errlen)
-{
-    struct h5series *s = NULL;
-    hid_t space = H5Dget_space(dset);
-    hsize_t dims[3] = {0, 0, 0};
-    int nd = H5Sget_simple_extent_ndims(space);
-    H5Sget_simple_extent_dims(space, dims, NULL);
-    H5Sclose(space);
-    if (f->nseries == H5_MAX_SERIES || nd < 1 || nd > 3) {
-        FAIL("'%s': too many series or a bad series shape", f->path);
-        return -1;
-    }
-    s = &f->series[f->nseries];
-    s->dset = dset;
-    s->ndim = nd - 1;
-    s->rows = dims[0];
-    s->row_size = 1;
-    for (int i = 0; i < s->ndim; i++) {
-        s->dims[i] = dims[i + 1];
-        s->row_size *= dims[i + 1];
-    }
-    return f->nseries++;
-}
-
-// Creates an extendible, chunked dataset of `type` (rank dimensions, the first unlimited) with
-// parent groups as needed and a "description" attribute, and registers it as a series.
-static int series_new(struct h5file *f, const char *path, hid_t type, int rank, const hsize_t *cur,
-                      const hsize_t *max, const hsize_t *chunk, const char *description,
-                      int *series, char *err, size_t errlen)
-{
-    hid_t space = H5Screate_simple(rank, cur, max);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE), lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_chunk(dcpl, rank, chunk);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
-    H5Pclose(lcpl);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    if (dset < 0) {
-        FAIL("create series '%s' in '%s' failed", path, f->path);
-        return -1;
-    }
-    if (description && description[0]) {
-        hid_t stype = string_type(), aspace = H5Screate(H5S_SCALAR);
-        hid_t a = H5Acreate2(dset, "description", stype, aspace, H5P_DEFAULT, H5P_DEFAULT);
-        if (a >= 0) {
-            H5Awrite(a, stype, &description);
-            H5Aclose(a);
-        }
-        H5Sclose(aspace);
-        H5Tclose(stype);
-    }
-    *series = series_add(f, dset, err, errlen);
-    if (*series < 0) {
-        H5Dclose(dset);
-        return -1;
-    }
-    return 0;
-}
-
-int h5_series_create(struct h5file *f, const char *path, int ndim, const int *dims,
-                     const char *description, int *series, char *err, size_t errlen)
-{
-    hsize_t cur[3] = {0, 1, 1}, max[3] = {H5S_UNLIMITED, 1, 1}, chunk[3] = {64, 1, 1};
-    hsize_t row = 1;
-    for (int i = 0; i < ndim; i++) {
-        cur[i + 1] = max[i + 1] = chunk[i + 1] = (hsize_t)dims[i];
-        row *= (hsize_t)dims[i];
-    }
-    // about 64 KiB chunks: few enough for fast appends, small enough for partial reads
-    chunk[0] = row >= 8192 ? 1 : 8192 / row;
-    return series_new(f, path, H5T_NATIVE_DOUBLE, ndim + 1, cur, max, chunk, description, series,
-                      err, errlen);
-}
-
-int h5_series_create_str(struct h5file *f, const char *path, const char *description, int *series,
-                         char *err, size_t errlen)
-{
-    hsize_t cur = 0, max = H5S_UNLIMITED, chunk = 64;
-    hid_t type = string_type();
-    int rc = series_new(f, path, type, 1, &cur, &max, &chunk, description, series, err, errlen);
-    H5Tclose(type);
-    return rc;
-}
-
-int h5_series_append_str(struct h5file *f, int id, const char *value, char *err, size_t errlen)
-{
-    struct h5series *s = &f->series[id];
-    hsize_t ext = s->rows + 1, start = s->rows, count = 1;
-    hid_t type = string_type(), fspace = -1, mspace = -1;
-    int rc = -1;
-    if (H5Dset_extent(s->dset, &ext) < 0)
-        goto out;
-    fspace = H5Dget_space(s->dset);
-    mspace = H5Screate_simple(1, &count, NULL);
-    if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ||
-        H5Dwrite(s->dset, type, mspace, fspace, H5P_DEFAULT, &value) < 0)
-        goto out;
-    s->rows++;
-    rc = 0;
-out:
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (fspace >= 0)
-        H5Sclose(fspace);
-    H5Tclose(type);
-    if (rc != 0)
-        FAIL("append to a text series of '%s' failed (disk full?)", f->path);
-    return rc;
-}
-
-int h5_series_open(struct h5file *f, const char *path, int *series, char *err, size_t errlen)
-{
-    hid_t dset = H5Dopen2(f->file, path, H5P_DEFAULT);
-    if (dset < 0) {
-        FAIL("open series '%s' in '%s' failed", path, f->path);
-        return -1;
-    }
-    *series = series_add(f, dset, err, errlen);
-    return *series < 0 ? -1 : 0;
-}
-
-int h5_series_append(struct h5file *f, int id, const double *row, char *err, size_t errlen)
-{
-    struct h5series *s = &f->series[id];
-    hsize_t ext[3] = {s->rows + 1, s->dims[0], s->dims[1]};
-    hsize_t start[3] = {s->rows, 0, 0}, count[3] = {1, s->dims[0], s->dims[1]};
-    hid_t fspace = -1, mspace = -1;
-    int rc = -1;
-    if (H5Dset_extent(s->dset, ext) < 0)
-        goto out;
-    fspace = H5Dget_space(s->dset);
-    mspace = H5Screate_simple(s->ndim + 1, count, NULL);
-    if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
-        goto out;
-    if (H5Dwrite(s->dset, H5T_NATIVE_DOUBLE, mspace, fspace, H5P_DEFAULT, row) < 0)
-        goto out;
-    s->rows++;
-    rc = 0;
-out:
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (fspace >= 0)
-        H5Sclose(fspace);
-    if (rc != 0)
-        FAIL("append a row to a series of '%s' failed (disk full?)", f->path);
-    return rc;
-}
-
-long h5_series_rows(struct h5file *f, int id)
-{
-    return (long)f->series[id].rows;
-}
-
-int h5_series_truncate(struct h5file *f, int id, long rows, char *err, size_t errlen)
-{
-    struct h5series *s = &f->series[id];
-    hsize_t ext[3] = {(hsize_t)rows, s->dims[0], s->dims[1]};
-    if ((hsize_t)rows >= s->rows)
-        return 0;
-    if (H5Dset_extent(s->dset, ext) < 0) {
-        FAIL("truncate a series of '%s' failed", f->path);
-        return -1;
-    }
-    s->rows = (hsize_t)rows;
-    return 0;
-}
-
-int h5_series_read_row(struct h5file *f, int id, long row, double *out, char *err, size_t errlen)
-{
-    struct h5series *s = &f->series[id];
-    hsize_t start[3] = {(hsize_t)row, 0, 0}, count[3] = {1, s->dims[0], s->dims[1]};
-    hid_t fspace = H5Dget_space(s->dset), mspace = H5Screate_simple(s->ndim + 1, count, NULL);
-    int rc = -1;
-    if ((hsize_t)row < s->rows &&
-        H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
-        H5Dread(s->dset, H5T_NATIVE_DOUBLE, mspace, fspace, H5P_DEFAULT, out) >= 0)
-        rc = 0;
-    H5Sclose(mspace);
-    H5Sclose(fspace);
-    if (rc != 0)
-        FAIL("read row %ld of a series of '%s' failed", row, f->path);
-    return rc;
-}
-
-// ---- fixed datasets ----
-
-// Creates the fixed-size dataset path (and its parent groups) and writes data into it.
-static int dataset_write(struct h5file *f, const char *path, hid_t type, hid_t space, hid_t dcpl,
-                         const void *data, char *err, size_t errlen)
-{
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-    H5Pset_create_intermediate_group(lcpl, 1);
-    hid_t dset = H5Dcreate2(f->file, path, type, space, lcpl, dcpl, H5P_DEFAULT);
-    int rc = -1;
-    if (dset >= 0 && H5Dwrite(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0)
-        rc = 0;
-    else
-        FAIL("write dataset '%s' in '%s' failed (disk full?)", path, f->path);
-    if (dset >= 0)
-        H5Dclose(dset);
-    H5Pclose(lcpl);
-    return rc;
-}
-
-int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dims,
-                 const float *data, char *err, size_t errlen)
-{
-    hsize_t d[4], chunk[4];
-    size_t count = 1;
-    for (int i = 0; i < ndim; i++) {
-        d[i] = dims[i];
-        count *= dims[i];
-    }
-    // One chunk per dataset, capped at 1 Mi values per chunk along the first axis.
-    for (int i = 0; i < ndim; i++)
-        chunk[i] = d[i] ? d[i] : 1;
-    size_t row = count / (d[0] ? d[0] : 1);
-    if (count > (1u << 20))
-        chunk[0] = (1u << 20) / (row ? row : 1) ? (1u << 20) / (row ? row : 1) : 1;
-    hid_t space = H5Screate_simple(ndim, d, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, ndim, chunk);
-    H5Pset_fletcher32(dcpl);
-    int rc = dataset_write(f, path, H5T_NATIVE_FLOAT, space, dcpl, data, err, errlen);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    return rc;
-}
-
-int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, int *ndim,
-                size_t *dims, char *err, size_t errlen)
-{
-    hid_t dset = -1, space = -1;
-    hsize_t d[4];
-    size_t n = 1;
-    int rc = -1;
-    if (H5Lexists(f->file, path, H5P_DEFAULT) <= 0) {
-        FAIL("'%s' has no dataset '%s'", f->path, path);
-        return -1;
-    }
-    dset = H5Dopen2(f->file, path, H5P_DEFAULT);
-    space = dset >= 0 ? H5Dget_space(dset) : -1;
-    int nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
-    if (nd < 1 || nd > 4) {
-        FAIL("dataset '%s' in '%s' is not a 1-4 dimensional array", path, f->path);
-        goto out;
-    }
-    H5Sget_simple_extent_dims(space, d, NULL);
-    for (int i = 0; i < nd; i++) {
-        n *= d[i];
-        dims[i] = d[i];
-    }
-    *ndim = nd;
-    if (n != count) {
-        FAIL("dataset '%s' in '%s' holds %zu values, expected %zu", path, f->path, n, count);
-        goto out;
-    }
-    if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
-        FAIL("read dataset '%s' in '%s' failed: checksum mismatch or corrupt file", path, f->path);
-        goto out;
-    }
-    rc = 0;
-out:
-    if (space >= 0)
-        H5Sclose(space);
-    if (dset >= 0)
-        H5Dclose(dset);
-    return rc;
-}
-
-int h5_exists(struct h5file *f, const char *path)
-{
-    return H5Lexists(f->file, path, H5P_DEFAULT) > 0;
-}
-
-int h5_write_strings(struct h5file *f, const char *path, const char *const *strings, int n,
-                     char *err, size_t errlen)
-{
-    hsize_t d = (hsize_t)n;
-    hid_t type = string_type();
-    hid_t space = H5Screate_simple(1, &d, NULL);
-    int rc = dataset_write(f, path, type, space, H5P_DEFAULT, strings, err, errlen);
-    H5Sclose(space);
-    H5Tclose(type);
-    return rc;
-}
-
-int h5_write_i32(struct h5file *f, const char *path, int ndim, const size_t *dims,
-                 const int32_t *data, char *err, size_t errlen)
-{
-    hsize_t d[4];
-    for (int i = 0; i < ndim && i < 4; i++)
-        d[i] = dims[i];
-    hid_t space = H5Screate_simple(ndim, d, NULL);
-    int rc = dataset_write(f, path, H5T_NATIVE_INT32, space, H5P_DEFAULT, data, err, errlen);
-    H5Sclose(space);
-    return rc;
-}
-
-int h5_dim_scale(struct h5file *f, const char *path, const char *name, char *err, size_t errlen)
-{
-    hid_t d = H5Dopen2(f->file, path, H5P_DEFAULT);
-    herr_t e = d >= 0 ? H5DSset_scale(d, name) : -1;
-    if (d >= 0)
-        H5Dclose(d);
-    if (e < 0) {
-        FAIL("make '%s' a dimension scale in '%s' failed", path, f->path);
-        return -1;
-    }
-    return 0;
-}
-
-int h5_dim_attach(struct h5file *f, const char *path, int dim, const char *scale, char *err,
-                  size_t errlen)
-{
-    hid_t d = H5Dopen2(f->file, path, H5P_DEFAULT), s = H5Dopen2(f->file, scale, H5P_DEFAULT);
-    herr_t e = d >= 0 && s >= 0 ? H5DSattach_scale(d, s, (unsigned)dim) : -1;
-    if (d >= 0)
-        H5Dclose(d);
-    if (s >= 0)
-        H5Dclose(s);
-    if (e < 0) {
-        FAIL("attach scale '%s' to dimension %d of '%s' in '%s' failed", scale, dim, path, f->path);
-        return -1;
-    }
-    return 0;
 }
 
 void h5_version(char *out, size_t len)
