@@ -234,24 +234,13 @@ static int check_values(const struct run *r, char *err, size_t errlen)
     return 0;
 }
 
-int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
+// Whether the checkpoint's config can continue this run: every [model] key equal (the tensors
+// would not fit otherwise; head_dim compared resolved), the same seed and batch size (the data
+// order is keyed by (seed, step · batch_size)), the same optimizer. 0, or -2 with the message.
+static int check_compatible(const struct config *saved_in, const struct config *cfg,
+                            const char *path, char *err, size_t errlen)
 {
-    struct h5file *f = NULL;
-    struct config saved;
-    const struct tensor_table *tt = &r->model.table;
-    char ds[TENSOR_NAME_MAX + 32], why[800];
-    int64_t step = 0, adam_t = 0;
-    int rc = -1;
-    if (h5_open(&f, path, H5_SEALED, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "read checkpoint: %s", why);
-        return -1;
-    }
-    if (read_config(f, path, &saved, why, sizeof(why)) != 0) {
-        snprintf(err, errlen, "read checkpoint '%s': no readable config (%s)", path, why);
-        goto out;
-    }
-    // Every [model] key must match: the tensors would not fit otherwise. head_dim is compared
-    // resolved (0 means dim / heads).
+    struct config saved = *saved_in;
     if (saved.model.head_dim == 0 && saved.model.heads > 0)
         saved.model.head_dim = saved.model.dim / saved.model.heads;
     for (int i = 0; i < config_key_count; i++) {
@@ -261,80 +250,111 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
             continue;
         snprintf(name, sizeof(name), "model.%s", k->key);
         config_get_string(&saved, name, a, sizeof(a));
-        config_get_string(&r->cfg, name, b, sizeof(b));
+        config_get_string(cfg, name, b, sizeof(b));
         if (strcmp(a, b) != 0) {
             snprintf(err, errlen,
                      "checkpoint '%s' is of another model: %s = %s there, %s in this run", path,
                      name, a, b);
-            rc = -2;
-            goto out;
+            return -2;
         }
     }
-    // The data order is keyed by (seed, global sample index = step · batch_size): both must match
-    // for the run to continue as it would have.
-    if (saved.train.seed != r->cfg.train.seed ||
-        saved.train.batch_size != r->cfg.train.batch_size) {
+    if (saved.train.seed != cfg->train.seed || saved.train.batch_size != cfg->train.batch_size) {
         snprintf(err, errlen,
                  "checkpoint '%s' has train.seed = %lld and train.batch_size = %d, this run %lld "
                  "and %d: the data would not continue where it stopped",
                  path, (long long)saved.train.seed, saved.train.batch_size,
-                 (long long)r->cfg.train.seed, r->cfg.train.batch_size);
-        rc = -2;
-        goto out;
+                 (long long)cfg->train.seed, cfg->train.batch_size);
+        return -2;
     }
-    if (saved.optim.name != r->cfg.optim.name) {
+    if (saved.optim.name != cfg->optim.name) {
         snprintf(err, errlen,
                  "checkpoint '%s' was written with another optimizer (optim.name differs); its "
                  "state cannot continue this run",
                  path);
-        rc = -2;
-        goto out;
+        return -2;
     }
+    return 0;
+}
+
+// One float dataset of exactly t's size into dst. 0, or -1 with why.
+static int read_tensor_data(struct h5file *f, const char *ds, float *dst, const struct tensor *t,
+                            int check_shape, char *why, size_t whylen)
+{
+    size_t dims[4];
+    int nd = 0;
+    if (h5_read_f32(f, ds, dst, t->size, &nd, dims, why, whylen))
+        return -1;
+    if (check_shape && !(nd == 2 && dims[0] == (size_t)t->rows && dims[1] == (size_t)t->cols) &&
+        !(nd == 1 && t->rows == 1 && dims[0] == (size_t)t->cols)) {
+        snprintf(why, whylen, "'%s' has another shape than [%d, %d]", ds, t->rows, t->cols);
+        return -1;
+    }
+    return 0;
+}
+
+// Every tensor's parameters, AdamW moments and (Muon's tensors) momentum, by name.
+static int read_tensors(struct run *r, struct h5file *f, char *why, size_t whylen)
+{
+    const struct tensor_table *tt = &r->model.table;
+    char ds[TENSOR_NAME_MAX + 32];
     for (int i = 0; i < tt->n; i++) {
         const struct tensor *t = &tt->t[i];
-        size_t dims[4];
-        int nd = 0;
         snprintf(ds, sizeof(ds), "/params/%s", t->name);
-        if (h5_read_f32(f, ds, r->params + t->offset, t->size, &nd, dims, why, sizeof(why)))
-            goto bad;
-        if (!(nd == 2 && dims[0] == (size_t)t->rows && dims[1] == (size_t)t->cols) &&
-            !(nd == 1 && t->rows == 1 && dims[0] == (size_t)t->cols)) {
-            snprintf(why, sizeof(why), "'%s' has another shape than [%d, %d]", ds, t->rows,
-                     t->cols);
-            goto bad;
-        }
+        if (read_tensor_data(f, ds, r->params + t->offset, t, 1, why, whylen))
+            return -1;
         snprintf(ds, sizeof(ds), "/optim/%s/m", t->name);
-        if (h5_read_f32(f, ds, r->adamw.m + t->offset, t->size, &nd, dims, why, sizeof(why)))
-            goto bad;
+        if (read_tensor_data(f, ds, r->adamw.m + t->offset, t, 0, why, whylen))
+            return -1;
         snprintf(ds, sizeof(ds), "/optim/%s/v", t->name);
-        if (h5_read_f32(f, ds, r->adamw.v + t->offset, t->size, &nd, dims, why, sizeof(why)))
-            goto bad;
-        if (muon_shards_owns(r->muon, i)) {
-            snprintf(ds, sizeof(ds), "/optim/%s/momentum", t->name);
-            if (h5_read_f32(f, ds, r->muon->state.momentum + t->offset, t->size, &nd, dims, why,
-                            sizeof(why)))
-                goto bad;
-        }
+        if (read_tensor_data(f, ds, r->adamw.v + t->offset, t, 0, why, whylen))
+            return -1;
+        snprintf(ds, sizeof(ds), "/optim/%s/momentum", t->name);
+        if (muon_shards_owns(r->muon, i) &&
+            read_tensor_data(f, ds, r->muon->state.momentum + t->offset, t, 0, why, whylen))
+            return -1;
     }
-    if (h5_attr_read_i64(f, "/state", "step", &step, why, sizeof(why)) ||
-        h5_attr_read_i64(f, "/state", "adam_t", &adam_t, why, sizeof(why)))
-        goto bad;
-    // adam_t counts applied updates: skipped steps (train.on_nonfinite = skip) make it smaller
+    return 0;
+}
+
+// /state's step and AdamW's count of applied updates (smaller than step after skipped steps).
+static int read_state(struct run *r, struct h5file *f, char *why, size_t whylen)
+{
+    int64_t step = 0, adam_t = 0;
+    if (h5_attr_read_i64(f, "/state", "step", &step, why, whylen) ||
+        h5_attr_read_i64(f, "/state", "adam_t", &adam_t, why, whylen))
+        return -1;
     if (step < 0 || step > CKPT_MAX_STEP || adam_t < 0 || adam_t > step) {
-        snprintf(why, sizeof(why),
-                 "/state has step %lld and adam_t %lld (need 0 <= adam_t <= step)", (long long)step,
-                 (long long)adam_t);
-        goto bad;
+        snprintf(why, whylen, "/state has step %lld and adam_t %lld (need 0 <= adam_t <= step)",
+                 (long long)step, (long long)adam_t);
+        return -1;
     }
-    if (check_values(r, why, sizeof(why)) != 0 || read_moe_age(r, f, why, sizeof(why)) != 0)
-        goto bad;
     r->step = (long)step;
     r->adamw.t = (long)adam_t;
-    rc = 0;
-    goto out;
-bad:
-    snprintf(err, errlen, "read checkpoint '%s': %s", path, why);
-out:
+    return 0;
+}
+
+int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
+{
+    struct h5file *f = NULL;
+    struct config saved;
+    char why[800];
+    int rc = -1;
+    if (h5_open(&f, path, H5_SEALED, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint: %s", why);
+        return -1;
+    }
+    if (read_config(f, path, &saved, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint '%s': no readable config (%s)", path, why);
+    } else if ((rc = check_compatible(&saved, &r->cfg, path, err, errlen)) == 0) {
+        long step_before = r->step, t_before = r->adamw.t;
+        if (read_tensors(r, f, why, sizeof(why)) != 0 || read_state(r, f, why, sizeof(why)) != 0 ||
+            check_values(r, why, sizeof(why)) != 0 || read_moe_age(r, f, why, sizeof(why)) != 0) {
+            r->step = step_before;
+            r->adamw.t = t_before;
+            snprintf(err, errlen, "read checkpoint '%s': %s", path, why);
+            rc = -1;
+        }
+    }
     h5_close(f);
     return rc;
 }
