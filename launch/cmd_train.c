@@ -68,98 +68,129 @@ static int resume_load(struct run *run, struct dist_ctx *d, const char *dir, cha
     return 0;
 }
 
-int cmd_train(int argc, char **argv, struct dist_ctx *d)
-{
+struct train_args {
     struct cli_config_opts opts;
-    struct config cfg;
-    struct run run;
-    char out[CONFIG_PATH_MAX], err[1024];
-    char config_path[CONFIG_PATH_MAX + 16], ckpt[CONFIG_PATH_MAX + 64];
-    const char *out_arg = NULL, *resume = NULL;
-    int rc = TRAIN_EXIT_INPUT;
-    memset(&opts, 0, sizeof(opts));
+    const char *out_arg, *resume;
+    char config_path[CONFIG_PATH_MAX + 16]; // --resume DIR: DIR/config.ini
+};
+
+// The command line; --resume DIR stands for --config DIR/config.ini --out DIR. Returns -1 to go
+// on, else the exit code.
+static int train_parse(int argc, char **argv, struct dist_ctx *d, struct train_args *a)
+{
     for (int i = 1; i < argc; i++) {
-        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, train_usage, d);
+        enum cli_opt t = cli_take_opt(&a->opts, argc, argv, &i, train_usage, d);
         if (t == CLI_TAKEN)
             continue;
         if (t != CLI_NOT_MINE)
             return t == CLI_HELP ? TRAIN_EXIT_OK : TRAIN_EXIT_INPUT;
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
-            out_arg = argv[++i];
+            a->out_arg = argv[++i];
             continue;
         }
         if (strcmp(argv[i], "--resume") == 0 && i + 1 < argc) {
-            resume = argv[++i];
+            a->resume = argv[++i];
             continue;
         }
         return cli_unexpected("train", argv[i], train_usage, d);
     }
-    if (resume) {
+    if (a->resume) {
         // The run's own resolved config, then --set (e.g. more train.steps).
-        if (opts.config_path || out_arg || strlen(resume) > RUNDIR_PATH_MAX) {
+        if (a->opts.config_path || a->out_arg || strlen(a->resume) > RUNDIR_PATH_MAX) {
             if (d->rank == 0)
                 err_printf("train: --resume DIR takes no --config or --out (DIR has both)");
             return TRAIN_EXIT_INPUT;
         }
-        snprintf(config_path, sizeof(config_path), "%s/config.ini", resume);
-        opts.config_path = config_path;
-        out_arg = resume;
+        snprintf(a->config_path, sizeof(a->config_path), "%s/config.ini", a->resume);
+        a->opts.config_path = a->config_path;
+        a->out_arg = a->resume;
     }
-    if (!opts.config_path) {
+    if (!a->opts.config_path) {
         if (d->rank == 0) {
             err_printf("train: --config FILE is required");
             train_usage(stderr);
         }
         return TRAIN_EXIT_INPUT;
     }
-    if (cli_load_config(&cfg, &opts, d, 1) != 0)
-        return TRAIN_EXIT_INPUT;
-    if (out_arg) {
-        if (strlen(out_arg) > RUNDIR_PATH_MAX) {
+    return -1;
+}
+
+// The run directory: --out, else a name from the config file and rank 0's clock. Refuses an
+// occupied directory before anything is loaded (bad input, nothing written); a resume needs a
+// checkpoint in it instead (its path into ckpt, on every rank). 0, or -1 on every rank.
+static int train_out_dir(const struct train_args *a, struct dist_ctx *d, char *out, size_t outlen,
+                         char *ckpt, size_t ckptlen)
+{
+    char err[1024];
+    if (a->out_arg) {
+        if (strlen(a->out_arg) > RUNDIR_PATH_MAX) {
             err_printf("train: the run directory path is longer than %d characters",
                        RUNDIR_PATH_MAX);
-            return TRAIN_EXIT_INPUT;
+            return -1;
         }
-        snprintf(out, sizeof(out), "%s", out_arg);
+        snprintf(out, outlen, "%s", a->out_arg);
     } else {
-        rundir_default_name(out, sizeof(out), opts.config_path);
-        dist_bcast_bytes(d, out, sizeof(out)); // rank 0's clock names the run
+        rundir_default_name(out, outlen, a->opts.config_path);
+        dist_bcast_bytes(d, out, outlen); // rank 0's clock names the run
     }
-    // Refuse an occupied run directory before loading anything: bad input, nothing written.
-    // A resume needs a checkpoint instead.
     int ok = 1;
-    if (d->rank == 0 && !resume)
+    if (d->rank == 0 && !a->resume)
         ok = rundir_check_free(out, err, sizeof(err)) == 0;
-    if (d->rank == 0 && resume && ckpt_find_latest(resume, ckpt, sizeof(ckpt)) != 0) {
-        snprintf(err, sizeof(err), "resume '%s': no checkpoint in %s/ckpt", resume, resume);
+    if (d->rank == 0 && a->resume && ckpt_find_latest(a->resume, ckpt, ckptlen) != 0) {
+        snprintf(err, sizeof(err), "resume '%s': no checkpoint in %s/ckpt", a->resume, a->resume);
         ok = 0;
     }
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok))
-        return TRAIN_EXIT_INPUT;
-    if (resume)
-        dist_bcast_bytes(d, ckpt, sizeof(ckpt));
-    ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
-    if (ok && resume && resume_load(&run, d, resume, ckpt, sizeof(ckpt), err, sizeof(err)) != 0) {
-        run_free(&run);
+        return -1;
+    if (a->resume)
+        dist_bcast_bytes(d, ckpt, ckptlen);
+    return 0;
+}
+
+// The run, from its checkpoint when resuming. 0, or -1 on every rank (nothing left allocated).
+static int train_start(struct run *run, const struct config *cfg, const struct train_args *a,
+                       struct dist_ctx *d, char *ckpt, size_t ckptlen)
+{
+    char err[1024] = "";
+    int ok = run_init(run, cfg, d, 0, err, sizeof(err)) == 0;
+    if (ok && a->resume && resume_load(run, d, a->resume, ckpt, ckptlen, err, sizeof(err)) != 0) {
+        run_free(run);
         ok = 0;
     }
     if (!ok && err[0])
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
         if (ok)
-            run_free(&run);
-        return TRAIN_EXIT_INPUT;
+            run_free(run);
+        return -1;
     }
-    if (resume && run.step >= cfg.train.steps) {
+    if (a->resume && run->step >= cfg->train.steps) {
         if (d->rank == 0)
             err_printf("resume '%s': the checkpoint is at step %ld of train.steps = %d; nothing "
                        "to do (raise it with --set train.steps=N)",
-                       resume, run.step, cfg.train.steps);
-        run_free(&run);
-        return TRAIN_EXIT_INPUT;
+                       a->resume, run->step, cfg->train.steps);
+        run_free(run);
+        return -1;
     }
+    return 0;
+}
+
+int cmd_train(int argc, char **argv, struct dist_ctx *d)
+{
+    struct train_args a;
+    struct config cfg;
+    struct run run;
+    char out[CONFIG_PATH_MAX], ckpt[CONFIG_PATH_MAX + 64];
+    memset(&a, 0, sizeof(a));
+    int rc = train_parse(argc, argv, d, &a);
+    if (rc >= 0)
+        return rc;
+    if (cli_load_config(&cfg, &a.opts, d, 1) != 0 ||
+        train_out_dir(&a, d, out, sizeof(out), ckpt, sizeof(ckpt)) != 0 ||
+        train_start(&run, &cfg, &a, d, ckpt, sizeof(ckpt)) != 0)
+        return TRAIN_EXIT_INPUT;
     stop_install(); // from here a SIGTERM or Ctrl-C ends the run with a checkpoint
     rc = train_run(&run, out);
     run_free(&run);
