@@ -23,19 +23,18 @@ static void eval_usage(FILE *f)
                "train.batch_size or train.threads.\n");
 }
 
-int cmd_eval(int argc, char **argv, struct dist_ctx *d)
-{
+struct eval_args {
     struct cli_config_opts opts;
-    struct config cfg;
-    struct run run;
-    char err[1400];
-    const char *ckpt = NULL, *data = NULL;
-    long batches = 0;
-    int ok = 1;
-    memset(&opts, 0, sizeof(opts));
+    const char *ckpt, *data;
+    long batches; // 0: the checkpoint's train.eval_batches (1 with --data)
+};
+
+// The command line. Returns -1 to go on, else the exit code.
+static int eval_parse(int argc, char **argv, struct dist_ctx *d, struct eval_args *a)
+{
     for (int i = 1; i < argc; i++) {
-        enum cli_opt t = cli_take_opt(&opts, argc, argv, &i, eval_usage, d);
-        if (t == CLI_TAKEN && opts.config_path) {
+        enum cli_opt t = cli_take_opt(&a->opts, argc, argv, &i, eval_usage, d);
+        if (t == CLI_TAKEN && a->opts.config_path) {
             err_printf("eval: the config comes from the checkpoint (no --config)");
             return 1;
         }
@@ -44,17 +43,17 @@ int cmd_eval(int argc, char **argv, struct dist_ctx *d)
         if (t != CLI_NOT_MINE)
             return t == CLI_BAD;
         if (strcmp(argv[i], "--checkpoint") == 0 && i + 1 < argc) {
-            ckpt = argv[++i];
+            a->ckpt = argv[++i];
             continue;
         }
         if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
-            data = argv[++i];
+            a->data = argv[++i];
             continue;
         }
         if (strcmp(argv[i], "--batches") == 0 && i + 1 < argc) {
             char *end = NULL;
-            batches = strtol(argv[++i], &end, 10);
-            if (*end != '\0' || batches < 1 || batches > 1000000) {
+            a->batches = strtol(argv[++i], &end, 10);
+            if (*end != '\0' || a->batches < 1 || a->batches > 1000000) {
                 err_printf("eval: --batches takes an integer in [1, 1000000]");
                 return 1;
             }
@@ -62,63 +61,96 @@ int cmd_eval(int argc, char **argv, struct dist_ctx *d)
         }
         return cli_unexpected("eval", argv[i], eval_usage, d);
     }
-    if (!ckpt) {
+    if (!a->ckpt) {
         if (d->rank == 0) {
             err_printf("eval: --checkpoint FILE is required");
             eval_usage(stderr);
         }
         return 1;
     }
+    return -1;
+}
+
+// Rank 0 reads the checkpoint's config, applies --set, --data and --batches, validates it;
+// every rank receives it. 0, or -1 on every rank.
+static int eval_config(const struct eval_args *a, struct dist_ctx *d, struct config *cfg)
+{
+    char err[1400];
+    int ok = 1;
     if (d->rank == 0) {
-        ok = ckpt_read_config(ckpt, &cfg, err, sizeof(err)) == 0;
-        for (int i = 0; ok && i < opts.nsets; i++)
-            ok = config_set(&cfg, opts.sets[i], err, sizeof(err)) == 0;
-        if (ok && data) {
+        ok = ckpt_read_config(a->ckpt, cfg, err, sizeof(err)) == 0;
+        for (int i = 0; ok && i < a->opts.nsets; i++)
+            ok = config_set(cfg, a->opts.sets[i], err, sizeof(err)) == 0;
+        if (ok && a->data) {
             // The whole file is the held-out split: evaluation sequence k starts at k*T.
-            snprintf(cfg.data.train, sizeof(cfg.data.train), "%s", data);
-            snprintf(cfg.data.val, sizeof(cfg.data.val), "%s", data);
-            cfg.train.eval_batches = (int)(batches ? batches : 1);
-        } else if (ok && batches) {
-            cfg.train.eval_batches = (int)batches;
+            snprintf(cfg->data.train, sizeof(cfg->data.train), "%s", a->data);
+            snprintf(cfg->data.val, sizeof(cfg->data.val), "%s", a->data);
+            cfg->train.eval_batches = (int)(a->batches ? a->batches : 1);
+        } else if (ok && a->batches) {
+            cfg->train.eval_batches = (int)a->batches;
         }
-        cfg.probes.enabled = 0;
+        cfg->probes.enabled = 0;
         if (ok)
-            ok = config_validate(&cfg, d->size, 1, err, sizeof(err)) == 0;
+            ok = config_validate(cfg, d->size, 1, err, sizeof(err)) == 0;
         if (!ok)
             err_printf("%s", err);
     }
     dist_bcast_bytes(d, &ok, sizeof(ok));
     if (!ok)
-        return 1;
-    dist_bcast_bytes(d, &cfg, sizeof(cfg));
-    ok = run_init(&run, &cfg, d, 0, err, sizeof(err)) == 0;
-    if (ok && ckpt_read(&run, ckpt, err, sizeof(err)) != 0) {
-        run_free(&run);
+        return -1;
+    dist_bcast_bytes(d, cfg, sizeof(*cfg));
+    return 0;
+}
+
+// The run with the checkpoint's weights, and enough held-out data for the batches asked for.
+// 0, or -1 on every rank (nothing left allocated).
+static int eval_start(struct run *run, const struct config *cfg, const struct eval_args *a,
+                      struct dist_ctx *d)
+{
+    char err[1400];
+    int ok = run_init(run, cfg, d, 0, err, sizeof(err)) == 0;
+    if (ok && ckpt_read(run, a->ckpt, err, sizeof(err)) != 0) {
+        run_free(run);
         ok = 0;
     }
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
         if (ok)
-            run_free(&run);
-        return 1;
+            run_free(run);
+        return -1;
     }
-    if (data && (size_t)run.eval_chunks * run.micro_batch > sampler_eval_sequences(&run.sampler)) {
+    if (a->data &&
+        (size_t)run->eval_chunks * run->micro_batch > sampler_eval_sequences(&run->sampler)) {
         if (d->rank == 0)
             err_printf("eval: '%s' holds %zu sequences of %d tokens, fewer than the %ld x %d "
                        "asked for",
-                       data, sampler_eval_sequences(&run.sampler), cfg.model.seq_len,
-                       (long)cfg.train.eval_batches, cfg.train.batch_size);
-        run_free(&run);
-        return 1;
+                       a->data, sampler_eval_sequences(&run->sampler), cfg->model.seq_len,
+                       (long)cfg->train.eval_batches, cfg->train.batch_size);
+        run_free(run);
+        return -1;
     }
+    return 0;
+}
+
+int cmd_eval(int argc, char **argv, struct dist_ctx *d)
+{
+    struct eval_args a;
+    struct config cfg;
+    struct run run;
+    memset(&a, 0, sizeof(a));
+    int rc = eval_parse(argc, argv, d, &a);
+    if (rc >= 0)
+        return rc;
+    if (eval_config(&a, d, &cfg) != 0 || eval_start(&run, &cfg, &a, d) != 0)
+        return 1;
     struct loss_parts lp;
     train_eval(&run, &lp);
     if (d->rank == 0)
         printf("checkpoint %s (step %ld): loss %.17g ce %.17g z %.17g on %d sequences of %d "
                "tokens\n",
-               ckpt, run.step, lp.total, lp.ce, lp.z, cfg.train.eval_batches * cfg.train.batch_size,
-               cfg.model.seq_len);
+               a.ckpt, run.step, lp.total, lp.ce, lp.z,
+               cfg.train.eval_batches * cfg.train.batch_size, cfg.model.seq_len);
     run_free(&run);
     return isfinite(lp.total) ? 0 : 3;
 }
