@@ -23,8 +23,8 @@
 // Only rank 0 with probes on tracks it; other writers leave it out (a resume restarts the window).
 static int write_moe_age(struct run *r, struct h5file *f, char *err, size_t errlen)
 {
-    const long *seen = r->probes.moe_last_seen;
-    if (!seen || !r->probes.active)
+    const long *seen = r->probes->moe_last_seen;
+    if (!seen || !r->probes->active)
         return 0;
     size_t dims[2] = {(size_t)r->model.moe_layers, (size_t)r->cfg.model.experts};
     float *age = xcalloc(dims[0] * dims[1], sizeof(float));

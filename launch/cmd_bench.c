@@ -158,20 +158,21 @@ static void bench_run_steps(struct run *run, struct dist_ctx *d, const struct be
                             struct bench_times *bt)
 {
     char err[1024];
-    int opened = run->probes.collect, writer = run->probes.active;
+    int opened = run->probes->collect, writer = run->probes->active;
     for (int s = 0; s < a->warmup + a->steps; s++) {
         struct step_result res;
         int kind = s % 3;
         double t0 = timer_now();
         if (a->probe_cost) {
-            run->probes.collect = opened && kind > 0;
-            run->probes.active = writer && kind > 0;
+            run->probes->collect = opened && kind > 0;
+            run->probes->active = writer && kind > 0;
             run->probe_step = opened && kind == 2;
         } else {
-            run->probe_step = run->probes.collect && probe_set_due(&run->probes.set, run->step + 1);
+            run->probe_step =
+                run->probes->collect && probe_set_due(&run->probes->set, run->step + 1);
         }
         train_step(run, &res);
-        if (run->probes.active && run_probes_step(run, &res, 0.0, err, sizeof(err)) != 0)
+        if (run->probes->active && run_probes_step(run, &res, 0.0, err, sizeof(err)) != 0)
             err_printf("bench: %s", err);
         double dt = timer_now() - t0;
         if (s < a->warmup)
@@ -183,8 +184,8 @@ static void bench_run_steps(struct run *run, struct dist_ctx *d, const struct be
         bt->grads[i] = dist_max_f64(d, res.seconds_grads);
         bt->kind_t[kind][bt->kind_n[kind]++] = bt->step[i];
     }
-    run->probes.collect = opened;
-    run->probes.active = writer;
+    run->probes->collect = opened;
+    run->probes->active = writer;
 }
 
 // The key=value line bench/compare.py reads (rank 0).
@@ -298,7 +299,7 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
             bench_print_probe_cost(&bt, cfg.probes.every);
     }
     bench_times_free(&bt);
-    if (run.probes.active)
+    if (run.probes->active)
         bench_checkpoint_and_clean(&run, probe_dir);
     else if (a.probes)
         run_probes_close(&run);

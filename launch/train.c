@@ -66,15 +66,15 @@ static void run_init_reduction(struct run *r)
                       r->cfg.train.overlap_reduce);
     free(bounds);
     const struct model_config *mc = &r->cfg.model;
-    struct probe_leaf *pl = &r->probes.leaf;
+    struct probe_leaf *pl = &r->probes->leaf;
     probe_leaf_init(pl, mc->layers, mc->heads, r->model.moe_layers, mc->experts,
                     mc->attention == ATTN_MLA, mc->attention == ATTN_MLA && mc->q_rank > 0);
     r->leaf_stride_max = LOSS_PARTS + pl->every.size + pl->step.size;
     r->leaf_stride = LOSS_PARTS;
     r->leaf_loss = xcalloc((size_t)r->leaf_stride_max * r->leaves, sizeof(double));
     r->leaf_loss_mine = xcalloc((size_t)r->leaf_stride_max * r->micro_steps, sizeof(double));
-    r->probes.every_sum = xcalloc((size_t)pl->every.size + 1, sizeof(double));
-    r->probes.step_sum = xcalloc((size_t)pl->step.size + 1, sizeof(double));
+    r->probes->every_sum = xcalloc((size_t)pl->every.size + 1, sizeof(double));
+    r->probes->step_sum = xcalloc((size_t)pl->step.size + 1, sizeof(double));
     r->checksums = xcalloc(3 * (size_t)tt->n, sizeof(unsigned long long));
     r->eval_chunks = r->cfg.train.eval_batches * (r->cfg.train.batch_size / r->micro_batch);
     r->eval_loss = xcalloc(LOSS_PARTS * (size_t)r->eval_chunks, sizeof(double));
@@ -140,6 +140,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
         }
     }
     r->step_flops = 3.0 * model_forward_flops(&cfg->model, r->local_batch);
+    r->probes = xcalloc(1, sizeof(*r->probes));
     run_init_reduction(r);
     r->fault = fault_init(dist->rank);
     if (cfg->optim.name == OPTIM_MUON &&
@@ -159,8 +160,11 @@ void run_free(struct run *r)
     grad_tree_free(r->tree);
     free(r->leaf_loss);
     free(r->leaf_loss_mine);
-    free(r->probes.every_sum);
-    free(r->probes.step_sum);
+    if (r->probes) {
+        free(r->probes->every_sum);
+        free(r->probes->step_sum);
+        free(r->probes);
+    }
     free(r->checksums);
     muon_shards_free(r->muon);
     fault_free(r->fault);
@@ -197,7 +201,7 @@ static void on_grads_ready(void *ctx, int first)
 // before the loss overwrites them with their gradient.
 static void leaf_probes_forward(struct run *r, double *rec)
 {
-    const struct probe_leaf *pl = &r->probes.leaf;
+    const struct probe_leaf *pl = &r->probes->leaf;
     struct model *m = &r->model;
     size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
     double *every = rec + LOSS_PARTS, *step = every + pl->every.size;
@@ -231,7 +235,7 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     const int *in = r->inputs + (size_t)k * mb * T;
     const int *tg = r->targets + (size_t)k * mb * T;
     double *rec = r->leaf_loss_mine + (size_t)k * r->leaf_stride;
-    int collect = r->probes.collect;
+    int collect = r->probes->collect;
     struct loss_parts lp;
     model_set_probing(&r->model, r->probe_step);
     struct model_aux aux = model_forward(&r->model, r->params, in, mb);
@@ -240,8 +244,8 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
     if (collect)
-        probe_leaf_output(&r->probes.leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
-                          rec[LOSS_PARTS + r->probes.leaf.logit_sumsq]);
+        probe_leaf_output(&r->probes->leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
+                          rec[LOSS_PARTS + r->probes->leaf.logit_sumsq]);
     // the MoE losses' gradients get the loss's scale
     model_backward(&r->model, r->params, grads, in, mb, 1.0f / (float)r->leaves,
                    reduce ? on_grads_ready : NULL, r);
@@ -300,7 +304,7 @@ const double *run_mean_in_global_order(struct run *r, const double *mine, double
 // folded in the same order (probes/partials.h) into the global batch's sums.
 static void step_loss(struct run *r, struct loss_parts *out)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     int stride = r->leaf_stride;
     const double *recs =
         run_mean_in_global_order(r, r->leaf_loss_mine, r->leaf_loss, r->micro_steps, stride, out);
@@ -329,8 +333,8 @@ void train_step(struct run *r, struct step_result *res)
 
     // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction);
     // each micro-batch's record holds its loss parts and probe sums
-    r->leaf_stride = LOSS_PARTS + (r->probes.collect ? r->probes.leaf.every.size : 0) +
-                     (r->probes.collect && r->probe_step ? r->probes.leaf.step.size : 0);
+    r->leaf_stride = LOSS_PARTS + (r->probes->collect ? r->probes->leaf.every.size : 0) +
+                     (r->probes->collect && r->probe_step ? r->probes->leaf.step.size : 0);
     // 5. finish the gradient reduction (mean over the global batch), norm, clipping
     if (c->train.deterministic)
         grads_accumulate_tree(r);

@@ -85,7 +85,7 @@ struct run {
     struct fault *fault; // test hooks (CANARY_FAULT, launch/fault.h), or NULL
 
     // probes
-    struct run_probes probes;
+    struct run_probes *probes; // launch/train_probes.h (every run has one; probes may be off)
     int probe_step;            // set by the loop: the coming step writes probe-cadence rows
     float *logz;               // [micro_batch · T] log Z of the micro-batch in progress
     struct lr_probe *lr_probe; // the local LR-sensitivity probe (launch/lr_probe.h), or NULL

@@ -376,7 +376,7 @@ static int finish_run(struct run *r, struct train_out *o, const char *out_dir, d
     format_eta(took, sizeof(took), timer_now() - t_start);
     out_line(o, 0, "parameter checksum %016llx", train_params_checksum(r));
     out_line(o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv%s)",
-             (long)c->train.steps, took, out_dir, r->probes.active ? ", probes.h5" : "");
+             (long)c->train.steps, took, out_dir, r->probes->active ? ", probes.h5" : "");
     return rc;
 }
 
@@ -410,7 +410,7 @@ int train_run(struct run *r, const char *out_dir)
     while (r->step < c->train.steps && rc == TRAIN_EXIT_OK) {
         struct step_result res;
         long step = r->step;
-        r->probe_step = r->probes.collect && probe_set_due(&r->probes.set, step + 1);
+        r->probe_step = r->probes->collect && probe_set_due(&r->probes->set, step + 1);
         if (r->lr_probe)
             r->lr_probe->due = (step + 1) % c->probes.lr_probe_every == 0;
         double t0 = timer_now();

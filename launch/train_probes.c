@@ -26,7 +26,7 @@
 // MoE: experts any token of the global batch chose in this step are alive at this step.
 static void note_moe_seen(struct run *r)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     size_t n = (size_t)p->leaf.moe_layers * p->leaf.experts;
     for (size_t i = 0; i < n; i++)
         if (p->every_sum[p->leaf.moe_chosen + i] > 0)
@@ -37,7 +37,7 @@ static void note_moe_seen(struct run *r)
 // from the step's records folded over the global batch (train.c, step_loss).
 static void fill_global_rows(struct run *r, int probe_step)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     struct probe_set *s = &p->set;
     const struct model_config *c = &r->cfg.model;
     struct probe_leaf_norms nm = {(double)r->cfg.train.batch_size * c->seq_len,
@@ -84,11 +84,11 @@ static void fill_global_rows(struct run *r, int probe_step)
 // AdamW's second moment.
 static void fill_tensor_rows(struct run *r, int skipped)
 {
-    struct probe_set *s = &r->probes.set;
+    struct probe_set *s = &r->probes->set;
     const struct tensor_table *tt = &r->model.table;
     struct probe_tensor_in in = {tt->n,
-                                 r->probes.tensor_offset,
-                                 r->probes.tensor_size,
+                                 r->probes->tensor_offset,
+                                 r->probes->tensor_size,
                                  r->tensor_sumsq,
                                  r->params,
                                  r->update,
@@ -96,7 +96,7 @@ static void fill_tensor_rows(struct run *r, int skipped)
                                  r->adamw.t,
                                  r->cfg.optim.beta2,
                                  r->cfg.optim.eps,
-                                 r->probes.tensor_muon,
+                                 r->probes->tensor_muon,
                                  r->muon ? r->muon->state.momentum : NULL,
                                  r->muon ? r->muon->ortho : NULL,
                                  skipped};
@@ -111,7 +111,7 @@ static void fill_tensor_rows(struct run *r, int skipped)
 static int check_events(struct run *r, const struct step_result *res, long step, char *err,
                         size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     const struct probes_config *pc = &r->cfg.probes;
     char detail[256];
     double z = 0.0;
@@ -161,7 +161,7 @@ static int check_events(struct run *r, const struct step_result *res, long step,
 int run_probes_step(struct run *r, const struct step_result *res, double tokens_per_s, char *err,
                     size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     long step = r->step; // the step just taken, counted from 1
     if (!p->active)
         return 0;
@@ -202,7 +202,7 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
 int run_probes_event(struct run *r, long step, const char *kind, const char *detail, char *err,
                      size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     double s = (double)step;
     if (r->dist->rank != 0)
         return 0;
@@ -219,7 +219,7 @@ int run_probes_event(struct run *r, long step, const char *kind, const char *det
 
 int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     double s = (double)step;
     if (!p->active)
         return 0;
@@ -231,21 +231,21 @@ int run_probes_eval(struct run *r, long step, double loss, char *err, size_t err
 
 int run_probes_flush(struct run *r, char *err, size_t errlen)
 {
-    return r->probes.active ? probe_set_flush(&r->probes.set, err, errlen) : 0;
+    return r->probes->active ? probe_set_flush(&r->probes->set, err, errlen) : 0;
 }
 
 void run_probes_close(struct run *r)
 {
-    probe_set_free(&r->probes.set);
-    free(r->probes.win_loss);
-    free(r->probes.win_gnorm);
-    free(r->probes.moe_last_seen);
-    r->probes.win_loss = r->probes.win_gnorm = NULL;
-    r->probes.moe_last_seen = NULL;
-    free(r->probes.tensor_offset);
-    free(r->probes.tensor_size);
-    free(r->probes.tensor_muon);
-    r->probes.tensor_offset = r->probes.tensor_size = NULL;
-    r->probes.tensor_muon = NULL;
-    r->probes.active = r->probes.collect = 0;
+    probe_set_free(&r->probes->set);
+    free(r->probes->win_loss);
+    free(r->probes->win_gnorm);
+    free(r->probes->moe_last_seen);
+    r->probes->win_loss = r->probes->win_gnorm = NULL;
+    r->probes->moe_last_seen = NULL;
+    free(r->probes->tensor_offset);
+    free(r->probes->tensor_size);
+    free(r->probes->tensor_muon);
+    r->probes->tensor_offset = r->probes->tensor_size = NULL;
+    r->probes->tensor_muon = NULL;
+    r->probes->active = r->probes->collect = 0;
 }

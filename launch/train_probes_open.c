@@ -102,7 +102,7 @@ int run_h5_config(struct h5file *f, const struct config *c, char *err, size_t er
 
 static int write_attributes(struct run *r, char *err, size_t errlen)
 {
-    struct h5file *f = r->probes.set.file;
+    struct h5file *f = r->probes->set.file;
     if (run_h5_provenance(f, r, err, errlen) || run_h5_config(f, &r->cfg, err, errlen) ||
         h5_attr_str(f, "/", "description",
                     "canary probes: per-step series (rows aligned with /step), probe-cadence "
@@ -149,7 +149,7 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
                          errlen) ||
              h5_attr_str(f, "/tensors/optimizer", "description",
                          "the optimizer that updates the tensor: adamw or muon", err, errlen) ||
-             probe_set_scales(&r->probes.set, "/tensors/names", moe_blocks, err, errlen);
+             probe_set_scales(&r->probes->set, "/tensors/names", moe_blocks, err, errlen);
     free(names);
     free(kinds);
     free(opts);
@@ -217,7 +217,7 @@ static int truncate_eval(struct run_probes *p, long step, char *err, size_t errl
 // the rows up to the checkpoint, so events continue as in an uninterrupted run.
 static int restore_state(struct run *r, char *err, size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     struct h5file *f = p->set.file;
     double v = 0.0, w = 0.0;
     if (h5_series_rows(f, p->eval_step) > 0 &&
@@ -259,7 +259,7 @@ static int restore_state(struct run *r, char *err, size_t errlen)
 // the tensor table as plain arrays for probes/, and the spike windows: every rank.
 static void probes_setup(struct run *r)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     const struct model_config *mc = &r->cfg.model;
     probe_set_init(&p->set, mc->layers, mc->heads, r->model.table.n, r->cfg.probes.every);
     probe_set_moe(&p->set, r->model.moe_layers, mc->experts);
@@ -298,7 +298,7 @@ static void probes_setup(struct run *r)
 // Resuming (rank 0): keep the rows of steps up to the checkpoint, drop the rest.
 static int probes_reopen(struct run *r, const char *path, char *err, size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     struct h5file *f;
     if (probe_set_reopen(&p->set, path, r->step, err, errlen) != 0)
         return -1;
@@ -321,7 +321,7 @@ static int probes_reopen(struct run *r, const char *path, char *err, size_t errl
 // attributes and the tensor table's scales.
 static int probes_create(struct run *r, const char *path, char *err, size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     int dims[1], four[1] = {4};
     if (probe_set_create(&p->set, path, err, errlen) != 0)
         return -1;
@@ -357,7 +357,7 @@ static int probes_create(struct run *r, const char *path, char *err, size_t errl
 
 int run_probes_open(struct run *r, const char *out_dir, char *err, size_t errlen)
 {
-    struct run_probes *p = &r->probes;
+    struct run_probes *p = r->probes;
     char path[CONFIG_PATH_MAX + 32];
     probes_setup(r);
     if (!p->active)
