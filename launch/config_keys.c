@@ -24,6 +24,12 @@ const struct config_key config_keys[] = {
      "block, final and qk norm: LayerNorm without bias, or RMSNorm (eps 1e-6)"},
     {"model", "qk_norm", CT_BOOL, OFF(model.qk_norm), "false", 0, 1, 0, NULL,
      "per-head norm of q and k with one d_h gain shared by the heads (Wortsman's qk-layernorm)"},
+    {"model", "attn_softcap", CT_DOUBLE, OFF(model.attn_softcap), "0", 0, 1e6, 0, NULL,
+     "attention-logit soft-capping (Gemma 2): each logit s = q.k/sqrt(d_h) becomes "
+     "c * tanh(s / c) before the causal softmax; 0 = off"},
+    {"model", "final_softcap", CT_DOUBLE, OFF(model.final_softcap), "0", 0, 1e6, 0, NULL,
+     "output-logit soft-capping (Gemma 2): each logit z becomes c * tanh(z / c) before the "
+     "cross-entropy and the z-loss (log Z is of the capped logits); 0 = off"},
     {"model", "pos", CT_ENUM, OFF(model.pos), "rope", 0, 0, 0, "rope|learned",
      "positions: RoPE (theta 1e4, on q and k after qk-norm) or a learned [seq_len, dim] table"},
     {"model", "mlp", CT_ENUM, OFF(model.mlp), "gelu", 0, 0, 0, "gelu|swiglu",

@@ -66,7 +66,7 @@ void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t)
             sampler_eval_batch(&r->sampler, p->inputs, p->targets, first, mb);
             struct model_aux aux = model_forward(&r->model, p->trial, p->inputs, mb);
             xent_forward(&lp, r->model.acts.logits, p->targets, mb * T, c->model.vocab,
-                         (float)c->optim.z_loss);
+                         (float)c->optim.z_loss, (float)c->model.final_softcap);
             // the training loss the update descends: with MoE, its auxiliary losses too
             lp.balance = aux.balance;
             lp.router_z = aux.router_z;

@@ -206,6 +206,7 @@ static void leaf_probes_forward(struct run *r, double *rec)
     size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
     double *every = rec + LOSS_PARTS, *step = every + pl->every.size;
     every[pl->logit_sumsq] = stats_sumsq(m->acts.logits, n * r->cfg.model.vocab);
+    every[pl->logit_max] = stats_absmax(m->acts.logits, n * r->cfg.model.vocab);
     if (pl->moe_layers > 0)
         model_moe_chosen(m, every + pl->moe_chosen);
     if (!r->probe_step)
@@ -242,7 +243,8 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     if (collect)
         leaf_probes_forward(r, rec);
     xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
-                          c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves);
+                          c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves,
+                          (float)c->model.final_softcap);
     if (collect)
         probe_leaf_output(&r->probes->leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
                           rec[LOSS_PARTS + r->probes->leaf.logit_sumsq]);
@@ -410,7 +412,7 @@ void train_eval(struct run *r, struct loss_parts *out)
         sampler_eval_batch(&r->sampler, r->inputs, r->targets, first, mb);
         model_forward(m, r->params, r->inputs, mb);
         xent_forward(&lp, m->acts.logits, r->targets, mb * T, c->model.vocab,
-                     (float)c->optim.z_loss);
+                     (float)c->optim.z_loss, (float)c->model.final_softcap);
         loss_parts_pack(&lp, r->eval_loss_mine + LOSS_PARTS * k);
     }
     run_mean_in_global_order(r, r->eval_loss_mine, r->eval_loss, chunks, LOSS_PARTS, out);

@@ -40,30 +40,36 @@ static void fill_global_rows(struct run *r, int probe_step)
     struct run_probes *p = r->probes;
     struct probe_set *s = &p->set;
     const struct model_config *c = &r->cfg.model;
-    struct probe_leaf_norms nm = {(double)r->cfg.train.batch_size * c->seq_len,
-                                  c->vocab,
-                                  r->model.dqk,
-                                  c->dim,
-                                  c->kv_rank,
-                                  c->q_rank,
-                                  c->top_k};
+    struct probe_leaf_norms nm = {.tokens = (double)r->cfg.train.batch_size * c->seq_len,
+                                  .vocab = c->vocab,
+                                  .dqk = r->model.dqk,
+                                  .dim = c->dim,
+                                  .kv_rank = c->kv_rank,
+                                  .q_rank = c->q_rank,
+                                  .top_k = c->top_k,
+                                  .attn_softcap = c->attn_softcap,
+                                  .final_softcap = c->final_softcap};
     int moe = probe_has(&p->set, PROBE_MOE_LOAD);
+    // probe_row is NULL for a probe the run does not have: probe_leaf_rows skips it
     struct probe_leaf_rows rows = {
-        probe_row(s, PROBE_LOGZ_MEAN),
-        probe_row(s, PROBE_LOGZ_STD),
-        probe_row(s, PROBE_LOGZ_MAX),
-        probe_row(s, PROBE_LOGIT_RMS),
-        probe_row(s, PROBE_ATTN_MAX_LOGIT),
-        probe_row(s, PROBE_ATTN_ENTROPY),
-        probe_row(s, PROBE_ATTN_Q_RMS),
-        probe_row(s, PROBE_ATTN_K_RMS),
-        probe_row(s, PROBE_RESID_RMS),
-        probe_has(&p->set, PROBE_KV_LATENT_RMS) ? probe_row(s, PROBE_KV_LATENT_RMS) : NULL,
-        probe_has(&p->set, PROBE_Q_LATENT_RMS) ? probe_row(s, PROBE_Q_LATENT_RMS) : NULL,
-        moe ? probe_row(s, PROBE_MOE_LOAD) : NULL,
-        moe ? probe_row(s, PROBE_MOE_DROPPED) : NULL,
-        moe ? probe_row(s, PROBE_MOE_ROUTER_Z) : NULL,
-        moe ? probe_row(s, PROBE_MOE_ENTROPY) : NULL,
+        .logz_mean = probe_row(s, PROBE_LOGZ_MEAN),
+        .logz_std = probe_row(s, PROBE_LOGZ_STD),
+        .logz_max = probe_row(s, PROBE_LOGZ_MAX),
+        .logit_rms = probe_row(s, PROBE_LOGIT_RMS),
+        .logit_max = probe_row(s, PROBE_LOGIT_MAX),
+        .logit_max_capped = probe_row(s, PROBE_LOGIT_MAX_CAPPED),
+        .attn_max_capped = probe_row(s, PROBE_ATTN_MAX_LOGIT_CAPPED),
+        .attn_max = probe_row(s, PROBE_ATTN_MAX_LOGIT),
+        .attn_entropy = probe_row(s, PROBE_ATTN_ENTROPY),
+        .attn_q_rms = probe_row(s, PROBE_ATTN_Q_RMS),
+        .attn_k_rms = probe_row(s, PROBE_ATTN_K_RMS),
+        .resid_rms = probe_row(s, PROBE_RESID_RMS),
+        .kv_latent_rms = probe_row(s, PROBE_KV_LATENT_RMS),
+        .q_latent_rms = probe_row(s, PROBE_Q_LATENT_RMS),
+        .moe_load = moe ? probe_row(s, PROBE_MOE_LOAD) : NULL,
+        .moe_dropped = moe ? probe_row(s, PROBE_MOE_DROPPED) : NULL,
+        .moe_router_z = moe ? probe_row(s, PROBE_MOE_ROUTER_Z) : NULL,
+        .moe_entropy = moe ? probe_row(s, PROBE_MOE_ENTROPY) : NULL,
     };
     probe_leaf_rows(&p->leaf, p->every_sum, probe_step ? p->step_sum : NULL, &nm, &rows);
     if (!moe)

@@ -17,8 +17,38 @@ static void parts_set(struct loss_parts *parts, double sce, double sz, int n, fl
     parts->total = parts->ce + parts->z;
 }
 
+// One row with soft-capped logits z' = c·tanh(z/c): the loss of z', its gradient with respect to
+// the raw z (the softmax gradient times 1 − tanh²) into x. Returns log Z of the capped row; *ce
+// gets its cross-entropy. The exponentials are computed twice (no scratch row).
+static double capped_row(float *x, int y, int vocab, float c, float z_coef, float scale_n,
+                         double *ce)
+{
+    float inv = 1.0f / c;
+    for (int j = 0; j < vocab; j++)
+        x[j] = c * fm_tanhf(x[j] * inv);
+    float mx = fm_max(x, vocab);
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= vocab; j += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += (double)fm_expf(x[j + k] - mx);
+    for (; j < vocab; j++)
+        lane[0] += (double)fm_expf(x[j] - mx);
+    double sum = lanes8_total(lane);
+    double lz = (double)mx + log(sum);
+    *ce = lz - (double)x[y];
+    float coef = (float)((1.0 + 2.0 * z_coef * lz) * scale_n / sum);
+    float xy = x[y];
+    for (j = 0; j < vocab; j++) {
+        float t = x[j] * inv;
+        x[j] = coef * fm_expf(x[j] - mx) * (1.0f - t * t);
+    }
+    x[y] -= scale_n * (1.0f - (xy * inv) * (xy * inv));
+    return lz;
+}
+
 void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
-                           int n, int vocab, float z_coef, float grad_scale)
+                           int n, int vocab, float z_coef, float grad_scale, float softcap)
 {
     double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
     double sce = 0.0, sz = 0.0;
@@ -28,6 +58,15 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
         for (int r = r0; r < r1; r++) {
             float *x = logits + (size_t)r * vocab;
             int y = targets[r];
+            if (softcap > 0.0f) {
+                double ce;
+                double lz = capped_row(x, y, vocab, softcap, z_coef, grad_scale / (float)n, &ce);
+                ce_blk[r - r0] = ce;
+                lz_blk[r - r0] = lz;
+                if (logz)
+                    logz[r] = (float)lz;
+                continue;
+            }
             float xy = x[y];
             float mx = fm_max(x, vocab);
             for (int j = 0; j < vocab; j++)
@@ -53,9 +92,16 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
     parts_set(parts, sce, sz, n, z_coef);
 }
 
-void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,
-                  int vocab, float z_coef)
+// The capped logit c·tanh(z/c), or z when c = 0.
+static inline float cap(float z, float c, float inv)
 {
+    return c > 0.0f ? c * fm_tanhf(z * inv) : z;
+}
+
+void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,
+                  int vocab, float z_coef, float softcap)
+{
+    float inv = softcap > 0.0f ? 1.0f / softcap : 0.0f;
     double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
     double sce = 0.0, sz = 0.0;
     for (int r0 = 0; r0 < n; r0 += XENT_BLOCK) {
@@ -63,17 +109,30 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
 #pragma omp parallel for schedule(static)
         for (int r = r0; r < r1; r++) {
             const float *x = logits + (size_t)r * vocab;
-            float mx = fm_max(x, vocab);
             double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
             int j = 0;
-            for (; j + 8 <= vocab; j += 8)
-                for (int k = 0; k < 8; k++)
-                    lane[k] += (double)fm_expf(x[j + k] - mx);
-            for (; j < vocab; j++)
-                lane[0] += (double)fm_expf(x[j] - mx);
+            float mx;
+            if (softcap >
+                0.0f) { // capping is monotone: the capped maximum, computed as in backward
+                mx = cap(x[0], softcap, inv);
+                for (j = 1; j < vocab; j++)
+                    mx = fmaxf(mx, cap(x[j], softcap, inv));
+                for (j = 0; j + 8 <= vocab; j += 8)
+                    for (int k = 0; k < 8; k++)
+                        lane[k] += (double)fm_expf(cap(x[j + k], softcap, inv) - mx);
+                for (; j < vocab; j++)
+                    lane[0] += (double)fm_expf(cap(x[j], softcap, inv) - mx);
+            } else {
+                mx = fm_max(x, vocab);
+                for (; j + 8 <= vocab; j += 8)
+                    for (int k = 0; k < 8; k++)
+                        lane[k] += (double)fm_expf(x[j + k] - mx);
+                for (; j < vocab; j++)
+                    lane[0] += (double)fm_expf(x[j] - mx);
+            }
             double s = lanes8_total(lane);
             double lz = (double)mx + log(s);
-            ce_blk[r - r0] = lz - (double)x[targets[r]];
+            ce_blk[r - r0] = lz - (double)cap(x[targets[r]], softcap, inv);
             lz_blk[r - r0] = lz;
         }
         for (int r = r0; r < r1; r++) {

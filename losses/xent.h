@@ -24,11 +24,13 @@ void loss_parts_unpack(struct loss_parts *p, const double *in);
 // logits[n, V] in; on return logits holds dL/dlogits · grad_scale where L is the mean loss over
 // the n rows (grad_scale = 1/grad_accum for micro-batches). targets[n] < V. logz[n] receives
 // log Z per row (for probes; may be NULL). parts gets the means (unscaled by grad_scale).
+// softcap > 0: the loss is of the capped logits softcap·tanh(z/softcap) (Gemma 2), log Z too,
+// and the gradient is with respect to the raw logits; 0: no capping.
 void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
-                           int n, int vocab, float z_coef, float grad_scale);
+                           int n, int vocab, float z_coef, float grad_scale, float softcap);
 
-// Loss only (evaluation): logits are left unchanged.
+// Loss only (evaluation): logits are left unchanged. softcap as above.
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,
-                  int vocab, float z_coef);
+                  int vocab, float z_coef, float softcap);
 
 #endif

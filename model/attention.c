@@ -234,8 +234,19 @@ static void blocked_cols_times(float *c, const float *s, const float *x, int T, 
     }
 }
 
+// Row i of the scores (j ≤ i) → softcap·tanh(s/softcap); tanh(s/softcap) kept in t for backward.
+static void cap_row(float *row, float *t, int n, float softcap)
+{
+    float inv = 1.0f / softcap;
+    for (int j = 0; j < n; j++) {
+        t[j] = fm_tanhf(row[j] * inv);
+        row[j] = softcap * t[j];
+    }
+}
+
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
-                       const float *v, int B, int H, int T, int dqk, int dv, float scale)
+                       const float *v, int B, int H, int T, int dqk, int dv, float scale,
+                       float softcap, float *capt)
 {
     int direct = attention_direct(T, dqk, dv);
 #pragma omp parallel for schedule(static)
@@ -252,9 +263,15 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             float *row = pp + (size_t)i * T;
             float mx = fm_max(row, i + 1);
             double tilt = 0.0; // Σ e_j (z_j − max), for the entropy
-            if (stats) {
+            if (stats) {       // the raw logits' maximum |s|, before any capping
                 float mn = fm_min(row, i + 1);
                 max_abs = fmax(max_abs, fmax(fabs((double)mx), fabs((double)mn)));
+            }
+            if (softcap > 0.0f) {
+                cap_row(row, capt + (size_t)bh * T * T + (size_t)i * T, i + 1, softcap);
+                mx = fm_max(row, i + 1);
+            }
+            if (stats) {
                 // tilt in eight double lanes (vectorisable), as lanes_sum
                 double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
                 int j = 0;
@@ -296,7 +313,8 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
 
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
-                        int H, int T, int dqk, int dvd, float scale)
+                        int H, int T, int dqk, int dvd, float scale, float softcap,
+                        const float *capt)
 {
     int direct = attention_direct(T, dqk, dvd);
 #pragma omp parallel for schedule(static)
@@ -319,6 +337,11 @@ void attention_backward(float *dq, float *dk, float *dv, float *dp, const float 
             float fdot = (float)lanes_dot(prow, drow, i + 1);
             for (int j = 0; j <= i; j++)
                 drow[j] = prow[j] * (drow[j] - fdot) * scale;
+            if (softcap > 0.0f) { // d(c·tanh(s/c))/ds = 1 − tanh²
+                const float *trow = capt + (size_t)bh * T * T + (size_t)i * T;
+                for (int j = 0; j <= i; j++)
+                    drow[j] *= 1.0f - trow[j] * trow[j];
+            }
             for (int j = i + 1; j < T; j++)
                 drow[j] = 0.0f;
         }

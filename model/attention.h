@@ -7,19 +7,25 @@
 #ifndef CANARY_MODEL_ATTENTION_H
 #define CANARY_MODEL_ATTENTION_H
 
-// out[B,H,T,d_v] = softmax(q kᵀ · scale, causal) v. Writes the probabilities p[B,H,T,T] (zeros
-// above the diagonal), kept for backward. Overwrites out and p.
-// When stats is not NULL it receives, per (batch, head), the max |logit| (logit = q·k·scale over
-// the causal entries) and the attention entropy summed over query rows: stats[B·H, 2].
+// out[B,H,T,d_v] = softmax(cap(q kᵀ · scale), causal) v. Writes the probabilities p[B,H,T,T]
+// (zeros above the diagonal), kept for backward. Overwrites out and p.
+// softcap > 0: each logit s becomes softcap·tanh(s/softcap) (Gemma 2's soft-capping) and
+// capt[B,H,T,T] receives tanh(s/softcap) on the causal entries, for backward; softcap = 0: no
+// capping, capt unused (may be NULL).
+// When stats is not NULL it receives, per (batch, head), the max |logit| before capping (logit =
+// q·k·scale over the causal entries) and the attention entropy summed over query rows:
+// stats[B·H, 2].
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
-                       const float *v, int B, int H, int T, int dqk, int dv, float scale);
+                       const float *v, int B, int H, int T, int dqk, int dv, float scale,
+                       float softcap, float *capt);
 
 // Given dout[B,H,T,d_v] and the forward's p, q, k, v: OVERWRITES dq, dk [B,H,T,d_qk] and
 // dv [B,H,T,d_v] (dvd = d_v).
-// dp[B,H,T,T] is scratch.
+// dp[B,H,T,T] is scratch. softcap and capt as the forward had them.
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
-                        int H, int T, int dqk, int dvd, float scale);
+                        int H, int T, int dqk, int dvd, float scale, float softcap,
+                        const float *capt);
 
 // 1 when attention_forward/backward use their direct loops (narrow heads, causal triangle only)
 // for these sizes rather than sgemm over the full T×T square; both give the same values to

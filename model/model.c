@@ -43,7 +43,8 @@ static void mha_forward(struct model *m, const float *params, int l, int B)
         rope_forward(a->k, m->acts.rope, BHT, T, hd);
     }
     float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
-    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, hd, scale);
+    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, hd, scale,
+                      (float)c->attn_softcap, a->capt);
     attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);
 }
 
@@ -164,7 +165,7 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
     }
     attention_split_heads(g->dout, g->datt, I, 0, B, H, T, hd);
     attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, hd, hd,
-                       scale);
+                       scale, (float)c->attn_softcap, a->capt);
     if (c->pos == POS_ROPE) {
         rope_backward(g->dq, g->rope, BHT, T, hd);
         rope_backward(g->dk, g->rope, BHT, T, hd);

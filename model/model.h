@@ -47,6 +47,9 @@ struct model_config {
     int rope_dim; // d_R, the decoupled RoPE part of q and k (0 with learned positions)
     // MoE again (last, so positional initialisers of the fields above stay valid)
     int moe_group; // tokens per routing group (capacity, balance loss); 0: seq_len
+    // logit soft-capping (Gemma 2): s → c·tanh(s/c); 0 = off
+    double attn_softcap;  // attention logits, before the causal softmax
+    double final_softcap; // output logits, before the loss
 };
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
@@ -58,6 +61,7 @@ struct block_acts {
     float *qn_mean, *qn_rstd, *kn_mean, *kn_rstd; // [B·H·T] qk-norm statistics
     float *q, *k, *v;              // [B, H, T, d_h] as attended (after qk-norm and RoPE)
     float *p;                      // [B, H, T, T] attention probabilities
+    float *capt;                   // [B, H, T, T] tanh(s / attn_softcap) (attn_softcap > 0 only)
     float *o;                      // [B, H, T, d_h] attention output per head
     float *att;                    // [B·T, I] heads merged
     float *x_mid;                  // [B·T, C] residual after attention

@@ -115,6 +115,7 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     size_t I = (size_t)c->heads * c->head_dim, F = (size_t)c->mlp_ratio * c->dim;
     size_t U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     size_t BHT = (size_t)B * c->heads * T, P = BHT * T;
+    size_t cap = c->attn_softcap > 0.0 ? 1 : 0; // tanh of the capped logits, for backward
     size_t qk = c->qk_norm ? 1 : 0; // pre-norm q, k and their statistics only with qk-norm
     size_t E = (size_t)c->experts, K = c->experts > 0 ? (size_t)c->top_k : 0;
     // MLA: q and k heads are d_qk wide, the dense qkv buffer is not used
@@ -162,6 +163,7 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
         TAKE(b->k, BT * IQK);
         TAKE(b->v, BT * I);
         TAKE(b->p, P);
+        TAKE(b->capt, cap * P);
         TAKE(b->o, BT * I);
         TAKE(b->att, BT * I);
         TAKE(b->x_mid, BT * C);
@@ -341,7 +343,9 @@ double model_memory_estimate(const struct model_config *c, int B, double *acts_b
     double I = H * hd, F = (double)c->mlp_ratio * C, U = c->mlp == MLP_SWIGLU ? 2 * F : F;
     double BT = (double)B * T, P = BT * H * T, qk = c->qk_norm ? 1.0 : 0.0;
     double per_block_params = 2 * C + 3 * C * I + I * C + C * U + F * C + qk * 2 * hd;
-    double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + P, mla_scratch = 0;
+    double cap = c->attn_softcap > 0.0 ? 1.0 : 0.0; // softcap: the tanh of each logit too
+    double per_block = BT * (5 * C + 3 * I + I * (6 + 2 * qk) + U + F) + (1 + cap) * P,
+           mla_scratch = 0;
     if (c->attention == ATTN_MLA) { // latent projections instead of wq, wk, wv
         double dr = c->rope_dim, dc = c->kv_rank > 0 ? c->kv_rank : C / 2, dq = c->q_rank;
         double iqk = H * (hd + dr);

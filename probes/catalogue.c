@@ -91,4 +91,13 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "output (0 for AdamW's tensors)"},
     {PROBE_MUON_MOMENTUM_RMS, "muon/momentum_rms", PROBE_TENSORS, 0, PROBE_NEEDS_MUON,
      "[tensor] Muon: RMS of the momentum buffer (0 for AdamW's tensors)"},
+    {PROBE_LOGIT_MAX, "output/logit_max", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
+     "max |logit| of the output logits of the global batch, before any soft-capping"},
+    {PROBE_LOGIT_MAX_CAPPED, "output/logit_max_capped", PROBE_SCALAR, 1, PROBE_NEEDS_FINAL_CAP,
+     "the same maximum as the loss sees it: c * tanh(output/logit_max / c), c = "
+     "model.final_softcap (capping is monotone)"},
+    {PROBE_ATTN_MAX_LOGIT_CAPPED, "attn/max_logit_capped", PROBE_LAYER_HEADS, 0,
+     PROBE_NEEDS_ATTN_CAP,
+     "[layer, head] attn/max_logit as the softmax sees it: c * tanh(attn/max_logit / c), c = "
+     "model.attn_softcap (capping is monotone); attn/max_logit stays the raw maximum"},
 };

@@ -44,6 +44,9 @@ enum probe_id {
     PROBE_MOE_DEAD,
     PROBE_MUON_ORTHO,
     PROBE_MUON_MOMENTUM_RMS,
+    PROBE_LOGIT_MAX,
+    PROBE_LOGIT_MAX_CAPPED,
+    PROBE_ATTN_MAX_LOGIT_CAPPED,
     PROBE_IDS
 };
 
@@ -63,7 +66,9 @@ enum probe_needs {
     PROBE_NEEDS_MLA,      // attention = mla
     PROBE_NEEDS_Q_LATENT, // attention = mla with a query latent (q_rank > 0)
     PROBE_NEEDS_MOE,      // experts > 0
-    PROBE_NEEDS_MUON      // optim.name = muon
+    PROBE_NEEDS_MUON,     // optim.name = muon
+    PROBE_NEEDS_ATTN_CAP, // model.attn_softcap > 0
+    PROBE_NEEDS_FINAL_CAP // model.final_softcap > 0
 };
 
 struct probe_entry {

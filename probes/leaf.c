@@ -14,6 +14,7 @@ void probe_leaf_init(struct probe_leaf *pl, int layers, int heads, int moe_layer
     pl->logz = partial_layout_add(&pl->every, PARTIAL_MOMENTS, 1);
     pl->logz_max = partial_layout_add(&pl->every, PARTIAL_MAX, 1);
     pl->logit_sumsq = partial_layout_add(&pl->every, PARTIAL_SUM, 1);
+    pl->logit_max = partial_layout_add(&pl->every, PARTIAL_MAX, 1);
     pl->moe_chosen = partial_layout_add(&pl->every, PARTIAL_SUM, ME);
     partial_layout_init(&pl->step);
     pl->attn_max = partial_layout_add(&pl->step, PARTIAL_MAX, LH);
@@ -26,6 +27,11 @@ void probe_leaf_init(struct probe_leaf *pl, int layers, int heads, int moe_layer
     pl->moe_kept = partial_layout_add(&pl->step, PARTIAL_SUM, ME);
     pl->moe_z = partial_layout_add(&pl->step, PARTIAL_SUM, moe_layers);
     pl->moe_entropy = partial_layout_add(&pl->step, PARTIAL_SUM, moe_layers);
+}
+
+double probe_softcap(double x, double c)
+{
+    return c > 0.0 ? c * tanh(x / c) : x;
 }
 
 void probe_leaf_output(const struct probe_leaf *pl, double *every, const float *logz, size_t n,
@@ -55,10 +61,16 @@ void probe_leaf_rows(const struct probe_leaf *pl, const double *every, const dou
         *out->logz_max = every[pl->logz_max];
     if (out->logit_rms)
         *out->logit_rms = stats_rms(every[pl->logit_sumsq], tok * nm->vocab);
+    if (out->logit_max)
+        *out->logit_max = every[pl->logit_max];
+    if (out->logit_max_capped)
+        *out->logit_max_capped = probe_softcap(every[pl->logit_max], nm->final_softcap);
     if (!step)
         return;
     for (int i = 0; out->attn_max && i < LH; i++) {
         out->attn_max[i] = step[pl->attn_max + i];
+        if (out->attn_max_capped)
+            out->attn_max_capped[i] = probe_softcap(step[pl->attn_max + i], nm->attn_softcap);
         out->attn_entropy[i] = step[pl->attn_entropy + i] / tok; // mean over query positions
         out->attn_q_rms[i] = stats_rms(step[pl->q_sumsq + i], tok * nm->dqk);
         out->attn_k_rms[i] = stats_rms(step[pl->k_sumsq + i], tok * nm->dqk);

@@ -48,6 +48,10 @@ static int needs_met(enum probe_needs n, const struct probe_features *f)
         return f->moe;
     case PROBE_NEEDS_MUON:
         return f->muon;
+    case PROBE_NEEDS_ATTN_CAP:
+        return f->attn_cap;
+    case PROBE_NEEDS_FINAL_CAP:
+        return f->final_cap;
     }
     return 0;
 }

@@ -15,6 +15,29 @@ double stats_sum(const float *x, size_t n)
     return lanes_sum(x, n);
 }
 
+double stats_absmax(const float *x, size_t n)
+{
+    // eight lanes of `a > m ? a : m` (a MAXPS without -ffast-math) and a NaN flag beside them
+    float m[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int nan = 0;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int l = 0; l < 8; l++) {
+            float a = fabsf(x[i + l]);
+            m[l] = a > m[l] ? a : m[l];
+            nan |= a != a;
+        }
+    for (; i < n; i++) {
+        float a = fabsf(x[i]);
+        m[0] = a > m[0] ? a : m[0];
+        nan |= a != a;
+    }
+    float best = m[0];
+    for (int l = 1; l < 8; l++)
+        best = m[l] > best ? m[l] : best;
+    return nan ? NAN : (double)best;
+}
+
 size_t stats_count_below(const float *x, size_t n, float bound)
 {
     size_t c = 0;

@@ -16,6 +16,9 @@ double stats_sumsq(const float *x, size_t n);
 // Σ x[i] over [0, n), in double.
 double stats_sum(const float *x, size_t n);
 
+// max |x[i]| over [0, n): NaN when any x[i] is NaN (a diverging run must show), 0 for n = 0.
+double stats_absmax(const float *x, size_t n);
+
 // How many of x[0, n) are below bound (a NaN is not).
 size_t stats_count_below(const float *x, size_t n, float bound);
 

@@ -114,6 +114,23 @@ CASES = {
                       weight_decay=1e-4, schedule="cosine", clip=1.0),
         "train": dict(seed=9),
     },
+    "softcap": {
+        # soft-capped attention and output logits, caps small enough to bend the logits of this
+        # small model at init (its attention logits reach ~3, its output logits ~2.4)
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu", attn_softcap=0.5,
+                      final_softcap=1.5),
+        "optim": dict(wd_mode="independent", weight_decay=1e-4, schedule="cosine"),
+        "train": dict(seed=10),
+    },
+    "softcap_mla_muon": {
+        # the combination soft-capping is for: MLA (no qk-norm) trained with Muon
+        "model": dict(norm="rmsnorm", qk_norm=False, pos="rope", mlp="swiglu", attention="mla",
+                      kv_rank=8, rope_dim=4, attn_softcap=0.5, final_softcap=1.5),
+        "optim": dict(name="muon", muon_scale="shape", muon_lr_scale=1.0,
+                      muon_weight_decay=0.0, momentum=0.95, ns_steps=5, wd_mode="independent",
+                      weight_decay=1e-4, schedule="cosine", clip=1.0),
+        "train": dict(seed=11),
+    },
     "muon_rms": {
         "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
         "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
@@ -603,6 +620,9 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   MLA follows `model/model_mla.h` (KV latent and optional query latent, each
   RMS-normed; decoupled RoPE with one rope key shared by the heads; `wkv_b`
   rows are the k content heads, then the v heads).
+  The `softcap` cases soft-cap the attention logits (c tanh(s / c), c =
+  `model.attn_softcap`, before the causal softmax) and the output logits (c =
+  `model.final_softcap`, before the loss); `logits` are the raw ones.
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

@@ -130,13 +130,15 @@ static void test_rope_backward_matches_fd(void **state)
 struct att_ctx {
     float *q, *k, *v, *out, *p, *w;
     int B, H, T, dqk, dv;
+    float cap;   // attention soft-capping (0: off)
+    float *capt; // [B, H, T, T] when cap > 0
 };
 
 static double att_loss(void *ptr)
 {
     struct att_ctx *a = ptr;
     attention_forward(a->out, a->p, NULL, a->q, a->k, a->v, a->B, a->H, a->T, a->dqk, a->dv,
-                      1.0f / sqrtf((float)a->dqk));
+                      1.0f / sqrtf((float)a->dqk), a->cap, a->capt);
     return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->dv);
 }
 
@@ -146,16 +148,61 @@ static void test_attention_backward_matches_fd(void **state)
     enum { B = 2, H = 2, T = 5, DQK = 6, DV = 4, NQ = B * H * T * DQK, NV = B * H * T * DV };
     float q[NQ], k[NQ], v[NV], out[NV], p[B * H * T * T], w[NV];
     float dq[NQ], dk[NQ], dv[NV], dp[B * H * T * T];
-    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV, 0.0f, NULL};
     testing_fill(q, NQ, 8, 1.5f);
     testing_fill(k, NQ, 9, 1.5f);
     testing_fill(v, NV, 10, 1.0f);
     testing_fill(w, NV, 11, 1.0f);
     att_loss(&a);
-    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
+                       0.0f, NULL);
     assert_true(testing_fd_check("attention dq", att_loss, &a, q, dq, NQ, NQ, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("attention dk", att_loss, &a, k, dk, NQ, NQ, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
+}
+
+// Soft-capped attention logits (Gemma 2) on both paths (sgemm blocks and the direct kernels):
+// the gradients through c·tanh(s/c) match finite differences, the raw-logit statistic is of the
+// logits before capping, and the output differs from the uncapped one.
+static void check_attention_softcap(int T, int DQK, int DV, uint64_t seed)
+{
+    enum { B = 1, H = 2, MAXN = 2 * 13 * 16, MAXP = 2 * 13 * 13 };
+    int NQ = B * H * T * DQK, NV = B * H * T * DV;
+    float q[MAXN], k[MAXN], v[MAXN], out[MAXN], p[MAXP], w[MAXN], capt[MAXP];
+    float dq[MAXN], dk[MAXN], dv[MAXN], dp[MAXP], plain[MAXN], stats[2 * B * H];
+    const float cap = 1.0f, scale = 1.0f / sqrtf((float)DQK);
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV, cap, capt};
+    testing_fill(q, NQ, seed, 2.0f); // logits of a few units: tanh bends them
+    testing_fill(k, NQ, seed + 1, 2.0f);
+    testing_fill(v, NV, seed + 2, 1.0f);
+    testing_fill(w, NV, seed + 3, 1.0f);
+    attention_forward(plain, p, NULL, q, k, v, B, H, T, DQK, DV, scale, 0.0f, NULL);
+    attention_forward(out, p, stats, q, k, v, B, H, T, DQK, DV, scale, cap, capt);
+    double raw = 0.0, diff = 0.0;
+    for (int i = 0; i < T; i++)
+        for (int j = 0; j <= i; j++) {
+            double s = 0.0;
+            for (int e = 0; e < DQK; e++)
+                s += (double)q[i * DQK + e] * k[j * DQK + e];
+            raw = fmax(raw, fabs(s * scale));
+        }
+    expect_near(stats[0], raw, 1e-4 * raw); // head 0: the maximum before capping
+    assert_true(raw > 2.0 * cap);
+    for (int i = 0; i < NV; i++)
+        diff = fmax(diff, fabs((double)out[i] - plain[i]));
+    assert_true(diff > 1e-2);
+    att_loss(&a);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, scale, cap, capt);
+    assert_true(testing_fd_check("softcap dq", att_loss, &a, q, dq, NQ, 64, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("softcap dk", att_loss, &a, k, dk, NQ, 64, 1e-2f) < FD_TOL);
+    assert_true(testing_fd_check("softcap dv", att_loss, &a, v, dv, NV, 64, 1e-2f) < FD_TOL);
+}
+
+static void test_attention_softcap_matches_fd(void **state)
+{
+    check_attention_softcap(5, 6, 4, 60);   // sgemm in causal blocks
+    check_attention_softcap(13, 16, 8, 70); // the direct kernels
+    assert_true(attention_direct(13, 16, 8) && !attention_direct(5, 6, 4));
 }
 
 // The direct kernels for narrow heads (attention_direct): T not a multiple of 8, so the tail keys
@@ -165,7 +212,7 @@ static void test_attention_direct_backward_matches_fd(void **state)
     enum { B = 1, H = 2, T = 13, DQK = 16, DV = 8, NQ = B * H * T * DQK, NV = B * H * T * DV };
     float q[NQ], k[NQ], v[NV], out[NV], p[B * H * T * T], w[NV];
     float dq[NQ], dk[NQ], dv[NV], dp[B * H * T * T];
-    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV, 0.0f, NULL};
     assert_true(attention_direct(T, DQK, DV));
     assert_false(attention_direct(5, 6, 4)); // the sgemm path of the test above
     testing_fill(q, NQ, 18, 1.0f);
@@ -173,7 +220,8 @@ static void test_attention_direct_backward_matches_fd(void **state)
     testing_fill(v, NV, 20, 1.0f);
     testing_fill(w, NV, 21, 1.0f);
     att_loss(&a);
-    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
+                       0.0f, NULL);
     assert_true(testing_fd_check("direct dq", att_loss, &a, q, dq, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("direct dk", att_loss, &a, k, dk, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("direct dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
@@ -191,7 +239,7 @@ static void check_attention_forward_double(int T, int DQK, int DV, uint64_t seed
     testing_fill(q, (size_t)T * DQK, seed, 1.0f);
     testing_fill(k, (size_t)T * DQK, seed + 1, 1.0f);
     testing_fill(v, (size_t)T * DV, seed + 2, 1.0f);
-    attention_forward(o, p, NULL, q, k, v, 1, 1, T, DQK, DV, scale);
+    attention_forward(o, p, NULL, q, k, v, 1, 1, T, DQK, DV, scale, 0.0f, NULL);
     for (int i = 0; i < T; i++) {
         double mx = -1e300, sum = 0.0;
         for (int j = 0; j <= i; j++) {
@@ -228,7 +276,7 @@ static void test_attention_blocked_matches_double_and_fd(void **state)
 {
     enum { B = 1, H = 1, T = 150, DQK = 40, DV = 24, NQ = T * DQK, NV = T * DV };
     static float q[NQ], k[NQ], v[NV], out[NV], p[T * T], w[NV], dq[NQ], dk[NQ], dv[NV], dp[T * T];
-    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV};
+    struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV, 0.0f, NULL};
     assert_false(attention_direct(T, DQK, DV));
     check_attention_forward_double(T, DQK, DV, 40);
     testing_fill(q, NQ, 44, 1.0f);
@@ -236,7 +284,8 @@ static void test_attention_blocked_matches_double_and_fd(void **state)
     testing_fill(v, NV, 46, 1.0f);
     testing_fill(w, NV, 47, 1.0f);
     att_loss(&a);
-    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK));
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
+                       0.0f, NULL);
     assert_true(testing_fd_check("blocked dq", att_loss, &a, q, dq, NQ, 97, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("blocked dk", att_loss, &a, k, dk, NQ, 97, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("blocked dv", att_loss, &a, v, dv, NV, 97, 1e-2f) < FD_TOL);
@@ -250,13 +299,13 @@ static void test_attention_is_causal(void **state)
     testing_fill(q, N, 12, 1.0f);
     testing_fill(k, N, 13, 1.0f);
     testing_fill(v, N, 14, 1.0f);
-    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f);
+    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL);
     for (int j = 0; j < T; j++)
         for (int i = j + 1; i < T; i++)
             assert_true(p[j * T + i] == 0.0f);
     k[(T - 1) * HD] += 3.0f;
     v[(T - 1) * HD] += 3.0f;
-    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f);
+    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL);
     assert_memory_equal(o1, o2, (T - 1) * HD * sizeof(float));
     assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
 }
@@ -267,7 +316,7 @@ static void test_attention_stats_match_hand_computation(void **state)
     float q[6] = {1, 0, 0, 2, -1, 1}, k[6] = {3, 1, -2, 0.5f, 1, -4}, v[6] = {0}, o[6];
     float p[9], stats[2];
     float scale = 0.7f;
-    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale);
+    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale, 0.0f, NULL);
     double max_abs = 0.0, entropy = 0.0;
     for (int i = 0; i < 3; i++) {
         double z[3], mx = -1e30, sum = 0.0;
@@ -420,7 +469,8 @@ static double model_loss(void *p)
     struct model_ctx *c = p;
     struct loss_parts lp;
     struct model_aux aux = model_forward(c->m, c->params, c->in, c->B);
-    xent_forward(&lp, c->m->acts.logits, c->tg, c->B * c->m->cfg.seq_len, c->m->cfg.vocab, 1e-2f);
+    xent_forward(&lp, c->m->acts.logits, c->tg, c->B * c->m->cfg.seq_len, c->m->cfg.vocab, 1e-2f,
+                 (float)c->m->cfg.final_softcap);
     return lp.total + aux.balance + aux.router_z; // the MoE losses (0 for dense models)
 }
 
@@ -449,7 +499,8 @@ static void check_model_cfg(const struct model_config *cfg)
     struct model_ctx c = {&m, params, in, tg, B};
     struct loss_parts lp;
     model_forward(&m, params, in, B);
-    xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg->vocab, 1e-2f, 1.0f);
+    xent_forward_backward(&lp, m.acts.logits, NULL, tg, n_tok, cfg->vocab, 1e-2f, 1.0f,
+                          (float)cfg->final_softcap);
     model_backward(&m, params, grads, in, B, 1.0f, NULL, NULL);
     for (int i = 0; i < m.table.n; i++) {
         const struct tensor *t = &m.table.t[i];
@@ -471,8 +522,9 @@ static void check_model_cfg(const struct model_config *cfg)
 
 static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
 {
-    struct model_config cfg = {8, 2, 2, 4, 4,   11, 2,        norm, qk, pos, mlp,
-                               0, 0, 0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0,   0 /* moe_group */};
+    struct model_config cfg = {8,   2,  2, 4, 4,   11, 2,        norm, qk, pos, mlp,
+                               0,   0,  0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0,   0 /* moe_group */,
+                               0.0, 0.0};
     check_model_cfg(&cfg);
 }
 
@@ -485,6 +537,39 @@ static void test_model_variants_backward_matches_fd(void **state)
 {
     check_model(NORM_RMSNORM, 1, POS_LEARNED, MLP_SWIGLU);
     check_model(NORM_LAYERNORM, 1, POS_ROPE, MLP_SWIGLU);
+}
+
+// Soft-capped attention and output logits (caps small enough to bend the logits at init), in
+// the dense model and in MLA.
+static void test_model_softcap_backward_matches_fd(void **state)
+{
+    struct model_config cfg = {8,
+                               2,
+                               2,
+                               4,
+                               4,
+                               11,
+                               2,
+                               NORM_LAYERNORM,
+                               0,
+                               POS_ROPE,
+                               MLP_GELU,
+                               0,
+                               0,
+                               0,
+                               0,
+                               0.0,
+                               1,
+                               ATTN_MHA,
+                               0,
+                               0,
+                               0,
+                               0 /* moe_group */,
+                               0.3 /* attn_softcap */,
+                               0.5 /* final_softcap */};
+    check_model_cfg(&cfg);
+    cfg.attention = ATTN_MLA, cfg.kv_rank = 6, cfg.rope_dim = 2;
+    check_model_cfg(&cfg);
 }
 
 // MoE: router, routed and shared experts, gates with and without renorm, a capacity that drops
@@ -512,7 +597,9 @@ static void test_model_moe_backward_matches_fd(void **state)
                                0,
                                0,
                                0,
-                               0 /* moe_group */};
+                               0 /* moe_group */,
+                               0.0,
+                               0.0};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.moe_layers, 2);
@@ -537,8 +624,9 @@ static void test_model_moe_backward_matches_fd(void **state)
 static void test_model_mla_backward_matches_fd(void **state)
 {
     struct model_config cfg = {
-        8, 2, 2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE,         MLP_GELU,
-        0, 0, 0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */, 0 /* moe_group */};
+        8,   2,  2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE,         MLP_GELU,
+        0,   0,  0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */, 0 /* moe_group */,
+        0.0, 0.0};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.dqk, 6);
@@ -566,12 +654,13 @@ static void test_model_mla_backward_matches_fd(void **state)
 // and state for every variant (within 10% for activations, 1% for parameters and state).
 static void test_model_memory_estimate_tracks_the_arena(void **state)
 {
-    struct model_config base = {64, 3,        4,          16, 32, 100, 4, NORM_LAYERNORM,
-                                1,  POS_ROPE, MLP_SWIGLU, 0,  0,  0,   0, 0.0,
-                                1,  ATTN_MHA, 0,          0,  0,  0 /* moe_group */};
-    struct model_config cfgs[7];
-    for (int i = 0; i < 7; i++)
+    struct model_config base = {
+        64, 3,   4, 16,       32, 100, 4, NORM_LAYERNORM,    1,   POS_ROPE, MLP_SWIGLU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0,  0,   0, 0 /* moe_group */, 0.0, 0.0};
+    struct model_config cfgs[8];
+    for (int i = 0; i < 8; i++)
         cfgs[i] = base;
+    cfgs[7].attn_softcap = 30.0; // the tanh of each attention logit is kept too
     cfgs[1].experts = 8, cfgs[1].top_k = 2, cfgs[1].shared_experts = 1, cfgs[1].capacity_factor = 1;
     cfgs[2].attention = ATTN_MLA, cfgs[2].kv_rank = 32, cfgs[2].q_rank = 24, cfgs[2].rope_dim = 8;
     cfgs[3] = cfgs[2];
@@ -581,7 +670,7 @@ static void test_model_memory_estimate_tracks_the_arena(void **state)
     cfgs[5].layers = 1; // the shared backward scratch weighs more with one block
     cfgs[6] = cfgs[5];
     cfgs[6].head_dim = 4, cfgs[6].rope_dim = 64, cfgs[6].q_rank = 0; // a wide rope part
-    for (int i = 0; i < 7; i++) {
+    for (int i = 0; i < 8; i++) {
         struct model m;
         int B = 3;
         double acts = 0.0, st = 0.0;
@@ -706,9 +795,9 @@ static void test_fastmath_accuracy(void **state)
 // ---- tensor table and init ----
 static void test_model_table_names_and_order(void **state)
 {
-    struct model_config cfg = {16, 2,           2,          8, 8, 32, 4, NORM_LAYERNORM,
-                               1,  POS_LEARNED, MLP_SWIGLU, 0, 0, 0,  0, 0.0,
-                               1,  ATTN_MHA,    0,          0, 0, 0 /* moe_group */};
+    struct model_config cfg = {
+        16, 2,   2, 8,        8, 32, 4, NORM_LAYERNORM,    1,   POS_LEARNED, MLP_SWIGLU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0};
     struct model m;
     const char *want[] = {"tok_embed",
                           "pos_embed",
@@ -743,9 +832,9 @@ static void test_model_table_names_and_order(void **state)
 
 static void test_model_init_statistics_and_name_keying(void **state)
 {
-    struct model_config a = {64, 2,        4,        16, 8, 256, 4, NORM_LAYERNORM,
-                             0,  POS_ROPE, MLP_GELU, 0,  0, 0,   0, 0.0,
-                             1,  ATTN_MHA, 0,        0,  0, 0 /* moe_group */};
+    struct model_config a = {
+        64, 2,   4, 16,       8, 256, 4, NORM_LAYERNORM,    0,   POS_ROPE, MLP_GELU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0, 0,   0, 0 /* moe_group */, 0.0, 0.0};
     struct model_config b = a;
     struct model ma, mb;
     b.layers = 3;
@@ -786,9 +875,9 @@ static void test_model_init_statistics_and_name_keying(void **state)
 
 static void test_model_same_threads_bitwise_repeatable(void **state)
 {
-    struct model_config cfg = {32, 2,        4,        8, 16, 64, 4, NORM_LAYERNORM,
-                               1,  POS_ROPE, MLP_GELU, 0, 0,  0,  0, 0.0,
-                               1,  ATTN_MHA, 0,        0, 0,  0 /* moe_group */};
+    struct model_config cfg = {
+        32, 2,   4, 8,        16, 64, 4, NORM_LAYERNORM,    1,   POS_ROPE, MLP_GELU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0,  0,  0, 0 /* moe_group */, 0.0, 0.0};
     struct model m;
     int B = 4, n = B * cfg.seq_len;
     int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));
@@ -804,7 +893,7 @@ static void test_model_same_threads_bitwise_repeatable(void **state)
     for (int rep = 0; rep < 2; rep++) {
         struct loss_parts lp;
         model_forward(&m, p, in, B);
-        xent_forward_backward(&lp, m.acts.logits, NULL, tg, n, 64, 1e-4f, 1.0f);
+        xent_forward_backward(&lp, m.acts.logits, NULL, tg, n, 64, 1e-4f, 1.0f, 0.0f);
         model_backward(&m, p, rep ? g2 : g1, in, B, 1.0f, NULL, NULL);
     }
     assert_memory_equal(g1, g2, m.table.total * sizeof(float));
@@ -826,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_rope_backward_matches_fd),
         cmocka_unit_test(test_attention_backward_matches_fd),
         cmocka_unit_test(test_attention_direct_backward_matches_fd),
+        cmocka_unit_test(test_attention_softcap_matches_fd),
         cmocka_unit_test(test_attention_direct_forward_matches_double),
         cmocka_unit_test(test_attention_blocked_matches_double_and_fd),
         cmocka_unit_test(test_attention_is_causal),
@@ -836,6 +926,7 @@ int main(void)
         cmocka_unit_test(test_embed_backward_matches_fd),
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),
+        cmocka_unit_test(test_model_softcap_backward_matches_fd),
         cmocka_unit_test(test_model_moe_backward_matches_fd),
         cmocka_unit_test(test_model_mla_backward_matches_fd),
         cmocka_unit_test(test_model_memory_estimate_tracks_the_arena),

@@ -26,6 +26,14 @@ static void test_stats_sums_hand_values(void **state)
     const float nan_in[3] = {NAN, -1, 2};
     assert_int_equal(stats_count_below(nan_in, 3, 0.0f), 1);
     assert_true(isnan(stats_sumsq(nan_in, 3)));
+    expect_near(stats_absmax(x, 11), 10.0, 0.0); // −10, in a lane of the first block
+    expect_near(stats_absmax(x + 8, 3), 10.0, 0.0);
+    expect_near(stats_absmax(x, 0), 0.0, 0.0);
+    float late_nan[11];
+    memcpy(late_nan, x, sizeof(x));
+    late_nan[10] = NAN; // in the tail, after the maximum: still NaN
+    assert_true(isnan(stats_absmax(late_nan, 11)));
+    assert_true(isnan(stats_absmax(nan_in, 3)));
 }
 
 // A double sum in one accumulator loses the small terms after a large one; the lanes keep the
@@ -193,11 +201,33 @@ static void test_leaf_rows_hand_values(void **state)
     step[pl.kv_latent_sumsq] = 4 * 5 * 0.25, step[pl.kv_latent_sumsq + 1] = 0.0; // d_c = 5
     step[pl.moe_kept] = 3, step[pl.moe_kept + 1] = 2;
     step[pl.moe_z] = 4 * 1.5, step[pl.moe_entropy] = 4 * 0.5;
-    struct probe_leaf_norms nm = {4.0, 8, 2, 3, 5, 0, 2};
+    every[pl.logit_max] = 2.5;
+    struct probe_leaf_norms nm = {4.0, 8, 2, 3, 5, 0, 2, 5.0 /* attn_softcap */, 2.0};
     double lm, ls, lx, lr, mx[2], en[2], qr[2], kr[2], rr[2], kv[2], load[2], drop[2], rz, re;
-    struct probe_leaf_rows rows = {&lm, &ls, &lx,  &lr,  mx,   en,  qr, kr,
-                                   rr,  kv,  NULL, load, drop, &rz, &re};
+    double om, omc, mxc[2];
+    struct probe_leaf_rows rows = {.logz_mean = &lm,
+                                   .logz_std = &ls,
+                                   .logz_max = &lx,
+                                   .logit_rms = &lr,
+                                   .logit_max = &om,
+                                   .logit_max_capped = &omc,
+                                   .attn_max_capped = mxc,
+                                   .attn_max = mx,
+                                   .attn_entropy = en,
+                                   .attn_q_rms = qr,
+                                   .attn_k_rms = kr,
+                                   .resid_rms = rr,
+                                   .kv_latent_rms = kv,
+                                   .moe_load = load,
+                                   .moe_dropped = drop,
+                                   .moe_router_z = &rz,
+                                   .moe_entropy = &re};
     probe_leaf_rows(&pl, every, step, &nm, &rows);
+    // the raw maxima, and as the capped softmax and loss see them: c tanh(x / c)
+    expect_near(om, 2.5, 0.0);
+    expect_near(omc, 2.0 * tanh(2.5 / 2.0), 1e-15);
+    expect_near(mxc[0], 5.0 * tanh(7.5 / 5.0), 1e-15);
+    expect_near(mxc[1], 5.0 * tanh(2.0 / 5.0), 1e-15);
     expect_near(lm, 3.0, 1e-15);
     expect_near(ls, sqrt(3.5), 1e-15);
     expect_near(lx, 6.0, 0.0);
@@ -238,7 +268,7 @@ static void test_catalogue_and_features(void **state)
             assert_string_not_equal(probe_catalogue[i].name, probe_catalogue[j].name);
     }
     struct probe_set ps;
-    struct probe_features dense = {0, 0, 0, 0}, all = {1, 1, 1, 1};
+    struct probe_features dense = {0, 0, 0, 0, 0, 0}, all = {1, 1, 1, 1, 1, 1};
     probe_set_init(&ps, 2, 3, 5, 10);
     probe_set_moe(&ps, 1, 4);
     probe_set_register(&ps, &dense);
@@ -246,6 +276,9 @@ static void test_catalogue_and_features(void **state)
     assert_false(probe_has(&ps, PROBE_MOE_LOAD));
     assert_null(probe_row(&ps, PROBE_MUON_ORTHO));
     assert_null(probe_row(&ps, PROBE_KV_LATENT_RMS));
+    assert_null(probe_row(&ps, PROBE_ATTN_MAX_LOGIT_CAPPED));
+    assert_null(probe_row(&ps, PROBE_LOGIT_MAX_CAPPED));
+    assert_true(probe_has(&ps, PROBE_LOGIT_MAX));
     probe_row(&ps, PROBE_ATTN_MAX_LOGIT)[2 * 3 - 1] = 1.0; // [layers, heads] fits
     probe_set_free(&ps);
     probe_set_init(&ps, 2, 3, 5, 10);

@@ -67,7 +67,7 @@ static void run_case(const char *name)
     assert_non_null(logits);
     expect_close("logits", run.model.acts.logits, logits->data, (size_t)B * T * V, TOL);
     xent_forward_backward(&lp, run.model.acts.logits, NULL, run.targets, B * T, V,
-                          (float)cfg.optim.z_loss, 1.0f);
+                          (float)cfg.optim.z_loss, 1.0f, (float)cfg.model.final_softcap);
     lp.total += aux.balance + aux.router_z; // MoE: the auxiliary losses
     if (cfg.model.experts > 0) {
         // the MoE cases exercise dropping: some token-expert pair exceeds its group's capacity
@@ -163,6 +163,8 @@ int main(void)
         CASE("moe_renorm_swiglu_muon"),
         CASE("mla_rope"),
         CASE("mla_qlatent_qknorm_moe_muon"),
+        CASE("softcap"),
+        CASE("softcap_mla_muon"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

@@ -85,7 +85,7 @@ static void test_train_ready_callback_reports_final_tails(void **state)
     log.tt = &r.model.table;
     model_forward(&r.model, r.params, r.inputs, r.micro_batch);
     xent_forward_backward(&lp, r.model.acts.logits, NULL, r.targets,
-                          r.micro_batch * c.model.seq_len, c.model.vocab, 0.0f, 1.0f);
+                          r.micro_batch * c.model.seq_len, c.model.vocab, 0.0f, 1.0f, 0.0f);
     memset(r.grads, 0, r.model.table.total * sizeof(float));
     model_backward(&r.model, r.params, r.grads, r.inputs, r.micro_batch, 1.0f, on_ready, &log);
     // head + final norm, then each block's MLP half and attention half, then the embeddings

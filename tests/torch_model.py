@@ -20,9 +20,11 @@ Conventions (must match the C side bit-for-bit in meaning):
   * pre-LN blocks, norm eps 1e-6 inside the square root, gains but no bias;
   * optional per-head q/k norm (same norm type, one gain of size head_dim);
   * RoPE theta 1e4 on INTERLEAVED pairs (2j, 2j+1), applied after q/k norm;
-  * causal softmax attention with scale 1/sqrt(head_dim);
+  * causal softmax attention with scale 1/sqrt(head_dim), the logits optionally
+    soft-capped c tanh(s / c) before the softmax (model.attn_softcap);
   * gelu is the tanh approximation; swiglu is w2(silu(w1 x) * (w3 x));
-  * loss = mean(logZ - logit[y]) + z_loss * mean(logZ^2).
+  * loss = mean(logZ - logit[y]) + z_loss * mean(logZ^2), of the output logits
+    soft-capped c tanh(z / c) first when model.final_softcap > 0.
 """
 
 import configparser
@@ -69,6 +71,9 @@ DEFAULTS = {
         "capacity_factor": 1.25,
         "moe_every": 1,
         "moe_group": 0,  # tokens per routing group; 0 -> seq_len (one sequence)
+        # logit soft-capping (Gemma 2): s -> c tanh(s / c); 0 = off
+        "attn_softcap": 0.0,  # attention logits, before the causal softmax
+        "final_softcap": 0.0,  # output logits, before the loss
     },
     "optim": {
         "name": "adamw",
@@ -108,6 +113,8 @@ MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor
             "optim": ("balance_loss", "router_z_loss")}
 # Keys only meaningful with model.attention = mla.
 MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
+# written into config.ini only when set, so the cases without them keep their files
+SOFTCAP_KEYS = ("attn_softcap", "final_softcap")
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -207,6 +214,8 @@ def config_to_ini(cfg, muon_keys=None):
             if key in MOE_KEYS.get(sec, ()) and cfg["model"]["experts"] == 0:
                 continue
             if sec == "model" and key in MLA_KEYS and cfg["model"]["attention"] != "mla":
+                continue
+            if sec == "model" and key in SOFTCAP_KEYS and not cfg["model"][key]:
                 continue
             val = cfg[sec][key]
             if isinstance(val, bool):
@@ -394,6 +403,11 @@ def apply_rope_complex(x, cos, sin):
     return torch.view_as_real(xc * rot).flatten(-2)
 
 
+def softcap(s, c):
+    """Gemma 2's soft-capping c tanh(s / c); s itself when c is 0."""
+    return c * torch.tanh(s / c) if c else s
+
+
 def attention(cfg, p, prefix, h, rope, fast, rec=None):
     """rec, a dict, receives q and k as attended ([B, H, T, hd]) for the probes."""
     m = cfg["model"]
@@ -412,10 +426,10 @@ def attention(cfg, p, prefix, h, rope, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
     if rec is not None:
         rec.update(q=q, k=k)
-    if fast and _HAS_SDPA:
+    if fast and _HAS_SDPA and not m["attn_softcap"]:
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
-        scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd))
+        scores = softcap((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)), m["attn_softcap"])
         mask = _causal_mask(T, h.device)
         scores = scores.masked_fill(mask, float("-inf"))
         o = torch.softmax(scores, dim=-1) @ v
@@ -462,7 +476,7 @@ def mla_attention(cfg, p, prefix, h, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if rec is not None:
         rec.update(q=q, k=k, ckv=ckv)
-    scores = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dqk))
+    scores = softcap((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dqk)), m["attn_softcap"])
     scores = scores.masked_fill(_causal_mask(T, h.device), float("-inf"))
     o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
     return F.linear(o, p[prefix + "wo"])
@@ -597,7 +611,9 @@ def forward(cfg, params, x, fast=False, aux=None, rec=None):
 
 def loss_parts(cfg, logits, y):
     """(total, ce, z) with logZ = logsumexp(logits) per token,
-    ce = mean(logZ - logit[y]), z = z_loss * mean(logZ^2), total = ce + z."""
+    ce = mean(logZ - logit[y]), z = z_loss * mean(logZ^2), total = ce + z, of the logits
+    soft-capped first when model.final_softcap > 0."""
+    logits = softcap(logits, cfg["model"]["final_softcap"])
     logz = torch.logsumexp(logits, dim=-1)
     tgt = logits.gather(-1, y.unsqueeze(-1)).squeeze(-1)
     ce = (logz - tgt).mean()

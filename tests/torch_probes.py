@@ -31,11 +31,18 @@ def probes(cfg, params, x, y):
         out["attn/kv_latent_rms"] = torch.zeros(L, **f64)
         if m["q_rank"] > 0:
             out["attn/q_latent_rms"] = torch.zeros(L, **f64)
+    acap, fcap = m["attn_softcap"], m["final_softcap"]
+    if acap:
+        out["attn/max_logit_capped"] = torch.zeros(L, m["heads"], **f64)
     moe_rows = []
     for l, r in enumerate(rec):
         q, k = r["q"], r["k"]  # [B, H, T, d_qk] as attended
         z = (q @ k.transpose(-2, -1)) / math.sqrt(q.shape[-1])
         out["attn/max_logit"][l] = z.abs().masked_fill(~causal, 0).amax(dim=(0, 2, 3))
+        if acap:  # the softmax sees the capped logits; the raw maximum is the probe
+            zc = tm.softcap(z, acap)
+            out["attn/max_logit_capped"][l] = zc.abs().masked_fill(~causal, 0).amax(dim=(0, 2, 3))
+            z = zc
         pr = torch.softmax(z.masked_fill(~causal, float("-inf")), dim=-1)
         ent = -(pr * torch.log(pr.clamp_min(1e-300))).masked_fill(~causal, 0).sum(-1)
         out["attn/entropy"][l] = ent.mean(dim=(0, 2))
@@ -63,11 +70,14 @@ def probes(cfg, params, x, y):
         out["moe/dropped"] = torch.stack(dropped)
         out["moe/router_z"] = torch.stack(rz)
         out["moe/router_entropy"] = torch.stack(rent)
-    logz = torch.logsumexp(logits, dim=-1)
+    out["output/logit_max"] = logits.abs().max()
+    out["output/logit_rms"] = logits.pow(2).mean().sqrt()  # of the raw logits
+    if fcap:
+        out["output/logit_max_capped"] = tm.softcap(logits, fcap).abs().max()
+    logz = torch.logsumexp(tm.softcap(logits, fcap), dim=-1)  # as the loss sees it
     out["output/logz_mean"] = logz.mean()
     out["output/logz_std"] = logz.std(unbiased=False)
     out["output/logz_max"] = logz.max()
-    out["output/logit_rms"] = logits.pow(2).mean().sqrt()
     total, _, _ = tm.loss_parts(cfg, logits, y)
     balance, router_z = tm.aux_parts(aux)
     return out, total + balance + router_z

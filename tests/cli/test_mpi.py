@@ -56,12 +56,14 @@ def test_world_size_invariant_losses(canary, small_config, tmp_path):
                 assert abs(a - b) <= 1e-5 * abs(b), (np, a, b)
 
 
-def test_deterministic_mode_is_bitwise_identical(canary, small_config, tmp_path):
+@pytest.mark.parametrize("extra", [(), ("model.attn_softcap=0.5", "model.final_softcap=2")],
+                         ids=["plain", "softcap"])
+def test_deterministic_mode_is_bitwise_identical(canary, small_config, tmp_path, extra):
     results = []
     for np in (1, 2, 4):
         out = tmp_path / f"det{np}"
         r = train(canary, np, small_config, out, "train.deterministic=true",
-                  "train.grad_accum=4")
+                  "train.grad_accum=4", *extra)
         assert r.returncode == 0, r.stdout + r.stderr
         results.append((losses(out), checksum(out)))
     assert results[0] == results[1] == results[2]

@@ -15,6 +15,7 @@ VARIANTS = {
     "moe": ["model.experts=4", "model.top_k=2", "model.capacity_factor=1.0",
             "optim.balance_loss=1e-2", "optim.router_z_loss=1e-3"],
     "mla": ["model.attention=mla", "model.kv_rank=16", "model.q_rank=8", "model.rope_dim=4"],
+    "softcap": ["model.attn_softcap=2", "model.final_softcap=3"],
 }
 # rows that measure the machine, not the model
 SKIP = {"tokens_per_s"}
@@ -68,6 +69,8 @@ def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tm
         assert "moe/dead_experts" in ref and "moe/load" in ref
     if variant == "mla":
         assert "attn/kv_latent_rms" in ref
+    if variant == "softcap":
+        assert "attn/max_logit_capped" in ref and "output/logit_max_capped" in ref
     for n in (2, 4):
         bitwise_equal(runs[n], ref, f"np={n} against np=1, grad_accum 4")
     ga2 = {n: series(train(canary, n, small_config, tmp_path / f"{variant}_ga2_np{n}",

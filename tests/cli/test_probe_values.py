@@ -101,8 +101,10 @@ def check(canary, tmp_path, qk, pos, extra=""):
                 "output/logz_mean", "output/logz_std", "output/logz_max", "output/logit_rms",
                 "grad/rms", "param/rms", "update/rms", "adam/sqrt_v_rms", "adam/eps_frac",
                 "adam/v_zero_frac", "loss/total"]
+        keys += ["output/logit_max"]
         keys += [k for k in ("attn/kv_latent_rms", "attn/q_latent_rms", "moe/load",
-                             "moe/dropped", "moe/router_z", "moe/router_entropy") if k in f]
+                             "moe/dropped", "moe/router_z", "moe/router_entropy",
+                             "attn/max_logit_capped", "output/logit_max_capped") if k in f]
         got = {k: f[k][2] for k in keys}
     # step 3 started from the weights of checkpoint 2 and ended at checkpoint 3
     p2, _, _ = load(out / "ckpt" / "step_00000002.h5", cfg)
@@ -143,6 +145,12 @@ def test_probe_values_moe(canary, tmp_path):
     # capacity 1.0 in routing groups of one sequence: pairs get dropped
     check(canary, tmp_path, "false", "rope",
           "experts = 4\ntop_k = 2\ncapacity_factor = 1.0\nshared_experts = 1\n")
+
+
+def test_probe_values_softcap(canary, tmp_path):
+    """Soft-capped attention and output logits: the raw maxima, the capped ones, the entropy
+    of the capped softmax and log Z of the capped logits, against the reference."""
+    check(canary, tmp_path, "false", "rope", "attn_softcap = 0.5\nfinal_softcap = 1.5\n")
 
 
 def test_probe_values_mla(canary, tmp_path):
