@@ -97,6 +97,18 @@ void dist_barrier(struct dist_ctx *d)
     MPI_Barrier(*(MPI_Comm *)d->comm);
 }
 
+void dist_allreduce_max_f64(struct dist_ctx *d, double *buf, size_t n)
+{
+    if (d->size == 1)
+        return;
+    while (n > 0) {
+        size_t chunk = n < (1u << 28) ? n : (1u << 28);
+        MPI_Allreduce(MPI_IN_PLACE, buf, (int)chunk, MPI_DOUBLE, MPI_MAX, *(MPI_Comm *)d->comm);
+        buf += chunk;
+        n -= chunk;
+    }
+}
+
 void dist_allreduce_sum_f64(struct dist_ctx *d, double *buf, size_t n)
 {
     while (n > 0) {

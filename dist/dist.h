@@ -29,6 +29,9 @@ int dist_split(struct dist_ctx *d, int color, struct dist_ctx *child);
 // Max of v over the ranks of d.
 double dist_max_f64(struct dist_ctx *d, double v);
 
+// buf[n] ← the element-wise maximum over the ranks, in place (exact: the same on any rank count).
+void dist_allreduce_max_f64(struct dist_ctx *d, double *buf, size_t n);
+
 // Broadcast bytes from rank 0 of d's communicator.
 void dist_bcast_bytes(struct dist_ctx *d, void *buf, size_t bytes);
 // Logical AND of ok over the ranks of d (for "did every rank load its config/data").

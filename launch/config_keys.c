@@ -89,6 +89,15 @@ const struct config_key config_keys[] = {
      "linear warmup steps (lr * (step+1) / warmup_steps); at most train.steps"},
     {"optim", "z_loss", CT_DOUBLE, OFF(optim.z_loss), "1e-4", 0, 10, 0, NULL,
      "output z-loss coefficient: adds z_loss * mean(log^2 Z) to the loss; 0 disables"},
+    {"optim", "qk_clip", CT_DOUBLE, OFF(optim.qk_clip), "0", 0, 1e6, 0, NULL,
+     "QK-clip (MuonClip, Kimi K2): after each update, a head whose max pre-softmax logit S over "
+     "the global batch exceeds tau = qk_clip gets eta = tau / S applied to its query and key "
+     "projections (optimizer state untouched); 0 = off"},
+    {"optim", "qk_clip_alpha", CT_DOUBLE, OFF(optim.qk_clip_alpha), "0.5", 0, 1, 0, NULL,
+     "QK-clip: W_q rows of the head scale by eta^alpha, W_k rows by eta^(1 - alpha) (MLA: the "
+     "rope query rows by eta, the shared rope key and V untouched)"},
+    {"optim", "qk_clip_log_only", CT_BOOL, OFF(optim.qk_clip_log_only), "false", 0, 1, 0, NULL,
+     "QK-clip: compute and record eta (probes optim/qk_clip_*) but leave the weights as they are"},
     {"optim", "balance_loss", CT_DOUBLE, OFF(optim.balance_loss), "1e-2", 0, 10, 0, NULL,
      "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers), "
      "added to the training loss; evaluations report ce + z"},

@@ -164,6 +164,19 @@ static int validate_fits(const struct model_config *m, int micro, char *err, siz
     return 0;
 }
 
+// Mitigations that cannot work together.
+static int validate_mitigations(const struct config *c, char *err, size_t errlen)
+{
+    if (c->optim.qk_clip > 0.0 && c->model.qk_norm) {
+        snprintf(err, errlen,
+                 "optim.qk_clip = %g with model.qk_norm = true: qk-norm normalises q and k per "
+                 "head, so scaling W_q and W_k cannot change a logit; use one or the other",
+                 c->optim.qk_clip);
+        return -1;
+    }
+    return 0;
+}
+
 int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
 {
     int micro = 0;
@@ -172,6 +185,7 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         return -1;
     }
     if (validate_variant_keys(c, err, errlen) != 0 || validate_schedule(c, err, errlen) != 0 ||
+        validate_mitigations(c, err, errlen) != 0 ||
         validate_batching(&c->train, world_size, &micro, err, errlen) != 0 ||
         validate_fits(&c->model, micro, err, errlen) != 0)
         return -1;

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/matmul.h"
+#include "model/qk_clip.h"
 #include "probes/stats.h"
 #include "optim/optim.h"
 #include "util/error.h"
@@ -131,6 +132,12 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     r->inputs = xcalloc(tok, sizeof(int));
     r->logz = xcalloc((size_t)r->micro_batch * cfg->model.seq_len, sizeof(float));
     r->lr_probe = lr_probe_init(r);
+    if (cfg->optim.qk_clip > 0.0) {
+        size_t lh = (size_t)cfg->model.layers * cfg->model.heads;
+        r->qk_max = xcalloc(lh, sizeof(double));
+        r->qk_tmp = xcalloc(lh, sizeof(double));
+        r->qk_eta = xcalloc(lh, sizeof(double));
+    }
     r->targets = xcalloc(tok, sizeof(int));
     if (random_data) {
         for (size_t i = 0; i < tok; i++) {
@@ -171,6 +178,9 @@ void run_free(struct run *r)
     free(r->moe_age);
     free(r->logz);
     lr_probe_free(r->lr_probe);
+    free(r->qk_max);
+    free(r->qk_tmp);
+    free(r->qk_eta);
     free(r->eval_loss);
     free(r->eval_loss_mine);
     free(r->params);
@@ -238,8 +248,15 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     double *rec = r->leaf_loss_mine + (size_t)k * r->leaf_stride;
     int collect = r->probes->collect;
     struct loss_parts lp;
-    model_set_probing(&r->model, r->probe_step);
+    model_set_probing(&r->model, r->probe_step || r->qk_max); // QK-clip reads every step's logits
     struct model_aux aux = model_forward(&r->model, r->params, in, mb);
+    if (r->qk_max) { // the max over this rank's micro-batches (ranks: train_step)
+        model_attn_max_signed(&r->model, mb, r->qk_tmp);
+        for (int i = 0; i < c->model.layers * c->model.heads; i++) {
+            double s = r->qk_tmp[i];
+            r->qk_max[i] = s > r->qk_max[i] || s != s ? s : r->qk_max[i];
+        }
+    }
     if (collect)
         leaf_probes_forward(r, rec);
     xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
@@ -335,6 +352,9 @@ void train_step(struct run *r, struct step_result *res)
 
     // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction);
     // each micro-batch's record holds its loss parts and probe sums
+    if (r->qk_max)
+        for (int i = 0; i < c->model.layers * c->model.heads; i++)
+            r->qk_max[i] = -INFINITY;
     r->leaf_stride = LOSS_PARTS + (r->probes->collect ? r->probes->leaf.every.size : 0) +
                      (r->probes->collect && r->probe_step ? r->probes->leaf.step.size : 0);
     // 5. finish the gradient reduction (mean over the global batch), norm, clipping
@@ -362,6 +382,13 @@ void train_step(struct run *r, struct step_result *res)
     if (r->lr_probe && r->lr_probe->due)
         lr_probe_run(r->lr_probe, r, res->lr);
     optim_update_apply(r->params, r->update, n);
+    if (r->qk_max) { // QK-clip on the updated weights, from the step's global max logits
+        dist_allreduce_max_f64(r->dist, r->qk_max, (size_t)c->model.layers * c->model.heads);
+        r->qk_clipped =
+            qk_clip_eta(r->qk_max, c->model.layers * c->model.heads, c->optim.qk_clip, r->qk_eta);
+        if (!c->optim.qk_clip_log_only)
+            qk_clip_apply(m, r->params, r->qk_eta, c->optim.qk_clip_alpha);
+    }
     res->seconds_optim = timer_now() - t1;
     r->step++;
 }

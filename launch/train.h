@@ -90,6 +90,11 @@ struct run {
     float *logz;               // [micro_batch · T] log Z of the micro-batch in progress
     struct lr_probe *lr_probe; // the local LR-sensitivity probe (launch/lr_probe.h), or NULL
 
+    // QK-clip (optim.qk_clip > 0, else NULL): per [layer, head] the step's max signed logit
+    // over its micro-batches and then over the ranks, a scratch row, and η of the last update
+    double *qk_max, *qk_tmp, *qk_eta;
+    int qk_clipped; // heads with η < 1 at the last update
+
     // outcome, for sweeps
     double l0;         // held-out loss at step 0
     double final_eval; // held-out loss at the end (NaN when the run stopped early)

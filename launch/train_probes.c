@@ -185,6 +185,12 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     probe_row(&p->set, PROBE_CLIP)[0] = res->finite ? res->clip_factor : NAN;
     probe_row(&p->set, PROBE_TOKENS_PER_S)[0] = tokens_per_s;
     probe_row(&p->set, PROBE_SKIPPED)[0] = !res->finite;
+    if (r->qk_max) { // a skipped step computed no η
+        int lh = r->cfg.model.layers * r->cfg.model.heads;
+        probe_row(&p->set, PROBE_QK_CLIP_COUNT)[0] = res->finite ? r->qk_clipped : NAN;
+        for (int i = 0; r->probe_step && i < lh; i++)
+            probe_row(&p->set, PROBE_QK_CLIP_ETA)[i] = res->finite ? r->qk_eta[i] : NAN;
+    }
     // r->probe_step: the step just taken collected the probe-step records (train_loop decides)
     fill_global_rows(r, r->probe_step);
     if (r->probe_step)

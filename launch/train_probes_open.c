@@ -266,7 +266,8 @@ static void probes_setup(struct run *r)
     struct probe_features feat = {
         mc->attention == ATTN_MLA, mc->attention == ATTN_MLA && mc->q_rank > 0,
         r->model.moe_layers > 0,   r->muon != NULL,
-        mc->attn_softcap > 0.0,    mc->final_softcap > 0.0};
+        mc->attn_softcap > 0.0,    mc->final_softcap > 0.0,
+        r->cfg.optim.qk_clip > 0.0};
     probe_set_register(&p->set, &feat);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;

@@ -258,14 +258,15 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             direct_scores(pp, q + off, k + off, T, dqk, scale);
         else
             blocked_scores(pp, q + off, k + off, T, dqk, scale);
-        double max_abs = 0.0, entropy = 0.0;
+        double max_abs = 0.0, entropy = 0.0, max_signed = -INFINITY;
         for (int i = 0; i < T; i++) {
             float *row = pp + (size_t)i * T;
             float mx = fm_max(row, i + 1);
             double tilt = 0.0; // Σ e_j (z_j − max), for the entropy
-            if (stats) {       // the raw logits' maximum |s|, before any capping
+            if (stats) {       // the raw logits' maximum |s| and maximum s, before any capping
                 float mn = fm_min(row, i + 1);
                 max_abs = fmax(max_abs, fmax(fabs((double)mx), fabs((double)mn)));
+                max_signed = mx > max_signed || mx != mx ? mx : max_signed; // NaN stays
             }
             if (softcap > 0.0f) {
                 cap_row(row, capt + (size_t)bh * T * T + (size_t)i * T, i + 1, softcap);
@@ -301,8 +302,9 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
                 entropy += log(sum) - tilt / sum;
         }
         if (stats) {
-            stats[2 * bh] = (float)max_abs;
-            stats[2 * bh + 1] = (float)entropy;
+            stats[ATTN_STATS * bh] = (float)max_abs;
+            stats[ATTN_STATS * bh + 1] = (float)entropy;
+            stats[ATTN_STATS * bh + 2] = (float)max_signed;
         }
         if (direct)
             direct_rows_times(out + voff, pp, v + voff, T, dv);

@@ -13,8 +13,9 @@
 // capt[B,H,T,T] receives tanh(s/softcap) on the causal entries, for backward; softcap = 0: no
 // capping, capt unused (may be NULL).
 // When stats is not NULL it receives, per (batch, head), the max |logit| before capping (logit =
-// q·k·scale over the causal entries) and the attention entropy summed over query rows:
-// stats[B·H, 2].
+// q·k·scale over the causal entries), the attention entropy summed over query rows and the max
+// signed logit before capping (QK-clip's S): stats[B·H, ATTN_STATS].
+enum { ATTN_STATS = 3 };
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
                        const float *v, int B, int H, int T, int dqk, int dv, float scale,
                        float softcap, float *capt);

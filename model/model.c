@@ -42,7 +42,7 @@ static void mha_forward(struct model *m, const float *params, int l, int B)
         rope_forward(a->q, m->acts.rope, BHT, T, hd);
         rope_forward(a->k, m->acts.rope, BHT, T, hd);
     }
-    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
+    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS : NULL;
     attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, hd, scale,
                       (float)c->attn_softcap, a->capt);
     attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);

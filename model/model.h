@@ -95,7 +95,7 @@ struct model_acts {
     float *x_final, *nf, *nf_mean, *nf_rstd; // [B·T, C], [B·T, C], [B·T], [B·T]
     float *logits;                           // [B·T, V]; the loss overwrites it with dlogits
     float *rope;                             // [T, d_h/2, 2]
-    float *attn_stats; // [L, B·H, 2] max |logit| and summed entropy, when probe_attention is set
+    float *attn_stats; // [L, B·H, ATTN_STATS] when probe_attention is set (attention.h)
     // backward scratch, shared by the layers (only one is in backward at a time)
     float *dx, *dn;             // [B·T, C] residual gradient, norm-output gradient
     float *dqkv;                // [B·T, 3·I]
@@ -232,6 +232,10 @@ void model_set_probing(struct model *m, int on);
 // The probe sums of the last forward of B sequences, which ran with probing on. OVERWRITES the
 // arrays in out.
 void model_probe_sums(const struct model *m, int B, const struct model_probe_sums *out);
+// out[L, H]: the max signed attention logit (before capping) over the B sequences of the last
+// forward, which ran with probing on (QK-clip's S before the max over micro-batches and ranks).
+// OVERWRITES. NaN when a logit was NaN.
+void model_attn_max_signed(const struct model *m, int B, double *out);
 // chosen[MoE blocks, E]: token-expert pairs the last forward's router chose, before capacity.
 // OVERWRITES. Independent of probing (routing always counts).
 void model_moe_chosen(const struct model *m, double *chosen);

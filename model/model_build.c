@@ -190,7 +190,7 @@ static size_t model_acts_carve(const struct model_config *c, int B, struct model
     TAKE(g->nf_rstd, BT);
     TAKE(g->logits, BT * (size_t)c->vocab);
     TAKE(g->rope, T * (size_t)c->head_dim);
-    TAKE(g->attn_stats, (size_t)c->layers * B * c->heads * 2);
+    TAKE(g->attn_stats, (size_t)c->layers * B * c->heads * ATTN_STATS);
     TAKE(g->dx, BT * C);
     TAKE(g->dn, BT * C);
     TAKE(g->dqkv, BT * 3 * I);

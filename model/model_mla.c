@@ -76,7 +76,7 @@ void mla_forward(struct model *m, const float *params, int l, int B)
         rope_forward_strided(a->q + dh, m->acts.rope_r, BHT, T, dqk, dr);
         rope_forward_strided(a->k + dh, m->acts.rope_r, BHT, T, dqk, dr);
     }
-    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * 2 : NULL;
+    float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS : NULL;
     attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, dqk, dh,
                       1.0f / sqrtf((float)dqk), (float)c->attn_softcap, a->capt);
     attention_merge_heads(a->att, a->o, H * dh, 0, B, H, T, dh);

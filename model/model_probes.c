@@ -1,7 +1,9 @@
 // What the probes read from a forward, as sums over its sequences (see model.h). The model keeps
 // no probe state: launch/ asks after a forward and hands the sums to probes/.
+#include <math.h>
 #include <string.h>
 
+#include "model/attention.h"
 #include "model/model.h"
 #include "util/lanes.h"
 
@@ -16,14 +18,15 @@ void model_probe_sums(const struct model *m, int B, const struct model_probe_sum
     int H = c->heads, T = c->seq_len, L = c->layers, E = c->experts, dqk = m->dqk, i = 0;
     size_t per_head = (size_t)T * dqk, N = (size_t)B * T;
     for (int l = 0; l < L; l++) {
-        const float *st = m->acts.attn_stats + (size_t)l * B * H * 2;
+        const float *st = m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS;
         const struct block_acts *a = &m->acts.blocks[l];
         for (int h = 0; h < H; h++) {
             double mx = 0.0, ent = 0.0, qs = 0.0, ks = 0.0;
             for (int b = 0; b < B; b++) {
                 size_t bh = (size_t)b * H + h;
-                mx = st[2 * bh] > mx || st[2 * bh] != st[2 * bh] ? st[2 * bh] : mx; // NaN stays
-                ent += st[2 * bh + 1];
+                float am = st[ATTN_STATS * bh];
+                mx = am > mx || am != am ? am : mx; // NaN stays
+                ent += st[ATTN_STATS * bh + 1];
                 qs += lanes_dot(a->q + bh * per_head, a->q + bh * per_head, per_head);
                 ks += lanes_dot(a->k + bh * per_head, a->k + bh * per_head, per_head);
             }
@@ -46,6 +49,22 @@ void model_probe_sums(const struct model *m, int B, const struct model_probe_sum
             out->moe_z[i] = m->moe_stats[l].z * (double)N;
             out->moe_entropy[i] = m->moe_stats[l].entropy * (double)N;
             i++;
+        }
+    }
+}
+
+void model_attn_max_signed(const struct model *m, int B, double *out)
+{
+    int H = m->cfg.heads;
+    for (int l = 0; l < m->cfg.layers; l++) {
+        const float *st = m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS;
+        for (int h = 0; h < H; h++) {
+            double mx = -INFINITY;
+            for (int b = 0; b < B; b++) {
+                float s = st[ATTN_STATS * ((size_t)b * H + h) + 2];
+                mx = s > mx || s != s ? s : mx; // NaN stays
+            }
+            out[l * H + h] = mx;
         }
     }
 }

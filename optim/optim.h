@@ -35,6 +35,11 @@ struct optim_config {
     enum muon_scale muon_scale;
     double muon_lr_scale;     // the Muon group's lr = schedule lr × this
     double muon_weight_decay; // λ of the Muon group (wd_mode as for AdamW)
+    // QK-clip (MuonClip, Kimi K2): after each update, heads whose max logit S exceeds qk_clip
+    // get their query and key projections scaled so that S becomes qk_clip
+    double qk_clip;       // τ; 0 = off
+    double qk_clip_alpha; // the query's share of the scaling, η^α on W_q, η^(1−α) on W_k
+    int qk_clip_log_only; // 1: record η, leave the weights
 };
 
 // The optimizer group of a tensor: 1 when Muon updates it (optim.name = muon and a hidden 2-D

@@ -100,4 +100,11 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      PROBE_NEEDS_ATTN_CAP,
      "[layer, head] attn/max_logit as the softmax sees it: c * tanh(attn/max_logit / c), c = "
      "model.attn_softcap (capping is monotone); attn/max_logit stays the raw maximum"},
+    {PROBE_QK_CLIP_COUNT, "optim/qk_clip_count", PROBE_SCALAR, 1, PROBE_NEEDS_QK_CLIP,
+     "QK-clip: heads (of all layers) whose max signed logit q.k/sqrt(d_qk) over the global "
+     "batch exceeded optim.qk_clip at this step, so eta < 1 (NaN for a skipped step)"},
+    {PROBE_QK_CLIP_ETA, "optim/qk_clip_eta", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_QK_CLIP,
+     "[layer, head] QK-clip factor eta = min(1, qk_clip / S) of this step, S the head's max "
+     "signed logit over the global batch; applied to W_q, W_k after the update unless "
+     "optim.qk_clip_log_only (NaN for a skipped step)"},
 };

@@ -47,6 +47,8 @@ enum probe_id {
     PROBE_LOGIT_MAX,
     PROBE_LOGIT_MAX_CAPPED,
     PROBE_ATTN_MAX_LOGIT_CAPPED,
+    PROBE_QK_CLIP_COUNT,
+    PROBE_QK_CLIP_ETA,
     PROBE_IDS
 };
 
@@ -63,12 +65,13 @@ enum probe_shape {
 // What a run needs for a probe to exist.
 enum probe_needs {
     PROBE_NEEDS_NOTHING,
-    PROBE_NEEDS_MLA,      // attention = mla
-    PROBE_NEEDS_Q_LATENT, // attention = mla with a query latent (q_rank > 0)
-    PROBE_NEEDS_MOE,      // experts > 0
-    PROBE_NEEDS_MUON,     // optim.name = muon
-    PROBE_NEEDS_ATTN_CAP, // model.attn_softcap > 0
-    PROBE_NEEDS_FINAL_CAP // model.final_softcap > 0
+    PROBE_NEEDS_MLA,       // attention = mla
+    PROBE_NEEDS_Q_LATENT,  // attention = mla with a query latent (q_rank > 0)
+    PROBE_NEEDS_MOE,       // experts > 0
+    PROBE_NEEDS_MUON,      // optim.name = muon
+    PROBE_NEEDS_ATTN_CAP,  // model.attn_softcap > 0
+    PROBE_NEEDS_FINAL_CAP, // model.final_softcap > 0
+    PROBE_NEEDS_QK_CLIP    // optim.qk_clip > 0
 };
 
 struct probe_entry {

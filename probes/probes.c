@@ -52,6 +52,8 @@ static int needs_met(enum probe_needs n, const struct probe_features *f)
         return f->attn_cap;
     case PROBE_NEEDS_FINAL_CAP:
         return f->final_cap;
+    case PROBE_NEEDS_QK_CLIP:
+        return f->qk_clip;
     }
     return 0;
 }

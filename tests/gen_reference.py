@@ -131,6 +131,24 @@ CASES = {
                       weight_decay=1e-4, schedule="cosine", clip=1.0),
         "train": dict(seed=11),
     },
+    "qk_clip": {
+        # QK-clip at tau = 1 (the max logits of this model start near 1.5-3), alpha 0.3 so the
+        # query and key shares differ
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
+        "optim": dict(wd_mode="independent", weight_decay=1e-4, schedule="cosine", qk_clip=1.0,
+                      qk_clip_alpha=0.3),
+        "train": dict(seed=12),
+    },
+    "qk_clip_mla_muon": {
+        # MuonClip as Kimi K2 uses it: Muon, MLA with a query latent, QK-clip on the nope and
+        # rope query rows and the key-content rows
+        "model": dict(norm="rmsnorm", qk_norm=False, pos="rope", mlp="swiglu", attention="mla",
+                      kv_rank=8, q_rank=6, rope_dim=4),
+        "optim": dict(name="muon", muon_scale="shape", muon_lr_scale=1.0,
+                      muon_weight_decay=0.0, momentum=0.95, ns_steps=5, wd_mode="independent",
+                      weight_decay=1e-4, schedule="cosine", clip=1.0, qk_clip=1.0),
+        "train": dict(seed=13),
+    },
     "muon_rms": {
         "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
         "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
@@ -346,9 +364,12 @@ def fp32_replay(cfg, params0, names, x, y, final64):
     p = tm.make_leaf_params(params0, torch.float32)
     opt = tm.make_optimizer(cfg, names, p)
     for t in range(N_STEPS):
+        S = tm.qk_max_logits(cfg, p, x) if cfg["optim"]["qk_clip"] else None
         _, g = tm.loss_and_grads(cfg, p, names, x, y)
         tm.clip_grads(g, cfg["optim"]["clip"])
         opt.step(p, g, t)
+        if S is not None:
+            tm.qk_clip(cfg, p, S)
     return max(float((p[n].double() - final64[n]).abs().max()) for n in names)
 
 
@@ -424,11 +445,16 @@ def run_case(name, out_dir):
     opt = tm.make_optimizer(cfg, names, p)
     is_muon = cfg["optim"]["name"] == "muon"
     step_info, grad_seq = [], []
+    etas = []
     for t in range(N_STEPS):
+        # QK-clip's S from this step's forward, at the weights before the update
+        S = tm.qk_max_logits(cfg, p, x) if cfg["optim"]["qk_clip"] else None
         (lt, _, _), g = tm.loss_and_grads(cfg, p, names, x, y)
         norm, clipped = tm.clip_grads(g, cfg["optim"]["clip"])
         grad_seq.append([gi.clone() for gi in g])
         lr = opt.step(p, g, t)
+        if S is not None:
+            etas.append(tm.qk_clip(cfg, p, S))
         step_info.append(dict(loss=float(lt), grad_norm=norm, clipped=clipped, lr=lr))
     if is_muon:
         adam_err = None
@@ -449,6 +475,9 @@ def run_case(name, out_dir):
     records += [("param/" + n, params0[n]) for n in names]
     records += [("grad/" + n, g) for n, g in zip(names, grads)]
     records += [("steps/loss", losses)]
+    if etas:  # every case with QK-clip clips some head (checked here)
+        assert any(bool((e < 1).any()) for e in etas), "QK-clip never acted"
+        records += [("qk_clip/eta", torch.stack(etas))]
     records += [("final/" + n, p[n]) for n in names]
     if is_muon:
         records += [("momentum/" + n, opt.momentum[n]) for n in opt.muon_names]
@@ -623,6 +652,9 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   The `softcap` cases soft-cap the attention logits (c tanh(s / c), c =
   `model.attn_softcap`, before the causal softmax) and the output logits (c =
   `model.final_softcap`, before the loss); `logits` are the raw ones.
+  The `qk_clip` cases apply QK-clip after each of the 3 updates (S from the
+  step's forward at the weights before the update; `qk_clip/eta` holds eta
+  [step, layer, head]).
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

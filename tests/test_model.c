@@ -12,6 +12,7 @@
 #include "model/matmul.h"
 #include "model/mlp.h"
 #include "model/model.h"
+#include "model/qk_clip.h"
 #include "model/norm.h"
 #include "model/rope.h"
 #include "tests/testing.h"
@@ -169,7 +170,7 @@ static void check_attention_softcap(int T, int DQK, int DV, uint64_t seed)
     enum { B = 1, H = 2, MAXN = 2 * 13 * 16, MAXP = 2 * 13 * 13 };
     int NQ = B * H * T * DQK, NV = B * H * T * DV;
     float q[MAXN], k[MAXN], v[MAXN], out[MAXN], p[MAXP], w[MAXN], capt[MAXP];
-    float dq[MAXN], dk[MAXN], dv[MAXN], dp[MAXP], plain[MAXN], stats[2 * B * H];
+    float dq[MAXN], dk[MAXN], dv[MAXN], dp[MAXP], plain[MAXN], stats[ATTN_STATS * B * H];
     const float cap = 1.0f, scale = 1.0f / sqrtf((float)DQK);
     struct att_ctx a = {q, k, v, out, p, w, B, H, T, DQK, DV, cap, capt};
     testing_fill(q, NQ, seed, 2.0f); // logits of a few units: tanh bends them
@@ -314,10 +315,10 @@ static void test_attention_stats_match_hand_computation(void **state)
 {
     // One head, T = 3, d_h = 2: logits z_ij = q_i·k_j·scale for j ≤ i, computed by hand here.
     float q[6] = {1, 0, 0, 2, -1, 1}, k[6] = {3, 1, -2, 0.5f, 1, -4}, v[6] = {0}, o[6];
-    float p[9], stats[2];
+    float p[9], stats[ATTN_STATS];
     float scale = 0.7f;
     attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale, 0.0f, NULL);
-    double max_abs = 0.0, entropy = 0.0;
+    double max_abs = 0.0, entropy = 0.0, max_signed = -1e30;
     for (int i = 0; i < 3; i++) {
         double z[3], mx = -1e30, sum = 0.0;
         for (int j = 0; j <= i; j++) {
@@ -325,6 +326,7 @@ static void test_attention_stats_match_hand_computation(void **state)
             max_abs = fmax(max_abs, fabs(z[j]));
             mx = fmax(mx, z[j]);
         }
+        max_signed = fmax(max_signed, mx);
         for (int j = 0; j <= i; j++)
             sum += exp(z[j] - mx);
         for (int j = 0; j <= i; j++) {
@@ -335,6 +337,8 @@ static void test_attention_stats_match_hand_computation(void **state)
     }
     expect_near(stats[0], max_abs, 1e-5);
     expect_near(stats[1], entropy, 1e-5);
+    expect_near(stats[2], max_signed, 1e-5);
+    assert_true(max_signed < max_abs - 0.1); // a negative logit is the largest in magnitude
 }
 
 // ---- activations ----
@@ -650,6 +654,68 @@ static void test_model_mla_backward_matches_fd(void **state)
     check_model_cfg(&cfg);
 }
 
+// QK-clip, one layer at a time (a later layer's inputs move when an earlier one is clipped): with
+// tau between the layer's heads' max logits, the heads above it end with their max logit at tau
+// (every logit of the head scales by eta), the others and the layers before keep every bit; MHA,
+// MLA with and without a query latent.
+static void check_qk_clip(const struct model_config *cfg)
+{
+    enum { B = 2 };
+    struct model m;
+    model_init(&m, cfg, B);
+    int L = cfg->layers, H = cfg->heads, n = B * cfg->seq_len;
+    float *params = xcalloc(m.table.total, sizeof(float));
+    double s0[16], s1[16], eta[16];
+    int in[32];
+    assert_true(L * H <= 16 && n <= 32);
+    for (int i = 0; i < n; i++)
+        in[i] = (i * 5 + 2) % cfg->vocab;
+    model_set_probing(&m, 1);
+    for (int lt = 0; lt < L; lt++) {
+        model_params_init(&m, params, 9);
+        model_forward(&m, params, in, B);
+        model_attn_max_signed(&m, B, s0);
+        double lo = 1e30, hi = -1e30;
+        for (int h = 0; h < H; h++)
+            lo = fmin(lo, s0[lt * H + h]), hi = fmax(hi, s0[lt * H + h]);
+        assert_true(lo > 0.0 && hi > 1.05 * lo);
+        double tau = 0.5 * (lo + hi);
+        int clipped = qk_clip_eta(s0 + lt * H, H, tau, eta + lt * H);
+        assert_true(clipped > 0 && clipped < H);
+        for (int i = 0; i < L * H; i++)
+            if (i / H != lt)
+                eta[i] = 1.0;
+        qk_clip_apply(&m, params, eta, 0.3);
+        model_forward(&m, params, in, B);
+        model_attn_max_signed(&m, B, s1);
+        for (int i = 0; i < (lt + 1) * H; i++) {
+            if (i / H == lt && s0[i] > tau)
+                expect_near(s1[i], tau, 1e-5 * tau);
+            else
+                assert_true(s1[i] == s0[i]);
+        }
+    }
+    free(params);
+    model_free(&m);
+}
+
+static void test_qk_clip_scales_each_heads_logits(void **state)
+{
+    struct model_config cfg = {
+        16, 2,   4, 4,        6, 11, 2, NORM_LAYERNORM,    0,   POS_ROPE, MLP_GELU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0};
+    check_qk_clip(&cfg);
+    cfg.attention = ATTN_MLA, cfg.kv_rank = 8, cfg.rope_dim = 2;
+    check_qk_clip(&cfg);
+    cfg.q_rank = 6;
+    check_qk_clip(&cfg);
+    double eta[3], s[3] = {2.0, 0.5, NAN};
+    assert_int_equal(qk_clip_eta(s, 3, 1.0, eta), 1);
+    expect_near(eta[0], 0.5, 0.0);
+    expect_near(eta[1], 1.0, 0.0);
+    assert_true(isnan(eta[2]));
+}
+
 // The memory estimate that refuses oversized runs before allocating must track the real arena
 // and state for every variant (within 10% for activations, 1% for parameters and state).
 static void test_model_memory_estimate_tracks_the_arena(void **state)
@@ -927,6 +993,7 @@ int main(void)
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),
         cmocka_unit_test(test_model_softcap_backward_matches_fd),
+        cmocka_unit_test(test_qk_clip_scales_each_heads_logits),
         cmocka_unit_test(test_model_moe_backward_matches_fd),
         cmocka_unit_test(test_model_mla_backward_matches_fd),
         cmocka_unit_test(test_model_memory_estimate_tracks_the_arena),

@@ -165,6 +165,8 @@ int main(void)
         CASE("mla_qlatent_qknorm_moe_muon"),
         CASE("softcap"),
         CASE("softcap_mla_muon"),
+        CASE("qk_clip"),
+        CASE("qk_clip_mla_muon"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

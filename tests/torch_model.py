@@ -96,6 +96,11 @@ DEFAULTS = {
         "muon_scale": "rms_match",  # shape | rms_match
         "muon_lr_scale": 1.0,
         "muon_weight_decay": 1e-4,
+        # QK-clip (MuonClip): after each update, heads with max logit S > qk_clip get
+        # eta = qk_clip / S on their query (eta^alpha) and key (eta^(1 - alpha)) rows
+        "qk_clip": 0.0,
+        "qk_clip_alpha": 0.5,
+        "qk_clip_log_only": False,
     },
     "train": {
         "steps": 100,
@@ -115,6 +120,7 @@ MOE_KEYS = {"model": ("top_k", "gate_renorm", "shared_experts", "capacity_factor
 MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
 # written into config.ini only when set, so the cases without them keep their files
 SOFTCAP_KEYS = ("attn_softcap", "final_softcap")
+QK_CLIP_KEYS = ("qk_clip", "qk_clip_alpha", "qk_clip_log_only")
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -216,6 +222,8 @@ def config_to_ini(cfg, muon_keys=None):
             if sec == "model" and key in MLA_KEYS and cfg["model"]["attention"] != "mla":
                 continue
             if sec == "model" and key in SOFTCAP_KEYS and not cfg["model"][key]:
+                continue
+            if sec == "optim" and key in QK_CLIP_KEYS and not cfg["optim"]["qk_clip"]:
                 continue
             val = cfg[sec][key]
             if isinstance(val, bool):
@@ -727,6 +735,51 @@ def make_leaf_params(params, dtype=None):
             w = w.to(dtype)
         out[k] = w.requires_grad_(True)
     return out
+
+
+def qk_max_logits(cfg, params, x):
+    """[layers, heads] the max signed pre-softmax logit q.k/sqrt(d_qk) over the causal pairs of
+    every sequence of x: QK-clip's S_h (before any soft-capping)."""
+    rec = []
+    with torch.no_grad():
+        forward(cfg, params, x, rec=rec)
+    T = x.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    rows = []
+    for r in rec:
+        z = (r["q"] @ r["k"].transpose(-2, -1)) / math.sqrt(r["q"].shape[-1])
+        rows.append(z.masked_fill(~causal, float("-inf")).amax(dim=(0, 2, 3)))
+    return torch.stack(rows)
+
+
+def qk_clip(cfg, params, S):
+    """QK-clip after an update: eta = min(1, tau / S) per head; the head's query rows times
+    eta^alpha and key rows times eta^(1 - alpha); with MLA the head's rope query rows times eta,
+    its key-content rows of wkv_b times eta^(1 - alpha), the shared rope key and V untouched.
+    Returns eta [layers, heads]; the weights are left alone with qk_clip_log_only."""
+    m, o = cfg["model"], cfg["optim"]
+    tau, alpha = o["qk_clip"], o["qk_clip_alpha"]
+    eta = torch.where(S > tau, tau / S, torch.ones_like(S))
+    if o["qk_clip_log_only"]:
+        return eta
+    hd, dr = head_dim(cfg), m["rope_dim"]
+    with torch.no_grad():
+        for l in range(m["layers"]):
+            pre = "blocks.%d.attn." % l
+            for h in range(m["heads"]):
+                e = float(eta[l, h])
+                if e >= 1.0:
+                    continue
+                if m["attention"] == "mla":
+                    wq = params[pre + ("wq_b" if m["q_rank"] > 0 else "wq")]
+                    dqk = hd + dr
+                    wq[h * dqk:h * dqk + hd] *= e ** alpha
+                    wq[h * dqk + hd:(h + 1) * dqk] *= e
+                    params[pre + "wkv_b"][h * hd:(h + 1) * hd] *= e ** (1 - alpha)
+                else:
+                    params[pre + "wq"][h * hd:(h + 1) * hd] *= e ** alpha
+                    params[pre + "wk"][h * hd:(h + 1) * hd] *= e ** (1 - alpha)
+    return eta
 
 
 def loss_and_grads(cfg, params, names, x, y, fast=False):
