@@ -98,6 +98,10 @@ const struct config_key config_keys[] = {
      "rope query rows by eta, the shared rope key and V untouched)"},
     {"optim", "qk_clip_log_only", CT_BOOL, OFF(optim.qk_clip_log_only), "false", 0, 1, 0, NULL,
      "QK-clip: compute and record eta (probes optim/qk_clip_*) but leave the weights as they are"},
+    {"optim", "stable_adamw", CT_BOOL, OFF(optim.stable_adamw), "false", 0, 1, 0, NULL,
+     "StableAdamW (Wortsman et al. 2023b): per tensor of AdamW's group, the step's lr (and a "
+     "coupled decay) divided by max(1, sqrt(mean(g^2 / max(v_hat, eps^2)))), v_hat including "
+     "this step's g; an independent decay is not scaled"},
     {"optim", "balance_loss", CT_DOUBLE, OFF(optim.balance_loss), "1e-2", 0, 10, 0, NULL,
      "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers), "
      "added to the training loss; evaluations report ce + z"},

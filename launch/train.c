@@ -126,7 +126,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     r->grads = xcalloc(n, sizeof(float));
     r->update = xcalloc(n, sizeof(float));
     r->tensor_sumsq = xcalloc((size_t)r->model.table.n, sizeof(double));
-    adamw_init(&r->adamw, n);
+    adamw_init(&r->adamw, n, cfg->optim.stable_adamw ? r->model.table.n : 0);
     model_params_init(&r->model, r->params, (uint64_t)cfg->train.seed);
     size_t tok = (size_t)r->local_batch * cfg->model.seq_len;
     r->inputs = xcalloc(tok, sizeof(int));

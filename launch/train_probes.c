@@ -191,6 +191,11 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
         for (int i = 0; r->probe_step && i < lh; i++)
             probe_row(&p->set, PROBE_QK_CLIP_ETA)[i] = res->finite ? r->qk_eta[i] : NAN;
     }
+    if (r->adamw.stable) {
+        probe_row(&p->set, PROBE_STABLE_SCALED)[0] = res->finite ? r->adamw.stable_scaled : NAN;
+        for (int i = 0; r->probe_step && i < r->model.table.n; i++)
+            probe_row(&p->set, PROBE_STABLE_FACTOR)[i] = res->finite ? r->adamw.stable[i] : NAN;
+    }
     // r->probe_step: the step just taken collected the probe-step records (train_loop decides)
     fill_global_rows(r, r->probe_step);
     if (r->probe_step)

@@ -264,10 +264,10 @@ static void probes_setup(struct run *r)
     probe_set_init(&p->set, mc->layers, mc->heads, r->model.table.n, r->cfg.probes.every);
     probe_set_moe(&p->set, r->model.moe_layers, mc->experts);
     struct probe_features feat = {
-        mc->attention == ATTN_MLA, mc->attention == ATTN_MLA && mc->q_rank > 0,
-        r->model.moe_layers > 0,   r->muon != NULL,
-        mc->attn_softcap > 0.0,    mc->final_softcap > 0.0,
-        r->cfg.optim.qk_clip > 0.0};
+        mc->attention == ATTN_MLA,  mc->attention == ATTN_MLA && mc->q_rank > 0,
+        r->model.moe_layers > 0,    r->muon != NULL,
+        mc->attn_softcap > 0.0,     mc->final_softcap > 0.0,
+        r->cfg.optim.qk_clip > 0.0, r->cfg.optim.stable_adamw};
     probe_set_register(&p->set, &feat);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;

@@ -16,15 +16,22 @@
 struct adamw {
     float *m, *v; // [table.total] first and second moments, owned
     size_t n;
-    long t; // updates taken so far (bias correction uses t + 1 for the next)
+    long t;            // updates taken so far (bias correction uses t + 1 for the next)
+    double *stable;    // [table.n] StableAdamW: the last step's lr factor 1/max(1, RMS) per
+                       // tensor (1 for Muon's); NULL unless optim.stable_adamw (adamw_init)
+    int stable_scaled; // tensors with a factor below 1 at the last step
 };
 
-void adamw_init(struct adamw *a, size_t n);
+// n floats of state; ntensors > 0 allocates the StableAdamW factors (optim.stable_adamw).
+void adamw_init(struct adamw *a, size_t n, int ntensors);
 void adamw_free(struct adamw *a);
 
 // Advances the moments with grads and writes update[] (to be subtracted from params) for the
 // learning rate lr_t of this step, for the tensors of AdamW's group (all of them unless
-// optim.name = muon). Does not modify params.
+// optim.name = muon). Does not modify params. With optim.stable_adamw each tensor's lr (and a
+// coupled decay) is divided by max(1, RMS), RMS² = mean over the tensor of g² / max(v̂, ε²)
+// with v̂ the bias-corrected second moment including this g (summed in a fixed order: the same
+// bits on any thread count).
 void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,
                           const struct tensor_table *tt, const struct optim_config *oc,
                           double lr_t);

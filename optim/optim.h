@@ -40,6 +40,8 @@ struct optim_config {
     double qk_clip;       // τ; 0 = off
     double qk_clip_alpha; // the query's share of the scaling, η^α on W_q, η^(1−α) on W_k
     int qk_clip_log_only; // 1: record η, leave the weights
+    // StableAdamW (Wortsman et al. 2023b): AdamW's lr per tensor / max(1, RMS(g²/v̂))
+    int stable_adamw;
 };
 
 // The optimizer group of a tensor: 1 when Muon updates it (optim.name = muon and a hidden 2-D

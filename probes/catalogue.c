@@ -107,4 +107,10 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "[layer, head] QK-clip factor eta = min(1, qk_clip / S) of this step, S the head's max "
      "signed logit over the global batch; applied to W_q, W_k after the update unless "
      "optim.qk_clip_log_only (NaN for a skipped step)"},
+    {PROBE_STABLE_SCALED, "optim/stable_scaled", PROBE_SCALAR, 1, PROBE_NEEDS_STABLE,
+     "StableAdamW: tensors of AdamW's group whose lr this step divided by their RMS(g^2 / "
+     "v_hat) > 1 (NaN for a skipped step)"},
+    {PROBE_STABLE_FACTOR, "adam/stable_factor", PROBE_TENSORS, 0, PROBE_NEEDS_STABLE,
+     "[tensor] StableAdamW: the step's lr factor 1 / max(1, sqrt(mean(g^2 / max(v_hat, "
+     "eps^2)))) (1 for Muon's tensors; NaN for a skipped step)"},
 };

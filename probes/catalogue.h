@@ -49,6 +49,8 @@ enum probe_id {
     PROBE_ATTN_MAX_LOGIT_CAPPED,
     PROBE_QK_CLIP_COUNT,
     PROBE_QK_CLIP_ETA,
+    PROBE_STABLE_SCALED,
+    PROBE_STABLE_FACTOR,
     PROBE_IDS
 };
 
@@ -71,7 +73,8 @@ enum probe_needs {
     PROBE_NEEDS_MUON,      // optim.name = muon
     PROBE_NEEDS_ATTN_CAP,  // model.attn_softcap > 0
     PROBE_NEEDS_FINAL_CAP, // model.final_softcap > 0
-    PROBE_NEEDS_QK_CLIP    // optim.qk_clip > 0
+    PROBE_NEEDS_QK_CLIP,   // optim.qk_clip > 0
+    PROBE_NEEDS_STABLE     // optim.stable_adamw
 };
 
 struct probe_entry {

@@ -54,6 +54,8 @@ static int needs_met(enum probe_needs n, const struct probe_features *f)
         return f->final_cap;
     case PROBE_NEEDS_QK_CLIP:
         return f->qk_clip;
+    case PROBE_NEEDS_STABLE:
+        return f->stable;
     }
     return 0;
 }

@@ -45,6 +45,7 @@ struct probe_features {
     int mla, q_latent, moe, muon;
     int attn_cap, final_cap; // model.attn_softcap, model.final_softcap > 0
     int qk_clip;             // optim.qk_clip > 0
+    int stable;              // optim.stable_adamw
 };
 // Takes every catalogue entry the run's features allow (before probe_set_create).
 void probe_set_register(struct probe_set *ps, const struct probe_features *f);

@@ -149,6 +149,20 @@ CASES = {
                       weight_decay=1e-4, schedule="cosine", clip=1.0, qk_clip=1.0),
         "train": dict(seed=13),
     },
+    "stable_adamw": {
+        # StableAdamW with independent decay; beta2 = 0.95, so a gradient that grows between
+        # the 3 steps gives RMS(g^2 / v_hat) > 1 (checked: some tensor is scaled at step 3)
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
+        "optim": dict(wd_mode="independent", weight_decay=0.1, schedule="cosine",
+                      stable_adamw=True),
+        "train": dict(seed=14),
+    },
+    "stable_adamw_coupled": {
+        "model": dict(norm="rmsnorm", qk_norm=True, pos="learned", mlp="swiglu"),
+        "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="linear", stable_adamw=True,
+                      clip=0.0),
+        "train": dict(seed=15),
+    },
     "muon_rms": {
         "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu"),
         "optim": dict(name="muon", muon_scale="rms_match", muon_lr_scale=1.0,
@@ -253,11 +267,25 @@ def adamw_check(cfg, params0, names, grad_seq):
         {"params": [p for n, p in zip(names, theirs) if tm.decays(n, p.shape)], "weight_decay": wd},
         {"params": [p for n, p in zip(names, theirs) if not tm.decays(n, p.shape)], "weight_decay": 0.0},
     ]
+    stable = o.get("stable_adamw", False)
+    if stable:  # one group per tensor: StableAdamW's lr and decay are per tensor
+        groups = [{"params": [p], "weight_decay": wd if tm.decays(n, p.shape) else 0.0}
+                  for n, p in zip(names, theirs)]
+        v_check = [torch.zeros_like(p) for p in theirs]
     ref = torch.optim.AdamW(groups, lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"])
     for t, grads in enumerate(grad_seq):
         opt.step(ours, [g.clone() for g in grads], t)
-        for grp in ref.param_groups:
-            grp["lr"] = tm.lr_at(cfg, t)
+        lr = tm.lr_at(cfg, t)
+        for i, grp in enumerate(ref.param_groups):
+            grp["lr"] = lr
+            if stable:  # the factor from a second moment kept here, independently of ours
+                g, bc2 = grads[i], 1 - o["beta2"] ** (t + 1)
+                v_check[i].mul_(o["beta2"]).addcmul_(g, g, value=1 - o["beta2"])
+                rms = float((g * g / torch.clamp(v_check[i] / bc2, min=o["eps"] ** 2))
+                            .mean().sqrt())
+                grp["lr"] = lr / max(1.0, rms)
+                if tm.decays(names[i], theirs[i].shape) and o["wd_mode"] == "independent":
+                    grp["weight_decay"] = (lr / o["lr"]) * o["weight_decay"] / grp["lr"]
         for p, g in zip(theirs, grads):
             p.grad = g.clone()
         ref.step()
@@ -478,6 +506,8 @@ def run_case(name, out_dir):
     if etas:  # every case with QK-clip clips some head (checked here)
         assert any(bool((e < 1).any()) for e in etas), "QK-clip never acted"
         records += [("qk_clip/eta", torch.stack(etas))]
+    if cfg["optim"].get("stable_adamw") and not is_muon:
+        assert any(f < 1 for f in opt.stable_factors), "StableAdamW never scaled a tensor"
     records += [("final/" + n, p[n]) for n in names]
     if is_muon:
         records += [("momentum/" + n, opt.momentum[n]) for n in opt.muon_names]
@@ -654,7 +684,10 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   `model.final_softcap`, before the loss); `logits` are the raw ones.
   The `qk_clip` cases apply QK-clip after each of the 3 updates (S from the
   step's forward at the weights before the update; `qk_clip/eta` holds eta
-  [step, layer, head]).
+  [step, layer, head]). The `stable_adamw` cases divide each AdamW tensor's
+  lr by max(1, RMS(g^2 / v_hat)) (StableAdamW); their AdamW check rebuilds
+  the factors from a second moment of its own and feeds them to
+  torch.optim.AdamW per tensor.
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

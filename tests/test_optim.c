@@ -75,7 +75,7 @@ static void check_adamw(enum wd_mode mode)
     tensor_table_init(&tt);
     tensor_table_add(&tt, "w", 1, 2, TENSOR_MATRIX, 0); // decays
     tensor_table_add(&tt, "g", 1, 2, TENSOR_GAIN, 0);   // does not
-    adamw_init(&a, 4);
+    adamw_init(&a, 4, 0);
     adamw_update_compute(&a, upd, params, grads, &tt, &oc, lr_t);
     for (int i = 0; i < 4; i++) {
         double g = grads[i];
@@ -98,6 +98,56 @@ static void check_adamw(enum wd_mode mode)
     expect_near(params[0], p0 - upd[0], 0.0);
     adamw_free(&a);
     tensor_table_free(&tt);
+}
+
+// StableAdamW, worked by hand: step 1 has v_hat = g², so RMS = 1 and nothing is scaled; a step
+// whose gradient jumps has g² > v_hat and its tensor's lr (and coupled decay) divided by the RMS;
+// an independent decay keeps its size; a tensor whose gradient shrank keeps its lr.
+static void test_stable_adamw_hand_values(void **state)
+{
+    for (int mode = 0; mode < 2; mode++) {
+        struct tensor_table tt;
+        struct optim_config oc = base_config();
+        struct adamw a;
+        float params[4] = {0.5f, -2.0f, 1.5f, 3.0f}, upd[4];
+        float g1[4] = {0.1f, -0.1f, 0.4f, 0.2f}, g2[4] = {0.5f, -0.3f, 0.1f, 0.1f};
+        double lr_t = 5e-3; // s_t = 0.5
+        oc.wd_mode = mode ? WD_COUPLED : WD_INDEPENDENT;
+        oc.stable_adamw = 1;
+        tensor_table_init(&tt);
+        tensor_table_add(&tt, "w", 1, 2, TENSOR_MATRIX, 0); // decays
+        tensor_table_add(&tt, "g", 1, 2, TENSOR_GAIN, 0);   // does not
+        adamw_init(&a, 4, tt.n);
+        adamw_update_compute(&a, upd, params, g1, &tt, &oc, lr_t);
+        expect_near(a.stable[0], 1.0, 0.0);
+        expect_near(a.stable[1], 1.0, 0.0);
+        assert_int_equal(a.stable_scaled, 0);
+        adamw_update_compute(&a, upd, params, g2, &tt, &oc, lr_t);
+        double bc2 = 1.0 / (1.0 - 0.95 * 0.95), bc1 = 1.0 / (1.0 - 0.9 * 0.9), r[2];
+        for (int t = 0; t < 2; t++) {
+            double sum = 0.0;
+            for (int j = 2 * t; j < 2 * t + 2; j++) {
+                double v = 0.95 * 0.05 * g1[j] * g1[j] + 0.05 * g2[j] * g2[j];
+                sum += (double)g2[j] * g2[j] / (v * bc2);
+            }
+            r[t] = sqrt(sum / 2);
+        }
+        assert_true(r[0] > 1.2 && r[1] < 1.0); // w's gradient jumped, g's shrank
+        expect_near(a.stable[0], 1.0 / r[0], 1e-6);
+        expect_near(a.stable[1], 1.0, 0.0);
+        assert_int_equal(a.stable_scaled, 1);
+        for (int j = 0; j < 4; j++) {
+            double f = j < 2 ? 1.0 / r[0] : 1.0, wd = j < 2 ? 0.1 : 0.0;
+            double m = 0.9 * 0.1 * g1[j] + 0.1 * g2[j];
+            double v = 0.95 * 0.05 * g1[j] * g1[j] + 0.05 * g2[j] * g2[j];
+            double d = m * bc1 / (sqrt(v * bc2) + 1e-8);
+            double want =
+                mode ? lr_t * f * (d + wd * params[j]) : lr_t * f * d + 0.5 * wd * params[j];
+            expect_near(upd[j], want, 2e-7);
+        }
+        adamw_free(&a);
+        tensor_table_free(&tt);
+    }
 }
 
 static void test_adamw_independent_decay(void **state)
@@ -350,6 +400,7 @@ int main(void)
         cmocka_unit_test(test_clip_scales_to_threshold),
         cmocka_unit_test(test_adamw_independent_decay),
         cmocka_unit_test(test_adamw_coupled_decay),
+        cmocka_unit_test(test_stable_adamw_hand_values),
         cmocka_unit_test(test_muon_newton_schulz_matches_float64),
         cmocka_unit_test(test_muon_newton_schulz_large_matches_double),
         cmocka_unit_test(test_muon_momentum_and_update_formulas),

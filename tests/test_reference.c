@@ -167,6 +167,8 @@ int main(void)
         CASE("softcap_mla_muon"),
         CASE("qk_clip"),
         CASE("qk_clip_mla_muon"),
+        CASE("stable_adamw"),
+        CASE("stable_adamw_coupled"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

@@ -234,7 +234,7 @@ static void test_vectorised_adamw(void **state)
     memset(&c, 0, sizeof(c));
     tensor_table_init(&c.tt);
     tensor_table_add(&c.tt, "w", N / 1024, 1024, TENSOR_MATRIX, 0);
-    adamw_init(&c.a, N);
+    adamw_init(&c.a, N, 0);
     c.oc.name = OPTIM_ADAMW;
     c.oc.lr = 1e-3;
     c.oc.beta1 = 0.9;

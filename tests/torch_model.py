@@ -101,6 +101,8 @@ DEFAULTS = {
         "qk_clip": 0.0,
         "qk_clip_alpha": 0.5,
         "qk_clip_log_only": False,
+        # StableAdamW: AdamW's lr per tensor / max(1, sqrt(mean(g^2 / max(v_hat, eps^2))))
+        "stable_adamw": False,
     },
     "train": {
         "steps": 100,
@@ -121,6 +123,7 @@ MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
 # written into config.ini only when set, so the cases without them keep their files
 SOFTCAP_KEYS = ("attn_softcap", "final_softcap")
 QK_CLIP_KEYS = ("qk_clip", "qk_clip_alpha", "qk_clip_log_only")
+STABLE_KEYS = ("stable_adamw",)
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -224,6 +227,8 @@ def config_to_ini(cfg, muon_keys=None):
             if sec == "model" and key in SOFTCAP_KEYS and not cfg["model"][key]:
                 continue
             if sec == "optim" and key in QK_CLIP_KEYS and not cfg["optim"]["qk_clip"]:
+                continue
+            if sec == "optim" and key in STABLE_KEYS and not cfg["optim"][key]:
                 continue
             val = cfg[sec][key]
             if isinstance(val, bool):
@@ -686,7 +691,10 @@ class AdamW:
     2-D tensors, independent: theta -= lr_t*delta + s_t*wd*theta  (s_t = lr_t/lr)
     2-D tensors, coupled:     theta -= lr_t*(delta + wd*theta)
     other tensors:            theta -= lr_t*delta
-    The decay term always uses theta from before the update.
+    The decay term always uses theta from before the update. StableAdamW (optim.stable_adamw):
+    per tensor lr_t -> lr_t / max(1, sqrt(mean(g^2 / max(v / (1-b2^n), eps^2)))) with v already
+    updated, for the delta term and a coupled decay; an independent decay is not scaled.
+    self.stable_factors holds the last step's factors (names order).
     """
 
     def __init__(self, cfg, names, params):
@@ -698,6 +706,8 @@ class AdamW:
         self.m = [torch.zeros_like(params[n]) for n in self.names]
         self.v = [torch.zeros_like(params[n]) for n in self.names]
         self.decay = [decays(n, params[n].shape) for n in self.names]
+        self.stable = bool(o.get("stable_adamw", False))
+        self.stable_factors = []
 
     @torch.no_grad()
     def step(self, params, grads, t):
@@ -708,16 +718,22 @@ class AdamW:
         n = t + 1
         bc1 = 1.0 - self.b1 ** n
         bc2 = 1.0 - self.b2 ** n
+        self.stable_factors = []
         for name, g, m, v, dec in zip(self.names, grads, self.m, self.v, self.decay):
             w = params[name]
             m.mul_(self.b1).add_(g, alpha=1.0 - self.b1)
             v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
+            lr_w = lr
+            if self.stable:
+                rms = float((g * g / torch.clamp(v / bc2, min=self.eps ** 2)).mean().sqrt())
+                lr_w = lr / max(1.0, rms)
+                self.stable_factors.append(lr_w / lr if lr else 1.0)
             # Decay first (uses the pre-update theta; delta does not depend on theta).
             if dec and self.wd != 0.0:
-                factor = s * self.wd if self.mode == "independent" else lr * self.wd
+                factor = s * self.wd if self.mode == "independent" else lr_w * self.wd
                 w.mul_(1.0 - factor)
             denom = (v / bc2).sqrt_().add_(self.eps)
-            w.addcdiv_(m, denom, value=-lr / bc1)
+            w.addcdiv_(m, denom, value=-lr_w / bc1)
         return lr
 
 

@@ -56,6 +56,26 @@ def test_qk_clip_refuses_qk_norm(canary, small_config, tmp_path):
                   "optim.qk_clip = 5 with model.qk_norm = true", "use one or the other")
 
 
+def test_stable_adamw_scales_the_tensors_it_names(canary, small_config, tmp_path):
+    outs = {}
+    for name, extra in (("off", ()), ("stable", ("optim.stable_adamw=true",))):
+        out = tmp_path / name
+        r = train(canary, small_config, out, *FAST, *extra)
+        assert r.returncode == 0, r.stderr
+        outs[name] = out
+    assert _checksum(outs["off"]) != _checksum(outs["stable"])
+    with h5py.File(outs["stable"] / "probes.h5", "r") as f:
+        scaled = np.array(f["optim/stable_scaled"])
+        factor = np.array(f["adam/stable_factor"])
+        assert scaled.sum() > 0 and ((factor > 0) & (factor <= 1)).all() and (factor < 1).any()
+        # the count of every probe step agrees with its per-tensor row
+        steps, pstep = np.array(f["step"]), np.array(f["probe_step"])
+        for i, s in enumerate(pstep):
+            assert scaled[np.searchsorted(steps, s)] == (factor[i] < 1).sum()
+    with h5py.File(outs["off"] / "probes.h5", "r") as f:
+        assert "adam/stable_factor" not in f
+
+
 def test_softcap_changes_the_run_and_records_both_maxima(canary, small_config, tmp_path):
     outs = {}
     for name, extra in (("off", ()), ("cap", ("model.attn_softcap=2", "model.final_softcap=3"))):

@@ -57,8 +57,9 @@ def test_world_size_invariant_losses(canary, small_config, tmp_path):
 
 
 @pytest.mark.parametrize("extra", [(), ("model.attn_softcap=0.5", "model.final_softcap=2"),
-                                   ("optim.qk_clip=2", "optim.lr=3e-2")],
-                         ids=["plain", "softcap", "qk_clip"])
+                                   ("optim.qk_clip=2", "optim.lr=3e-2"),
+                                   ("optim.stable_adamw=true", "optim.lr=3e-2")],
+                         ids=["plain", "softcap", "qk_clip", "stable_adamw"])
 def test_deterministic_mode_is_bitwise_identical(canary, small_config, tmp_path, extra):
     results = []
     for np in (1, 2, 4):

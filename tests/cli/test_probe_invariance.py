@@ -17,6 +17,7 @@ VARIANTS = {
     "mla": ["model.attention=mla", "model.kv_rank=16", "model.q_rank=8", "model.rope_dim=4"],
     "softcap": ["model.attn_softcap=2", "model.final_softcap=3"],
     "qk_clip": ["optim.qk_clip=2", "optim.lr=3e-2"],
+    "stable_adamw": ["optim.stable_adamw=true", "optim.lr=3e-2"],
 }
 # rows that measure the machine, not the model
 SKIP = {"tokens_per_s"}
@@ -74,6 +75,8 @@ def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tm
         assert "attn/max_logit_capped" in ref and "output/logit_max_capped" in ref
     if variant == "qk_clip":
         assert "optim/qk_clip_eta" in ref and max(ref["optim/qk_clip_count"]) > 0
+    if variant == "stable_adamw":
+        assert "adam/stable_factor" in ref and max(ref["optim/stable_scaled"]) > 0
     for n in (2, 4):
         bitwise_equal(runs[n], ref, f"np={n} against np=1, grad_accum 4")
     ga2 = {n: series(train(canary, n, small_config, tmp_path / f"{variant}_ga2_np{n}",
