@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "launch/train.h"
+#include "model/qk_clip.h"
 #include "optim/optim.h"
 #include "util/error.h"
 
@@ -60,6 +61,10 @@ void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t)
             for (size_t j = lo; j < hi; j++)
                 p->trial[j] = r->params[j] - f * r->update[j] + keep * r->params[j];
         }
+        // QK-clip acts on the weights the update lands on, so on the trial ones too (its eta
+        // comes from the step's logits, whatever f)
+        if (f > 0.0f && r->qk_max && !c->optim.qk_clip_log_only)
+            qk_clip_apply(&r->model, p->trial, r->qk_eta, c->optim.qk_clip_alpha);
         for (int k = 0; k < r->micro_steps; k++) {
             struct loss_parts lp;
             uint64_t first = ((uint64_t)r->dist->rank * r->micro_steps + k) * (uint64_t)mb;

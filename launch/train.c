@@ -379,16 +379,16 @@ void train_step(struct run *r, struct step_result *res)
         muon_shards_step(r->muon, r->dist, &m->table, &c->optim, r->update, r->grads, r->params,
                          res->lr, probe);
     }
-    if (r->lr_probe && r->lr_probe->due)
-        lr_probe_run(r->lr_probe, r, res->lr);
-    optim_update_apply(r->params, r->update, n);
-    if (r->qk_max) { // QK-clip on the updated weights, from the step's global max logits
+    if (r->qk_max) { // QK-clip's eta from the step's global max logits (the LR probe uses it)
         dist_allreduce_max_f64(r->dist, r->qk_max, (size_t)c->model.layers * c->model.heads);
         r->qk_clipped =
             qk_clip_eta(r->qk_max, c->model.layers * c->model.heads, c->optim.qk_clip, r->qk_eta);
-        if (!c->optim.qk_clip_log_only)
-            qk_clip_apply(m, r->params, r->qk_eta, c->optim.qk_clip_alpha);
     }
+    if (r->lr_probe && r->lr_probe->due)
+        lr_probe_run(r->lr_probe, r, res->lr);
+    optim_update_apply(r->params, r->update, n);
+    if (r->qk_max && !c->optim.qk_clip_log_only) // on the updated weights
+        qk_clip_apply(m, r->params, r->qk_eta, c->optim.qk_clip_alpha);
     res->seconds_optim = timer_now() - t1;
     r->step++;
 }

@@ -39,11 +39,13 @@ static double capped_row(float *x, int y, int vocab, float c, float z_coef, floa
     *ce = lz - (double)x[y];
     float coef = (float)((1.0 + 2.0 * z_coef * lz) * scale_n / sum);
     float xy = x[y];
+    // 1 − tanh², from the capped value x = c·t (t = x/c may pass 1 by an ulp: kept ≥ 0)
     for (j = 0; j < vocab; j++) {
-        float t = x[j] * inv;
-        x[j] = coef * fm_expf(x[j] - mx) * (1.0f - t * t);
+        float t = x[j] * inv, d = 1.0f - t * t;
+        x[j] = coef * fm_expf(x[j] - mx) * (d > 0.0f ? d : 0.0f);
     }
-    x[y] -= scale_n * (1.0f - (xy * inv) * (xy * inv));
+    float ty = xy * inv, dy = 1.0f - ty * ty;
+    x[y] -= scale_n * (dy > 0.0f ? dy : 0.0f);
     return lz;
 }
 

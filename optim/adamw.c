@@ -27,25 +27,26 @@ void adamw_free(struct adamw *a)
 }
 
 // StableAdamW's factor of one tensor: 1 / max(1, sqrt(mean(g² / max(v·bc2, ε²)))), the moments
-// already advanced.
-static double stable_factor(const float *g, const float *v, size_t n, float bc2, float eps)
+// already advanced. In double, so ε² stays above 0 for any ε the config takes; an entry with
+// g = 0 adds 0 (also where v is 0: an embedding row never seen); NaN when a g is NaN.
+static double stable_factor(const float *g, const float *v, size_t n, double bc2, double eps)
 {
     double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    float floor2 = eps * eps;
+    double floor2 = eps * eps;
     size_t j = 0;
     for (; j + 8 <= n; j += 8)
         for (int l = 0; l < 8; l++) {
-            float vh = v[j + l] * bc2;
-            lane[l] += (double)(g[j + l] * g[j + l]) / (double)(vh > floor2 ? vh : floor2);
+            double gg = (double)g[j + l] * g[j + l], vh = (double)v[j + l] * bc2;
+            lane[l] += gg == 0.0 ? 0.0 : gg / (vh > floor2 ? vh : floor2);
         }
     for (; j < n; j++) {
-        float vh = v[j] * bc2;
-        lane[0] += (double)(g[j] * g[j]) / (double)(vh > floor2 ? vh : floor2);
+        double gg = (double)g[j] * g[j], vh = (double)v[j] * bc2;
+        lane[0] += gg == 0.0 ? 0.0 : gg / (vh > floor2 ? vh : floor2);
     }
     double sum =
         ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
     double rms = sqrt(sum / (double)(n > 0 ? n : 1));
-    return rms > 1.0 ? 1.0 / rms : 1.0; // NaN stays NaN
+    return isnan(rms) ? NAN : rms > 1.0 ? 1.0 / rms : 1.0;
 }
 
 void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,
@@ -73,7 +74,8 @@ void adamw_update_compute(struct adamw *a, float *update, const float *params, c
                 a->m[j] = b1 * a->m[j] + (1.0f - b1) * grads[j];
                 a->v[j] = b2 * a->v[j] + (1.0f - b2) * grads[j] * grads[j];
             }
-            a->stable[i] = stable_factor(grads + lo, a->v + lo, ten->size, bc2, eps);
+            a->stable[i] = stable_factor(grads + lo, a->v + lo, ten->size,
+                                         1.0 / (1.0 - pow(oc->beta2, (double)t)), oc->eps);
             a->stable_scaled += a->stable[i] < 1.0;
             lr = (float)(lr_t * a->stable[i]);
         }

@@ -2,6 +2,7 @@
 #include "probes/probes.h"
 
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -120,6 +121,17 @@ static int probe_dims(const struct probe_set *ps, const struct probe *p, int *di
     return 0;
 }
 
+// One probe's extendible series, its description naming the row axis.
+static int create_series(struct probe_set *ps, struct probe *p, char *err, size_t errlen)
+{
+    int dims[2];
+    char desc[400];
+    int nd = probe_dims(ps, p, dims);
+    snprintf(desc, sizeof(desc), "%s (rows aligned with %s)", p->entry->description,
+             p->entry->every_step ? "/step" : "/probe_step");
+    return h5_series_create(ps->file, p->entry->name, nd, dims, desc, &p->series, err, errlen);
+}
+
 int probe_set_create(struct probe_set *ps, const char *path, char *err, size_t errlen)
 {
     int dims[2];
@@ -132,16 +144,9 @@ int probe_set_create(struct probe_set *ps, const char *path, char *err, size_t e
                          "training step of each row of the probe-cadence series",
                          &ps->probe_step_series, err, errlen) != 0)
         return -1;
-    for (int i = 0; i < ps->n; i++) {
-        struct probe *p = &ps->p[i];
-        char desc[400];
-        int nd = probe_dims(ps, p, dims);
-        snprintf(desc, sizeof(desc), "%s (rows aligned with %s)", p->entry->description,
-                 p->entry->every_step ? "/step" : "/probe_step");
-        if (h5_series_create(ps->file, p->entry->name, nd, dims, desc, &p->series, err, errlen) !=
-            0)
+    for (int i = 0; i < ps->n; i++)
+        if (create_series(ps, &ps->p[i], err, errlen) != 0)
             return -1;
-    }
     return 0;
 }
 
@@ -155,6 +160,38 @@ static int axis(struct probe_set *ps, const char *name, const int32_t *values, i
     return h5_write_i32(ps->file, path, 1, dims, values, err, errlen) ||
            h5_dim_scale(ps->file, path, name, err, errlen) ||
            h5_attr_str(ps->file, path, "description", description, err, errlen);
+}
+
+// The dimension scales of one probe's series: its row axis, then its shape's axes.
+static int attach_axes(struct probe_set *ps, const struct probe *p, const char *tensor_names,
+                       char *err, size_t errlen)
+{
+    const struct probe_entry *e = p->entry;
+    int rc;
+    const char *axes[2] = {NULL, NULL};
+    switch (e->shape) {
+    case PROBE_SCALAR:
+        break;
+    case PROBE_LAYERS:
+        axes[0] = "/axes/layer";
+        break;
+    case PROBE_LAYER_HEADS:
+        axes[0] = "/axes/layer", axes[1] = "/axes/head";
+        break;
+    case PROBE_TENSORS:
+        axes[0] = tensor_names;
+        break;
+    case PROBE_MOE_LAYERS:
+        axes[0] = "/axes/moe_block";
+        break;
+    case PROBE_MOE_EXPERTS:
+        axes[0] = "/axes/moe_block", axes[1] = "/axes/expert";
+        break;
+    }
+    rc = h5_dim_attach(ps->file, e->name, 0, e->every_step ? "/step" : "/probe_step", err, errlen);
+    for (int d = 0; rc == 0 && d < 2 && axes[d]; d++)
+        rc = h5_dim_attach(ps->file, e->name, d + 1, axes[d], err, errlen);
+    return rc;
 }
 
 int probe_set_scales(struct probe_set *ps, const char *tensor_names, const int *moe_blocks,
@@ -180,33 +217,8 @@ int probe_set_scales(struct probe_set *ps, const char *tensor_names, const int *
         free(blocks);
     }
     free(idx);
-    for (int i = 0; rc == 0 && i < ps->n; i++) {
-        const struct probe_entry *e = ps->p[i].entry;
-        const char *axes[2] = {NULL, NULL};
-        switch (e->shape) {
-        case PROBE_SCALAR:
-            break;
-        case PROBE_LAYERS:
-            axes[0] = "/axes/layer";
-            break;
-        case PROBE_LAYER_HEADS:
-            axes[0] = "/axes/layer", axes[1] = "/axes/head";
-            break;
-        case PROBE_TENSORS:
-            axes[0] = tensor_names;
-            break;
-        case PROBE_MOE_LAYERS:
-            axes[0] = "/axes/moe_block";
-            break;
-        case PROBE_MOE_EXPERTS:
-            axes[0] = "/axes/moe_block", axes[1] = "/axes/expert";
-            break;
-        }
-        rc = h5_dim_attach(ps->file, e->name, 0, e->every_step ? "/step" : "/probe_step", err,
-                           errlen);
-        for (int d = 0; rc == 0 && d < 2 && axes[d]; d++)
-            rc = h5_dim_attach(ps->file, e->name, d + 1, axes[d], err, errlen);
-    }
+    for (int i = 0; rc == 0 && i < ps->n; i++)
+        rc = attach_axes(ps, &ps->p[i], tensor_names, err, errlen);
     return rc ? -1 : 0;
 }
 
@@ -218,9 +230,17 @@ int probe_set_reopen(struct probe_set *ps, const char *path, long step, char *er
     if (h5_series_open(ps->file, "/step", &ps->step_series, err, errlen) != 0 ||
         h5_series_open(ps->file, "/probe_step", &ps->probe_step_series, err, errlen) != 0)
         return -1;
-    for (int i = 0; i < ps->n; i++)
-        if (h5_series_open(ps->file, ps->p[i].entry->name, &ps->p[i].series, err, errlen) != 0)
+    int missing[PROBE_MAX] = {0};
+    for (int i = 0; i < ps->n; i++) {
+        struct probe *pr = &ps->p[i];
+        if (!h5_exists(ps->file, pr->entry->name)) { // a probe added since the file was made
+            missing[i] = 1;
+            if (create_series(ps, pr, err, errlen) != 0)
+                return -1;
+        } else if (h5_series_open(ps->file, pr->entry->name, &pr->series, err, errlen) != 0) {
             return -1;
+        }
+    }
     // Keep the rows of steps ≤ step; both axes are sorted by step.
     int axes[2] = {ps->step_series, ps->probe_step_series};
     for (int a = 0; a < 2; a++) {
@@ -238,7 +258,23 @@ int probe_set_reopen(struct probe_set *ps, const char *path, long step, char *er
             if (ps->p[i].entry->every_step == (a == 0) &&
                 h5_series_truncate(ps->file, ps->p[i].series, rows, err, errlen) != 0)
                 return -1;
+        // a new probe has no value for the steps before the resume: NaN rows keep it aligned
+        for (int i = 0; i < ps->n; i++) {
+            struct probe *pr = &ps->p[i];
+            if (!missing[i] || pr->entry->every_step != (a == 0))
+                continue;
+            for (int j = 0; j < pr->size; j++)
+                pr->row[j] = NAN;
+            for (long r = 0; r < rows; r++)
+                if (h5_series_append(ps->file, pr->series, pr->row, err, errlen) != 0)
+                    return -1;
+        }
     }
+    // Its axes: a file from before the dimension scales has none to attach (the analysis warns
+    // about such files), so a failure here is not an error.
+    for (int i = 0; i < ps->n; i++)
+        if (missing[i] && attach_axes(ps, &ps->p[i], "/tensors/names", err, errlen) != 0)
+            err[0] = '\0';
     return 0;
 }
 

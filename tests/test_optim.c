@@ -150,6 +150,34 @@ static void test_stable_adamw_hand_values(void **state)
     }
 }
 
+// An entry whose gradient and second moment are 0 (an embedding row never seen) adds nothing to
+// StableAdamW's mean, even with an eps whose square is below float's range: the tensor is still
+// scaled by the other entries.
+static void test_stable_adamw_zero_entries_and_tiny_eps(void **state)
+{
+    struct tensor_table tt;
+    struct optim_config oc = base_config();
+    struct adamw a;
+    float params[4] = {1, 1, 1, 1}, upd[4];
+    float g1[4] = {0.1f, 0.1f, 0.1f, 0.0f}, g2[4] = {1.0f, 1.0f, 1.0f, 0.0f};
+    oc.stable_adamw = 1;
+    oc.eps = 1e-30;
+    oc.weight_decay = 0.0;
+    tensor_table_init(&tt);
+    tensor_table_add(&tt, "w", 2, 2, TENSOR_MATRIX, 0);
+    adamw_init(&a, 4, tt.n);
+    adamw_update_compute(&a, upd, params, g1, &tt, &oc, 1e-3);
+    adamw_update_compute(&a, upd, params, g2, &tt, &oc, 1e-3);
+    double v = 0.95 * 0.05 * 0.01 + 0.05 * 1.0, vhat = v / (1 - 0.95 * 0.95);
+    double rms = sqrt(3.0 * (1.0 / vhat) / 4.0);
+    assert_true(rms > 1.1);
+    expect_near(a.stable[0], 1.0 / rms, 1e-6);
+    assert_int_equal(a.stable_scaled, 1);
+    assert_true(upd[3] == 0.0f); // the unseen entry does not move
+    adamw_free(&a);
+    tensor_table_free(&tt);
+}
+
 static void test_adamw_independent_decay(void **state)
 {
     check_adamw(WD_INDEPENDENT);
@@ -401,6 +429,7 @@ int main(void)
         cmocka_unit_test(test_adamw_independent_decay),
         cmocka_unit_test(test_adamw_coupled_decay),
         cmocka_unit_test(test_stable_adamw_hand_values),
+        cmocka_unit_test(test_stable_adamw_zero_entries_and_tiny_eps),
         cmocka_unit_test(test_muon_newton_schulz_matches_float64),
         cmocka_unit_test(test_muon_newton_schulz_large_matches_double),
         cmocka_unit_test(test_muon_momentum_and_update_formulas),

@@ -10,6 +10,7 @@ in config.ini the same swept value.
 """
 
 import configparser
+import io
 import math
 import re
 
@@ -101,6 +102,13 @@ def _typed(value):
     return value
 
 
+def _complete_lines(path):
+    """The file's text without a last line cut short by a kill (no trailing newline)."""
+    with open(path, encoding="utf-8", errors="replace") as f:
+        text = f.read()
+    return text if text.endswith("\n") else text[:text.rfind("\n") + 1]
+
+
 # ---- index.tsv ----
 
 def read_index(path):
@@ -120,8 +128,9 @@ def read_index(path):
     if not header or header[0] != "id" or "status" not in header:
         raise AnalysisError(f"{path}: not a canary sweep index (header must start with 'id' "
                             f"and name a 'status' column)")
-    table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, engine="python",
-                        on_bad_lines=bad, skip_blank_lines=True)
+    table = pd.read_csv(io.StringIO(_complete_lines(path)), sep="\t", dtype=str,
+                        keep_default_na=False, engine="python", on_bad_lines=bad,
+                        skip_blank_lines=True)
     rows = {}
     for row in table.to_dict("records"):
         if any(not isinstance(v, str) for v in row.values()):  # None or NaN: fields missing
@@ -138,18 +147,19 @@ def read_index(path):
 
 def read_metrics(path):
     """metrics.tsv -> (eval steps, eval losses, train steps, train losses) as float arrays;
-    a line cut short by a kill is dropped."""
+    a line cut short by a kill (no newline, or fields missing) is dropped."""
     empty = (np.array([]),) * 4
     try:
-        table = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False,
-                            engine="python", on_bad_lines="skip")
+        table = pd.read_csv(io.StringIO(_complete_lines(path)), sep="\t", dtype=str,
+                            keep_default_na=False, engine="python", on_bad_lines="skip")
     except (pd.errors.EmptyDataError, pd.errors.ParserError):
         return empty
     if not {"kind", "step", "loss"} <= set(table.columns):
         return empty
     step = pd.to_numeric(table["step"], errors="coerce")
     loss = pd.to_numeric(table["loss"], errors="coerce")
-    whole = step.notna() & (table["loss"] != "")
+    # a field that is there but empty reads as "", a missing one as NaN
+    whole = step.notna() & (table["loss"] != "") & table.notna().all(axis=1)
     out = []
     for kind in ("eval", "train"):
         sel = whole & (table["kind"] == kind)

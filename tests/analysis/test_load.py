@@ -185,3 +185,14 @@ def test_malformed_index_row_is_skipped(tmp_path):
     assert any("skipped" in n for n in sweep.notes)
     assert "broken" not in {r.id for r in sweep.runs}
     assert np.all([r.status == "ok" for r in sweep.runs])
+
+
+def test_metrics_lines_cut_by_a_kill_are_dropped(tmp_path):
+    """A write cut short (no newline, or fields missing) is not a loss: 3.9 could be 3.95."""
+    from canary_analysis.readers import read_metrics
+    path = tmp_path / "metrics.tsv"
+    path.write_text("kind\tstep\tloss\tce\neval\t0\t5\t5\ntrain\t1\t4.5\t4.5\ntrain\t2\t4.2\n"
+                    "train\t3\t3.9")
+    ev_s, ev_l, tr_s, tr_l = read_metrics(path)
+    assert list(ev_s) == [0] and list(ev_l) == [5]
+    assert list(tr_s) == [1] and list(tr_l) == [4.5]  # step 2 lacks a field, step 3 a newline

@@ -274,3 +274,23 @@ def test_full_disk_keeps_previous_checkpoint(canary, small_config, tmp_path):
     assert r.returncode == 0, r.stderr
     with h5py.File(out / "probes.h5", "r", swmr=True) as f:  # left by the killed first run
         assert f["step"].shape[0] >= 10
+
+
+def test_resume_of_a_file_without_a_newer_probe(canary, small_config, tmp_path):
+    """A run whose probes.h5 was written before a probe existed (output/logit_max here,
+    removed from the file of a finished run) resumes for more steps: the probe's rows before
+    the resume are NaN, its later rows are values, and it has its dimension scale like the
+    others."""
+    out = tmp_path / "old"
+    r = canary_np(canary, 0, *train_args(small_config, out, "train.steps=10"))
+    assert r.returncode == 0 and (out / "ckpt" / "step_00000010.h5").exists(), r.stderr
+    with h5py.File(out / "probes.h5", "a") as f:
+        del f["output/logit_max"]
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.threads=1",
+                  "--set", "train.steps=16")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out / "probes.h5", "r") as f:
+        steps, vals = f["step"][:], f["output/logit_max"][:]
+        assert len(vals) == len(steps) and steps[-1] > 10
+        assert np.isnan(vals[steps <= 10]).all() and np.isfinite(vals[steps > 10]).all()
+        assert [s.name for _, s in f["output/logit_max"].dims[0].items()] == ["/step"]
