@@ -17,6 +17,26 @@ static void parts_set(struct loss_parts *parts, double sce, double sz, int n, fl
     parts->total = parts->ce + parts->z;
 }
 
+// The capped logit c·tanh(z/c), or z when c = 0.
+static inline float cap(float z, float c, float inv)
+{
+    return c > 0.0f ? c * fm_tanhf(z * inv) : z;
+}
+
+// Σ_j exp(cap(x_j) − mx) over a row in eight double lanes, the tail in lane 0 (the order every
+// loss of this file uses, so they report the same bits). c = 0: no capping.
+static inline double exp_sum(const float *x, int n, float mx, float c, float inv)
+{
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++)
+            lane[k] += (double)fm_expf(cap(x[j + k], c, inv) - mx);
+    for (; j < n; j++)
+        lane[0] += (double)fm_expf(cap(x[j], c, inv) - mx);
+    return lanes8_total(lane);
+}
+
 // One row with soft-capped logits z' = c·tanh(z/c): the loss of z', its gradient with respect to
 // the raw z (the softmax gradient times 1 − tanh²) into x. Returns log Z of the capped row; *ce
 // gets its cross-entropy. The exponentials are computed twice (no scratch row).
@@ -27,20 +47,13 @@ static double capped_row(float *x, int y, int vocab, float c, float z_coef, floa
     for (int j = 0; j < vocab; j++)
         x[j] = c * fm_tanhf(x[j] * inv);
     float mx = fm_max(x, vocab);
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int j = 0;
-    for (; j + 8 <= vocab; j += 8)
-        for (int k = 0; k < 8; k++)
-            lane[k] += (double)fm_expf(x[j + k] - mx);
-    for (; j < vocab; j++)
-        lane[0] += (double)fm_expf(x[j] - mx);
-    double sum = lanes8_total(lane);
+    double sum = exp_sum(x, vocab, mx, 0.0f, 0.0f); // x is capped already
     double lz = (double)mx + log(sum);
     *ce = lz - (double)x[y];
     float coef = (float)((1.0 + 2.0 * z_coef * lz) * scale_n / sum);
     float xy = x[y];
     // 1 − tanh², from the capped value x = c·t (t = x/c may pass 1 by an ulp: kept ≥ 0)
-    for (j = 0; j < vocab; j++) {
+    for (int j = 0; j < vocab; j++) {
         float t = x[j] * inv, d = 1.0f - t * t;
         x[j] = coef * fm_expf(x[j] - mx) * (d > 0.0f ? d : 0.0f);
     }
@@ -94,12 +107,6 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
     parts_set(parts, sce, sz, n, z_coef);
 }
 
-// The capped logit c·tanh(z/c), or z when c = 0.
-static inline float cap(float z, float c, float inv)
-{
-    return c > 0.0f ? c * fm_tanhf(z * inv) : z;
-}
-
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,
                   int vocab, float z_coef, float softcap)
 {
@@ -111,28 +118,15 @@ void xent_forward(struct loss_parts *parts, const float *logits, const int *targ
 #pragma omp parallel for schedule(static)
         for (int r = r0; r < r1; r++) {
             const float *x = logits + (size_t)r * vocab;
-            double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-            int j = 0;
             float mx;
-            if (softcap >
-                0.0f) { // capping is monotone: the capped maximum, computed as in backward
+            if (softcap > 0.0f) { // capping is monotone: the capped maximum, as in backward
                 mx = cap(x[0], softcap, inv);
-                for (j = 1; j < vocab; j++)
+                for (int j = 1; j < vocab; j++)
                     mx = fmaxf(mx, cap(x[j], softcap, inv));
-                for (j = 0; j + 8 <= vocab; j += 8)
-                    for (int k = 0; k < 8; k++)
-                        lane[k] += (double)fm_expf(cap(x[j + k], softcap, inv) - mx);
-                for (; j < vocab; j++)
-                    lane[0] += (double)fm_expf(cap(x[j], softcap, inv) - mx);
             } else {
                 mx = fm_max(x, vocab);
-                for (; j + 8 <= vocab; j += 8)
-                    for (int k = 0; k < 8; k++)
-                        lane[k] += (double)fm_expf(x[j + k] - mx);
-                for (; j < vocab; j++)
-                    lane[0] += (double)fm_expf(x[j] - mx);
             }
-            double s = lanes8_total(lane);
+            double s = exp_sum(x, vocab, mx, softcap, inv);
             double lz = (double)mx + log(s);
             ce_blk[r - r0] = lz - (double)cap(x[targets[r]], softcap, inv);
             lz_blk[r - r0] = lz;

@@ -15,6 +15,17 @@ def _checksum(out):
     return m.group(1)
 
 
+def _runs(canary, config, tmp_path, variants):
+    """{name: run directory} of one training run per (name, extra --set values)."""
+    outs = {}
+    for name, extra in variants:
+        out = tmp_path / name
+        r = train(canary, config, out, *FAST, *extra)
+        assert r.returncode == 0, r.stderr
+        outs[name] = out
+    return outs
+
+
 # a learning rate at which the small model's attention logits grow well past tau within 40 steps
 FAST = ("model.qk_norm=false", "optim.lr=5e-2", "train.steps=40", "probes.every=5",
         "train.threads=1")
@@ -23,11 +34,10 @@ FAST = ("model.qk_norm=false", "optim.lr=5e-2", "train.steps=40", "probes.every=
 def test_qk_clip_bounds_the_logits_and_log_only_changes_nothing(canary, small_config, tmp_path):
     tau = 4.0
     runs = {}
-    for name, extra in (("off", ()), ("on", (f"optim.qk_clip={tau}",)),
-                        ("log", (f"optim.qk_clip={tau}", "optim.qk_clip_log_only=true"))):
-        out = tmp_path / name
-        r = train(canary, small_config, out, *FAST, *extra)
-        assert r.returncode == 0, r.stderr
+    outs = _runs(canary, small_config, tmp_path,
+                 (("off", ()), ("on", (f"optim.qk_clip={tau}",)),
+                  ("log", (f"optim.qk_clip={tau}", "optim.qk_clip_log_only=true"))))
+    for name, out in outs.items():
         with h5py.File(out / "probes.h5", "r") as f:
             runs[name] = {k: np.array(f[k]) for k in ("attn/max_logit", "optim/qk_clip_eta",
                                                      "optim/qk_clip_count") if k in f}
@@ -57,12 +67,8 @@ def test_qk_clip_refuses_qk_norm(canary, small_config, tmp_path):
 
 
 def test_stable_adamw_scales_the_tensors_it_names(canary, small_config, tmp_path):
-    outs = {}
-    for name, extra in (("off", ()), ("stable", ("optim.stable_adamw=true",))):
-        out = tmp_path / name
-        r = train(canary, small_config, out, *FAST, *extra)
-        assert r.returncode == 0, r.stderr
-        outs[name] = out
+    outs = _runs(canary, small_config, tmp_path,
+                 (("off", ()), ("stable", ("optim.stable_adamw=true",))))
     assert _checksum(outs["off"]) != _checksum(outs["stable"])
     with h5py.File(outs["stable"] / "probes.h5", "r") as f:
         scaled = np.array(f["optim/stable_scaled"])
@@ -77,12 +83,8 @@ def test_stable_adamw_scales_the_tensors_it_names(canary, small_config, tmp_path
 
 
 def test_softcap_changes_the_run_and_records_both_maxima(canary, small_config, tmp_path):
-    outs = {}
-    for name, extra in (("off", ()), ("cap", ("model.attn_softcap=2", "model.final_softcap=3"))):
-        out = tmp_path / name
-        r = train(canary, small_config, out, *FAST, *extra)
-        assert r.returncode == 0, r.stderr
-        outs[name] = out
+    outs = _runs(canary, small_config, tmp_path,
+                 (("off", ()), ("cap", ("model.attn_softcap=2", "model.final_softcap=3"))))
     assert _checksum(outs["off"]) != _checksum(outs["cap"])
     with h5py.File(outs["cap"] / "probes.h5", "r") as f:
         raw, capped = np.array(f["attn/max_logit"]), np.array(f["attn/max_logit_capped"])
