@@ -60,6 +60,73 @@ static int read_moe_age(struct run *r, struct h5file *f, char *why, size_t whyle
     return 0;
 }
 
+// The update guards' windows (optim/guard.h), each as /state/guard_<what>: its guard_window
+// slots, the values held first (oldest first), the count in the attribute n. Exact doubles, so
+// a resumed run takes the same decisions bitwise.
+static const char *const guard_paths[3] = {"/state/guard_loss", "/state/guard_grad_norm",
+                                           "/state/guard_update_norm"};
+
+static struct guard_window *guard_of(struct run *r, int i)
+{
+    struct guard_window *w[3] = {&r->guard_loss, &r->guard_gnorm, &r->guard_unorm};
+    return w[i]->v ? w[i] : NULL;
+}
+
+static int write_guards(struct run *r, struct h5file *f, char *err, size_t errlen)
+{
+    for (int i = 0; i < 3; i++) {
+        struct guard_window *w = guard_of(r, i);
+        if (!w)
+            continue;
+        double *buf = xcalloc((size_t)w->cap, sizeof(double));
+        guard_window_get(w, buf);
+        size_t dims[1] = {(size_t)w->cap};
+        int rc = h5_write_f64(f, guard_paths[i], 1, dims, buf, err, errlen) ||
+                 h5_attr_i64(f, guard_paths[i], "n", w->n, err, errlen) ||
+                 h5_attr_str(f, guard_paths[i], "description",
+                             "update guard window: the previous steps' values (the first n, "
+                             "oldest first) behind its mean + k sigma threshold",
+                             err, errlen);
+        free(buf);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+// A checkpoint without a window (written with the guard off) restarts it empty.
+static int read_guards(struct run *r, struct h5file *f, char *why, size_t whylen)
+{
+    for (int i = 0; i < 3; i++) {
+        struct guard_window *w = guard_of(r, i);
+        if (!w)
+            continue;
+        w->n = w->head = 0;
+        if (!h5_exists(f, guard_paths[i]))
+            continue;
+        double *buf = xcalloc((size_t)w->cap, sizeof(double));
+        size_t dims[4];
+        int nd = 0;
+        int64_t n = -1;
+        int rc = h5_read_f64(f, guard_paths[i], buf, (size_t)w->cap, &nd, dims, why, whylen) ||
+                 h5_attr_read_i64(f, guard_paths[i], "n", &n, why, whylen);
+        if (rc == 0 && (n < 0 || n > w->cap)) {
+            snprintf(why, whylen, "%s holds n = %lld values, more than optim.guard_window = %d",
+                     guard_paths[i], (long long)n, w->cap);
+            rc = 1;
+        }
+        if (rc == 0)
+            guard_window_set(w, buf, (int)n);
+        free(buf);
+        if (rc) {
+            size_t len = strlen(why);
+            snprintf(why + len, whylen - len, " (was optim.guard_window changed?)");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
 {
     const struct tensor_table *tt = &r->model.table;
@@ -84,7 +151,7 @@ static int ckpt_body(struct run *r, struct h5file *f, char *err, size_t errlen)
                 return -1;
         }
     }
-    if (write_moe_age(r, f, err, errlen) != 0)
+    if (write_moe_age(r, f, err, errlen) != 0 || write_guards(r, f, err, errlen) != 0)
         return -1;
     if (h5_attr_i64(f, "/state", "step", r->step, err, errlen) ||
         h5_attr_i64(f, "/state", "adam_t", r->adamw.t, err, errlen) ||
@@ -348,7 +415,8 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
     } else if ((rc = check_compatible(&saved, &r->cfg, path, err, errlen)) == 0) {
         long step_before = r->step, t_before = r->adamw.t;
         if (read_tensors(r, f, why, sizeof(why)) != 0 || read_state(r, f, why, sizeof(why)) != 0 ||
-            check_values(r, why, sizeof(why)) != 0 || read_moe_age(r, f, why, sizeof(why)) != 0) {
+            check_values(r, why, sizeof(why)) != 0 || read_moe_age(r, f, why, sizeof(why)) != 0 ||
+            read_guards(r, f, why, sizeof(why)) != 0) {
             r->step = step_before;
             r->adamw.t = t_before;
             snprintf(err, errlen, "read checkpoint '%s': %s", path, why);

@@ -30,6 +30,13 @@ const struct config_key config_keys[] = {
     {"model", "final_softcap", CT_DOUBLE, OFF(model.final_softcap), "0", 0, 1e6, 0, NULL,
      "output-logit soft-capping (Gemma 2): each logit z becomes c * tanh(z / c) before the "
      "cross-entropy and the z-loss (log Z is of the capped logits); 0 = off"},
+    {"model", "mup", CT_ENUM, OFF(model.mup), "off", 0, 0, 0, "off|simple|intermediate|full",
+     "muParam (Wortsman et al. 3.2.4) against a model of width mup_base_width: simple scales "
+     "each hidden matrix's AdamW LR by base/dim; intermediate also inits the head with std "
+     "sqrt(base)/dim; full also uses the attention scale 1/d_h and zero-inits W_q (Muon's "
+     "matrices keep Muon's own shape scaling: docs/mitigations.md)"},
+    {"model", "mup_base_width", CT_INT, OFF(model.mup_base_width), "256", 1, 65536, 0, NULL,
+     "the base model's dim for model.mup (the paper: 256)"},
     {"model", "pos", CT_ENUM, OFF(model.pos), "rope", 0, 0, 0, "rope|learned",
      "positions: RoPE (theta 1e4, on q and k after qk-norm) or a learned [seq_len, dim] table"},
     {"model", "mlp", CT_ENUM, OFF(model.mlp), "gelu", 0, 0, 0, "gelu|swiglu",
@@ -102,6 +109,18 @@ const struct config_key config_keys[] = {
      "StableAdamW (Wortsman et al. 2023b): per tensor of AdamW's group, the step's lr (and a "
      "coupled decay) divided by max(1, sqrt(mean(g^2 / max(v_hat, eps^2)))), v_hat including "
      "this step's g; an independent decay is not scaled"},
+    {"optim", "skip_sigma", CT_DOUBLE, OFF(optim.skip_sigma), "0", 0, 1e6, 0, NULL,
+     "skip-step guard (OLMo-core uses 6): skip a step's update, the optimizer state untouched, "
+     "when its loss or gradient norm exceeds mean + skip_sigma * sigma of the previous "
+     "guard_window steps (once guard_min values exist); 0 = off"},
+    {"optim", "update_clip_sigma", CT_DOUBLE, OFF(optim.update_clip_sigma), "0", 0, 1e6, 0, NULL,
+     "update-norm clipping (Levanter uses 3): scale the step's whole update down to norm mean + "
+     "update_clip_sigma * sigma of the previous guard_window unclipped update norms (once "
+     "guard_min values exist); 0 = off"},
+    {"optim", "guard_window", CT_INT, OFF(optim.guard_window), "128", 2, 1000000, 0, NULL,
+     "update guards: how many previous steps' values the mean and sigma are over"},
+    {"optim", "guard_min", CT_INT, OFF(optim.guard_min), "64", 2, 1000000, 0, NULL,
+     "update guards: values needed before a guard acts (at most guard_window)"},
     {"optim", "balance_loss", CT_DOUBLE, OFF(optim.balance_loss), "1e-2", 0, 10, 0, NULL,
      "MoE: Switch load-balancing loss alpha * experts * sum_i f_i P_i (mean over MoE layers), "
      "added to the training loss; evaluations report ce + z"},

@@ -174,6 +174,14 @@ static int validate_mitigations(const struct config *c, char *err, size_t errlen
                  c->optim.qk_clip);
         return -1;
     }
+    if ((c->optim.skip_sigma > 0.0 || c->optim.update_clip_sigma > 0.0) &&
+        c->optim.guard_min > c->optim.guard_window) {
+        snprintf(err, errlen,
+                 "optim.guard_min = %d is larger than optim.guard_window = %d: the window never "
+                 "holds that many values, so the update guards would never act",
+                 c->optim.guard_min, c->optim.guard_window);
+        return -1;
+    }
     return 0;
 }
 

@@ -138,6 +138,14 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
         r->qk_tmp = xcalloc(lh, sizeof(double));
         r->qk_eta = xcalloc(lh, sizeof(double));
     }
+    if (cfg->optim.skip_sigma > 0.0) {
+        guard_window_init(&r->guard_loss, cfg->optim.guard_window);
+        guard_window_init(&r->guard_gnorm, cfg->optim.guard_window);
+    }
+    if (cfg->optim.update_clip_sigma > 0.0) {
+        guard_window_init(&r->guard_unorm, cfg->optim.guard_window);
+        r->update_sumsq = xcalloc((size_t)r->model.table.n, sizeof(double));
+    }
     r->targets = xcalloc(tok, sizeof(int));
     if (random_data) {
         for (size_t i = 0; i < tok; i++) {
@@ -181,6 +189,10 @@ void run_free(struct run *r)
     free(r->qk_max);
     free(r->qk_tmp);
     free(r->qk_eta);
+    guard_window_free(&r->guard_loss);
+    guard_window_free(&r->guard_gnorm);
+    guard_window_free(&r->guard_unorm);
+    free(r->update_sumsq);
     free(r->eval_loss);
     free(r->eval_loss_mine);
     free(r->params);
@@ -335,12 +347,60 @@ static void step_loss(struct run *r, struct loss_parts *out)
                          r->leaves, p->step_sum);
 }
 
+// Skip-step (optim.skip_sigma > 0): 1 when this step's loss or gradient norm exceeds its
+// window's threshold. Both values join their windows either way, so a lasting shift is absorbed
+// after a window. The values are global-batch statistics and the same on every rank; the
+// decision is agreed anyway, so no rank can update alone.
+static int guard_skip(struct run *r, struct step_result *res)
+{
+    const struct optim_config *oc = &r->cfg.optim;
+    res->loss_thr = res->gnorm_thr = NAN;
+    if (oc->skip_sigma <= 0.0)
+        return 0;
+    double tl, tg;
+    int skip = 0;
+    if (guard_window_threshold(&r->guard_loss, oc->skip_sigma, oc->guard_min, &tl, NULL, NULL)) {
+        res->loss_thr = tl;
+        skip |= res->loss.total > tl;
+    }
+    if (guard_window_threshold(&r->guard_gnorm, oc->skip_sigma, oc->guard_min, &tg, NULL, NULL)) {
+        res->gnorm_thr = tg;
+        skip |= res->grad_norm > tg;
+    }
+    guard_window_push(&r->guard_loss, res->loss.total);
+    guard_window_push(&r->guard_gnorm, res->grad_norm);
+    res->guard_skipped = dist_max_f64(r->dist, skip) > 0.0;
+    return res->guard_skipped;
+}
+
+// Update-norm clipping (optim.update_clip_sigma > 0): scales the computed update down to the
+// window's threshold when its global norm (per-tensor sums in a fixed order, as the gradient
+// norm) exceeds it; the unclipped norm joins the window.
+static void guard_update_clip(struct run *r, struct step_result *res)
+{
+    const struct optim_config *oc = &r->cfg.optim;
+    res->update_clip_factor = 1.0;
+    res->update_norm = res->update_thr = NAN;
+    if (oc->update_clip_sigma <= 0.0)
+        return;
+    double un = optim_grad_norm(r->update_sumsq, r->update, &r->model.table), thr;
+    res->update_norm = un;
+    if (guard_window_threshold(&r->guard_unorm, oc->update_clip_sigma, oc->guard_min, &thr, NULL,
+                               NULL)) {
+        res->update_thr = thr;
+        res->update_clip_factor = optim_clip(r->update, r->model.table.total, un, thr);
+    }
+    guard_window_push(&r->guard_unorm, un);
+}
+
 void train_step(struct run *r, struct step_result *res)
 {
     const struct config *c = &r->cfg;
     struct model *m = &r->model;
     size_t n = m->table.total;
     memset(res, 0, sizeof(*res));
+    res->loss_thr = res->gnorm_thr = res->update_norm = res->update_thr = NAN;
+    res->update_clip_factor = 1.0;
     double t0 = timer_now();
 
     // 1. this rank's slice of the global batch
@@ -371,6 +431,11 @@ void train_step(struct run *r, struct step_result *res)
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
     double t1 = timer_now();
     res->seconds_grads = t1 - t0;
+    if (guard_skip(r, res)) { // no update, optimizer state untouched; the data moves on
+        res->seconds_optim = timer_now() - t1;
+        r->step++;
+        return;
+    }
 
     // 6. optimizer: compute the update, then apply it
     adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
@@ -379,6 +444,7 @@ void train_step(struct run *r, struct step_result *res)
         muon_shards_step(r->muon, r->dist, &m->table, &c->optim, r->update, r->grads, r->params,
                          res->lr, probe);
     }
+    guard_update_clip(r, res);
     if (r->qk_max) { // QK-clip's eta from the step's global max logits (the LR probe uses it)
         dist_allreduce_max_f64(r->dist, r->qk_max, (size_t)c->model.layers * c->model.heads);
         r->qk_clipped =
@@ -389,6 +455,7 @@ void train_step(struct run *r, struct step_result *res)
     optim_update_apply(r->params, r->update, n);
     if (r->qk_max && !c->optim.qk_clip_log_only) // on the updated weights
         qk_clip_apply(m, r->params, r->qk_eta, c->optim.qk_clip_alpha);
+    res->applied = 1;
     res->seconds_optim = timer_now() - t1;
     r->step++;
 }

@@ -20,6 +20,7 @@
 #include "losses/xent.h"
 #include "model/model.h"
 #include "optim/adamw.h"
+#include "optim/guard.h"
 #include "launch/fault.h"
 #include "launch/grad_tree.h"
 #include "launch/lr_probe.h"
@@ -37,11 +38,19 @@ enum train_exit {
 struct step_result {
     struct loss_parts loss; // mean over the global batch
     double lr;
-    double grad_norm;     // global, before clipping
-    double clip_factor;   // 1 when not clipped
-    int finite;           // 0: loss or gradient non-finite; the update was not applied
-    double seconds_grads; // phases 1–5: batch, forward, loss, backward, reduction, clipping
-    double seconds_optim; // phase 6: the optimizers (Muon's sharded NS and gather included)
+    double grad_norm;   // global, before clipping
+    double clip_factor; // 1 when not clipped
+    int finite;         // 0: loss or gradient non-finite; the update was not applied
+    int applied;        // 1: the update was computed and applied (not a skipped step)
+    // update guards (optim.skip_sigma, optim.update_clip_sigma); the thresholds are NaN until
+    // the windows hold optim.guard_min values
+    int guard_skipped;          // the skip-step guard skipped this step's update
+    double loss_thr, gnorm_thr; // skip-step's thresholds on the loss and the gradient norm
+    double update_norm;         // the update's global L2 norm before update-norm clipping
+    double update_thr;          // update-norm clipping's cap
+    double update_clip_factor;  // the factor applied to the update (1: not clipped)
+    double seconds_grads;       // phases 1–5: batch, forward, loss, backward, reduction, clipping
+    double seconds_optim;       // phase 6: the optimizers (Muon's sharded NS and gather included)
 };
 
 struct run {
@@ -94,6 +103,11 @@ struct run {
     // over its micro-batches and then over the ranks, a scratch row, and η of the last update
     double *qk_max, *qk_tmp, *qk_eta;
     int qk_clipped; // heads with η < 1 at the last update
+
+    // update guards (optim/guard.h): the previous steps' loss, gradient norm and unclipped update
+    // norm (windows allocated when their guard is on), and per-tensor Σu² scratch [table.n]
+    struct guard_window guard_loss, guard_gnorm, guard_unorm;
+    double *update_sumsq;
 
     // outcome, for sweeps
     double l0;         // held-out loss at step 0

@@ -221,6 +221,12 @@ static void print_header(struct run *r, struct train_out *o, const char *out_dir
     if (c->model.attention == ATTN_MLA)
         out_line(o, 0, "attention: mla (kv_rank %d, q_rank %d, rope_dim %d)", c->model.kv_rank,
                  c->model.q_rank, c->model.rope_dim);
+    if (c->model.mup != MUP_OFF) {
+        static const char *level[] = {"off", "simple", "intermediate", "full"};
+        out_line(o, 0, "muParam %s: base width %d, hidden matrices' LR x %g%s", level[c->model.mup],
+                 c->model.mup_base_width, (double)c->model.mup_base_width / c->model.dim,
+                 r->muon ? " (AdamW's only: Muon's matrices keep Muon's shape scaling)" : "");
+    }
     if (c->model.experts > 0)
         out_line(o, 0,
                  "feed-forward: MoE in %d of %d blocks, %d experts, top-%d%s, %d shared, "
@@ -313,6 +319,36 @@ static int on_nonfinite(struct run *r, struct train_out *o, const struct step_re
     out_line(o, 0, "step %ld: %s: update skipped (train.on_nonfinite = skip)", step + 1, what);
     r->step++;
     return 0;
+}
+
+// The update guards' actions: an event each (kind "skip" or "update_clip"), printed as it is
+// recorded.
+static void guard_events(struct run *r, struct train_out *o, const struct step_result *res,
+                         long step)
+{
+    char what[256], err[1024];
+    const char *kind = NULL;
+    if (res->guard_skipped) {
+        snprintf(what, sizeof(what),
+                 "update skipped: loss %.6g (threshold %.6g), grad norm %.6g (threshold %.6g), "
+                 "optim.skip_sigma = %g",
+                 res->loss.total, res->loss_thr, res->grad_norm, res->gnorm_thr,
+                 r->cfg.optim.skip_sigma);
+        kind = "skip";
+    } else if (res->update_clip_factor < 1.0) {
+        snprintf(what, sizeof(what),
+                 "update norm %.6g clipped to %.6g (factor %.4g), optim.update_clip_sigma = %g",
+                 res->update_norm, res->update_thr, res->update_clip_factor,
+                 r->cfg.optim.update_clip_sigma);
+        kind = "update_clip";
+    }
+    if (!kind)
+        return;
+    (void)o; // run_probes_event prints the event line itself
+    if (run_probes_event(r, step + 1, kind, what, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        r->io_failed = 1;
+    }
 }
 
 // What follows a step, in order: its metrics and probe rows, the collective probe-write check,
@@ -418,6 +454,7 @@ int train_run(struct run *r, const char *out_dir)
         double dt = timer_now() - t0;
         if (!res.finite && (rc = on_nonfinite(r, &o, &res, step)) != 0)
             break;
+        guard_events(r, &o, &res, step);
         if ((rc = after_step(r, &o, out_dir, &res, step, dt, &io_ok)) != 0)
             break;
         progress_step(r, &o, &pg, &res);

@@ -184,26 +184,36 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     // a skipped step (non-finite, train.on_nonfinite = skip) computed no update
     probe_row(&p->set, PROBE_CLIP)[0] = res->finite ? res->clip_factor : NAN;
     probe_row(&p->set, PROBE_TOKENS_PER_S)[0] = tokens_per_s;
-    probe_row(&p->set, PROBE_SKIPPED)[0] = !res->finite;
+    probe_row(&p->set, PROBE_SKIPPED)[0] = !res->applied;
+    if (probe_has(&p->set, PROBE_GUARD_SKIP)) {
+        probe_row(&p->set, PROBE_GUARD_SKIP)[0] = res->guard_skipped;
+        probe_row(&p->set, PROBE_GUARD_LOSS_THR)[0] = res->loss_thr;
+        probe_row(&p->set, PROBE_GUARD_GNORM_THR)[0] = res->gnorm_thr;
+    }
+    if (probe_has(&p->set, PROBE_UPDATE_NORM)) {
+        probe_row(&p->set, PROBE_UPDATE_NORM)[0] = res->update_norm;
+        probe_row(&p->set, PROBE_UPDATE_THR)[0] = res->update_thr;
+        probe_row(&p->set, PROBE_UPDATE_CLIP)[0] = res->applied ? res->update_clip_factor : NAN;
+    }
     if (r->qk_max) { // a skipped step computed no η
         int lh = r->cfg.model.layers * r->cfg.model.heads;
-        probe_row(&p->set, PROBE_QK_CLIP_COUNT)[0] = res->finite ? r->qk_clipped : NAN;
+        probe_row(&p->set, PROBE_QK_CLIP_COUNT)[0] = res->applied ? r->qk_clipped : NAN;
         for (int i = 0; r->probe_step && i < lh; i++)
-            probe_row(&p->set, PROBE_QK_CLIP_ETA)[i] = res->finite ? r->qk_eta[i] : NAN;
+            probe_row(&p->set, PROBE_QK_CLIP_ETA)[i] = res->applied ? r->qk_eta[i] : NAN;
     }
     if (r->adamw.stable) {
-        probe_row(&p->set, PROBE_STABLE_SCALED)[0] = res->finite ? r->adamw.stable_scaled : NAN;
+        probe_row(&p->set, PROBE_STABLE_SCALED)[0] = res->applied ? r->adamw.stable_scaled : NAN;
         for (int i = 0; r->probe_step && i < r->model.table.n; i++)
-            probe_row(&p->set, PROBE_STABLE_FACTOR)[i] = res->finite ? r->adamw.stable[i] : NAN;
+            probe_row(&p->set, PROBE_STABLE_FACTOR)[i] = res->applied ? r->adamw.stable[i] : NAN;
     }
     // r->probe_step: the step just taken collected the probe-step records (train_loop decides)
     fill_global_rows(r, r->probe_step);
     if (r->probe_step)
-        fill_tensor_rows(r, !res->finite);
+        fill_tensor_rows(r, !res->applied);
 
     if (probe_set_write(&p->set, step, r->probe_step, err, errlen) != 0)
         return -1;
-    if (r->lr_probe && r->lr_probe->due && res->finite) { // a skipped step ran no LR probe
+    if (r->lr_probe && r->lr_probe->due && res->applied) { // a skipped step ran no LR probe
         double s = (double)step;
         if (h5_series_append(p->set.file, p->lr_step, &s, err, errlen) != 0 ||
             h5_series_append(p->set.file, p->lr_loss, r->lr_probe->loss, err, errlen) != 0)

@@ -120,25 +120,28 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
     const char **kinds = xcalloc((size_t)n, sizeof(*kinds));
     const char **opts = xcalloc((size_t)n, sizeof(*opts));
     int32_t *shape = xcalloc(2 * (size_t)n, sizeof(int32_t));
+    float *lr_scale = xcalloc((size_t)n, sizeof(float));
     int *moe_blocks = xcalloc((size_t)r->model.moe_layers + 1, sizeof(int));
     for (int i = 0; i < n; i++) {
         names[i] = tt->t[i].name;
         kinds[i] = tensor_kind_name(tt->t[i].kind);
         opts[i] = muon_shards_owns(r->muon, i) ? "muon" : "adamw";
         shape[2 * i] = tt->t[i].rows, shape[2 * i + 1] = tt->t[i].cols;
+        lr_scale[i] = muon_shards_owns(r->muon, i) ? 1.0f : (float)tt->t[i].lr_scale;
     }
     for (int l = 0, i = 0; l < r->cfg.model.layers; l++)
         if (r->model.blocks[l].moe)
             moe_blocks[i++] = l;
-    size_t dims[2] = {(size_t)n, 2};
+    size_t dims[2] = {(size_t)n, 2}, ndims[1] = {(size_t)n};
     int rc = h5_write_strings(f, "/tensors/names", names, n, err, errlen) ||
              h5_write_strings(f, "/tensors/kind", kinds, n, err, errlen) ||
              h5_write_strings(f, "/tensors/optimizer", opts, n, err, errlen) ||
              h5_write_i32(f, "/tensors/shape", 2, dims, shape, err, errlen) ||
+             h5_write_f32(f, "/tensors/lr_scale", 1, ndims, lr_scale, err, errlen) ||
              h5_attr_str(f, "/tensors", "description",
                          "one entry per tensor of the model, in the order of the per-tensor "
                          "series: names, shape [rows, cols] (a gain is [1, n]), kind and the "
-                         "optimizer that updates it (adamw or muon)",
+                         "optimizer that updates it (adamw or muon), its learning-rate multiplier",
                          err, errlen) ||
              h5_attr_str(f, "/tensors/names", "description",
                          "dotted tensor name, PyTorch-like; the tensor axis", err, errlen) ||
@@ -149,11 +152,17 @@ static int write_attributes(struct run *r, char *err, size_t errlen)
                          errlen) ||
              h5_attr_str(f, "/tensors/optimizer", "description",
                          "the optimizer that updates the tensor: adamw or muon", err, errlen) ||
+             h5_attr_str(f, "/tensors/lr_scale", "description",
+                         "the tensor's learning rate as a multiple of the schedule's: muParam's "
+                         "base_fan_in / fan_in for AdamW's hidden matrices (model.mup), else 1 "
+                         "(Muon's matrices: Muon's own shape factor, not included)",
+                         err, errlen) ||
              probe_set_scales(&r->probes->set, "/tensors/names", moe_blocks, err, errlen);
     free(names);
     free(kinds);
     free(opts);
     free(shape);
+    free(lr_scale);
     free(moe_blocks);
     return rc ? -1 : 0;
 }
@@ -264,10 +273,11 @@ static void probes_setup(struct run *r)
     probe_set_init(&p->set, mc->layers, mc->heads, r->model.table.n, r->cfg.probes.every);
     probe_set_moe(&p->set, r->model.moe_layers, mc->experts);
     struct probe_features feat = {
-        mc->attention == ATTN_MLA,  mc->attention == ATTN_MLA && mc->q_rank > 0,
-        r->model.moe_layers > 0,    r->muon != NULL,
-        mc->attn_softcap > 0.0,     mc->final_softcap > 0.0,
-        r->cfg.optim.qk_clip > 0.0, r->cfg.optim.stable_adamw};
+        mc->attention == ATTN_MLA,     mc->attention == ATTN_MLA && mc->q_rank > 0,
+        r->model.moe_layers > 0,       r->muon != NULL,
+        mc->attn_softcap > 0.0,        mc->final_softcap > 0.0,
+        r->cfg.optim.qk_clip > 0.0,    r->cfg.optim.stable_adamw,
+        r->cfg.optim.skip_sigma > 0.0, r->cfg.optim.update_clip_sigma > 0.0};
     probe_set_register(&p->set, &feat);
     free(p->moe_last_seen);
     p->moe_last_seen = NULL;
@@ -347,7 +357,9 @@ static int probes_create(struct run *r, const char *path, char *err, size_t errl
                                     &p->lr_loss, err, errlen) != 0 ||
                    h5_series_create(f, "/events/step", 0, dims, "step of each event", &p->ev_step,
                                     err, errlen) != 0 ||
-                   h5_series_create_str(f, "/events/kind", "non-finite, spike or threshold",
+                   h5_series_create_str(f, "/events/kind",
+                                        "non-finite, spike, threshold, stopped, skip (the "
+                                        "skip-step guard) or update_clip (update-norm clipping)",
                                         &p->ev_kind, err, errlen) != 0 ||
                    h5_series_create_str(f, "/events/detail", "what happened, in words",
                                         &p->ev_detail, err, errlen) != 0 ||

@@ -27,7 +27,7 @@ static void mha_forward(struct model *m, const float *params, int l, int B)
     struct block_acts *a = &m->acts.blocks[l];
     int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner;
     int BT = B * T, BHT = B * H * T;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = m->attn_scale;
     matmul_forward(a->qkv, a->n1, tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
     attention_split_heads(a->v, a->qkv, 3 * I, 2 * I, B, H, T, hd);
     if (c->qk_norm) {
@@ -152,7 +152,7 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
     struct model_acts *g = &m->acts;
     int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner;
     int BT = B * T, BHT = B * H * T;
-    float scale = 1.0f / sqrtf((float)hd);
+    float scale = m->attn_scale;
 
     // attention: x_mid = x_in + wo·attn(...)
     matmul_backward(g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,

@@ -20,6 +20,12 @@
 
 enum pos_kind { POS_ROPE = 0, POS_LEARNED = 1 };
 enum attn_kind { ATTN_MHA = 0, ATTN_MLA = 1 };
+// µParam (Wortsman et al. 2023 §3.2.4), relative to a base model of width mup_base_width (the
+// same model with dim, the attention width and the MLP width scaled by base / dim):
+//   simple:       each hidden matrix's AdamW LR × base_fan_in / fan_in = base / dim
+//   intermediate: and the head's init std sqrt(base_fan_in) / fan_in = sqrt(base) / dim
+//   full:         and the attention scale 1/d_qk instead of 1/sqrt(d_qk), and W_q zero at init
+enum mup_level { MUP_OFF = 0, MUP_SIMPLE = 1, MUP_INTERMEDIATE = 2, MUP_FULL = 3 };
 
 struct model_config {
     int dim;       // residual width C
@@ -50,6 +56,8 @@ struct model_config {
     // logit soft-capping (Gemma 2): s → c·tanh(s/c); 0 = off
     double attn_softcap;  // attention logits, before the causal softmax
     double final_softcap; // output logits, before the loss
+    enum mup_level mup;
+    int mup_base_width;
 };
 
 // Activations of one block for a micro-batch of B sequences, kept for backward.
@@ -134,10 +142,11 @@ struct block_index {
 
 struct model {
     struct model_config cfg;
-    int inner;     // I = H · d_h
-    int dqk;       // per-head width of q and k: d_h, or d_h + d_R with MLA
-    int ffn;       // F
-    int max_batch; // B the arena holds
+    int inner;        // I = H · d_h
+    int dqk;          // per-head width of q and k: d_h, or d_h + d_R with MLA
+    float attn_scale; // logit = q·k · attn_scale: 1/sqrt(d_qk), or 1/d_qk with µParam full
+    int ffn;          // F
+    int max_batch;    // B the arena holds
     struct tensor_table table;
     int tok_embed, pos_embed, final_norm, head; // table indices (pos_embed −1 for RoPE)
     struct block_index *blocks;                 // [L]

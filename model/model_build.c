@@ -261,6 +261,13 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
         bi->sw2 = xcalloc((size_t)cfg->shared_experts + 1, sizeof(int));
     }
     model_table_build(m);
+    m->attn_scale = cfg->mup == MUP_FULL ? 1.0f / (float)m->dqk : 1.0f / sqrtf((float)m->dqk);
+    if (cfg->mup != MUP_OFF) // every hidden matrix's fan-in scales with dim (model.h)
+        for (int i = 0; i < m->table.n; i++) {
+            enum tensor_kind k = m->table.t[i].kind;
+            if (k == TENSOR_MATRIX || k == TENSOR_EXPERT || k == TENSOR_ROUTER)
+                m->table.t[i].lr_scale = (double)cfg->mup_base_width / cfg->dim;
+        }
     m->moe_stats = xcalloc((size_t)cfg->layers, sizeof(*m->moe_stats));
     m->moe_counts = xcalloc((size_t)cfg->layers * 2 * (cfg->experts + 1), sizeof(double));
     m->moe_group = cfg->moe_group > 0 ? cfg->moe_group : cfg->seq_len;
@@ -327,12 +334,20 @@ void model_params_init(const struct model *m, float *params, uint64_t seed)
         case TENSOR_ROUTER:
         case TENSOR_HEAD: {
             double std = 1.0 / sqrt((double)t->cols) / trunc_std;
+            if (t->kind == TENSOR_HEAD && m->cfg.mup >= MUP_INTERMEDIATE) // sqrt(base) / fan_in
+                std = sqrt((double)m->cfg.mup_base_width) / t->cols / trunc_std;
             for (size_t j = 0; j < t->size; j++)
                 w[j] = (float)(std * rng_trunc_normal(seed, stream, j));
             break;
         }
         }
     }
+    if (m->cfg.mup == MUP_FULL) // zero queries at init: the query projection (MLA: its up-part)
+        for (int l = 0; l < m->cfg.layers; l++) {
+            const struct block_index *bi = &m->blocks[l];
+            const struct tensor *t = &m->table.t[bi->wq_b >= 0 ? bi->wq_b : bi->wq];
+            memset(params + t->offset, 0, t->size * sizeof(float));
+        }
 }
 
 double model_memory_estimate(const struct model_config *c, int B, double *acts_bytes,

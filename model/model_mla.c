@@ -77,8 +77,8 @@ void mla_forward(struct model *m, const float *params, int l, int B)
         rope_forward_strided(a->k + dh, m->acts.rope_r, BHT, T, dqk, dr);
     }
     float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS : NULL;
-    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, dqk, dh,
-                      1.0f / sqrtf((float)dqk), (float)c->attn_softcap, a->capt);
+    attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, dqk, dh, m->attn_scale,
+                      (float)c->attn_softcap, a->capt);
     attention_merge_heads(a->att, a->o, H * dh, 0, B, H, T, dh);
 }
 
@@ -93,7 +93,7 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
 
     attention_split_heads(g->dout, g->datt, H * dh, 0, B, H, T, dh);
     attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, dqk,
-                       dh, 1.0f / sqrtf((float)dqk), (float)c->attn_softcap, a->capt);
+                       dh, m->attn_scale, (float)c->attn_softcap, a->capt);
     if (dr > 0) {
         rope_backward_strided(g->dq + dh, g->rope_r, BHT, T, dqk, dr);
         rope_backward_strided(g->dk + dh, g->rope_r, BHT, T, dqk, dr);

@@ -42,6 +42,7 @@ int tensor_table_add(struct tensor_table *tt, const char *name, int rows, int co
     t->layer = layer;
     t->offset = tt->total;
     t->size = (size_t)rows * (size_t)cols;
+    t->lr_scale = 1.0;
     // No padding between tensors: the model relies on wq|wk|wv (and w1|w3) being adjacent so one
     // sgemm computes all three projections.
     tt->total += t->size;

@@ -28,6 +28,9 @@ struct tensor {
     int layer;     // block index, -1 outside the blocks
     size_t offset; // first float in the flat arrays
     size_t size;   // rows * cols
+    // the tensor's AdamW learning-rate multiplier: 1, or µParam's base_fan_in / fan_in for hidden
+    // matrices (model_init); Muon's group keeps its own shape scaling and ignores it
+    double lr_scale;
 };
 
 struct tensor_table {

@@ -67,7 +67,8 @@ void adamw_update_compute(struct adamw *a, float *update, const float *params, c
         if (optim_uses_muon(oc, ten->kind))
             continue; // Muon's group
         size_t lo = ten->offset, hi = ten->offset + ten->size;
-        float lr = (float)lr_t;
+        double lr_ten = lr_t * ten->lr_scale; // µParam's factor (1 without it)
+        float lr = (float)lr_ten;
         if (stable) { // the moments first, then the tensor's factor from them
 #pragma omp parallel for schedule(static)
             for (size_t j = lo; j < hi; j++) {
@@ -77,7 +78,7 @@ void adamw_update_compute(struct adamw *a, float *update, const float *params, c
             a->stable[i] = stable_factor(grads + lo, a->v + lo, ten->size,
                                          1.0 / (1.0 - pow(oc->beta2, (double)t)), oc->eps);
             a->stable_scaled += a->stable[i] < 1.0;
-            lr = (float)(lr_t * a->stable[i]);
+            lr = (float)(lr_ten * a->stable[i]);
         }
         float wd = tensor_kind_decays(ten->kind) ? (float)oc->weight_decay : 0.0f;
         // update = lr·Δ + wd_scale·θ (StableAdamW scales a coupled decay with the lr)

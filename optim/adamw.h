@@ -28,8 +28,9 @@ void adamw_free(struct adamw *a);
 
 // Advances the moments with grads and writes update[] (to be subtracted from params) for the
 // learning rate lr_t of this step, for the tensors of AdamW's group (all of them unless
-// optim.name = muon). Does not modify params. With optim.stable_adamw each tensor's lr (and a
-// coupled decay) is divided by max(1, RMS), RMS² = mean over the tensor of g² / max(v̂, ε²)
+// optim.name = muon). Does not modify params. Each tensor's lr is lr_t × its table lr_scale
+// (µParam; 1 otherwise), a coupled decay scaling with it. With optim.stable_adamw each tensor's lr
+// (and a coupled decay) is divided by max(1, RMS), RMS² = mean over the tensor of g² / max(v̂, ε²)
 // with v̂ the bias-corrected second moment including this g (summed in a fixed order: the same
 // bits on any thread count).
 void adamw_update_compute(struct adamw *a, float *update, const float *params, const float *grads,

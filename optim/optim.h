@@ -42,6 +42,13 @@ struct optim_config {
     int qk_clip_log_only; // 1: record η, leave the weights
     // StableAdamW (Wortsman et al. 2023b): AdamW's lr per tensor / max(1, RMS(g²/v̂))
     int stable_adamw;
+    // Update guards (optim/guard.h), over the previous guard_window steps once guard_min values
+    // are there: skip-step (OLMo-core) skips the update, optimizer state untouched, when the
+    // loss or the gradient norm exceeds mean + skip_sigma·σ; update-norm clipping (Levanter)
+    // scales the update down to mean + update_clip_sigma·σ of the previous unclipped norms
+    double skip_sigma;        // 0 = off
+    double update_clip_sigma; // 0 = off
+    int guard_window, guard_min;
 };
 
 // The optimizer group of a tensor: 1 when Muon updates it (optim.name = muon and a hidden 2-D

@@ -19,9 +19,10 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
     {PROBE_TOKENS_PER_S, "tokens_per_s", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
      "training throughput of the step, all ranks"},
     {PROBE_SKIPPED, "update/skipped", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
-     "1 when the step's loss or gradient was not finite and train.on_nonfinite = "
-     "skip left the parameters as they were: its grad/clip_factor, update/rms and "
-     "muon/ortho_err are NaN and it has no /lr_probe row"},
+     "1 when the step applied no update: its loss or gradient was not finite and "
+     "train.on_nonfinite = skip, or the skip-step guard skipped it (optim/guard_skipped); its "
+     "update/rms and muon/ortho_err are NaN and it has no /lr_probe row (grad/clip_factor is "
+     "NaN for a non-finite step only)"},
     {PROBE_ATTN_MAX_LOGIT, "attn/max_logit", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
      "[layer, head] max |q.k|/sqrt(d_qk) over the causal pairs of every sequence of "
      "the global batch (Wortsman's attention-logit growth; d_qk = d_h, or d_h + "
@@ -113,4 +114,21 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
     {PROBE_STABLE_FACTOR, "adam/stable_factor", PROBE_TENSORS, 0, PROBE_NEEDS_STABLE,
      "[tensor] StableAdamW: the step's lr factor 1 / max(1, sqrt(mean(g^2 / max(v_hat, "
      "eps^2)))) (1 for Muon's tensors; NaN for a skipped step)"},
+    {PROBE_GUARD_SKIP, "optim/guard_skipped", PROBE_SCALAR, 1, PROBE_NEEDS_SKIP,
+     "skip-step guard: 1 when this step's update was skipped (optimizer state untouched) because "
+     "its loss (global-batch mean) or gradient norm exceeded the threshold below"},
+    {PROBE_GUARD_LOSS_THR, "optim/skip_loss_threshold", PROBE_SCALAR, 1, PROBE_NEEDS_SKIP,
+     "skip-step guard: mean + optim.skip_sigma * sigma (sample std) of the global-batch training "
+     "loss over the previous optim.guard_window steps; NaN until optim.guard_min values exist"},
+    {PROBE_GUARD_GNORM_THR, "optim/skip_grad_norm_threshold", PROBE_SCALAR, 1, PROBE_NEEDS_SKIP,
+     "skip-step guard: the same threshold on the global gradient norm (before clipping)"},
+    {PROBE_UPDATE_NORM, "update/global_norm", PROBE_SCALAR, 1, PROBE_NEEDS_UPDATE_CLIP,
+     "L2 norm of the whole update (every tensor, decay included) before update-norm clipping; NaN "
+     "for a skipped step"},
+    {PROBE_UPDATE_THR, "optim/update_clip_threshold", PROBE_SCALAR, 1, PROBE_NEEDS_UPDATE_CLIP,
+     "update-norm clipping: mean + optim.update_clip_sigma * sigma (sample std) of the previous "
+     "optim.guard_window unclipped update norms; NaN until optim.guard_min values exist"},
+    {PROBE_UPDATE_CLIP, "optim/update_clip_factor", PROBE_SCALAR, 1, PROBE_NEEDS_UPDATE_CLIP,
+     "update-norm clipping: the factor the update was scaled by, min(1, threshold / norm) (NaN "
+     "for a skipped step)"},
 };

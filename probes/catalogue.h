@@ -51,6 +51,12 @@ enum probe_id {
     PROBE_QK_CLIP_ETA,
     PROBE_STABLE_SCALED,
     PROBE_STABLE_FACTOR,
+    PROBE_GUARD_SKIP,
+    PROBE_GUARD_LOSS_THR,
+    PROBE_GUARD_GNORM_THR,
+    PROBE_UPDATE_NORM,
+    PROBE_UPDATE_THR,
+    PROBE_UPDATE_CLIP,
     PROBE_IDS
 };
 
@@ -67,14 +73,16 @@ enum probe_shape {
 // What a run needs for a probe to exist.
 enum probe_needs {
     PROBE_NEEDS_NOTHING,
-    PROBE_NEEDS_MLA,       // attention = mla
-    PROBE_NEEDS_Q_LATENT,  // attention = mla with a query latent (q_rank > 0)
-    PROBE_NEEDS_MOE,       // experts > 0
-    PROBE_NEEDS_MUON,      // optim.name = muon
-    PROBE_NEEDS_ATTN_CAP,  // model.attn_softcap > 0
-    PROBE_NEEDS_FINAL_CAP, // model.final_softcap > 0
-    PROBE_NEEDS_QK_CLIP,   // optim.qk_clip > 0
-    PROBE_NEEDS_STABLE     // optim.stable_adamw
+    PROBE_NEEDS_MLA,        // attention = mla
+    PROBE_NEEDS_Q_LATENT,   // attention = mla with a query latent (q_rank > 0)
+    PROBE_NEEDS_MOE,        // experts > 0
+    PROBE_NEEDS_MUON,       // optim.name = muon
+    PROBE_NEEDS_ATTN_CAP,   // model.attn_softcap > 0
+    PROBE_NEEDS_FINAL_CAP,  // model.final_softcap > 0
+    PROBE_NEEDS_QK_CLIP,    // optim.qk_clip > 0
+    PROBE_NEEDS_STABLE,     // optim.stable_adamw
+    PROBE_NEEDS_SKIP,       // optim.skip_sigma > 0
+    PROBE_NEEDS_UPDATE_CLIP // optim.update_clip_sigma > 0
 };
 
 struct probe_entry {

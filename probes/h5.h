@@ -91,6 +91,11 @@ int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dim
 // A checksum mismatch is an error.
 int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, int *ndim,
                 size_t *dims, char *err, size_t errlen);
+// float64 counterparts (exact doubles: the update guards' windows).
+int h5_write_f64(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const double *data, char *err, size_t errlen);
+int h5_read_f64(struct h5file *f, const char *path, double *data, size_t count, int *ndim,
+                size_t *dims, char *err, size_t errlen);
 // 1 when the file has an object (dataset or group) at path, else 0.
 int h5_exists(struct h5file *f, const char *path);
 // A list of strings as a variable-length string dataset (e.g. /tensors/names).

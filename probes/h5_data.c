@@ -26,8 +26,8 @@ static int dataset_write(struct h5file *f, const char *path, hid_t type, hid_t s
     return rc;
 }
 
-int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dims,
-                 const float *data, char *err, size_t errlen)
+static int write_typed(struct h5file *f, const char *path, int ndim, const size_t *dims, hid_t type,
+                       const void *data, char *err, size_t errlen)
 {
     hsize_t d[4], chunk[4];
     size_t count = 1;
@@ -45,14 +45,26 @@ int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dim
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, ndim, chunk);
     H5Pset_fletcher32(dcpl);
-    int rc = dataset_write(f, path, H5T_NATIVE_FLOAT, space, dcpl, data, err, errlen);
+    int rc = dataset_write(f, path, type, space, dcpl, data, err, errlen);
     H5Pclose(dcpl);
     H5Sclose(space);
     return rc;
 }
 
-int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, int *ndim,
-                size_t *dims, char *err, size_t errlen)
+int h5_write_f32(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const float *data, char *err, size_t errlen)
+{
+    return write_typed(f, path, ndim, dims, H5T_NATIVE_FLOAT, data, err, errlen);
+}
+
+int h5_write_f64(struct h5file *f, const char *path, int ndim, const size_t *dims,
+                 const double *data, char *err, size_t errlen)
+{
+    return write_typed(f, path, ndim, dims, H5T_NATIVE_DOUBLE, data, err, errlen);
+}
+
+static int read_typed(struct h5file *f, const char *path, hid_t type, void *data, size_t count,
+                      int *ndim, size_t *dims, char *err, size_t errlen)
 {
     hid_t dset = -1, space = -1;
     hsize_t d[4];
@@ -79,7 +91,7 @@ int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, i
         FAIL("dataset '%s' in '%s' holds %zu values, expected %zu", path, f->path, n, count);
         goto out;
     }
-    if (H5Dread(dset, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
+    if (H5Dread(dset, type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) < 0) {
         FAIL("read dataset '%s' in '%s' failed: checksum mismatch or corrupt file", path, f->path);
         goto out;
     }
@@ -90,6 +102,18 @@ out:
     if (dset >= 0)
         H5Dclose(dset);
     return rc;
+}
+
+int h5_read_f32(struct h5file *f, const char *path, float *data, size_t count, int *ndim,
+                size_t *dims, char *err, size_t errlen)
+{
+    return read_typed(f, path, H5T_NATIVE_FLOAT, data, count, ndim, dims, err, errlen);
+}
+
+int h5_read_f64(struct h5file *f, const char *path, double *data, size_t count, int *ndim,
+                size_t *dims, char *err, size_t errlen)
+{
+    return read_typed(f, path, H5T_NATIVE_DOUBLE, data, count, ndim, dims, err, errlen);
 }
 
 int h5_exists(struct h5file *f, const char *path)

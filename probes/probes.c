@@ -57,6 +57,10 @@ static int needs_met(enum probe_needs n, const struct probe_features *f)
         return f->qk_clip;
     case PROBE_NEEDS_STABLE:
         return f->stable;
+    case PROBE_NEEDS_SKIP:
+        return f->skip;
+    case PROBE_NEEDS_UPDATE_CLIP:
+        return f->update_clip;
     }
     return 0;
 }

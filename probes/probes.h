@@ -46,6 +46,7 @@ struct probe_features {
     int attn_cap, final_cap; // model.attn_softcap, model.final_softcap > 0
     int qk_clip;             // optim.qk_clip > 0
     int stable;              // optim.stable_adamw
+    int skip, update_clip;   // optim.skip_sigma, optim.update_clip_sigma > 0
 };
 // Takes every catalogue entry the run's features allow (before probe_set_create).
 void probe_set_register(struct probe_set *ps, const struct probe_features *f);

@@ -157,6 +157,20 @@ CASES = {
                       stable_adamw=True),
         "train": dict(seed=14),
     },
+    "mup_full": {  # muParam full at twice the base width: LR x 2 on the hidden matrices
+        # (no qk-norm: at W_q = 0 it normalises zero vectors, where finite differences at
+        # h = 1e-5 cannot resolve the 1/sqrt(eps) slope)
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu", mup="full",
+                      mup_base_width=32),
+        "optim": dict(wd_mode="independent", weight_decay=1e-4, schedule="cosine"),
+        "train": dict(seed=16),
+    },
+    "mup_full_mla_coupled": {  # MLA with a query latent; the factor scales a coupled decay too
+        "model": dict(norm="rmsnorm", qk_norm=False, pos="rope", mlp="swiglu", attention="mla",
+                      kv_rank=8, q_rank=8, rope_dim=4, mup="full", mup_base_width=8),
+        "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="linear"),
+        "train": dict(seed=17),
+    },
     "stable_adamw_coupled": {
         "model": dict(norm="rmsnorm", qk_norm=True, pos="learned", mlp="swiglu"),
         "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="linear", stable_adamw=True,
@@ -268,7 +282,9 @@ def adamw_check(cfg, params0, names, grad_seq):
         {"params": [p for n, p in zip(names, theirs) if not tm.decays(n, p.shape)], "weight_decay": 0.0},
     ]
     stable = o.get("stable_adamw", False)
-    if stable:  # one group per tensor: StableAdamW's lr and decay are per tensor
+    scales = [tm.lr_scale(cfg, n) for n in names]  # muParam's per-tensor LR factors
+    per_tensor = stable or any(sc != 1.0 for sc in scales)
+    if per_tensor:  # one group per tensor: StableAdamW's and muParam's lr and decay are per tensor
         groups = [{"params": [p], "weight_decay": wd if tm.decays(n, p.shape) else 0.0}
                   for n, p in zip(names, theirs)]
         v_check = [torch.zeros_like(p) for p in theirs]
@@ -278,14 +294,18 @@ def adamw_check(cfg, params0, names, grad_seq):
         lr = tm.lr_at(cfg, t)
         for i, grp in enumerate(ref.param_groups):
             grp["lr"] = lr
+            if not per_tensor:
+                continue
+            grp["lr"] = lr * scales[i]
             if stable:  # the factor from a second moment kept here, independently of ours
                 g, bc2 = grads[i], 1 - o["beta2"] ** (t + 1)
                 v_check[i].mul_(o["beta2"]).addcmul_(g, g, value=1 - o["beta2"])
                 rms = float((g * g / torch.clamp(v_check[i] / bc2, min=o["eps"] ** 2))
                             .mean().sqrt())
-                grp["lr"] = lr / max(1.0, rms)
-                if tm.decays(names[i], theirs[i].shape) and o["wd_mode"] == "independent":
-                    grp["weight_decay"] = (lr / o["lr"]) * o["weight_decay"] / grp["lr"]
+                grp["lr"] = grp["lr"] / max(1.0, rms)
+            # torch decays by lr·wd: an independent decay s_t·λ keeps its size whatever the lr
+            if tm.decays(names[i], theirs[i].shape) and o["wd_mode"] == "independent":
+                grp["weight_decay"] = (lr / o["lr"]) * o["weight_decay"] / grp["lr"]
         for p, g in zip(theirs, grads):
             p.grad = g.clone()
         ref.step()
@@ -687,7 +707,11 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   [step, layer, head]). The `stable_adamw` cases divide each AdamW tensor's
   lr by max(1, RMS(g^2 / v_hat)) (StableAdamW); their AdamW check rebuilds
   the factors from a second moment of its own and feeds them to
-  torch.optim.AdamW per tensor.
+  torch.optim.AdamW per tensor. The `mup_full` cases use muParam full
+  (model.mup): attention scale 1/d_qk, W_q zero at init (the fixture's
+  weights: wq, or MLA's wq_b), and the hidden matrices' AdamW lr times
+  mup_base_width / dim (2 and 0.5 here), which torch.optim.AdamW gets per
+  tensor in the AdamW check.
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

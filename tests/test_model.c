@@ -526,9 +526,10 @@ static void check_model_cfg(const struct model_config *cfg)
 
 static void check_model(enum norm_kind norm, int qk, enum pos_kind pos, enum mlp_kind mlp)
 {
-    struct model_config cfg = {8,   2,  2, 4, 4,   11, 2,        norm, qk, pos, mlp,
-                               0,   0,  0, 0, 0.0, 1,  ATTN_MHA, 0,    0,  0,   0 /* moe_group */,
-                               0.0, 0.0};
+    struct model_config cfg = {
+        8,   2,   2,       4, 4,   11, 2,        norm, qk, pos, mlp,
+        0,   0,   0,       0, 0.0, 1,  ATTN_MHA, 0,    0,  0,   0 /* moe_group */,
+        0.0, 0.0, MUP_OFF, 0};
     check_model_cfg(&cfg);
 }
 
@@ -570,7 +571,9 @@ static void test_model_softcap_backward_matches_fd(void **state)
                                0,
                                0 /* moe_group */,
                                0.3 /* attn_softcap */,
-                               0.5 /* final_softcap */};
+                               0.5 /* final_softcap */,
+                               MUP_OFF,
+                               0};
     check_model_cfg(&cfg);
     cfg.attention = ATTN_MLA, cfg.kv_rank = 6, cfg.rope_dim = 2;
     check_model_cfg(&cfg);
@@ -603,7 +606,9 @@ static void test_model_moe_backward_matches_fd(void **state)
                                0,
                                0 /* moe_group */,
                                0.0,
-                               0.0};
+                               0.0,
+                               MUP_OFF,
+                               0};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.moe_layers, 2);
@@ -627,10 +632,32 @@ static void test_model_moe_backward_matches_fd(void **state)
 // positions without a rope part, and MLA with MoE.
 static void test_model_mla_backward_matches_fd(void **state)
 {
-    struct model_config cfg = {
-        8,   2,  2, 4, 4,   11, 2,        NORM_LAYERNORM,  0, POS_ROPE,         MLP_GELU,
-        0,   0,  0, 0, 0.0, 1,  ATTN_MLA, 6 /* kv_rank */, 0, 2 /* rope_dim */, 0 /* moe_group */,
-        0.0, 0.0};
+    struct model_config cfg = {8,
+                               2,
+                               2,
+                               4,
+                               4,
+                               11,
+                               2,
+                               NORM_LAYERNORM,
+                               0,
+                               POS_ROPE,
+                               MLP_GELU,
+                               0,
+                               0,
+                               0,
+                               0,
+                               0.0,
+                               1,
+                               ATTN_MLA,
+                               6 /* kv_rank */,
+                               0,
+                               2 /* rope_dim */,
+                               0 /* moe_group */,
+                               0.0,
+                               0.0,
+                               MUP_OFF,
+                               0};
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.dqk, 6);
@@ -699,11 +726,62 @@ static void check_qk_clip(const struct model_config *cfg)
     model_free(&m);
 }
 
+// µParam at each level, width 64 against a base of 16: the hidden matrices' LR factor is
+// base / dim = 1/4 from simple on (gains, embeddings and head keep 1); the head's init std is
+// sqrt(base) / dim from intermediate on (1/sqrt(dim) below); full uses the 1/d_qk attention
+// scale and zero W_q (MLA with a query latent: wq_b), leaving W_k as it was.
+static double tensor_std(const float *w, size_t n)
+{
+    double s = 0.0, ss = 0.0;
+    for (size_t i = 0; i < n; i++)
+        s += w[i], ss += (double)w[i] * w[i];
+    return sqrt(ss / n - (s / n) * (s / n));
+}
+
+static void check_mup_level(struct model_config *cfg, enum mup_level level)
+{
+    cfg->mup = level, cfg->mup_base_width = 16;
+    struct model m;
+    model_init(&m, cfg, 1);
+    float *params = malloc(sizeof(float) * m.table.total);
+    model_params_init(&m, params, 3);
+    int dqk = m.dqk;
+    expect_near(m.attn_scale, level == MUP_FULL ? 1.0 / dqk : 1.0 / sqrt((double)dqk), 1e-7);
+    for (int i = 0; i < m.table.n; i++) {
+        const struct tensor *t = &m.table.t[i];
+        int hidden = t->kind == TENSOR_MATRIX;
+        assert_true(t->lr_scale == (hidden && level != MUP_OFF ? 16.0 / 64.0 : 1.0));
+    }
+    const struct tensor *head = &m.table.t[m.head];
+    double want = level >= MUP_INTERMEDIATE ? 4.0 / 64.0 : 1.0 / 8.0;
+    expect_near(tensor_std(params + head->offset, head->size), want, 0.03 * want);
+    const struct block_index *bi = &m.blocks[1];
+    const struct tensor *wq = &m.table.t[bi->wq_b >= 0 ? bi->wq_b : bi->wq];
+    double q_std = tensor_std(params + wq->offset, wq->size);
+    assert_true(level == MUP_FULL ? q_std == 0.0 : q_std > 0.5 / sqrt((double)wq->cols));
+    const struct tensor *wk = &m.table.t[bi->wq_b >= 0 ? bi->wkv_b : bi->wq + 1];
+    assert_true(tensor_std(params + wk->offset, wk->size) > 0.5 / sqrt((double)wk->cols));
+    free(params);
+    model_free(&m);
+}
+
+static void test_mup_levels_scale_lr_init_and_attention(void **state)
+{
+    struct model_config cfg = {
+        64, 2,   4, 16,       6, 512, 2, NORM_LAYERNORM,    0,   POS_ROPE, MLP_GELU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0, 0,   0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,  0};
+    for (int level = MUP_OFF; level <= MUP_FULL; level++)
+        check_mup_level(&cfg, (enum mup_level)level);
+    cfg.attention = ATTN_MLA, cfg.kv_rank = 32, cfg.q_rank = 24, cfg.rope_dim = 4;
+    check_mup_level(&cfg, MUP_FULL);
+    check_mup_level(&cfg, MUP_SIMPLE);
+}
+
 static void test_qk_clip_scales_each_heads_logits(void **state)
 {
     struct model_config cfg = {
         16, 2,   4, 4,        6, 11, 2, NORM_LAYERNORM,    0,   POS_ROPE, MLP_GELU, 0, 0, 0,
-        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0};
+        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,  0};
     check_qk_clip(&cfg);
     cfg.attention = ATTN_MLA, cfg.kv_rank = 8, cfg.rope_dim = 2;
     check_qk_clip(&cfg);
@@ -722,7 +800,7 @@ static void test_model_memory_estimate_tracks_the_arena(void **state)
 {
     struct model_config base = {
         64, 3,   4, 16,       32, 100, 4, NORM_LAYERNORM,    1,   POS_ROPE, MLP_SWIGLU, 0, 0, 0,
-        0,  0.0, 1, ATTN_MHA, 0,  0,   0, 0 /* moe_group */, 0.0, 0.0};
+        0,  0.0, 1, ATTN_MHA, 0,  0,   0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,    0};
     struct model_config cfgs[8];
     for (int i = 0; i < 8; i++)
         cfgs[i] = base;
@@ -863,7 +941,7 @@ static void test_model_table_names_and_order(void **state)
 {
     struct model_config cfg = {
         16, 2,   2, 8,        8, 32, 4, NORM_LAYERNORM,    1,   POS_LEARNED, MLP_SWIGLU, 0, 0, 0,
-        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0};
+        0,  0.0, 1, ATTN_MHA, 0, 0,  0, 0 /* moe_group */, 0.0, 0.0,         MUP_OFF,    0};
     struct model m;
     const char *want[] = {"tok_embed",
                           "pos_embed",
@@ -900,7 +978,7 @@ static void test_model_init_statistics_and_name_keying(void **state)
 {
     struct model_config a = {
         64, 2,   4, 16,       8, 256, 4, NORM_LAYERNORM,    0,   POS_ROPE, MLP_GELU, 0, 0, 0,
-        0,  0.0, 1, ATTN_MHA, 0, 0,   0, 0 /* moe_group */, 0.0, 0.0};
+        0,  0.0, 1, ATTN_MHA, 0, 0,   0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,  0};
     struct model_config b = a;
     struct model ma, mb;
     b.layers = 3;
@@ -943,7 +1021,7 @@ static void test_model_same_threads_bitwise_repeatable(void **state)
 {
     struct model_config cfg = {
         32, 2,   4, 8,        16, 64, 4, NORM_LAYERNORM,    1,   POS_ROPE, MLP_GELU, 0, 0, 0,
-        0,  0.0, 1, ATTN_MHA, 0,  0,  0, 0 /* moe_group */, 0.0, 0.0};
+        0,  0.0, 1, ATTN_MHA, 0,  0,  0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,  0};
     struct model m;
     int B = 4, n = B * cfg.seq_len;
     int *in = xcalloc((size_t)n, sizeof(int)), *tg = xcalloc((size_t)n, sizeof(int));
@@ -1002,6 +1080,7 @@ int main(void)
         cmocka_unit_test(test_model_table_names_and_order),
         cmocka_unit_test(test_model_init_statistics_and_name_keying),
         cmocka_unit_test(test_model_same_threads_bitwise_repeatable),
+        cmocka_unit_test(test_mup_levels_scale_lr_init_and_attention),
     };
     return cmocka_run_group_tests_name("model", tests, NULL, NULL);
 }

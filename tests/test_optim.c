@@ -64,7 +64,8 @@ static void test_clip_scales_to_threshold(void **state)
 }
 
 // One AdamW step by hand: m = (1−β1)g, v = (1−β2)g², Δ = m̂/(sqrt(v̂)+ε) = g/(|g|+ε) at t = 1.
-static void check_adamw(enum wd_mode mode)
+// The matrix carries the table LR factor sc (µParam): its lr, and a coupled decay, scale by it.
+static void check_adamw(enum wd_mode mode, double sc)
 {
     struct tensor_table tt;
     struct optim_config oc = base_config();
@@ -75,14 +76,15 @@ static void check_adamw(enum wd_mode mode)
     tensor_table_init(&tt);
     tensor_table_add(&tt, "w", 1, 2, TENSOR_MATRIX, 0); // decays
     tensor_table_add(&tt, "g", 1, 2, TENSOR_GAIN, 0);   // does not
+    tt.t[0].lr_scale = sc;
     adamw_init(&a, 4, 0);
     adamw_update_compute(&a, upd, params, grads, &tt, &oc, lr_t);
     for (int i = 0; i < 4; i++) {
         double g = grads[i];
         double delta = g / (fabs(g) + 1e-8);
-        double wd = i < 2 ? 0.1 : 0.0;
-        double want = mode == WD_INDEPENDENT ? lr_t * delta + 0.5 * wd * params[i]
-                                             : lr_t * (delta + wd * params[i]);
+        double wd = i < 2 ? 0.1 : 0.0, lr = i < 2 ? lr_t * sc : lr_t;
+        double want = mode == WD_INDEPENDENT ? lr * delta + 0.5 * wd * params[i]
+                                             : lr * (delta + wd * params[i]);
         expect_near(upd[i], want, 1e-7);
     }
     expect_near(a.m[0], 0.1f * 0.2f, 1e-8);
@@ -91,7 +93,8 @@ static void check_adamw(enum wd_mode mode)
     adamw_update_compute(&a, upd, params, grads, &tt, &oc, lr_t);
     double m = 0.9 * 0.02 + 0.1 * 0.2, v = 0.95 * 0.002 + 0.05 * 0.04;
     double d = (m / (1 - 0.81)) / (sqrt(v / (1 - 0.9025)) + 1e-8);
-    double want = mode == WD_INDEPENDENT ? lr_t * d + 0.5 * 0.1 * 0.5 : lr_t * (d + 0.1 * 0.5);
+    double lr = lr_t * sc;
+    double want = mode == WD_INDEPENDENT ? lr * d + 0.5 * 0.1 * 0.5 : lr * (d + 0.1 * 0.5);
     expect_near(upd[0], want, 1e-7);
     float p0 = params[0];
     optim_update_apply(params, upd, 4);
@@ -180,12 +183,14 @@ static void test_stable_adamw_zero_entries_and_tiny_eps(void **state)
 
 static void test_adamw_independent_decay(void **state)
 {
-    check_adamw(WD_INDEPENDENT);
+    check_adamw(WD_INDEPENDENT, 1.0);
+    check_adamw(WD_INDEPENDENT, 0.25);
 }
 
 static void test_adamw_coupled_decay(void **state)
 {
-    check_adamw(WD_COUPLED);
+    check_adamw(WD_COUPLED, 1.0);
+    check_adamw(WD_COUPLED, 0.25);
 }
 
 // Eigenvalues of a symmetric n×n matrix (cyclic Jacobi, double), into w[n].

@@ -268,7 +268,8 @@ static void test_catalogue_and_features(void **state)
             assert_string_not_equal(probe_catalogue[i].name, probe_catalogue[j].name);
     }
     struct probe_set ps;
-    struct probe_features dense = {0, 0, 0, 0, 0, 0, 0, 0}, all = {1, 1, 1, 1, 1, 1, 1, 1};
+    struct probe_features dense = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
+                          all = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     probe_set_init(&ps, 2, 3, 5, 10);
     probe_set_moe(&ps, 1, 4);
     probe_set_register(&ps, &dense);
@@ -280,6 +281,8 @@ static void test_catalogue_and_features(void **state)
     assert_null(probe_row(&ps, PROBE_LOGIT_MAX_CAPPED));
     assert_null(probe_row(&ps, PROBE_QK_CLIP_ETA));
     assert_null(probe_row(&ps, PROBE_STABLE_FACTOR));
+    assert_null(probe_row(&ps, PROBE_GUARD_SKIP));
+    assert_null(probe_row(&ps, PROBE_UPDATE_CLIP));
     assert_true(probe_has(&ps, PROBE_LOGIT_MAX));
     probe_row(&ps, PROBE_ATTN_MAX_LOGIT)[2 * 3 - 1] = 1.0; // [layers, heads] fits
     probe_set_free(&ps);

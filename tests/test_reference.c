@@ -169,6 +169,8 @@ int main(void)
         CASE("qk_clip_mla_muon"),
         CASE("stable_adamw"),
         CASE("stable_adamw_coupled"),
+        CASE("mup_full"),
+        CASE("mup_full_mla_coupled"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

@@ -74,6 +74,11 @@ DEFAULTS = {
         # logit soft-capping (Gemma 2): s -> c tanh(s / c); 0 = off
         "attn_softcap": 0.0,  # attention logits, before the causal softmax
         "final_softcap": 0.0,  # output logits, before the loss
+        # muParam (Wortsman et al. 3.2.4) against a model of width mup_base_width: simple scales
+        # the hidden matrices' AdamW LR by base / dim; intermediate also inits the head with std
+        # sqrt(base) / dim; full also uses the attention scale 1/d_qk and zero-inits W_q
+        "mup": "off",
+        "mup_base_width": 256,
     },
     "optim": {
         "name": "adamw",
@@ -124,6 +129,7 @@ MLA_KEYS = ("kv_rank", "q_rank", "rope_dim")
 SOFTCAP_KEYS = ("attn_softcap", "final_softcap")
 QK_CLIP_KEYS = ("qk_clip", "qk_clip_alpha", "qk_clip_log_only")
 STABLE_KEYS = ("stable_adamw",)
+MUP_KEYS = ("mup", "mup_base_width")
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -132,6 +138,7 @@ _CHOICES = {
     ("model", "pos"): ("rope", "learned"),
     ("model", "mlp"): ("gelu", "swiglu"),
     ("model", "attention"): ("mha", "mla"),
+    ("model", "mup"): ("off", "simple", "intermediate", "full"),
     ("optim", "wd_mode"): ("independent", "coupled"),
     ("optim", "schedule"): ("cosine", "linear", "constant"),
 }
@@ -226,6 +233,8 @@ def config_to_ini(cfg, muon_keys=None):
                 continue
             if sec == "model" and key in SOFTCAP_KEYS and not cfg["model"][key]:
                 continue
+            if sec == "model" and key in MUP_KEYS and cfg["model"]["mup"] == "off":
+                continue
             if sec == "optim" and key in QK_CLIP_KEYS and not cfg["optim"]["qk_clip"]:
                 continue
             if sec == "optim" and key in STABLE_KEYS and not cfg["optim"][key]:
@@ -313,6 +322,28 @@ def is_moe_block(cfg, i):
     return m["experts"] > 0 and (i + 1) % m["moe_every"] == 0
 
 
+def attn_scale(cfg, dqk):
+    """The attention logit scale: 1/sqrt(d_qk), or 1/d_qk with muParam full."""
+    return 1.0 / dqk if cfg["model"]["mup"] == "full" else 1.0 / math.sqrt(dqk)
+
+
+def is_query_projection(cfg, name):
+    """The tensor muParam full zero-inits: W_q (MLA: wq_b with a query latent, else wq)."""
+    leaf = name.rsplit(".", 1)[-1]
+    if cfg["model"]["attention"] == "mla" and cfg["model"]["q_rank"] > 0:
+        return leaf == "wq_b"
+    return leaf == "wq"
+
+
+def lr_scale(cfg, name):
+    """muParam's AdamW LR multiplier: base / dim for the hidden matrices (the tensors Muon would
+    take: attention, MLP, expert and router weights), 1 for the rest and without muParam."""
+    m = cfg["model"]
+    if m["mup"] == "off" or not is_muon_matrix(name):
+        return 1.0
+    return m["mup_base_width"] / m["dim"]
+
+
 def decays(name, shape):
     """Weight decay applies to 2-D tensors only (embeddings, matrices, head)."""
     return len(shape) == 2
@@ -344,7 +375,11 @@ def init_weights(cfg, generator, dtype=torch.float32):
             w = w / math.sqrt(d)
         elif len(shape) == 2:
             std = 1.0 / math.sqrt(shape[1])
+            if name == "head" and cfg["model"]["mup"] in ("intermediate", "full"):
+                std = math.sqrt(cfg["model"]["mup_base_width"]) / shape[1]
             w = _trunc_normal_unit(shape, generator) * (std / TRUNC_STD)
+            if cfg["model"]["mup"] == "full" and is_query_projection(cfg, name):
+                w = torch.zeros_like(w)
         else:
             w = torch.ones(shape, dtype=torch.float64)
         params[name] = w.to(dtype)
@@ -439,10 +474,10 @@ def attention(cfg, p, prefix, h, rope, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
     if rec is not None:
         rec.update(q=q, k=k)
-    if fast and _HAS_SDPA and not m["attn_softcap"]:
+    if fast and _HAS_SDPA and not m["attn_softcap"] and m["mup"] != "full":
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
-        scores = softcap((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(hd)), m["attn_softcap"])
+        scores = softcap((q @ k.transpose(-2, -1)) * attn_scale(cfg, hd), m["attn_softcap"])
         mask = _causal_mask(T, h.device)
         scores = scores.masked_fill(mask, float("-inf"))
         o = torch.softmax(scores, dim=-1) @ v
@@ -489,7 +524,7 @@ def mla_attention(cfg, p, prefix, h, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if rec is not None:
         rec.update(q=q, k=k, ckv=ckv)
-    scores = softcap((q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(dqk)), m["attn_softcap"])
+    scores = softcap((q @ k.transpose(-2, -1)) * attn_scale(cfg, dqk), m["attn_softcap"])
     scores = scores.masked_fill(_causal_mask(T, h.device), float("-inf"))
     o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
     return F.linear(o, p[prefix + "wo"])
@@ -708,6 +743,7 @@ class AdamW:
         self.decay = [decays(n, params[n].shape) for n in self.names]
         self.stable = bool(o.get("stable_adamw", False))
         self.stable_factors = []
+        self.lr_scale = [lr_scale(cfg, n) for n in self.names]
 
     @torch.no_grad()
     def step(self, params, grads, t):
@@ -719,15 +755,16 @@ class AdamW:
         bc1 = 1.0 - self.b1 ** n
         bc2 = 1.0 - self.b2 ** n
         self.stable_factors = []
-        for name, g, m, v, dec in zip(self.names, grads, self.m, self.v, self.decay):
+        for name, g, m, v, dec, sc in zip(self.names, grads, self.m, self.v, self.decay,
+                                          self.lr_scale):
             w = params[name]
             m.mul_(self.b1).add_(g, alpha=1.0 - self.b1)
             v.mul_(self.b2).addcmul_(g, g, value=1.0 - self.b2)
-            lr_w = lr
+            lr_w = lr * sc  # muParam's factor (1 without it)
             if self.stable:
                 rms = float((g * g / torch.clamp(v / bc2, min=self.eps ** 2)).mean().sqrt())
-                lr_w = lr / max(1.0, rms)
-                self.stable_factors.append(lr_w / lr if lr else 1.0)
+                self.stable_factors.append(1.0 / max(1.0, rms))
+                lr_w = lr_w / max(1.0, rms)
             # Decay first (uses the pre-update theta; delta does not depend on theta).
             if dec and self.wd != 0.0:
                 factor = s * self.wd if self.mode == "independent" else lr_w * self.wd
@@ -763,7 +800,7 @@ def qk_max_logits(cfg, params, x):
     causal = torch.ones(T, T, dtype=torch.bool).tril()
     rows = []
     for r in rec:
-        z = (r["q"] @ r["k"].transpose(-2, -1)) / math.sqrt(r["q"].shape[-1])
+        z = (r["q"] @ r["k"].transpose(-2, -1)) * attn_scale(cfg, r["q"].shape[-1])
         rows.append(z.masked_fill(~causal, float("-inf")).amax(dim=(0, 2, 3)))
     return torch.stack(rows)
 

@@ -11,8 +11,9 @@ Contract of ``read_probes(path)`` -> ``(Dataset, problems, partial)``:
   /tensors/names -> ``tensor``, /axes/<x> -> ``<x>``: layer, head, expert, lr_factor).
 - The events are one row per event, so two events at one step can coexist: dimension ``event``
   (0, 1, ...) with the variables events/step, events/kind and events/detail.
-- /tensors/kind, /tensors/optimizer and /tensors/shape become coordinates on ``tensor``
-  (``tensor_kind``, ``tensor_optimizer``, ``tensor_rows``, ``tensor_cols``).
+- /tensors/kind, /tensors/optimizer, /tensors/lr_scale and /tensors/shape become coordinates on
+  ``tensor`` (``tensor_kind``, ``tensor_optimizer``, ``tensor_lr_scale``, ``tensor_rows``,
+  ``tensor_cols``).
 - ``attrs``: ``config`` (the typed /config attributes, without ``ini``), ``ini`` (the resolved
   config.ini text stored there, '' if none), ``provenance`` (dict), and per variable its
   ``description``.
@@ -36,7 +37,8 @@ DIMS = {
     "events/step": "event",
     "tensors/names": "tensor",
 }
-TENSOR_META = {"tensors/kind": "tensor_kind", "tensors/optimizer": "tensor_optimizer"}
+TENSOR_META = {"tensors/kind": "tensor_kind", "tensors/optimizer": "tensor_optimizer",
+               "tensors/lr_scale": "tensor_lr_scale"}
 
 
 def dim_name(scale_path):

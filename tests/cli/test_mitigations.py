@@ -94,3 +94,79 @@ def test_softcap_changes_the_run_and_records_both_maxima(canary, small_config, t
         assert np.allclose(out_cap, 3 * np.tanh(out_raw / 3), rtol=1e-12)
         # log Z of the capped logits is bounded by log V + cap
         assert np.array(f["output/logz_max"]).max() <= np.log(256) + 3 + 1e-6
+
+
+# Update guards with windows short enough to act within a small run: a tight sigma makes ordinary
+# step-to-step noise cross the thresholds, so both guards act several times.
+GUARDS = ("optim.guard_window=8", "optim.guard_min=4", "train.steps=40", "probes.every=1",
+          "train.threads=1", "optim.lr=1e-2")
+
+
+def _threshold(prev, k, window, minimum):
+    """mean + k sigma (sample std) of the last `window` of prev, NaN below `minimum` values."""
+    w = np.asarray(prev[-window:], dtype=np.float64)
+    return w.mean() + k * w.std(ddof=1) if len(w) >= minimum else np.nan
+
+
+def test_skip_step_skips_exactly_and_leaves_the_state(canary, small_config, tmp_path):
+    k = 0.5
+    out = _runs(canary, small_config, tmp_path,
+                (("skip", (*GUARDS, f"optim.skip_sigma={k}")),))["skip"]
+    with h5py.File(out / "probes.h5", "r") as f:
+        loss, gnorm = np.array(f["loss/total"]), np.array(f["grad/global_norm"])
+        skipped, guard = np.array(f["update/skipped"]), np.array(f["optim/guard_skipped"])
+        lthr, gthr = np.array(f["optim/skip_loss_threshold"]), np.array(
+            f["optim/skip_grad_norm_threshold"])
+        prms, vrms = np.array(f["param/rms"]), np.array(f["adam/sqrt_v_rms"])
+        urms = np.array(f["update/rms"])
+        kinds = [x.decode() if isinstance(x, bytes) else x for x in f["events/kind"][:]]
+    assert 0 < guard.sum() < len(guard) // 2 and (skipped == guard).all()
+    for i in range(len(loss)):
+        want_l = _threshold(loss[:i], k, 8, 4)
+        want_g = _threshold(gnorm[:i], k, 8, 4)
+        np.testing.assert_allclose([lthr[i], gthr[i]], [want_l, want_g], rtol=1e-12)
+        over = (i >= 4) and (loss[i] > want_l or gnorm[i] > want_g)
+        assert bool(guard[i]) == over, i
+        if guard[i]:  # parameters and AdamW's moments exactly as after the step before
+            assert np.array_equal(prms[i], prms[i - 1]) and np.array_equal(vrms[i], vrms[i - 1])
+            assert np.isnan(urms[i]).all()
+        else:
+            assert not np.array_equal(prms[i], prms[i - 1]) if i else True
+    assert kinds.count("skip") == guard.sum()
+
+
+def test_update_clip_caps_the_update_norm(canary, small_config, tmp_path):
+    # a long warmup: the update norm grows with the LR, so each step's norm stands above the
+    # previous ones' (after it, Adam's update norm only shrinks in a run this smooth)
+    k, sets = 0.5, (*GUARDS, "optim.warmup_steps=30")
+    outs = _runs(canary, small_config, tmp_path,
+                 (("off", sets), ("clip", (*sets, f"optim.update_clip_sigma={k}"))))
+    assert _checksum(outs["off"]) != _checksum(outs["clip"])
+    with h5py.File(outs["clip"] / "probes.h5", "r") as f:
+        norm, thr = np.array(f["update/global_norm"]), np.array(f["optim/update_clip_threshold"])
+        factor = np.array(f["optim/update_clip_factor"])
+        urms, sizes = np.array(f["update/rms"]), np.prod(np.array(f["tensors/shape"]), axis=1)
+        kinds = [x.decode() if isinstance(x, bytes) else x for x in f["events/kind"][:]]
+    assert (factor < 1).sum() > 0 and kinds.count("update_clip") == (factor < 1).sum()
+    for i in range(len(norm)):
+        want = _threshold(norm[:i], k, 8, 4)  # over the previous unclipped norms
+        np.testing.assert_allclose(thr[i], want, rtol=1e-12)
+        np.testing.assert_allclose(factor[i], min(1.0, want / norm[i]) if i >= 4 else 1.0,
+                                   rtol=1e-12)
+        # the update that landed (update/rms over every tensor) has norm min(norm, threshold)
+        applied = np.sqrt((urms[i] ** 2 * sizes).sum())
+        np.testing.assert_allclose(applied, norm[i] * factor[i], rtol=1e-5)
+
+
+def test_guards_resume_bitwise(canary, small_config, tmp_path):
+    from test_checkpoint import assert_resume_is_bitwise
+    sets = ("optim.guard_window=8", "optim.guard_min=4", "optim.skip_sigma=0.5",
+            "optim.update_clip_sigma=0.5", "train.steps=20", "optim.lr=1e-2")
+    assert_resume_is_bitwise(canary, small_config, tmp_path, sets, np_=0)
+
+
+def test_guard_min_above_the_window_is_refused(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    check_refused(train(canary, small_config, out, "optim.skip_sigma=6", "optim.guard_window=16",
+                        "optim.guard_min=32"), out,
+                  "optim.guard_min = 32 is larger than optim.guard_window = 16")

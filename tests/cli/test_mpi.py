@@ -58,8 +58,12 @@ def test_world_size_invariant_losses(canary, small_config, tmp_path):
 
 @pytest.mark.parametrize("extra", [(), ("model.attn_softcap=0.5", "model.final_softcap=2"),
                                    ("optim.qk_clip=2", "optim.lr=3e-2"),
-                                   ("optim.stable_adamw=true", "optim.lr=3e-2")],
-                         ids=["plain", "softcap", "qk_clip", "stable_adamw"])
+                                   ("optim.stable_adamw=true", "optim.lr=3e-2"),
+                                   ("model.mup=full", "model.mup_base_width=16"),
+                                   ("optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3",
+                                    "optim.guard_window=8", "optim.guard_min=4",
+                                    "optim.warmup_steps=10")],
+                         ids=["plain", "softcap", "qk_clip", "stable_adamw", "mup", "guards"])
 def test_deterministic_mode_is_bitwise_identical(canary, small_config, tmp_path, extra):
     results = []
     for np in (1, 2, 4):

@@ -18,6 +18,10 @@ VARIANTS = {
     "softcap": ["model.attn_softcap=2", "model.final_softcap=3"],
     "qk_clip": ["optim.qk_clip=2", "optim.lr=3e-2"],
     "stable_adamw": ["optim.stable_adamw=true", "optim.lr=3e-2"],
+    "mup": ["model.mup=full", "model.mup_base_width=16"],
+    # both guards act within 16 steps: update-norm clipping during the warmup, skip-step after
+    "guards": ["optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3", "optim.guard_window=4",
+               "optim.guard_min=2", "optim.warmup_steps=8", "train.steps=16"],
 }
 # rows that measure the machine, not the model
 SKIP = {"tokens_per_s"}
@@ -56,7 +60,8 @@ def bitwise_equal(a, b, what):
         got = a[name]
         assert got.shape == want.shape, (what, name)
         # bitwise, NaN where NaN
-        assert np.array_equal(got.view(np.uint64), want.view(np.uint64)), (what, name, got, want)
+        bits = f"u{want.dtype.itemsize}"
+        assert np.array_equal(got.view(bits), want.view(bits)), (what, name, got, want)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
@@ -77,6 +82,10 @@ def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tm
         assert "optim/qk_clip_eta" in ref and max(ref["optim/qk_clip_count"]) > 0
     if variant == "stable_adamw":
         assert "adam/stable_factor" in ref and max(ref["optim/stable_scaled"]) > 0
+    if variant == "mup":
+        assert ref["tensors/lr_scale"].min() == 0.5 and ref["tensors/lr_scale"].max() == 1  # 16 / 32
+    if variant == "guards":  # both guards act
+        assert max(ref["optim/guard_skipped"]) > 0 and min(ref["optim/update_clip_factor"]) < 1
     for n in (2, 4):
         bitwise_equal(runs[n], ref, f"np={n} against np=1, grad_accum 4")
     ga2 = {n: series(train(canary, n, small_config, tmp_path / f"{variant}_ga2_np{n}",
