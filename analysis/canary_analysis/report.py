@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from .early_warning import early_warning, fig_early_warning, format_predictions
 from .errors import SensitivityUnavailable
 from .load import load_sweep
+from .mitigations import mitigation_rows
+from .mitigations import render as mitigation_render
 from .sensitivity import DEFAULT_RANGE, check_range, lr_sensitivity
 from .series import block_max_logit, default_logit_step, last_finite
 
@@ -158,6 +160,8 @@ def render_markdown(rep, lr_range, step):
                        f"{_f(g.best_loss)} | {_f(g.l0)} | {g.n_diverged} | "
                        f"{_md('; '.join(g.notes))} |")
         out.append("")
+
+    out += mitigation_render(mitigation_rows(sweep, rep.sensitivities))
 
     out += ["## Runs", "", "Per-run summary (also in [runs.csv](runs.csv)).", ""]
     keys = sweep.swept_keys

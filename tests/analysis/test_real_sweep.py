@@ -55,7 +55,13 @@ def write_tokens(path, text):
         f.write(struct.pack(f"<{len(tokens)}H", *tokens))
 
 
-def test_real_sweep_report(tmp_path):
+ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
+           OMP_NUM_THREADS="1")
+
+
+def sweep_and_report(tmp_path, study, lr_range):
+    """Runs `canary sweep` on 2 ranks over a small token file and the report; returns the sweep
+    directory and report.md's text."""
     canary = os.environ.get("CANARY_BIN", os.path.join(ROOT, "build", "canary"))
     if not os.access(canary, os.X_OK):
         pytest.fail(f"canary binary not found at {canary}: build it first (./tests/run does), "
@@ -68,20 +74,23 @@ def test_real_sweep_report(tmp_path):
     data = tmp_path / "tokens.bin"
     write_tokens(data, text)
     config = tmp_path / "study.ini"
-    config.write_text(STUDY.format(data=data))
+    config.write_text(study.format(data=data))
     sweep = tmp_path / "sweep"
-    env = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               OMP_NUM_THREADS="1")
     r = subprocess.run([mpiexec, "-n", "2", "--oversubscribe", canary, "sweep", "--config",
                         str(config), "--out", str(sweep)], capture_output=True, text=True,
-                       env=env, timeout=180)
+                       env=ENV, timeout=180)
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
 
     r = subprocess.run([os.path.join(ROOT, "analysis", "canary-analyze"), "report", str(sweep),
-                        "--lr-range", "1e-3", "1e-2"], cwd=ROOT, capture_output=True,
-                       text=True, env=env, timeout=180)
+                        "--lr-range", *lr_range], cwd=ROOT, capture_output=True,
+                       text=True, env=ENV, timeout=180)
     assert r.returncode == 0, r.stderr
-    md = (sweep / "report" / "report.md").read_text()
+    return sweep, (sweep / "report" / "report.md").read_text()
+
+
+def test_real_sweep_report(tmp_path):
+    sweep, md = sweep_and_report(tmp_path, STUDY, ("1e-3", "1e-2"))
+    assert "## Mitigations" not in md  # qk-norm and z-loss alone: their own figures
     ids = [f"{i:03d}_qk_norm-{q}_lr-{lr}" for i, (q, lr) in enumerate(
         [("true", "1e-3"), ("true", "1e-2"), ("false", "1e-3"), ("false", "1e-2")])]
     for rid in ids:
@@ -95,3 +104,41 @@ def test_real_sweep_report(tmp_path):
         assert row["status"] == "ok" and row["partial"] == "0" and row["steps"] == "20"
         assert float(row["final_loss"]) < float(row["l0"])
         assert float(row["max_attn_logit_block0_final"]) > 0
+
+
+# QK-clip swept against none at two LRs, with a skip-step guard tight enough to act in 20 steps
+MITIGATION_STUDY = STUDY.replace("[optim]\nwarmup_steps = 2", """[optim]
+warmup_steps = 2
+skip_sigma = 0.3
+guard_window = 4
+guard_min = 2""").replace("model.qk_norm = true, false\noptim.lr = 1e-3, 1e-2",
+                          "optim.qk_clip = 0, 1\noptim.lr = 1e-2, 3e-2")
+
+
+def test_real_sweep_mitigation_section(tmp_path):
+    import h5py
+    import numpy as np
+
+    assert "optim.qk_clip = 0, 1" in MITIGATION_STUDY and "skip_sigma" in MITIGATION_STUDY
+    sweep, md = sweep_and_report(tmp_path, MITIGATION_STUDY, ("1e-2", "3e-2"))
+    assert "## Mitigations" in md
+    rows = {}
+    for line in md.split("## Mitigations")[1].split("\n## ")[0].splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0].startswith("qk_clip="):
+            rows[cells[0]] = cells
+    assert set(rows) == {"qk_clip=0", "qk_clip=1"}
+    # what each group has on, and the counts, read again from the runs' probes.h5
+    for q, cells in rows.items():
+        skipped = clipped = 0
+        for run in sorted(p for p in sweep.iterdir() if p.is_dir() and f"qk_clip-{q[8:]}_" in
+                          p.name):
+            with h5py.File(run / "probes.h5", "r") as f:
+                skipped += int(np.nansum(np.array(f["optim/guard_skipped"]) > 0))
+                if "optim/qk_clip_count" in f:
+                    clipped += int(np.nansum(np.array(f["optim/qk_clip_count"])))
+        assert "skip-step" in cells[1] and ("QK-clip" in cells[1]) == (q == "qk_clip=1")
+        assert cells[8] == str(skipped), (q, cells)
+        assert cells[10] == (str(clipped) if q == "qk_clip=1" else ""), (q, cells)
+    assert int(rows["qk_clip=1"][10]) > 0  # QK-clip acted
+    assert int(rows["qk_clip=0"][8]) + int(rows["qk_clip=1"][8]) > 0  # and so did skip-step
