@@ -83,6 +83,7 @@ static int write_guards(struct run *r, struct h5file *f, char *err, size_t errle
         size_t dims[1] = {(size_t)w->cap};
         int rc = h5_write_f64(f, guard_paths[i], 1, dims, buf, err, errlen) ||
                  h5_attr_i64(f, guard_paths[i], "n", w->n, err, errlen) ||
+                 h5_attr_i64(f, guard_paths[i], "cap", w->cap, err, errlen) ||
                  h5_attr_str(f, guard_paths[i], "description",
                              "update guard window: the previous steps' values (the first n, "
                              "oldest first) behind its mean + k sigma threshold",
@@ -104,25 +105,27 @@ static int read_guards(struct run *r, struct h5file *f, char *why, size_t whylen
         w->n = w->head = 0;
         if (!h5_exists(f, guard_paths[i]))
             continue;
-        double *buf = xcalloc((size_t)w->cap, sizeof(double));
-        size_t dims[4];
-        int nd = 0;
-        int64_t n = -1;
-        int rc = h5_read_f64(f, guard_paths[i], buf, (size_t)w->cap, &nd, dims, why, whylen) ||
-                 h5_attr_read_i64(f, guard_paths[i], "n", &n, why, whylen);
-        if (rc == 0 && (n < 0 || n > w->cap)) {
-            snprintf(why, whylen, "%s holds n = %lld values, more than optim.guard_window = %d",
-                     guard_paths[i], (long long)n, w->cap);
-            rc = 1;
-        }
-        if (rc == 0)
-            guard_window_set(w, buf, (int)n);
-        free(buf);
-        if (rc) {
-            size_t len = strlen(why);
-            snprintf(why + len, whylen - len, " (was optim.guard_window changed?)");
+        // the window as written (optim.guard_window may have changed since: --set on resume
+        // keeps the newest values that fit)
+        int64_t n = -1, cap = -1;
+        if (h5_attr_read_i64(f, guard_paths[i], "n", &n, why, whylen) ||
+            h5_attr_read_i64(f, guard_paths[i], "cap", &cap, why, whylen))
+            return -1;
+        if (cap < 1 || cap > 1000000 || n < 0 || n > cap) {
+            snprintf(why, whylen, "%s has n = %lld values in %lld slots (need 0 <= n <= slots)",
+                     guard_paths[i], (long long)n, (long long)cap);
             return -1;
         }
+        double *buf = xcalloc((size_t)cap, sizeof(double));
+        size_t dims[4];
+        int nd = 0;
+        int rc = h5_read_f64(f, guard_paths[i], buf, (size_t)cap, &nd, dims, why, whylen);
+        int keep = n < w->cap ? (int)n : w->cap;
+        if (rc == 0)
+            guard_window_set(w, buf + (n - keep), keep);
+        free(buf);
+        if (rc)
+            return -1;
     }
     return 0;
 }

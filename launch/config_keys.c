@@ -25,7 +25,8 @@ const struct config_key config_keys[] = {
     {"model", "qk_norm", CT_BOOL, OFF(model.qk_norm), "false", 0, 1, 0, NULL,
      "per-head norm of q and k with one d_h gain shared by the heads (Wortsman's qk-layernorm)"},
     {"model", "attn_softcap", CT_DOUBLE, OFF(model.attn_softcap), "0", 0, 1e6, 0, NULL,
-     "attention-logit soft-capping (Gemma 2): each logit s = q.k/sqrt(d_h) becomes "
+     "attention-logit soft-capping (Gemma 2): each logit s = q.k * scale (1/sqrt(d_qk); 1/d_qk "
+     "with model.mup = full) becomes "
      "c * tanh(s / c) before the causal softmax; 0 = off"},
     {"model", "final_softcap", CT_DOUBLE, OFF(model.final_softcap), "0", 0, 1e6, 0, NULL,
      "output-logit soft-capping (Gemma 2): each logit z becomes c * tanh(z / c) before the "
@@ -33,7 +34,8 @@ const struct config_key config_keys[] = {
     {"model", "mup", CT_ENUM, OFF(model.mup), "off", 0, 0, 0, "off|simple|intermediate|full",
      "muParam (Wortsman et al. 3.2.4) against a model of width mup_base_width: simple scales "
      "each hidden matrix's AdamW LR by base/dim; intermediate also inits the head with std "
-     "sqrt(base)/dim; full also uses the attention scale 1/d_h and zero-inits W_q (Muon's "
+     "sqrt(base)/dim; full also uses the attention scale 1/d_qk (d_h, MLA d_h + rope_dim) and "
+     "zero-inits W_q (Muon's "
      "matrices keep Muon's own shape scaling: docs/mitigations.md)"},
     {"model", "mup_base_width", CT_INT, OFF(model.mup_base_width), "256", 1, 65536, 0, NULL,
      "the base model's dim for model.mup (the paper: 256)"},

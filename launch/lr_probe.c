@@ -40,10 +40,11 @@ void lr_probe_free(struct lr_probe *p)
 // spread over the ranks like an evaluation and summed in global order — at θ (f = 0, the
 // reference) and at θ − f·(update − c·θ) − c·θ for f = ½, 1, 2: the update as it is about to
 // land, scaled as if the learning rate were scaled. An independent weight-decay term c·θ
-// (optim_independent_wd) does not scale with the learning rate, so it stays as it is. Trial
+// (optim_independent_wd; times the update-norm clip factor `clip` when that guard scaled the
+// whole update) does not scale with the learning rate, so it stays as it is. Trial
 // weights go to a separate buffer, so the parameters are never touched; every rank holds the
 // same parameters and update, so every rank can take its chunks.
-void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t)
+void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t, double clip)
 {
     const float factors[4] = {0.0f, 0.5f, 1.0f, 2.0f};
     const struct config *c = &r->cfg;
@@ -54,7 +55,7 @@ void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t)
         float f = factors[i];
         for (int t = 0; t < tt->n; t++) {
             // update = lr part + c·θ; only the lr part scales with the learning rate
-            float c_wd = (float)optim_independent_wd(&c->optim, tt->t[t].kind, lr_t);
+            float c_wd = (float)(clip * optim_independent_wd(&c->optim, tt->t[t].kind, lr_t));
             float keep = f > 0.0f ? (f - 1.0f) * c_wd : 0.0f;
             size_t lo = tt->t[t].offset, hi = lo + tt->t[t].size;
 #pragma omp parallel for simd schedule(static)

@@ -19,8 +19,9 @@ struct lr_probe {
 struct lr_probe *lr_probe_init(const struct run *r);
 void lr_probe_free(struct lr_probe *p);
 
-// Runs the probe for the update in r->update at learning rate lr_t (see lr_probe.c); fills
-// p->loss. Every rank takes part; parameters are not touched.
-void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t);
+// Runs the probe for the update in r->update at learning rate lr_t, which update-norm clipping
+// scaled by clip (1 when it did not; see lr_probe.c); fills p->loss. Every rank takes part;
+// parameters are not touched.
+void lr_probe_run(struct lr_probe *p, struct run *r, double lr_t, double clip);
 
 #endif

@@ -451,7 +451,7 @@ void train_step(struct run *r, struct step_result *res)
             qk_clip_eta(r->qk_max, c->model.layers * c->model.heads, c->optim.qk_clip, r->qk_eta);
     }
     if (r->lr_probe && r->lr_probe->due)
-        lr_probe_run(r->lr_probe, r, res->lr);
+        lr_probe_run(r->lr_probe, r, res->lr, res->update_clip_factor);
     optim_update_apply(r->params, r->update, n);
     if (r->qk_max && !c->optim.qk_clip_log_only) // on the updated weights
         qk_clip_apply(m, r->params, r->qk_eta, c->optim.qk_clip_alpha);

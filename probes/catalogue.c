@@ -24,9 +24,9 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "update/rms and muon/ortho_err are NaN and it has no /lr_probe row (grad/clip_factor is "
      "NaN for a non-finite step only)"},
     {PROBE_ATTN_MAX_LOGIT, "attn/max_logit", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
-     "[layer, head] max |q.k|/sqrt(d_qk) over the causal pairs of every sequence of "
-     "the global batch (Wortsman's attention-logit growth; d_qk = d_h, or d_h + "
-     "rope_dim with MLA)"},
+     "[layer, head] max |q.k| * scale over the causal pairs of every sequence of "
+     "the global batch (Wortsman's attention-logit growth; scale = 1/sqrt(d_qk), or 1/d_qk "
+     "with model.mup = full; d_qk = d_h, or d_h + rope_dim with MLA)"},
     {PROBE_ATTN_ENTROPY, "attn/entropy", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
      "[layer, head] attention entropy -sum p log p (nats), mean over every query "
      "position of the global batch (entropy collapse precedes instability)"},
@@ -102,7 +102,8 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "[layer, head] attn/max_logit as the softmax sees it: c * tanh(attn/max_logit / c), c = "
      "model.attn_softcap (capping is monotone); attn/max_logit stays the raw maximum"},
     {PROBE_QK_CLIP_COUNT, "optim/qk_clip_count", PROBE_SCALAR, 1, PROBE_NEEDS_QK_CLIP,
-     "QK-clip: heads (of all layers) whose max signed logit q.k/sqrt(d_qk) over the global "
+     "QK-clip: heads (of all layers) whose max signed logit q.k * scale (attn/max_logit) over the "
+     "global "
      "batch exceeded optim.qk_clip at this step, so eta < 1 (NaN for a skipped step)"},
     {PROBE_QK_CLIP_ETA, "optim/qk_clip_eta", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_QK_CLIP,
      "[layer, head] QK-clip factor eta = min(1, qk_clip / S) of this step, S the head's max "

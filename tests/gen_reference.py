@@ -171,6 +171,13 @@ CASES = {
         "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="linear"),
         "train": dict(seed=17),
     },
+    "mup_simple_stable": {  # both per-tensor lr factors at once: muParam's x StableAdamW's
+        "model": dict(norm="layernorm", qk_norm=False, pos="rope", mlp="gelu", mup="simple",
+                      mup_base_width=32),
+        "optim": dict(wd_mode="independent", weight_decay=0.1, schedule="cosine",
+                      stable_adamw=True),
+        "train": dict(seed=14),
+    },
     "stable_adamw_coupled": {
         "model": dict(norm="rmsnorm", qk_norm=True, pos="learned", mlp="swiglu"),
         "optim": dict(wd_mode="coupled", weight_decay=0.1, schedule="linear", stable_adamw=True,
@@ -711,7 +718,8 @@ cases, the MoE keys only for `experts > 0` cases) and `fixture.bin`.
   (model.mup): attention scale 1/d_qk, W_q zero at init (the fixture's
   weights: wq, or MLA's wq_b), and the hidden matrices' AdamW lr times
   mup_base_width / dim (2 and 0.5 here), which torch.optim.AdamW gets per
-  tensor in the AdamW check.
+  tensor in the AdamW check; `mup_simple_stable` multiplies that factor with
+  StableAdamW's.
 * Then 3 training steps (t = 0, 1, 2) on the **same batch**: forward,
   backward, global-norm clip (over all gradients), then the optimizer (AdamW,
   or Muon + AdamW, see below) with the lr schedule. `steps/loss[t]` is

@@ -5,6 +5,7 @@
 
 #include "model/tensors.h"
 #include "optim/adamw.h"
+#include "optim/guard.h"
 #include "optim/muon.h"
 #include "optim/optim.h"
 #include "tests/testing.h"
@@ -179,6 +180,42 @@ static void test_stable_adamw_zero_entries_and_tiny_eps(void **state)
     assert_true(upd[3] == 0.0f); // the unseen entry does not move
     adamw_free(&a);
     tensor_table_free(&tt);
+}
+
+// The guards' window: a ring of the last cap values, oldest first; mean + k·σ (n − 1) once min
+// values are held; non-finite values stay out; get/set round trip (a checkpoint).
+static void test_guard_window_rolls_and_thresholds(void **state)
+{
+    struct guard_window w;
+    double out[4], thr = 0.0, mean = 0.0, sd = 0.0;
+    guard_window_init(&w, 4);
+    guard_window_push(&w, 1.0);
+    assert_int_equal(guard_window_threshold(&w, 2.0, 2, &thr, &mean, &sd), 0); // 1 < min
+    guard_window_push(&w, NAN);
+    guard_window_push(&w, INFINITY);
+    assert_int_equal(w.n, 1);
+    for (int i = 2; i <= 10; i++)
+        guard_window_push(&w, (double)i);
+    assert_int_equal(w.n, 4);
+    guard_window_get(&w, out);
+    for (int i = 0; i < 4; i++)
+        expect_near(out[i], 7.0 + i, 0.0);                                     // 7, 8, 9, 10
+    assert_int_equal(guard_window_threshold(&w, 2.0, 5, &thr, NULL, NULL), 0); // 4 < min 5
+    assert_int_equal(guard_window_threshold(&w, 2.0, 4, &thr, &mean, &sd), 1);
+    double s = sqrt((1.5 * 1.5 * 2 + 0.5 * 0.5 * 2) / 3.0); // sample std of 7..10
+    expect_near(mean, 8.5, 1e-15);
+    expect_near(sd, s, 1e-15);
+    expect_near(thr, 8.5 + 2.0 * s, 1e-14);
+    struct guard_window v;
+    guard_window_init(&v, 4);
+    guard_window_set(&v, out + 1, 3); // 8, 9, 10
+    guard_window_push(&v, 11.0);
+    guard_window_push(&v, 12.0); // 8 leaves
+    guard_window_get(&v, out);
+    for (int i = 0; i < 4; i++)
+        expect_near(out[i], 9.0 + i, 0.0);
+    guard_window_free(&v);
+    guard_window_free(&w);
 }
 
 static void test_adamw_independent_decay(void **state)
@@ -432,6 +469,7 @@ int main(void)
         cmocka_unit_test(test_schedule_warmup_then_decay),
         cmocka_unit_test(test_clip_scales_to_threshold),
         cmocka_unit_test(test_adamw_independent_decay),
+        cmocka_unit_test(test_guard_window_rolls_and_thresholds),
         cmocka_unit_test(test_adamw_coupled_decay),
         cmocka_unit_test(test_stable_adamw_hand_values),
         cmocka_unit_test(test_stable_adamw_zero_entries_and_tiny_eps),

@@ -171,6 +171,7 @@ int main(void)
         CASE("stable_adamw_coupled"),
         CASE("mup_full"),
         CASE("mup_full_mla_coupled"),
+        CASE("mup_simple_stable"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }

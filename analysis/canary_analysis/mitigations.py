@@ -159,7 +159,8 @@ def render(rows):
            "the best LR and of the run at the group's highest LR, and the largest of any row; "
            "then how often each guard acted, summed over the group's runs (skip-step: steps "
            "skipped; update clip: steps scaled; QK-clip: head-steps with eta < 1; StableAdamW: "
-           "tensor-steps scaled). Blank: the group does not have that mitigation.", "",
+           "tensor-steps scaled). Blank: the group does not have that mitigation, or its runs "
+           "recorded no probes for it.", "",
            "| group | mitigations | best LR | ℓ* | diverged | max logit at best LR | "
            "max logit at highest LR | peak max logit | steps skipped | updates clipped | "
            "QK-clip head-steps | StableAdamW tensor-steps |",

@@ -4,6 +4,7 @@ records eta; it refuses qk-norm. Soft-capping changes the run and records both m
 import re
 
 import h5py
+import pytest
 import numpy as np
 
 from test_bad_input import check_refused, train
@@ -158,11 +159,32 @@ def test_update_clip_caps_the_update_norm(canary, small_config, tmp_path):
         np.testing.assert_allclose(applied, norm[i] * factor[i], rtol=1e-5)
 
 
-def test_guards_resume_bitwise(canary, small_config, tmp_path):
+GUARD_RESUME = ("optim.guard_window=8", "optim.guard_min=4", "optim.skip_sigma=0.5",
+                "optim.update_clip_sigma=0.5", "train.steps=20", "optim.lr=1e-2")
+
+
+@pytest.mark.parametrize("np_", [0, 2])
+def test_guards_resume_bitwise(canary, small_config, tmp_path, np_):
     from test_checkpoint import assert_resume_is_bitwise
-    sets = ("optim.guard_window=8", "optim.guard_min=4", "optim.skip_sigma=0.5",
-            "optim.update_clip_sigma=0.5", "train.steps=20", "optim.lr=1e-2")
-    assert_resume_is_bitwise(canary, small_config, tmp_path, sets, np_=0)
+    assert_resume_is_bitwise(canary, small_config, tmp_path, GUARD_RESUME, np_=np_)
+
+
+def test_guards_resume_with_a_smaller_window(canary, small_config, tmp_path):
+    """--resume --set optim.guard_window=N smaller than the checkpoint's keeps its newest N
+    values: the same as a run that had the smaller window... only from the checkpoint on, so
+    the test checks what the window holds, through the next step's threshold."""
+    from test_checkpoint import canary_np, train_args
+    out = tmp_path / "run"
+    r = canary_np(canary, 0, *train_args(small_config, out, *GUARD_RESUME, "probes.every=1"),
+                  env={"CANARY_FAULT": "abort:0:13"})
+    assert r.returncode != 0 and (out / "ckpt" / "step_00000010.h5").exists()
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "optim.guard_window=4")
+    assert r.returncode == 0, r.stdout + r.stderr
+    with h5py.File(out / "probes.h5", "r") as f:
+        loss, thr = np.array(f["loss/total"]), np.array(f["optim/skip_loss_threshold"])
+    # step 11 (row 10) saw the last 4 of steps 1..10 (0.5 sigma, guard_min 4)
+    np.testing.assert_allclose(thr[10], _threshold(loss[:10], 0.5, 4, 4), rtol=1e-12)
+    assert not np.isclose(thr[10], _threshold(loss[:10], 0.5, 8, 4), rtol=1e-6)
 
 
 def test_guard_min_above_the_window_is_refused(canary, small_config, tmp_path):

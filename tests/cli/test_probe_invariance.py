@@ -85,7 +85,8 @@ def test_probes_bitwise_at_any_rank_count_deterministic(canary, small_config, tm
     if variant == "mup":
         assert ref["tensors/lr_scale"].min() == 0.5 and ref["tensors/lr_scale"].max() == 1  # 16 / 32
     if variant == "guards":  # both guards act
-        assert max(ref["optim/guard_skipped"]) > 0 and min(ref["optim/update_clip_factor"]) < 1
+        assert np.nanmax(ref["optim/guard_skipped"]) > 0
+        assert np.nanmin(ref["optim/update_clip_factor"]) < 1
     for n in (2, 4):
         bitwise_equal(runs[n], ref, f"np={n} against np=1, grad_accum 4")
     ga2 = {n: series(train(canary, n, small_config, tmp_path / f"{variant}_ga2_np{n}",
