@@ -544,36 +544,29 @@ static void test_model_variants_backward_matches_fd(void **state)
     check_model(NORM_LAYERNORM, 1, POS_ROPE, MLP_SWIGLU);
 }
 
+// The 8-wide two-block model of the finite-difference tests (layernorm, RoPE, GELU, dense).
+static struct model_config tiny_config(enum attn_kind attention)
+{
+    return (struct model_config){.dim = 8,
+                                 .layers = 2,
+                                 .heads = 2,
+                                 .head_dim = 4,
+                                 .seq_len = 4,
+                                 .vocab = 11,
+                                 .mlp_ratio = 2,
+                                 .norm = NORM_LAYERNORM,
+                                 .pos = POS_ROPE,
+                                 .mlp = MLP_GELU,
+                                 .moe_every = 1,
+                                 .attention = attention};
+}
+
 // Soft-capped attention and output logits (caps small enough to bend the logits at init), in
 // the dense model and in MLA.
 static void test_model_softcap_backward_matches_fd(void **state)
 {
-    struct model_config cfg = {8,
-                               2,
-                               2,
-                               4,
-                               4,
-                               11,
-                               2,
-                               NORM_LAYERNORM,
-                               0,
-                               POS_ROPE,
-                               MLP_GELU,
-                               0,
-                               0,
-                               0,
-                               0,
-                               0.0,
-                               1,
-                               ATTN_MHA,
-                               0,
-                               0,
-                               0,
-                               0 /* moe_group */,
-                               0.3 /* attn_softcap */,
-                               0.5 /* final_softcap */,
-                               MUP_OFF,
-                               0};
+    struct model_config cfg = tiny_config(ATTN_MHA);
+    cfg.attn_softcap = 0.3, cfg.final_softcap = 0.5;
     check_model_cfg(&cfg);
     cfg.attention = ATTN_MLA, cfg.kv_rank = 6, cfg.rope_dim = 2;
     check_model_cfg(&cfg);
@@ -632,32 +625,8 @@ static void test_model_moe_backward_matches_fd(void **state)
 // positions without a rope part, and MLA with MoE.
 static void test_model_mla_backward_matches_fd(void **state)
 {
-    struct model_config cfg = {8,
-                               2,
-                               2,
-                               4,
-                               4,
-                               11,
-                               2,
-                               NORM_LAYERNORM,
-                               0,
-                               POS_ROPE,
-                               MLP_GELU,
-                               0,
-                               0,
-                               0,
-                               0,
-                               0.0,
-                               1,
-                               ATTN_MLA,
-                               6 /* kv_rank */,
-                               0,
-                               2 /* rope_dim */,
-                               0 /* moe_group */,
-                               0.0,
-                               0.0,
-                               MUP_OFF,
-                               0};
+    struct model_config cfg = tiny_config(ATTN_MLA);
+    cfg.kv_rank = 6, cfg.rope_dim = 2;
     struct model m;
     model_init(&m, &cfg, 2);
     assert_int_equal(m.dqk, 6);
