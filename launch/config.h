@@ -35,6 +35,8 @@ struct train_config {
     int checkpoint_every; // steps between checkpoints (0: only at the end)
     int on_nonfinite;     // 0 stop, 1 skip the step
     int keep_checkpoints; // newest checkpoints kept
+    int precision;        // 0 fp32, 1 bf16 (the linear layers' operands; model_set_precision)
+    int bf16_attention;   // with bf16: attention's q·k and p·v products rounded too
 };
 
 struct probes_config {

@@ -175,6 +175,19 @@ const struct config_key config_keys[] = {
     {"train", "on_nonfinite", CT_ENUM, OFF(train.on_nonfinite), "stop", 0, 0, 0, "stop|skip",
      "a non-finite loss or gradient: stop the run (exit code 3) or skip the step's update and "
      "go on (an event either way)"},
+    {"train", "precision", CT_ENUM, OFF(train.precision), "fp32", 0, 0, 0, "fp32|bf16",
+     "bf16: both operands of every linear layer's products (forward, and both backward "
+     "products; the attention, MLP, MLA, expert, router and head weights and the activations "
+     "they multiply) are rounded to bf16, to nearest even, then multiplied with fp32 "
+     "accumulation (an exact emulation: round, then sgemm). Master weights, gradients, optimizer "
+     "state, norms, softmax, the loss and the allreduce stay fp32; checkpoints are fp32. "
+     "Attention's own products: train.bf16_attention"},
+    {"train", "bf16_attention", CT_BOOL, OFF(train.bf16_attention), "true", 0, 1, 0, NULL,
+     "with train.precision = bf16: attention's q.k and p.v products take bf16 operands too (q, k "
+     "and v as attended, the probabilities for p.v while the softmax backward keeps fp32 p, and "
+     "in backward the output gradient and the softmax's input gradient), fp32 accumulation; "
+     "false keeps them fp32 (they matter most for attention-logit growth). Costs one more "
+     "[batch, heads, seq_len, seq_len] buffer per layer"},
     {"train", "keep_checkpoints", CT_INT, OFF(train.keep_checkpoints), "2", 1, 100000, 0, NULL,
      "newest checkpoints kept; older ones are deleted"},
     // [data]

@@ -121,6 +121,7 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     matmul_set_threads(cfg->train.threads);
     model_init(&r->model, &cfg->model, r->micro_batch);
     model_set_aux_coefs(&r->model, cfg->optim.balance_loss, cfg->optim.router_z_loss);
+    model_set_precision(&r->model, cfg->train.precision, cfg->train.bf16_attention);
     size_t n = r->model.table.total;
     r->params = xcalloc(n, sizeof(float));
     r->grads = xcalloc(n, sizeof(float));

@@ -52,6 +52,15 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
         h5_attr_str(f, prov, "openblas", matmul_blas_config(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core", blas_core_name(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core_reason", blas, err, errlen) ||
+        h5_attr_str(f, prov, "precision",
+                    !r->cfg.train.precision       ? "fp32"
+                    : r->cfg.train.bf16_attention ? "bf16: linear-layer and attention operands "
+                                                    "rounded to bf16 (to nearest even), fp32 "
+                                                    "accumulation (emulation backend)"
+                                                  : "bf16: linear-layer operands rounded to bf16 "
+                                                    "(to nearest even), fp32 accumulation "
+                                                    "(emulation backend); attention fp32",
+                    err, errlen) ||
         h5_attr_str(f, prov, "subnormals",
                     fpenv_flushing() ? "flushed to zero (FTZ and DAZ on every computing thread)"
                                      : "computed in full (no flush control on this CPU)",

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <string.h>
 
+#include "util/bf16.h"
 #include "util/fastmath.h"
 #include "model/matmul.h"
 
@@ -246,7 +247,7 @@ static void cap_row(float *row, float *t, int n, float softcap)
 
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
                        const float *v, int B, int H, int T, int dqk, int dv, float scale,
-                       float softcap, float *capt)
+                       float softcap, float *capt, float *pr)
 {
     int direct = attention_direct(T, dqk, dv);
 #pragma omp parallel for schedule(static)
@@ -306,30 +307,38 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             stats[ATTN_STATS * bh + 1] = (float)entropy;
             stats[ATTN_STATS * bh + 2] = (float)max_signed;
         }
+        const float *pv = pp; // the probabilities the output is made of
+        if (pr) {
+            float *prr = pr + (size_t)bh * T * T;
+            for (size_t j = 0; j < (size_t)T * T; j++)
+                prr[j] = bf16_round(pp[j]);
+            pv = prr;
+        }
         if (direct)
-            direct_rows_times(out + voff, pp, v + voff, T, dv);
+            direct_rows_times(out + voff, pv, v + voff, T, dv);
         else
-            blocked_rows_times(out + voff, pp, v + voff, T, dv);
+            blocked_rows_times(out + voff, pv, v + voff, T, dv);
     }
 }
 
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
                         int H, int T, int dqk, int dvd, float scale, float softcap,
-                        const float *capt)
+                        const float *capt, const float *pr)
 {
     int direct = attention_direct(T, dqk, dvd);
 #pragma omp parallel for schedule(static)
     for (int bh = 0; bh < B * H; bh++) {
         size_t off = (size_t)bh * T * dqk, voff = (size_t)bh * T * dvd;
         const float *pp = p + (size_t)bh * T * T;
+        const float *pv = pr ? pr + (size_t)bh * T * T : pp; // as the forward's output used
         float *dpp = dp + (size_t)bh * T * T;
         // dv = pᵀ dout;  dp = dout vᵀ (causal part; the rest is zeroed below)
         if (direct) {
-            direct_cols_times(dv + voff, pp, dout + voff, T, dvd);
+            direct_cols_times(dv + voff, pv, dout + voff, T, dvd);
             direct_scores(dpp, dout + voff, v + voff, T, dvd, 1.0f);
         } else {
-            blocked_cols_times(dv + voff, pp, dout + voff, T, dvd);
+            blocked_cols_times(dv + voff, pv, dout + voff, T, dvd);
             blocked_scores(dpp, dout + voff, v + voff, T, dvd, 1.0f);
         }
         // softmax backward: ds_ij = p_ij (dp_ij − Σ_j p_ij dp_ij), times the score scale.
@@ -346,6 +355,9 @@ void attention_backward(float *dq, float *dk, float *dv, float *dp, const float 
             }
             for (int j = i + 1; j < T; j++)
                 drow[j] = 0.0f;
+            if (pr) // bf16: ds is an operand of the two products below
+                for (int j = 0; j <= i; j++)
+                    drow[j] = bf16_round(drow[j]);
         }
         // dq = ds k;  dk = dsᵀ q
         if (direct) {

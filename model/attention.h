@@ -16,17 +16,22 @@
 // q·k·scale over the causal entries), the attention entropy summed over query rows and the max
 // signed logit before capping (QK-clip's S): stats[B·H, ATTN_STATS].
 enum { ATTN_STATS = 3 };
+// pr[B,H,T,T], when not NULL (bf16 attention), receives the probabilities rounded to bf16, and
+// the output is computed from them (the caller rounds q, k and v): p stays fp32 for the softmax
+// backward.
 void attention_forward(float *out, float *p, float *stats, const float *q, const float *k,
                        const float *v, int B, int H, int T, int dqk, int dv, float scale,
-                       float softcap, float *capt);
+                       float softcap, float *capt, float *pr);
 
 // Given dout[B,H,T,d_v] and the forward's p, q, k, v: OVERWRITES dq, dk [B,H,T,d_qk] and
 // dv [B,H,T,d_v] (dvd = d_v).
 // dp[B,H,T,T] is scratch. softcap and capt as the forward had them.
+// pr: the forward's rounded probabilities, or NULL. With pr, dv = prᵀ dout and the softmax's
+// input gradient is rounded to bf16 before dq, dk (the caller rounds dout, as q, k, v).
 void attention_backward(float *dq, float *dk, float *dv, float *dp, const float *dout,
                         const float *p, const float *q, const float *k, const float *v, int B,
                         int H, int T, int dqk, int dvd, float scale, float softcap,
-                        const float *capt);
+                        const float *capt, const float *pr);
 
 // 1 when attention_forward/backward use their direct loops (narrow heads, causal triangle only)
 // for these sizes rather than sgemm over the full T×T square; both give the same values to

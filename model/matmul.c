@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "util/bf16.h"
 #include "util/error.h"
 #include "util/timer.h"
 
@@ -45,22 +46,64 @@ void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, co
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim)
+void matmul_prec_init(struct matmul_prec *p, int bf16, size_t cap_act, size_t cap_w)
 {
-    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 0.0f, out, out_dim);
+    p->bf16 = bf16;
+    p->cap_act = bf16 ? cap_act : 0;
+    p->cap_w = bf16 ? cap_w : 0;
+    p->a = bf16 ? xcalloc(cap_act, sizeof(float)) : NULL;
+    p->b = bf16 ? xcalloc(cap_w, sizeof(float)) : NULL;
+    p->c = bf16 ? xcalloc(cap_act, sizeof(float)) : NULL;
 }
 
-void matmul_forward_acc(float *out, const float *in, const float *w, int n, int in_dim, int out_dim)
+void matmul_prec_free(struct matmul_prec *p)
 {
-    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, in, in_dim, w, in_dim, 1.0f, out, out_dim);
+    free(p->a);
+    free(p->b);
+    free(p->c);
+    p->a = p->b = p->c = NULL;
+    p->bf16 = 0;
 }
 
-void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
-                     int n, int in_dim, int out_dim)
+// x[count] rounded to bf16 into buf[cap] (returned), or x itself in fp32.
+static const float *operand(const struct matmul_prec *p, float *buf, size_t cap, const float *x,
+                            size_t count)
 {
-    if (din)
-        matmul_sgemm(0, 0, n, in_dim, out_dim, 1.0f, dout, out_dim, w, in_dim, 0.0f, din, in_dim);
-    matmul_sgemm(1, 0, out_dim, in_dim, n, 1.0f, dout, out_dim, in, in_dim, 1.0f, dw, in_dim);
+    if (!p || !p->bf16)
+        return x;
+    if (count > cap)
+        FATAL("bf16 operand of %zu floats exceeds the %zu sized at init", count, cap);
+    bf16_round_array(buf, x, count);
+    return buf;
+}
+
+void matmul_forward(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
+                    int in_dim, int out_dim)
+{
+    const float *a = operand(p, p ? p->a : NULL, p ? p->cap_act : 0, in, (size_t)n * in_dim);
+    const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
+    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, a, in_dim, b, in_dim, 0.0f, out, out_dim);
+}
+
+void matmul_forward_acc(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
+                        int in_dim, int out_dim)
+{
+    const float *a = operand(p, p ? p->a : NULL, p ? p->cap_act : 0, in, (size_t)n * in_dim);
+    const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
+    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, a, in_dim, b, in_dim, 1.0f, out, out_dim);
+}
+
+void matmul_backward(struct matmul_prec *p, float *din, float *dw, const float *dout,
+                     const float *in, const float *w, int n, int in_dim, int out_dim)
+{
+    size_t cap = p ? p->cap_act : 0;
+    const float *d = operand(p, p ? p->a : NULL, cap, dout, (size_t)n * out_dim);
+    if (din) {
+        const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
+        matmul_sgemm(0, 0, n, in_dim, out_dim, 1.0f, d, out_dim, b, in_dim, 0.0f, din, in_dim);
+    }
+    const float *x = operand(p, p ? p->c : NULL, cap, in, (size_t)n * in_dim);
+    matmul_sgemm(1, 0, out_dim, in_dim, n, 1.0f, d, out_dim, x, in_dim, 1.0f, dw, in_dim);
 }
 
 void matmul_gram(int trans, int n, int k, float alpha, const float *a, int lda, float *c, int ldc)

@@ -6,19 +6,37 @@
 #ifndef CANARY_MODEL_MATMUL_H
 #define CANARY_MODEL_MATMUL_H
 
-// out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ   (overwrites out)
-void matmul_forward(float *out, const float *in, const float *w, int n, int in_dim, int out_dim);
+#include <stddef.h>
+
+// The linear layers' precision (train.precision). NULL, or bf16 = 0: fp32. bf16 = 1: both
+// operands of every product (forward, and both backward products) are rounded to bf16 (to
+// nearest, ties to even: util/bf16.h) into the scratch buffers here, then multiplied by sgemm
+// with fp32 accumulation: an exact emulation of a bf16 x bf16 -> fp32 GEMM up to the order of
+// the fp32 sums. Sized at init (matmul_prec_init); a product larger than the scratch is a bug.
+struct matmul_prec {
+    int bf16;
+    float *a, *b, *c; // rounded operands: [cap_act], [cap_w], [cap_act]
+    size_t cap_act;   // floats of the largest activation operand (rows × width)
+    size_t cap_w;     // floats of the largest weight
+};
+
+void matmul_prec_init(struct matmul_prec *p, int bf16, size_t cap_act, size_t cap_w);
+void matmul_prec_free(struct matmul_prec *p);
+
+// out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ   (overwrites out); p: precision or NULL
+void matmul_forward(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
+                    int in_dim, int out_dim);
 
 // out[n, out_dim] += in[n, in_dim] · w[out_dim, in_dim]ᵀ   (ACCUMULATES into out). A residual
 // branch lands this way: the caller copies the stream into out first, which costs less than
 // BLAS zeroing C for beta = 0 and a separate add pass.
-void matmul_forward_acc(float *out, const float *in, const float *w, int n, int in_dim,
-                        int out_dim);
+void matmul_forward_acc(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
+                        int in_dim, int out_dim);
 
 // din[n, in_dim] = dout · w      (OVERWRITES din; skipped when din is NULL)
 // dw[out_dim, in_dim] += doutᵀ · in   (ACCUMULATES into dw)
-void matmul_backward(float *din, float *dw, const float *dout, const float *in, const float *w,
-                     int n, int in_dim, int out_dim);
+void matmul_backward(struct matmul_prec *p, float *din, float *dw, const float *dout,
+                     const float *in, const float *w, int n, int in_dim, int out_dim);
 
 // C[m, n] = alpha · op(A) · op(B) + beta · C, row-major; op(X) = Xᵀ when trans_x is nonzero.
 void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a,

@@ -28,7 +28,7 @@ static void mha_forward(struct model *m, const float *params, int l, int B)
     int T = c->seq_len, C = c->dim, H = c->heads, hd = c->head_dim, I = m->inner;
     int BT = B * T, BHT = B * H * T;
     float scale = m->attn_scale;
-    matmul_forward(a->qkv, a->n1, tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
+    matmul_forward(m->mm, a->qkv, a->n1, tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
     attention_split_heads(a->v, a->qkv, 3 * I, 2 * I, B, H, T, hd);
     if (c->qk_norm) {
         attention_split_heads(a->q_raw, a->qkv, 3 * I, 0, B, H, T, hd);
@@ -43,8 +43,12 @@ static void mha_forward(struct model *m, const float *params, int l, int B)
         rope_forward(a->k, m->acts.rope, BHT, T, hd);
     }
     float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS : NULL;
+    model_attn_round(m, a->q, (size_t)BHT * hd);
+    model_attn_round(m, a->k, (size_t)BHT * hd);
+    model_attn_round(m, a->v, (size_t)BHT * hd);
     attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, hd, hd, scale,
-                      (float)c->attn_softcap, a->capt);
+                      (float)c->attn_softcap, a->capt,
+                      m->attn_pr ? m->attn_pr + (size_t)l * model_attn_probs(m) : NULL);
     attention_merge_heads(a->att, a->o, I, 0, B, H, T, hd);
 }
 
@@ -62,10 +66,10 @@ static void feed_forward(struct model *m, const float *params, int l, int B, flo
         return;
     }
     int U = c->mlp == MLP_SWIGLU ? 2 * F : F;
-    matmul_forward(a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, U);
+    matmul_forward(m->mm, a->u, a->n2, tensor_ptr(m, params, bi->w1), BT, C, U);
     mlp_act_forward(c->mlp, a->a, a->u, BT, F);
     memcpy(x_out, a->x_mid, (size_t)BT * C * sizeof(float));
-    matmul_forward_acc(x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
+    matmul_forward_acc(m->mm, x_out, a->a, tensor_ptr(m, params, bi->w2), BT, F, C);
 }
 
 static void block_forward(struct model *m, const float *params, int l, int B, float *x_out)
@@ -81,7 +85,7 @@ static void block_forward(struct model *m, const float *params, int l, int B, fl
     else
         mha_forward(m, params, l, B);
     memcpy(a->x_mid, a->x_in, (size_t)BT * C * sizeof(float));
-    matmul_forward_acc(a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
+    matmul_forward_acc(m->mm, a->x_mid, a->att, tensor_ptr(m, params, bi->wo), BT, I, C);
     feed_forward(m, params, l, B, x_out);
 }
 
@@ -113,7 +117,7 @@ struct model_aux model_forward(struct model *m, const float *params, const int *
         }
     norm_forward(a->nf, a->nf_mean, a->nf_rstd, a->x_final, tensor_ptr(m, params, m->final_norm),
                  BT, c->dim, c->norm);
-    matmul_forward(a->logits, a->nf, tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
+    matmul_forward(m->mm, a->logits, a->nf, tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
     return aux;
 }
 
@@ -134,10 +138,10 @@ static void block_backward_mlp(struct model *m, const float *params, float *grad
     }
 
     // MLP: x_out = x_mid + w2·act(w1·n2(x_mid))
-    matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
+    matmul_backward(m->mm, g->da, tensor_ptr_mut(m, grads, bi->w2), g->dx, a->a,
                     tensor_ptr(m, params, bi->w2), BT, F, C);
     mlp_act_backward(c->mlp, g->du, g->da, a->u, a->a, BT, F);
-    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
+    matmul_backward(m->mm, g->dn, tensor_ptr_mut(m, grads, bi->w1), g->du, a->n2,
                     tensor_ptr(m, params, bi->w1), BT, C, c->mlp == MLP_SWIGLU ? 2 * F : F);
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,
                   tensor_ptr(m, params, bi->n2), a->n2_mean, a->n2_rstd, BT, C, c->norm);
@@ -155,7 +159,7 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
     float scale = m->attn_scale;
 
     // attention: x_mid = x_in + wo·attn(...)
-    matmul_backward(g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,
+    matmul_backward(m->mm, g->datt, tensor_ptr_mut(m, grads, bi->wo), g->dx, a->att,
                     tensor_ptr(m, params, bi->wo), BT, I, C);
     if (c->attention == ATTN_MLA) {
         mla_backward(m, params, grads, l, B);
@@ -164,8 +168,10 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
         return;
     }
     attention_split_heads(g->dout, g->datt, I, 0, B, H, T, hd);
+    model_attn_round(m, g->dout, (size_t)BHT * hd);
     attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, hd, hd,
-                       scale, (float)c->attn_softcap, a->capt);
+                       scale, (float)c->attn_softcap, a->capt,
+                       m->attn_pr ? m->attn_pr + (size_t)l * model_attn_probs(m) : NULL);
     if (c->pos == POS_ROPE) {
         rope_backward(g->dq, g->rope, BHT, T, hd);
         rope_backward(g->dk, g->rope, BHT, T, hd);
@@ -179,7 +185,7 @@ static void block_backward_attn(struct model *m, const float *params, float *gra
     attention_merge_heads(g->dqkv, dq, 3 * I, 0, B, H, T, hd);
     attention_merge_heads(g->dqkv, dk, 3 * I, I, B, H, T, hd);
     attention_merge_heads(g->dqkv, g->dv, 3 * I, 2 * I, B, H, T, hd);
-    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->wq), g->dqkv, a->n1,
+    matmul_backward(m->mm, g->dn, tensor_ptr_mut(m, grads, bi->wq), g->dqkv, a->n1,
                     tensor_ptr(m, params, bi->wq), BT, C, 3 * I);
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n1), g->dn, a->x_in,
                   tensor_ptr(m, params, bi->n1), a->n1_mean, a->n1_rstd, BT, C, c->norm);
@@ -194,7 +200,7 @@ void model_backward(struct model *m, const float *params, float *grads, const in
     ASSERT(B >= 1 && B <= m->max_batch);
 
     // logits = head·nf(x_final)
-    matmul_backward(a->dn, tensor_ptr_mut(m, grads, m->head), a->logits, a->nf,
+    matmul_backward(m->mm, a->dn, tensor_ptr_mut(m, grads, m->head), a->logits, a->nf,
                     tensor_ptr(m, params, m->head), BT, c->dim, c->vocab);
     memset(a->dx, 0, (size_t)BT * c->dim * sizeof(float));
     norm_backward(a->dx, tensor_ptr_mut(m, grads, m->final_norm), a->dn, a->x_final,

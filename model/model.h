@@ -16,6 +16,7 @@
 #include "model/mlp.h"
 #include "model/moe.h"
 #include "model/norm.h"
+#include "model/matmul.h"
 #include "model/tensors.h"
 
 enum pos_kind { POS_ROPE = 0, POS_LEARNED = 1 };
@@ -142,11 +143,13 @@ struct block_index {
 
 struct model {
     struct model_config cfg;
-    int inner;        // I = H · d_h
-    int dqk;          // per-head width of q and k: d_h, or d_h + d_R with MLA
-    float attn_scale; // logit = q·k · attn_scale: 1/sqrt(d_qk), or 1/d_qk with µParam full
-    int ffn;          // F
-    int max_batch;    // B the arena holds
+    int inner;              // I = H · d_h
+    int dqk;                // per-head width of q and k: d_h, or d_h + d_R with MLA
+    float attn_scale;       // logit = q·k · attn_scale: 1/sqrt(d_qk), or 1/d_qk with µParam full
+    struct matmul_prec *mm; // the linear layers' precision (model_set_precision); NULL: fp32
+    float *attn_pr; // bf16 attention: [L, max_batch·H·T·T] rounded probabilities, or NULL
+    int ffn;        // F
+    int max_batch;  // B the arena holds
     struct tensor_table table;
     int tok_embed, pos_embed, final_norm, head; // table indices (pos_embed −1 for RoPE)
     struct block_index *blocks;                 // [L]
@@ -198,6 +201,13 @@ struct model_aux {
 // The coefficients of the MoE auxiliary losses (optim.balance_loss, optim.router_z_loss); 0
 // until set.
 void model_set_aux_coefs(struct model *m, double balance, double router_z);
+
+// The linear layers' precision: bf16 = 1 rounds both operands of every linear layer's products
+// (forward and backward) to bf16 with fp32 accumulation (model/matmul.h); 0 is fp32. attention
+// = 1 (with bf16) also rounds attention's products: q, k, v as attended, the probabilities for
+// p·v (a rounded copy: the softmax backward keeps fp32 p), and in backward the output gradient
+// and the softmax's input gradient. Allocates the rounding scratch: call at setup, not in a step.
+void model_set_precision(struct model *m, int bf16, int attention);
 
 // Forward for B ≤ max_batch sequences of T tokens (tokens[B, T], already < vocab); leaves the
 // logits in m->acts.logits [B·T, V] and keeps what backward needs. Returns the MoE auxiliary

@@ -286,8 +286,39 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
         rope_table_init(m->acts.rope_r, cfg->seq_len, cfg->rope_dim);
 }
 
+void model_set_precision(struct model *m, int bf16, int attention)
+{
+    const struct model_config *c = &m->cfg;
+    if (m->mm) {
+        matmul_prec_free(m->mm);
+        free(m->mm);
+        m->mm = NULL;
+    }
+    free(m->attn_pr);
+    m->attn_pr = NULL;
+    if (!bf16)
+        return;
+    if (attention)
+        m->attn_pr = xcalloc((size_t)c->layers * model_attn_probs(m), sizeof(float));
+    // activations: every linear layer's input or output gradient is at most a row per token (the
+    // expert buffers top_k rows per token) of at most the model's widest row
+    double width = model_max_row_width(c);
+    double others[] = {c->dim, (double)c->kv_rank + c->rope_dim, c->q_rank,
+                       2.0 * c->heads * c->head_dim, (double)m->ffn * 2};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+        width = others[i] > width ? others[i] : width;
+    size_t rows = (size_t)m->max_batch * c->seq_len * (size_t)(c->experts > 0 ? c->top_k : 1);
+    size_t cap_w = 0;
+    for (int i = 0; i < m->table.n; i++)
+        cap_w = m->table.t[i].size > cap_w ? m->table.t[i].size : cap_w;
+    m->mm = xcalloc(1, sizeof(*m->mm));
+    // adjacent tensors multiplied as one: wq|wk|wv (three), w1|w3 (two)
+    matmul_prec_init(m->mm, 1, rows * (size_t)width, 3 * cap_w);
+}
+
 void model_free(struct model *m)
 {
+    model_set_precision(m, 0, 0);
     for (int l = 0; m->blocks && l < m->cfg.layers; l++) {
         free(m->blocks[l].ew1);
         free(m->blocks[l].ew2);

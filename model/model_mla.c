@@ -53,18 +53,18 @@ void mla_forward(struct model *m, const float *params, int l, int B)
     int dc = c->kv_rank, dcq = c->q_rank, dqk = m->dqk, N = B * T, BHT = B * H * T;
 
     if (dcq > 0) {
-        matmul_forward(a->cq, a->n1, tensor_ptr(m, params, bi->wq_a), N, C, dcq);
+        matmul_forward(m->mm, a->cq, a->n1, tensor_ptr(m, params, bi->wq_a), N, C, dcq);
         norm_forward(a->cqn, NULL, a->cq_rstd, a->cq, tensor_ptr(m, params, bi->q_lat_norm), N, dcq,
                      NORM_RMSNORM);
-        matmul_forward(a->qf, a->cqn, tensor_ptr(m, params, bi->wq_b), N, dcq, H * dqk);
+        matmul_forward(m->mm, a->qf, a->cqn, tensor_ptr(m, params, bi->wq_b), N, dcq, H * dqk);
     } else {
-        matmul_forward(a->qf, a->n1, tensor_ptr(m, params, bi->wq), N, C, H * dqk);
+        matmul_forward(m->mm, a->qf, a->n1, tensor_ptr(m, params, bi->wq), N, C, H * dqk);
     }
-    matmul_forward(a->kva, a->n1, tensor_ptr(m, params, bi->wkv_a), N, C, dc + dr);
+    matmul_forward(m->mm, a->kva, a->n1, tensor_ptr(m, params, bi->wkv_a), N, C, dc + dr);
     take_cols(a->ckv, a->kva, N, dc + dr, 0, dc);
     norm_forward(a->ckvn, NULL, a->ckv_rstd, a->ckv, tensor_ptr(m, params, bi->kv_lat_norm), N, dc,
                  NORM_RMSNORM);
-    matmul_forward(a->kvb, a->ckvn, tensor_ptr(m, params, bi->wkv_b), N, dc, 2 * H * dh);
+    matmul_forward(m->mm, a->kvb, a->ckvn, tensor_ptr(m, params, bi->wkv_b), N, dc, 2 * H * dh);
     float *q = c->qk_norm ? a->q_raw : a->q, *k = c->qk_norm ? a->k_raw : a->k;
     attention_split_heads(q, a->qf, H * dqk, 0, B, H, T, dqk);
     take_cols(m->acts.mla_tmp, a->kva, N, dc + dr, dc, dr); // k_R [N, d_R] (scratch)
@@ -77,8 +77,12 @@ void mla_forward(struct model *m, const float *params, int l, int B)
         rope_forward_strided(a->k + dh, m->acts.rope_r, BHT, T, dqk, dr);
     }
     float *stats = m->probe_attention ? m->acts.attn_stats + (size_t)l * B * H * ATTN_STATS : NULL;
+    model_attn_round(m, a->q, (size_t)BHT * dqk);
+    model_attn_round(m, a->k, (size_t)BHT * dqk);
+    model_attn_round(m, a->v, (size_t)BHT * dh);
     attention_forward(a->o, a->p, stats, a->q, a->k, a->v, B, H, T, dqk, dh, m->attn_scale,
-                      (float)c->attn_softcap, a->capt);
+                      (float)c->attn_softcap, a->capt,
+                      m->attn_pr ? m->attn_pr + (size_t)l * model_attn_probs(m) : NULL);
     attention_merge_heads(a->att, a->o, H * dh, 0, B, H, T, dh);
 }
 
@@ -92,8 +96,10 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
     int dc = c->kv_rank, dcq = c->q_rank, dqk = m->dqk, N = B * T, BHT = B * H * T;
 
     attention_split_heads(g->dout, g->datt, H * dh, 0, B, H, T, dh);
+    model_attn_round(m, g->dout, (size_t)BHT * dh);
     attention_backward(g->dq, g->dk, g->dv, g->dp, g->dout, a->p, a->q, a->k, a->v, B, H, T, dqk,
-                       dh, m->attn_scale, (float)c->attn_softcap, a->capt);
+                       dh, m->attn_scale, (float)c->attn_softcap, a->capt,
+                       m->attn_pr ? m->attn_pr + (size_t)l * model_attn_probs(m) : NULL);
     if (dr > 0) {
         rope_backward_strided(g->dq + dh, g->rope_r, BHT, T, dqk, dr);
         rope_backward_strided(g->dk + dh, g->rope_r, BHT, T, dqk, dr);
@@ -121,27 +127,27 @@ void mla_backward(struct model *m, const float *params, float *grads, int l, int
         }
     }
     // kvb = wkv_b ckvn;  ckvn = RMSNorm(ckv)
-    matmul_backward(g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wkv_b), g->mla_dkvb, a->ckvn,
+    matmul_backward(m->mm, g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wkv_b), g->mla_dkvb, a->ckvn,
                     tensor_ptr(m, params, bi->wkv_b), N, dc, 2 * H * dh);
     memset(g->mla_dlat, 0, (size_t)N * dc * sizeof(float));
     norm_backward(g->mla_dlat, tensor_ptr_mut(m, grads, bi->kv_lat_norm), g->mla_dlatn, a->ckv,
                   tensor_ptr(m, params, bi->kv_lat_norm), NULL, a->ckv_rstd, N, dc, NORM_RMSNORM);
     put_cols(g->mla_dkva, g->mla_dlat, N, dc + dr, 0, dc);
-    matmul_backward(g->dn, tensor_ptr_mut(m, grads, bi->wkv_a), g->mla_dkva, a->n1,
+    matmul_backward(m->mm, g->dn, tensor_ptr_mut(m, grads, bi->wkv_a), g->mla_dkva, a->n1,
                     tensor_ptr(m, params, bi->wkv_a), N, C, dc + dr);
     // queries
     attention_merge_heads(g->mla_dqf, dq, H * dqk, 0, B, H, T, dqk);
     if (dcq > 0) {
-        matmul_backward(g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wq_b), g->mla_dqf, a->cqn,
+        matmul_backward(m->mm, g->mla_dlatn, tensor_ptr_mut(m, grads, bi->wq_b), g->mla_dqf, a->cqn,
                         tensor_ptr(m, params, bi->wq_b), N, dcq, H * dqk);
         memset(g->mla_dlat, 0, (size_t)N * dcq * sizeof(float));
         norm_backward(g->mla_dlat, tensor_ptr_mut(m, grads, bi->q_lat_norm), g->mla_dlatn, a->cq,
                       tensor_ptr(m, params, bi->q_lat_norm), NULL, a->cq_rstd, N, dcq,
                       NORM_RMSNORM);
-        matmul_backward(g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq_a), g->mla_dlat, a->n1,
+        matmul_backward(m->mm, g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq_a), g->mla_dlat, a->n1,
                         tensor_ptr(m, params, bi->wq_a), N, C, dcq);
     } else {
-        matmul_backward(g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq), g->mla_dqf, a->n1,
+        matmul_backward(m->mm, g->mla_tmp, tensor_ptr_mut(m, grads, bi->wq), g->mla_dqf, a->n1,
                         tensor_ptr(m, params, bi->wq), N, C, H * dqk);
     }
     model_add_into(g->dn, g->mla_tmp, (size_t)N * C);

@@ -25,7 +25,7 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
     double *counts = m->moe_counts + (size_t)l * 2 * E, *mean_p = m->moe_mean_p + (size_t)l * E;
     double *group_counts = moe_block_group_counts(m, l);
 
-    matmul_forward(a->probs, a->n2, tensor_ptr(m, params, bi->router), N, C,
+    matmul_forward(m->mm, a->probs, a->n2, tensor_ptr(m, params, bi->router), N, C,
                    E); // logits, then softmax
     m->moe_stats[l] =
         moe_route_forward(a->probs, a->lse, a->sel, a->gates, a->slot, a->slot_tok, a->off, counts,
@@ -37,18 +37,18 @@ void moe_block_forward(struct model *m, const float *params, int l, int B, float
         int r0 = a->off[e], n = a->off[e + 1] - r0;
         if (n == 0)
             continue;
-        matmul_forward(a->eh + (size_t)r0 * U, g->moe_x + (size_t)r0 * C,
+        matmul_forward(m->mm, a->eh + (size_t)r0 * U, g->moe_x + (size_t)r0 * C,
                        tensor_ptr(m, params, bi->ew1[e]), n, C, U);
         mlp_act_forward(m->cfg.mlp, a->ea + (size_t)r0 * F, a->eh + (size_t)r0 * U, n, F);
-        matmul_forward(a->ey + (size_t)r0 * C, a->ea + (size_t)r0 * F,
+        matmul_forward(m->mm, a->ey + (size_t)r0 * C, a->ea + (size_t)r0 * F,
                        tensor_ptr(m, params, bi->ew2[e]), n, F, C);
     }
     moe_combine_forward(x_out, a->ey, a->gates, a->slot, N, k, C);
     for (int s = 0; s < c->shared_experts; s++) {
         float *u = a->u + (size_t)s * N * U, *act = a->a + (size_t)s * N * F;
-        matmul_forward(u, a->n2, tensor_ptr(m, params, bi->sw1[s]), N, C, U);
+        matmul_forward(m->mm, u, a->n2, tensor_ptr(m, params, bi->sw1[s]), N, C, U);
         mlp_act_forward(m->cfg.mlp, act, u, N, F);
-        matmul_forward_acc(x_out, act, tensor_ptr(m, params, bi->sw2[s]), N, F, C);
+        matmul_forward_acc(m->mm, x_out, act, tensor_ptr(m, params, bi->sw2[s]), N, F, C);
     }
 }
 
@@ -66,10 +66,10 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
     memset(g->dn, 0, (size_t)N * C * sizeof(float));
     for (int s = 0; s < c->shared_experts; s++) {
         const float *u = a->u + (size_t)s * N * U, *act = a->a + (size_t)s * N * F;
-        matmul_backward(g->da, tensor_ptr_mut(m, grads, bi->sw2[s]), g->dx, act,
+        matmul_backward(m->mm, g->da, tensor_ptr_mut(m, grads, bi->sw2[s]), g->dx, act,
                         tensor_ptr(m, params, bi->sw2[s]), N, F, C);
         mlp_act_backward(m->cfg.mlp, g->du, g->da, u, act, N, F);
-        matmul_backward(g->moe_tmp, tensor_ptr_mut(m, grads, bi->sw1[s]), g->du, a->n2,
+        matmul_backward(m->mm, g->moe_tmp, tensor_ptr_mut(m, grads, bi->sw1[s]), g->du, a->n2,
                         tensor_ptr(m, params, bi->sw1[s]), N, C, U);
         model_add_into(g->dn, g->moe_tmp, (size_t)N * C);
     }
@@ -79,12 +79,12 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
         int r0 = a->off[e], n = a->off[e + 1] - r0;
         if (n == 0)
             continue;
-        matmul_backward(g->moe_da + (size_t)r0 * F, tensor_ptr_mut(m, grads, bi->ew2[e]),
+        matmul_backward(m->mm, g->moe_da + (size_t)r0 * F, tensor_ptr_mut(m, grads, bi->ew2[e]),
                         g->moe_dy + (size_t)r0 * C, a->ea + (size_t)r0 * F,
                         tensor_ptr(m, params, bi->ew2[e]), n, F, C);
         mlp_act_backward(m->cfg.mlp, g->moe_dh + (size_t)r0 * U, g->moe_da + (size_t)r0 * F,
                          a->eh + (size_t)r0 * U, a->ea + (size_t)r0 * F, n, F);
-        matmul_backward(g->moe_dx + (size_t)r0 * C, tensor_ptr_mut(m, grads, bi->ew1[e]),
+        matmul_backward(m->mm, g->moe_dx + (size_t)r0 * C, tensor_ptr_mut(m, grads, bi->ew1[e]),
                         g->moe_dh + (size_t)r0 * U, g->moe_x + (size_t)r0 * C,
                         tensor_ptr(m, params, bi->ew1[e]), n, C, U);
     }
@@ -93,7 +93,7 @@ void moe_block_backward(struct model *m, const float *params, float *grads, int 
     moe_route_backward(g->moe_dlogits, g->moe_dgate, a->probs, a->lse, a->sel, a->gates,
                        moe_block_group_counts(m, l), N, E, k, m->moe_group, c->gate_renorm,
                        m->balance_coef * scale, m->z_coef * scale);
-    matmul_backward(g->moe_tmp, tensor_ptr_mut(m, grads, bi->router), g->moe_dlogits, a->n2,
+    matmul_backward(m->mm, g->moe_tmp, tensor_ptr_mut(m, grads, bi->router), g->moe_dlogits, a->n2,
                     tensor_ptr(m, params, bi->router), N, C, E);
     model_add_into(g->dn, g->moe_tmp, (size_t)N * C);
     norm_backward(g->dx, tensor_ptr_mut(m, grads, bi->n2), g->dn, a->x_mid,

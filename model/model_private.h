@@ -9,6 +9,15 @@
 #include "model/model.h"
 
 // Tensor idx of the table inside base (params or grads, [table.total]).
+// Floats of one layer's attention probabilities for the largest micro-batch: B·H·T·T.
+static inline size_t model_attn_probs(const struct model *m)
+{
+    return (size_t)m->max_batch * m->cfg.heads * m->cfg.seq_len * m->cfg.seq_len;
+}
+
+// bf16 attention: rounds x[n] in place (the operands of attention's products), else nothing.
+void model_attn_round(const struct model *m, float *x, size_t n);
+
 static inline const float *tensor_ptr(const struct model *m, const float *base, int idx)
 {
     return base + m->table.t[idx].offset;

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "model/model_private.h"
+#include "util/bf16.h"
 #include "model/norm.h"
 
 void model_qk_norm_forward(struct model *m, const float *params, int l, int BHT)
@@ -37,4 +38,10 @@ void model_add_into(float *y, const float *x, size_t n)
 #pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         y[i] += x[i];
+}
+
+void model_attn_round(const struct model *m, float *x, size_t n)
+{
+    if (m->attn_pr)
+        bf16_round_array(x, x, n);
 }

@@ -83,9 +83,9 @@ static double attn_step_seconds(struct attn_case *c, float qk_scale)
     testing_fill(c->k, n, 12, qk_scale);
     double t0 = timer_now();
     attention_forward(c->out, c->p, NULL, c->q, c->k, c->v, c->B, c->H, c->T, c->d, c->d,
-                      1.0f / sqrtf((float)c->d), 0.0f, NULL);
+                      1.0f / sqrtf((float)c->d), 0.0f, NULL, NULL);
     attention_backward(c->dq, c->dk, c->dv, c->dp, c->dout, c->p, c->q, c->k, c->v, c->B, c->H,
-                       c->T, c->d, c->d, 1.0f / sqrtf((float)c->d), 0.0f, NULL);
+                       c->T, c->d, c->d, 1.0f / sqrtf((float)c->d), 0.0f, NULL, NULL);
     return timer_now() - t0;
 }
 

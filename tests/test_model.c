@@ -10,6 +10,7 @@
 #include "model/embed.h"
 #include "util/fastmath.h"
 #include "model/matmul.h"
+#include "util/bf16.h"
 #include "model/mlp.h"
 #include "model/model.h"
 #include "model/qk_clip.h"
@@ -139,7 +140,7 @@ static double att_loss(void *ptr)
 {
     struct att_ctx *a = ptr;
     attention_forward(a->out, a->p, NULL, a->q, a->k, a->v, a->B, a->H, a->T, a->dqk, a->dv,
-                      1.0f / sqrtf((float)a->dqk), a->cap, a->capt);
+                      1.0f / sqrtf((float)a->dqk), a->cap, a->capt, NULL);
     return dot(a->out, a->w, (size_t)a->B * a->H * a->T * a->dv);
 }
 
@@ -156,7 +157,7 @@ static void test_attention_backward_matches_fd(void **state)
     testing_fill(w, NV, 11, 1.0f);
     att_loss(&a);
     attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
-                       0.0f, NULL);
+                       0.0f, NULL, NULL);
     assert_true(testing_fd_check("attention dq", att_loss, &a, q, dq, NQ, NQ, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("attention dk", att_loss, &a, k, dk, NQ, NQ, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("attention dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
@@ -177,8 +178,8 @@ static void check_attention_softcap(int T, int DQK, int DV, uint64_t seed)
     testing_fill(k, NQ, seed + 1, 2.0f);
     testing_fill(v, NV, seed + 2, 1.0f);
     testing_fill(w, NV, seed + 3, 1.0f);
-    attention_forward(plain, p, NULL, q, k, v, B, H, T, DQK, DV, scale, 0.0f, NULL);
-    attention_forward(out, p, stats, q, k, v, B, H, T, DQK, DV, scale, cap, capt);
+    attention_forward(plain, p, NULL, q, k, v, B, H, T, DQK, DV, scale, 0.0f, NULL, NULL);
+    attention_forward(out, p, stats, q, k, v, B, H, T, DQK, DV, scale, cap, capt, NULL);
     double raw = 0.0, diff = 0.0;
     for (int i = 0; i < T; i++)
         for (int j = 0; j <= i; j++) {
@@ -193,7 +194,7 @@ static void check_attention_softcap(int T, int DQK, int DV, uint64_t seed)
         diff = fmax(diff, fabs((double)out[i] - plain[i]));
     assert_true(diff > 1e-2);
     att_loss(&a);
-    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, scale, cap, capt);
+    attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, scale, cap, capt, NULL);
     assert_true(testing_fd_check("softcap dq", att_loss, &a, q, dq, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("softcap dk", att_loss, &a, k, dk, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("softcap dv", att_loss, &a, v, dv, NV, 64, 1e-2f) < FD_TOL);
@@ -222,7 +223,7 @@ static void test_attention_direct_backward_matches_fd(void **state)
     testing_fill(w, NV, 21, 1.0f);
     att_loss(&a);
     attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
-                       0.0f, NULL);
+                       0.0f, NULL, NULL);
     assert_true(testing_fd_check("direct dq", att_loss, &a, q, dq, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("direct dk", att_loss, &a, k, dk, NQ, 64, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("direct dv", att_loss, &a, v, dv, NV, NV, 1e-2f) < FD_TOL);
@@ -240,7 +241,7 @@ static void check_attention_forward_double(int T, int DQK, int DV, uint64_t seed
     testing_fill(q, (size_t)T * DQK, seed, 1.0f);
     testing_fill(k, (size_t)T * DQK, seed + 1, 1.0f);
     testing_fill(v, (size_t)T * DV, seed + 2, 1.0f);
-    attention_forward(o, p, NULL, q, k, v, 1, 1, T, DQK, DV, scale, 0.0f, NULL);
+    attention_forward(o, p, NULL, q, k, v, 1, 1, T, DQK, DV, scale, 0.0f, NULL, NULL);
     for (int i = 0; i < T; i++) {
         double mx = -1e300, sum = 0.0;
         for (int j = 0; j <= i; j++) {
@@ -286,7 +287,7 @@ static void test_attention_blocked_matches_double_and_fd(void **state)
     testing_fill(w, NV, 47, 1.0f);
     att_loss(&a);
     attention_backward(dq, dk, dv, dp, w, p, q, k, v, B, H, T, DQK, DV, 1.0f / sqrtf((float)DQK),
-                       0.0f, NULL);
+                       0.0f, NULL, NULL);
     assert_true(testing_fd_check("blocked dq", att_loss, &a, q, dq, NQ, 97, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("blocked dk", att_loss, &a, k, dk, NQ, 97, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("blocked dv", att_loss, &a, v, dv, NV, 97, 1e-2f) < FD_TOL);
@@ -300,13 +301,13 @@ static void test_attention_is_causal(void **state)
     testing_fill(q, N, 12, 1.0f);
     testing_fill(k, N, 13, 1.0f);
     testing_fill(v, N, 14, 1.0f);
-    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL);
+    attention_forward(o1, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL, NULL);
     for (int j = 0; j < T; j++)
         for (int i = j + 1; i < T; i++)
             assert_true(p[j * T + i] == 0.0f);
     k[(T - 1) * HD] += 3.0f;
     v[(T - 1) * HD] += 3.0f;
-    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL);
+    attention_forward(o2, p, NULL, q, k, v, B, H, T, HD, HD, 0.5f, 0.0f, NULL, NULL);
     assert_memory_equal(o1, o2, (T - 1) * HD * sizeof(float));
     assert_true(o1[(T - 1) * HD] != o2[(T - 1) * HD]);
 }
@@ -317,7 +318,7 @@ static void test_attention_stats_match_hand_computation(void **state)
     float q[6] = {1, 0, 0, 2, -1, 1}, k[6] = {3, 1, -2, 0.5f, 1, -4}, v[6] = {0}, o[6];
     float p[9], stats[ATTN_STATS];
     float scale = 0.7f;
-    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale, 0.0f, NULL);
+    attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale, 0.0f, NULL, NULL);
     double max_abs = 0.0, entropy = 0.0, max_signed = -1e30;
     for (int i = 0; i < 3; i++) {
         double z[3], mx = -1e30, sum = 0.0;
@@ -411,7 +412,7 @@ struct mm_ctx {
 static double mm_loss(void *p)
 {
     struct mm_ctx *m = p;
-    matmul_forward(m->out, m->in, m->wt, m->n, m->i, m->o);
+    matmul_forward(NULL, m->out, m->in, m->wt, m->n, m->i, m->o);
     return dot(m->out, m->w, (size_t)m->n * m->o);
 }
 
@@ -423,9 +424,42 @@ static void test_matmul_backward_matches_fd(void **state)
     testing_fill(in, N * I, 19, 1.0f);
     testing_fill(wt, O * I, 20, 1.0f);
     testing_fill(w, N * O, 21, 1.0f);
-    matmul_backward(din, dwt, w, in, wt, N, I, O);
+    matmul_backward(NULL, din, dwt, w, in, wt, N, I, O);
     assert_true(testing_fd_check("matmul din", mm_loss, &m, in, din, N * I, N * I, 1e-2f) < FD_TOL);
     assert_true(testing_fd_check("matmul dw", mm_loss, &m, wt, dwt, O * I, O * I, 1e-2f) < FD_TOL);
+}
+
+// bf16 precision: each product equals sgemm on operands rounded beforehand (forward, din and
+// the accumulated dw), bitwise; the operands themselves are left as they were; and the result
+// differs from fp32's.
+static void test_matmul_bf16_rounds_both_operands(void **state)
+{
+    enum { N = 33, I = 40, O = 24 };
+    static float in[N * I], wt[O * I], dout[N * O], rin[N * I], rwt[O * I], rdout[N * O];
+    static float out[N * O], want[N * O], fp[N * O], din[N * I], dwant[N * I];
+    static float dw[O * I], dwwant[O * I];
+    struct matmul_prec p;
+    matmul_prec_init(&p, 1, N * I, O * I);
+    testing_fill(in, N * I, 31, 1.0f);
+    testing_fill(wt, O * I, 32, 1.0f);
+    testing_fill(dout, N * O, 33, 1.0f);
+    bf16_round_array(rin, in, N * I);
+    bf16_round_array(rwt, wt, O * I);
+    bf16_round_array(rdout, dout, N * O);
+    float in0 = in[0];
+    matmul_forward(&p, out, in, wt, N, I, O);
+    matmul_forward(NULL, want, rin, rwt, N, I, O);
+    matmul_forward(NULL, fp, in, wt, N, I, O);
+    assert_memory_equal(out, want, sizeof(out));
+    assert_memory_not_equal(out, fp, sizeof(out));
+    assert_true(in[0] == in0 && rin[0] != in0);
+    for (int i = 0; i < O * I; i++)
+        dw[i] = dwwant[i] = 0.5f; // dw accumulates
+    matmul_backward(&p, din, dw, dout, in, wt, N, I, O);
+    matmul_backward(NULL, dwant, dwwant, rdout, rin, rwt, N, I, O);
+    assert_memory_equal(din, dwant, sizeof(din));
+    assert_memory_equal(dw, dwwant, sizeof(dw));
+    matmul_prec_free(&p);
 }
 
 struct emb_ctx {
@@ -1036,6 +1070,7 @@ int main(void)
         cmocka_unit_test(test_mlp_gelu_backward_matches_fd),
         cmocka_unit_test(test_mlp_swiglu_backward_matches_fd),
         cmocka_unit_test(test_matmul_backward_matches_fd),
+        cmocka_unit_test(test_matmul_bf16_rounds_both_operands),
         cmocka_unit_test(test_embed_backward_matches_fd),
         cmocka_unit_test(test_model_default_backward_matches_fd),
         cmocka_unit_test(test_model_variants_backward_matches_fd),

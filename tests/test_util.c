@@ -1,8 +1,11 @@
 // util/: the counter-based RNG.
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "tests/testing.h"
+#include "util/bf16.h"
 #include "util/rng.h"
 
 static void test_rng_pure_function_of_keys(void **state)
@@ -39,11 +42,79 @@ static void test_rng_distributions(void **state)
     assert_true(tmax <= 2.0);
 }
 
+static uint32_t bits_of(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, sizeof(u));
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float x;
+    memcpy(&x, &u, sizeof(x));
+    return x;
+}
+
+// Rounding written a second way: the two bf16 neighbours of x (truncation toward zero and the
+// next magnitude up, 2^128 standing for the first value past bf16's largest), compared in
+// double; a tie goes to the neighbour whose last kept bit is 0.
+static uint32_t bf16_reference(uint32_t u)
+{
+    uint32_t lo = u & 0xffff0000u, hi = lo + 0x10000u;
+    double x = fabs((double)float_of(u)), vlo = fabs((double)float_of(lo));
+    double vhi = (hi & 0x7fffffffu) == 0x7f800000u ? ldexp(1.0, 128) : fabs((double)float_of(hi));
+    if (x - vlo < vhi - x)
+        return lo;
+    if (x - vlo > vhi - x)
+        return hi;
+    return (lo & 0x10000u) ? hi : lo;
+}
+
+static void test_bf16_round_to_nearest_even(void **state)
+{
+    // ties: 1 + 2^-8 sits halfway between 1 and 1 + 2^-7 (even: 1); 1 + 3 * 2^-8 between
+    // 1 + 2^-7 (odd) and 1 + 2^-6 (even)
+    assert_int_equal(bits_of(bf16_round(float_of(0x3f808000u))), 0x3f800000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x3f818000u))), 0x3f820000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x3f808001u))), 0x3f810000u); // above the tie
+    assert_int_equal(bits_of(bf16_round(float_of(0xbf818000u))), 0xbf820000u); // sign kept
+    // ±inf stay; the largest floats overflow to inf; bf16's largest finite value stays
+    assert_int_equal(bits_of(bf16_round(INFINITY)), 0x7f800000u);
+    assert_int_equal(bits_of(bf16_round(-INFINITY)), 0xff800000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x7f7fffffu))), 0x7f800000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x7f7f0000u))), 0x7f7f0000u);
+    // NaN stays NaN, also with its payload only in the dropped bits (truncation would give inf)
+    assert_true(isnan(bf16_round(float_of(0x7f800001u))));
+    assert_true(isnan(bf16_round(float_of(0xff800001u))));
+    assert_true(isnan(bf16_round(NAN)));
+    // subnormals: ties to even in the subnormal range, the smallest halves to 0
+    assert_int_equal(bits_of(bf16_round(float_of(0x00018000u))), 0x00020000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x00008000u))), 0x00000000u);
+    assert_int_equal(bits_of(bf16_round(float_of(0x00008001u))), 0x00010000u);
+    assert_int_equal(bits_of(bf16_round(-0.0f)), 0x80000000u);
+    // random bit patterns (every exponent) against the reference, and the array form
+    enum { N = 1 << 20 };
+    float *x = malloc(sizeof(float) * N), *y = malloc(sizeof(float) * N);
+    for (int i = 0; i < N; i++) {
+        uint32_t u = (uint32_t)rng_u64(5, 1, (uint64_t)i);
+        x[i] = float_of((u & 0x7f800000u) == 0x7f800000u ? u & 0xbfffffffu : u); // no inf/NaN
+    }
+    bf16_round_array(y, x, N);
+    for (int i = 0; i < N; i++)
+        if (bits_of(y[i]) != bf16_reference(bits_of(x[i])))
+            fail_msg("bf16 of %08x: got %08x want %08x", bits_of(x[i]), bits_of(y[i]),
+                     bf16_reference(bits_of(x[i])));
+    free(x);
+    free(y);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_rng_pure_function_of_keys),
         cmocka_unit_test(test_rng_distributions),
+        cmocka_unit_test(test_bf16_round_to_nearest_even),
     };
     return cmocka_run_group_tests_name("util", tests, NULL, NULL);
 }

@@ -113,6 +113,8 @@ DEFAULTS = {
         "steps": 100,
         "batch_size": 8,
         "seed": 1,
+        "precision": "fp32",  # bf16: the linear layers' operands rounded (see linear())
+        "bf16_attention": True,  # with bf16: attention's q.k and p.v too (see attn_mm())
     },
 }
 
@@ -130,6 +132,7 @@ SOFTCAP_KEYS = ("attn_softcap", "final_softcap")
 QK_CLIP_KEYS = ("qk_clip", "qk_clip_alpha", "qk_clip_log_only")
 STABLE_KEYS = ("stable_adamw",)
 MUP_KEYS = ("mup", "mup_base_width")
+PRECISION_KEYS = ("precision", "bf16_attention")
 
 _CHOICES = {
     ("optim", "name"): ("adamw", "muon"),
@@ -139,6 +142,7 @@ _CHOICES = {
     ("model", "mlp"): ("gelu", "swiglu"),
     ("model", "attention"): ("mha", "mla"),
     ("model", "mup"): ("off", "simple", "intermediate", "full"),
+    ("train", "precision"): ("fp32", "bf16"),
     ("optim", "wd_mode"): ("independent", "coupled"),
     ("optim", "schedule"): ("cosine", "linear", "constant"),
 }
@@ -234,6 +238,8 @@ def config_to_ini(cfg, muon_keys=None):
             if sec == "model" and key in SOFTCAP_KEYS and not cfg["model"][key]:
                 continue
             if sec == "model" and key in MUP_KEYS and cfg["model"]["mup"] == "off":
+                continue
+            if sec == "train" and key in PRECISION_KEYS and cfg["train"]["precision"] == "fp32":
                 continue
             if sec == "optim" and key in QK_CLIP_KEYS and not cfg["optim"]["qk_clip"]:
                 continue
@@ -461,9 +467,9 @@ def attention(cfg, p, prefix, h, rope, fast, rec=None):
     m = cfg["model"]
     B, T, _ = h.shape
     H, hd = m["heads"], head_dim(cfg)
-    q = F.linear(h, p[prefix + "wq"]).view(B, T, H, hd)
-    k = F.linear(h, p[prefix + "wk"]).view(B, T, H, hd)
-    v = F.linear(h, p[prefix + "wv"]).view(B, T, H, hd)
+    q = linear(cfg, h, p[prefix + "wq"]).view(B, T, H, hd)
+    k = linear(cfg, h, p[prefix + "wk"]).view(B, T, H, hd)
+    v = linear(cfg, h, p[prefix + "wv"]).view(B, T, H, hd)
     if m["qk_norm"]:
         q = apply_norm(q, p[prefix + "q_norm.gain"], m["norm"], fast)
         k = apply_norm(k, p[prefix + "k_norm.gain"], m["norm"], fast)
@@ -474,15 +480,17 @@ def attention(cfg, p, prefix, h, rope, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # [B, H, T, hd]
     if rec is not None:
         rec.update(q=q, k=k)
-    if fast and _HAS_SDPA and not m["attn_softcap"] and m["mup"] != "full":
+    plain_attn = cfg["train"].get("precision", "fp32") == "fp32"
+    if fast and _HAS_SDPA and not m["attn_softcap"] and m["mup"] != "full" and plain_attn:
         o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     else:
-        scores = softcap((q @ k.transpose(-2, -1)) * attn_scale(cfg, hd), m["attn_softcap"])
+        scores = softcap(attn_mm(cfg, q, k.transpose(-2, -1)) * attn_scale(cfg, hd),
+                         m["attn_softcap"])
         mask = _causal_mask(T, h.device)
         scores = scores.masked_fill(mask, float("-inf"))
-        o = torch.softmax(scores, dim=-1) @ v
+        o = attn_mm(cfg, torch.softmax(scores, dim=-1), v)
     o = o.transpose(1, 2).reshape(B, T, H * hd)
-    return F.linear(o, p[prefix + "wo"])
+    return linear(cfg, o, p[prefix + "wo"])
 
 
 def mla_attention(cfg, p, prefix, h, fast, rec=None):
@@ -498,17 +506,17 @@ def mla_attention(cfg, p, prefix, h, fast, rec=None):
     H, hd, dr, dc = m["heads"], head_dim(cfg), m["rope_dim"], m["kv_rank"]
     dqk = hd + dr
     if m["q_rank"] > 0:
-        cq_raw = F.linear(h, p[prefix + "wq_a"])
+        cq_raw = linear(cfg, h, p[prefix + "wq_a"])
         cq = apply_norm(cq_raw, p[prefix + "q_latent_norm.gain"], "rmsnorm", fast)
-        q = F.linear(cq, p[prefix + "wq_b"])
+        q = linear(cfg, cq, p[prefix + "wq_b"])
         if rec is not None:
             rec["cq"] = cq_raw
     else:
-        q = F.linear(h, p[prefix + "wq"])
+        q = linear(cfg, h, p[prefix + "wq"])
     q = q.view(B, T, H, dqk)
-    kva = F.linear(h, p[prefix + "wkv_a"])
+    kva = linear(cfg, h, p[prefix + "wkv_a"])
     ckv, kr = kva[..., :dc], kva[..., dc:]
-    kvb = F.linear(apply_norm(ckv, p[prefix + "kv_latent_norm.gain"], "rmsnorm", fast),
+    kvb = linear(cfg, apply_norm(ckv, p[prefix + "kv_latent_norm.gain"], "rmsnorm", fast),
                    p[prefix + "wkv_b"])
     kc = kvb[..., :H * hd].reshape(B, T, H, hd)
     v = kvb[..., H * hd:].reshape(B, T, H, hd)
@@ -524,24 +532,82 @@ def mla_attention(cfg, p, prefix, h, fast, rec=None):
     q, k, v = (t.transpose(1, 2) for t in (q, k, v))
     if rec is not None:
         rec.update(q=q, k=k, ckv=ckv)
-    scores = softcap((q @ k.transpose(-2, -1)) * attn_scale(cfg, dqk), m["attn_softcap"])
+    scores = softcap(attn_mm(cfg, q, k.transpose(-2, -1)) * attn_scale(cfg, dqk),
+                     m["attn_softcap"])
     scores = scores.masked_fill(_causal_mask(T, h.device), float("-inf"))
-    o = (torch.softmax(scores, dim=-1) @ v).transpose(1, 2).reshape(B, T, H * hd)
-    return F.linear(o, p[prefix + "wo"])
+    o = attn_mm(cfg, torch.softmax(scores, dim=-1), v).transpose(1, 2).reshape(B, T, H * hd)
+    return linear(cfg, o, p[prefix + "wo"])
 
+
+
+class _BF16Linear(torch.autograd.Function):
+    """x @ w.T with both operands rounded to bf16 (round to nearest even), and in backward both
+    products on rounded operands too: dx = bf16(g) @ bf16(w), dw = bf16(g).T @ bf16(x), as
+    canary's train.precision = bf16 (accumulation in the operands' dtype)."""
+
+    @staticmethod
+    def forward(ctx, x, w):
+        xr, wr = bf16(x), bf16(w)
+        ctx.save_for_backward(xr, wr)
+        return xr @ wr.t()
+
+    @staticmethod
+    def backward(ctx, g):
+        xr, wr = ctx.saved_tensors
+        gr = bf16(g)
+        gx = gr @ wr
+        gw = gr.reshape(-1, gr.shape[-1]).t() @ xr.reshape(-1, xr.shape[-1])
+        return gx, gw
+
+
+class _BF16Matmul(torch.autograd.Function):
+    """a @ b with both operands rounded to bf16, and the incoming gradient rounded in backward:
+    da = bf16(g) @ bf16(b).T, db = bf16(a).T @ bf16(g) (attention's products under bf16)."""
+
+    @staticmethod
+    def forward(ctx, a, b):
+        ar, br = bf16(a), bf16(b)
+        ctx.save_for_backward(ar, br)
+        return ar @ br
+
+    @staticmethod
+    def backward(ctx, g):
+        ar, br = ctx.saved_tensors
+        gr = bf16(g)
+        return gr @ br.transpose(-2, -1), ar.transpose(-2, -1) @ gr
+
+
+def attn_mm(cfg, a, b):
+    """One of attention's products (q k^T or p v) in the run's precision."""
+    t = cfg["train"]
+    if t.get("precision", "fp32") == "bf16" and t.get("bf16_attention", True):
+        return _BF16Matmul.apply(a, b)
+    return a @ b
+
+
+def bf16(t):
+    """t rounded to bfloat16 and back to its dtype."""
+    return t.to(torch.bfloat16).to(t.dtype)
+
+
+def linear(cfg, x, w):
+    """A linear layer in the run's precision (train.precision)."""
+    if cfg["train"].get("precision", "fp32") == "bf16":
+        return _BF16Linear.apply(x, w)
+    return F.linear(x, w)
 
 def gelu_tanh(u):
     return 0.5 * u * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (u + 0.044715 * u * u * u)))
 
 
 def mlp(cfg, p, prefix, h, fast):
-    a = F.linear(h, p[prefix + "w1"])
+    a = linear(cfg, h, p[prefix + "w1"])
     if cfg["model"]["mlp"] == "gelu":
         a = F.gelu(a, approximate="tanh") if fast else gelu_tanh(a)
     else:
-        b = F.linear(h, p[prefix + "w3"])
+        b = linear(cfg, h, p[prefix + "w3"])
         a = (F.silu(a) if fast else a * torch.sigmoid(a)) * b
-    return F.linear(a, p[prefix + "w2"])
+    return linear(cfg, a, p[prefix + "w2"])
 
 
 def route_plain(r, k, cap):
@@ -594,7 +660,7 @@ def moe(cfg, p, prefix, h, fast, aux, rec=None):
     G = m["moe_group"] or T
     assert N % G == 0, "moe_group must divide the batch's tokens"
     x = h.reshape(N, C)
-    r = F.linear(x, p[prefix + "router"])
+    r = linear(cfg, x, p[prefix + "router"])
     lse = torch.logsumexp(r, dim=-1)
     probs = torch.softmax(r, dim=-1)
     cap = min(G, max(1, math.ceil(m["capacity_factor"] * k * G / E)))
@@ -654,7 +720,7 @@ def forward(cfg, params, x, fast=False, aux=None, rec=None):
             r["resid"] = h
             rec.append(r)
     h = apply_norm(h, params["final_norm.gain"], m["norm"], fast)
-    return F.linear(h, params["head"])
+    return linear(cfg, h, params["head"])
 
 
 def loss_parts(cfg, logits, y):

@@ -187,6 +187,24 @@ def test_guards_resume_with_a_smaller_window(canary, small_config, tmp_path):
     assert not np.isclose(thr[10], _threshold(loss[:10], 0.5, 8, 4), rtol=1e-6)
 
 
+def test_bf16_changes_the_run_and_resumes_bitwise(canary, small_config, tmp_path):
+    """train.precision = bf16 trains close to fp32 but not equal to it, names itself in the
+    provenance, and (fp32 checkpoints) resumes bit for bit."""
+    from test_checkpoint import assert_resume_is_bitwise
+    outs = _runs(canary, small_config, tmp_path,
+                 (("fp32", ()), ("bf16", ("train.precision=bf16",))))
+    assert _checksum(outs["fp32"]) != _checksum(outs["bf16"])
+    with h5py.File(outs["bf16"] / "probes.h5", "r") as f:
+        assert "bf16" in f["provenance"].attrs["precision"]
+        lb = np.array(f["loss/total"])
+    with h5py.File(outs["fp32"] / "probes.h5", "r") as f:
+        assert f["provenance"].attrs["precision"] == "fp32"
+        lf = np.array(f["loss/total"])
+    assert lb[0] != lf[0] and abs(lb[-1] - lf[-1]) < 0.05 * lf[-1]
+    assert_resume_is_bitwise(canary, small_config, tmp_path / "resume",
+                             ("train.precision=bf16",), np_=0)
+
+
 def test_guard_min_above_the_window_is_refused(canary, small_config, tmp_path):
     out = tmp_path / "run"
     check_refused(train(canary, small_config, out, "optim.skip_sigma=6", "optim.guard_window=16",

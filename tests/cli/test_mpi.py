@@ -62,8 +62,10 @@ def test_world_size_invariant_losses(canary, small_config, tmp_path):
                                    ("model.mup=full", "model.mup_base_width=16"),
                                    ("optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3",
                                     "optim.guard_window=8", "optim.guard_min=4",
-                                    "optim.warmup_steps=10")],
-                         ids=["plain", "softcap", "qk_clip", "stable_adamw", "mup", "guards"])
+                                    "optim.warmup_steps=10"),
+                                   ("train.precision=bf16",)],
+                         ids=["plain", "softcap", "qk_clip", "stable_adamw", "mup", "guards",
+                              "bf16"])
 def test_deterministic_mode_is_bitwise_identical(canary, small_config, tmp_path, extra):
     results = []
     for np in (1, 2, 4):

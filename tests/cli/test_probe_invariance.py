@@ -19,6 +19,7 @@ VARIANTS = {
     "qk_clip": ["optim.qk_clip=2", "optim.lr=3e-2"],
     "stable_adamw": ["optim.stable_adamw=true", "optim.lr=3e-2"],
     "mup": ["model.mup=full", "model.mup_base_width=16"],
+    "bf16": ["train.precision=bf16"],
     # both guards act within 16 steps: update-norm clipping during the warmup, skip-step after
     "guards": ["optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3", "optim.guard_window=4",
                "optim.guard_min=2", "optim.warmup_steps=8", "train.steps=16"],
@@ -120,9 +121,13 @@ def test_probes_close_at_any_rank_count_default(canary, small_config, tmp_path, 
                 continue
             rel = np.abs(got[:1] - want[:1]) / (np.abs(want[:1]) + 1e-12)
             tol = 1e-5 if name.startswith(GRADIENT_DERIVED) else 1e-6
+            if variant == "bf16":  # an fp32 sum in another order can round to the other bf16
+                tol *= 100         # value, a step of 2^-8 relative in that operand
             assert np.allclose(got[:1], want[:1], rtol=tol, atol=1e-12, equal_nan=True), \
                 (n, name, np.nanmax(rel))
-            assert np.allclose(got, want, rtol=1e-3, atol=1e-9, equal_nan=True), (n, name)
+            # later rows: the default mode's drift (bf16 roundings amplify it)
+            later = 1e-2 if variant == "bf16" else 1e-3
+            assert np.allclose(got, want, rtol=later, atol=1e-9, equal_nan=True), (n, name)
 
 
 def test_sweep_report_same_at_any_rank_count(canary, tmp_path, corpus):
