@@ -205,7 +205,9 @@ static void bench_print(const struct run *run, const struct bench_times *bt, dou
     double accounted = (double)n * sizeof(float) * 5.0 // params, grads, update, m, v
                        + (double)run->model.acts.floats * sizeof(float) +
                        (double)run->model.table.n * sizeof(double) +
-                       2.0 * (double)run->local_batch * cfg->model.seq_len * sizeof(int);
+                       2.0 * (double)run->local_batch * cfg->model.seq_len * sizeof(int) +
+                       model_precision_bytes(&cfg->model, run->micro_batch, cfg->train.precision,
+                                             cfg->train.bf16_attention);
     double attn_acts = (double)model_attention_act_floats(&run->model) * sizeof(float);
     double rss = peak_rss_mib();
     char blas[512];

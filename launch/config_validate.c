@@ -139,10 +139,15 @@ static int validate_batching(const struct train_config *t, int world_size, int *
 
 // Refuses what cannot fit before anything is allocated (an OOM kill says nothing useful), and
 // micro-batches whose products overflow the kernels' int indices.
-static int validate_fits(const struct model_config *m, int micro, char *err, size_t errlen)
+static int validate_fits(const struct config *c, int micro, char *err, size_t errlen)
 {
+    const struct model_config *m = &c->model;
     double acts = 0.0, state = 0.0;
     double need = model_memory_estimate(m, micro, &acts, &state);
+    // bf16: the rounded operands and probabilities (counted with the activations)
+    double prec = model_precision_bytes(m, micro, c->train.precision, c->train.bf16_attention);
+    need += prec;
+    acts += prec;
     double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (ram > 0 && need > ram) {
         snprintf(err, errlen,
@@ -195,7 +200,7 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
     if (validate_variant_keys(c, err, errlen) != 0 || validate_schedule(c, err, errlen) != 0 ||
         validate_mitigations(c, err, errlen) != 0 ||
         validate_batching(&c->train, world_size, &micro, err, errlen) != 0 ||
-        validate_fits(&c->model, micro, err, errlen) != 0)
+        validate_fits(c, micro, err, errlen) != 0)
         return -1;
     if (need_data && c->data.train[0] == '\0') {
         snprintf(err, errlen, "data.train is not set: give a token file (see 'canary tokenize')");

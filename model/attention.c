@@ -310,8 +310,14 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
         const float *pv = pp; // the probabilities the output is made of
         if (pr) {
             float *prr = pr + (size_t)bh * T * T;
-            for (size_t j = 0; j < (size_t)T * T; j++)
-                prr[j] = bf16_round(pp[j]);
+            for (int i = 0; i < T; i++) { // the causal part; above the diagonal stays 0
+                const float *row = pp + (size_t)i * T;
+                float *rrow = prr + (size_t)i * T;
+                for (int j = 0; j <= i; j++)
+                    rrow[j] = bf16_round(row[j]);
+                for (int j = i + 1; j < T; j++)
+                    rrow[j] = 0.0f;
+            }
             pv = prr;
         }
         if (direct)

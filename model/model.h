@@ -208,6 +208,8 @@ void model_set_aux_coefs(struct model *m, double balance, double router_z);
 // p·v (a rounded copy: the softmax backward keeps fp32 p), and in backward the output gradient
 // and the softmax's input gradient. Allocates the rounding scratch: call at setup, not in a step.
 void model_set_precision(struct model *m, int bf16, int attention);
+// About the bytes model_set_precision allocates for micro-batches of B sequences (0 for fp32).
+double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention);
 
 // Forward for B ≤ max_batch sequences of T tokens (tokens[B, T], already < vocab); leaves the
 // logits in m->acts.logits [B·T, V] and keeps what backward needs. Returns the MoE auxiliary

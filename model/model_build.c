@@ -286,6 +286,29 @@ void model_init(struct model *m, const struct model_config *cfg, int max_batch)
         rope_table_init(m->acts.rope_r, cfg->seq_len, cfg->rope_dim);
 }
 
+// The widest operand row of a linear layer: model_max_row_width and the latents' widths.
+static double precision_row_width(const struct model_config *c)
+{
+    double width = model_max_row_width(c);
+    double others[] = {c->dim, (double)c->kv_rank + c->rope_dim, c->q_rank,
+                       2.0 * c->heads * c->head_dim, 2.0 * c->mlp_ratio * c->dim};
+    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
+        width = others[i] > width ? others[i] : width;
+    return width;
+}
+
+double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention)
+{
+    if (!bf16)
+        return 0.0;
+    double T = c->seq_len, C = c->dim, F = (double)c->mlp_ratio * c->dim;
+    double I = (double)c->heads * c->head_dim, widest = c->vocab;
+    widest = F > widest ? F : widest;
+    widest = 3.0 * I > widest ? 3.0 * I : widest; // per weight row, fused wq|wk|wv included
+    double probs = attention ? (double)c->layers * B * c->heads * T * T : 0.0;
+    return 4.0 * (probs + 2.0 * B * T * precision_row_width(c) + 3.0 * widest * C);
+}
+
 void model_set_precision(struct model *m, int bf16, int attention)
 {
     const struct model_config *c = &m->cfg;
@@ -300,14 +323,10 @@ void model_set_precision(struct model *m, int bf16, int attention)
         return;
     if (attention)
         m->attn_pr = xcalloc((size_t)c->layers * model_attn_probs(m), sizeof(float));
-    // activations: every linear layer's input or output gradient is at most a row per token (the
-    // expert buffers top_k rows per token) of at most the model's widest row
-    double width = model_max_row_width(c);
-    double others[] = {c->dim, (double)c->kv_rank + c->rope_dim, c->q_rank,
-                       2.0 * c->heads * c->head_dim, (double)m->ffn * 2};
-    for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++)
-        width = others[i] > width ? others[i] : width;
-    size_t rows = (size_t)m->max_batch * c->seq_len * (size_t)(c->experts > 0 ? c->top_k : 1);
+    // activations: every linear layer's input or output gradient is at most a row per token of at
+    // most the widest row (model_max_row_width counts the expert buffers' top_k rows per token)
+    size_t rows = (size_t)m->max_batch * c->seq_len;
+    double width = precision_row_width(c);
     size_t cap_w = 0;
     for (int i = 0; i < m->table.n; i++)
         cap_w = m->table.t[i].size > cap_w ? m->table.t[i].size : cap_w;

@@ -31,9 +31,11 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "[layer, head] attention entropy -sum p log p (nats), mean over every query "
      "position of the global batch (entropy collapse precedes instability)"},
     {PROBE_ATTN_Q_RMS, "attn/q_rms", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
-     "[layer, head] RMS of q as attended (after qk-norm and RoPE), global batch"},
+     "[layer, head] RMS of q as attended (after qk-norm and RoPE; rounded to bf16 with "
+     "train.bf16_attention), global batch"},
     {PROBE_ATTN_K_RMS, "attn/k_rms", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_NOTHING,
-     "[layer, head] RMS of k as attended (after qk-norm and RoPE), global batch"},
+     "[layer, head] RMS of k as attended (after qk-norm and RoPE; rounded to bf16 with "
+     "train.bf16_attention), global batch"},
     {PROBE_LOGZ_MEAN, "output/logz_mean", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
      "mean over the tokens of the global batch of log Z of the output softmax "
      "(drifts negative before output-logit divergence)"},

@@ -18,8 +18,8 @@
 // step of one operand: the gradients get 1e-3 (missing the rounding of the output gradient in
 // backward shows as ~2e-3 and up); the three steps run through Adam, whose g / |g| turns such a
 // flip in a tiny entry into a full lr-sized move, so the step losses get 1e-3 and the final
-// weights and Muon's momentum 1e-1 (a catch for gross errors only: tests/test_model.c checks each
-// product bitwise).
+// weights and Muon's momentum 1e-1 (a catch for gross errors only: the step losses at 1e-3 are
+// what catches a wrong update, and tests/test_model.c checks each product bitwise).
 #define TOL_BF16_GRAD  1e-3
 #define TOL_BF16_LOSS  1e-3
 #define TOL_BF16_FINAL 1e-1
