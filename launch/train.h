@@ -123,7 +123,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
              char *err, size_t errlen);
 void run_free(struct run *r);
 
-// Phases 1–6 of DESIGN.md §3 for step r->step; advances r->step when the update was applied.
+// Phases 1–6 of DESIGN.md §3 for step r->step; advances r->step unless the loss or gradient was
+// non-finite (the caller decides then). A step the skip-step guard skips advances with no update.
 void train_step(struct run *r, struct step_result *res);
 
 // Compares parameter checksums across the ranks of the run; aborts the job naming the first
