@@ -18,7 +18,7 @@ VARIANTS = {
     "softcap": ["model.attn_softcap=2", "model.final_softcap=3"],
     "qk_clip": ["optim.qk_clip=2", "optim.lr=3e-2"],
     "stable_adamw": ["optim.stable_adamw=true", "optim.lr=3e-2"],
-    "mup": ["model.mup=full", "model.mup_base_width=16"],
+    "mup": ["model.mup=full", "model.mup_base_width=16", "model.qk_norm=true"],  # zero W_q
     "bf16": ["train.precision=bf16"],
     # both guards act within 16 steps: update-norm clipping during the warmup, skip-step after
     "guards": ["optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3", "optim.guard_window=4",
