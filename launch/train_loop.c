@@ -328,8 +328,7 @@ static int on_nonfinite(struct run *r, struct train_out *o, const struct step_re
 
 // The update guards' actions: an event each (kind "skip" or "update_clip"), printed as it is
 // recorded.
-static void guard_events(struct run *r, struct train_out *o, const struct step_result *res,
-                         long step)
+static void guard_events(struct run *r, const struct step_result *res, long step)
 {
     char what[256], err[1024];
     const char *kind = NULL;
@@ -349,7 +348,6 @@ static void guard_events(struct run *r, struct train_out *o, const struct step_r
     }
     if (!kind)
         return;
-    (void)o; // run_probes_event prints the event line itself
     if (run_probes_event(r, step + 1, kind, what, err, sizeof(err)) != 0) {
         err_printf("%s", err);
         r->io_failed = 1;
@@ -459,7 +457,7 @@ int train_run(struct run *r, const char *out_dir)
         double dt = timer_now() - t0;
         if (!res.finite && (rc = on_nonfinite(r, &o, &res, step)) != 0)
             break;
-        guard_events(r, &o, &res, step);
+        guard_events(r, &res, step);
         if ((rc = after_step(r, &o, out_dir, &res, step, dt, &io_ok)) != 0)
             break;
         progress_step(r, &o, &pg, &res);

@@ -65,44 +65,53 @@ void matmul_prec_free(struct matmul_prec *p)
     p->bf16 = 0;
 }
 
-// x[count] rounded to bf16 into buf[cap] (returned), or x itself in fp32.
-static const float *operand(const struct matmul_prec *p, float *buf, size_t cap, const float *x,
+// The scratch slots: an activation (input or output gradient), a weight, a second activation.
+enum operand_slot { SLOT_ACT, SLOT_W, SLOT_ACT2 };
+
+// x[count] rounded to bf16 into the slot's scratch (returned), or x itself in fp32.
+static const float *operand(const struct matmul_prec *p, enum operand_slot slot, const float *x,
                             size_t count)
 {
     if (!p || !p->bf16)
         return x;
+    float *buf = slot == SLOT_W ? p->b : slot == SLOT_ACT ? p->a : p->c;
+    size_t cap = slot == SLOT_W ? p->cap_w : p->cap_act;
     if (count > cap)
         FATAL("bf16 operand of %zu floats exceeds the %zu sized at init", count, cap);
     bf16_round_array(buf, x, count);
     return buf;
 }
 
+// out = in · wᵀ + beta · out
+static void forward_beta(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
+                         int in_dim, int out_dim, float beta)
+{
+    const float *a = operand(p, SLOT_ACT, in, (size_t)n * in_dim);
+    const float *b = operand(p, SLOT_W, w, (size_t)out_dim * in_dim);
+    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, a, in_dim, b, in_dim, beta, out, out_dim);
+}
+
 void matmul_forward(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
                     int in_dim, int out_dim)
 {
-    const float *a = operand(p, p ? p->a : NULL, p ? p->cap_act : 0, in, (size_t)n * in_dim);
-    const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
-    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, a, in_dim, b, in_dim, 0.0f, out, out_dim);
+    forward_beta(p, out, in, w, n, in_dim, out_dim, 0.0f);
 }
 
 void matmul_forward_acc(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
                         int in_dim, int out_dim)
 {
-    const float *a = operand(p, p ? p->a : NULL, p ? p->cap_act : 0, in, (size_t)n * in_dim);
-    const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
-    matmul_sgemm(0, 1, n, out_dim, in_dim, 1.0f, a, in_dim, b, in_dim, 1.0f, out, out_dim);
+    forward_beta(p, out, in, w, n, in_dim, out_dim, 1.0f);
 }
 
 void matmul_backward(struct matmul_prec *p, float *din, float *dw, const float *dout,
                      const float *in, const float *w, int n, int in_dim, int out_dim)
 {
-    size_t cap = p ? p->cap_act : 0;
-    const float *d = operand(p, p ? p->a : NULL, cap, dout, (size_t)n * out_dim);
+    const float *d = operand(p, SLOT_ACT, dout, (size_t)n * out_dim);
     if (din) {
-        const float *b = operand(p, p ? p->b : NULL, p ? p->cap_w : 0, w, (size_t)out_dim * in_dim);
+        const float *b = operand(p, SLOT_W, w, (size_t)out_dim * in_dim);
         matmul_sgemm(0, 0, n, in_dim, out_dim, 1.0f, d, out_dim, b, in_dim, 0.0f, din, in_dim);
     }
-    const float *x = operand(p, p ? p->c : NULL, cap, in, (size_t)n * in_dim);
+    const float *x = operand(p, SLOT_ACT2, in, (size_t)n * in_dim);
     matmul_sgemm(1, 0, out_dim, in_dim, n, 1.0f, d, out_dim, x, in_dim, 1.0f, dw, in_dim);
 }
 

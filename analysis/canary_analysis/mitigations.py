@@ -142,10 +142,10 @@ def mitigation_rows(sweep, sensitivities):
 
 
 def _f(x, fmt=".4g"):
-    if x is None:
-        return ""
-    return format(x, fmt) if isinstance(x, float) and math.isfinite(x) else \
-        (str(x) if not isinstance(x, float) else "n/a")
+    """'' for a mitigation the group does not have, a count as is, 'n/a' for a missing value."""
+    if x is None or isinstance(x, int):
+        return "" if x is None else str(x)
+    return format(x, fmt) if math.isfinite(x) else "n/a"
 
 
 def render(rows):
