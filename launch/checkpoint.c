@@ -279,6 +279,26 @@ int ckpt_read_config(const char *path, struct config *c, char *err, size_t errle
     return rc;
 }
 
+int ckpt_read_world_size(const char *path, int *ranks, char *err, size_t errlen)
+{
+    struct h5file *f = NULL;
+    char why[600];
+    int64_t n = 0;
+    if (h5_open(&f, path, H5_SEALED, why, sizeof(why)) != 0) {
+        snprintf(err, errlen, "read checkpoint: %s", why);
+        return -1;
+    }
+    int rc = h5_attr_read_i64(f, "/provenance", "world_size", &n, why, sizeof(why));
+    h5_close(f);
+    if (rc != 0 || n < 1 || n > 1 << 24) {
+        snprintf(err, errlen, "read checkpoint '%s': no world size in /provenance%s%s", path,
+                 rc ? ": " : "", rc ? why : "");
+        return -1;
+    }
+    *ranks = (int)n;
+    return 0;
+}
+
 #define CKPT_MAX_STEP (1LL << 50) // beyond any run; a larger step is damage
 
 // A checkpoint is only written after a finite update, so non-finite weights or moments (or a

@@ -29,6 +29,10 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen);
 // The config stored in a checkpoint (for `canary eval`). Returns 0 or -1 with err.
 int ckpt_read_config(const char *path, struct config *c, char *err, size_t errlen);
 
+// The number of ranks that trained the run a checkpoint belongs to (/provenance world_size).
+// Returns 0 or -1 with err.
+int ckpt_read_world_size(const char *path, int *ranks, char *err, size_t errlen);
+
 // The newest checkpoint of run_dir into out; returns 0, or -1 when there is none.
 int ckpt_find_latest(const char *run_dir, char *out, size_t outlen);
 // The newest checkpoint of run_dir with a step below `below`, into out and *step; 0 or -1.

@@ -36,5 +36,6 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d);
 int cmd_config(int argc, char **argv, struct dist_ctx *d);
 int cmd_sweep(int argc, char **argv, struct dist_ctx *d);
 int cmd_eval(int argc, char **argv, struct dist_ctx *d);
+int cmd_replay(int argc, char **argv, struct dist_ctx *d);
 
 #endif

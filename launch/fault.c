@@ -34,6 +34,7 @@ struct fault *fault_init(int my_rank)
     f->kind = strcmp(kind, "abort") == 0     ? FAULT_ABORT
               : strcmp(kind, "perturb") == 0 ? FAULT_PERTURB
               : strcmp(kind, "stall") == 0   ? FAULT_STALL
+              : strcmp(kind, "repeat") == 0  ? FAULT_REPEAT
                                              : FAULT_NONE;
     f->rank = rank;
     f->step = step;
@@ -47,7 +48,8 @@ void fault_free(struct fault *f)
 
 void fault_inject(const struct fault *f, int rank, long step, float *param)
 {
-    if (!f || f->kind == FAULT_NONE || rank != f->rank || step != f->step)
+    if (!f || f->kind == FAULT_NONE || f->kind == FAULT_REPEAT || rank != f->rank ||
+        step != f->step)
         return;
     if (f->kind == FAULT_ABORT)
         FATAL("fault injected by CANARY_FAULT at step %ld", step);
@@ -58,4 +60,14 @@ void fault_inject(const struct fault *f, int rank, long step, float *param)
         return;
     }
     *param += 1.0f;
+}
+
+void fault_corrupt_batch(const struct fault *f, int rank, unsigned long long batch, int *inputs,
+                         int *targets, int T, int vocab)
+{
+    if (!f || f->kind != FAULT_REPEAT || rank != f->rank || f->step < 1 ||
+        batch != (unsigned long long)(f->step - 1))
+        return;
+    for (int t = 0; t < T; t++)
+        inputs[t] = targets[t] = vocab - 1;
 }

@@ -22,6 +22,7 @@ static void usage(FILE *f)
             "  train     train a model from a config file\n"
             "  sweep     train every point of a [sweep] grid, by groups of ranks, in one mpirun\n"
             "  eval      the loss of a checkpoint on held-out data or a token file\n"
+            "  replay    rerun a spike of a run bit for bit and try counterfactuals on it\n"
             "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
             "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
             "memory)\n"
@@ -33,7 +34,8 @@ static void usage(FILE *f)
             "\n"
             "Configuration keys: docs/config.md. Exit codes: 0 success, 1 bad input, 2 I/O\n"
             "failure during a run, 3 the loss or gradient became non-finite, 4 stopped by a\n"
-            "signal (SIGTERM, SIGINT, SIGUSR1/2) after writing a checkpoint.\n");
+            "signal (SIGTERM, SIGINT, SIGUSR1/2) after writing a checkpoint, 5 (replay) the\n"
+            "replay did not reproduce the run.\n");
 }
 
 int main(int argc, char **argv)
@@ -69,6 +71,8 @@ int main(int argc, char **argv)
         rc = cmd_eval(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "sweep") == 0)
         rc = cmd_sweep(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "replay") == 0)
+        rc = cmd_replay(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "bench") == 0)
         rc = cmd_bench(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "config") == 0)

@@ -405,11 +405,9 @@ void train_step(struct run *r, struct step_result *res)
     double t0 = timer_now();
 
     // 1. this rank's slice of the global batch
-    if (!r->random_data) {
-        uint64_t first = (uint64_t)r->step * (uint64_t)c->train.batch_size +
-                         (uint64_t)r->dist->rank * (uint64_t)r->local_batch;
-        sampler_train_batch(&r->sampler, r->inputs, r->targets, first, r->local_batch);
-    }
+    if (!r->random_data)
+        run_load_batch(r, run_batch_index(r));
+    int branch_here = r->branch.kind != BRANCH_NONE && r->step == r->branch.at;
 
     // 2–4. forward, loss, backward per micro-batch (the last backward starts the reduction);
     // each micro-batch's record holds its loss parts and probe sums
@@ -426,19 +424,28 @@ void train_step(struct run *r, struct step_result *res)
     step_loss(r, &res->loss);
     res->grad_norm = optim_grad_norm(r->tensor_sumsq, r->grads, &m->table);
     res->lr = schedule_lr(&c->optim, r->step, c->train.steps);
+    if (branch_here && r->branch.kind == BRANCH_HALF_LR)
+        res->lr *= 0.5;
     res->finite = loss_finite(&res->loss) && isfinite(res->grad_norm);
     if (!res->finite)
         return; // the caller reports it, then stops or skips; parameters stay as they were
     res->clip_factor = optim_clip(r->grads, n, res->grad_norm, c->optim.clip);
     double t1 = timer_now();
     res->seconds_grads = t1 - t0;
-    if (guard_skip(r, res)) { // no update, optimizer state untouched; the data moves on
+    // no update, optimizer state untouched; the data moves on (a replay's skip branch: the
+    // guard windows do not see the step either)
+    if ((branch_here && r->branch.kind == BRANCH_SKIP) || guard_skip(r, res)) {
         res->seconds_optim = timer_now() - t1;
         r->step++;
         return;
     }
 
     // 6. optimizer: compute the update, then apply it
+    if (branch_here && r->branch.kind == BRANCH_RESET_M) {
+        memset(r->adamw.m, 0, n * sizeof(float));
+        if (r->muon)
+            memset(r->muon->state.momentum, 0, n * sizeof(float));
+    }
     adamw_update_compute(&r->adamw, r->update, r->params, r->grads, &m->table, &c->optim, res->lr);
     if (r->muon) {
         int probe = c->probes.enabled && (r->step + 1) % c->probes.every == 0;
@@ -459,6 +466,25 @@ void train_step(struct run *r, struct step_result *res)
     res->applied = 1;
     res->seconds_optim = timer_now() - t1;
     r->step++;
+}
+
+uint64_t run_batch_index(const struct run *r)
+{
+    uint64_t b = (uint64_t)r->step;
+    if (r->branch.kind == BRANCH_DROP && r->step >= r->branch.at)
+        b++;
+    if (r->branch.kind == BRANCH_UNSEEN && r->step == r->branch.at)
+        b = (uint64_t)r->cfg.train.steps + (uint64_t)r->branch.at;
+    return b;
+}
+
+void run_load_batch(struct run *r, uint64_t batch)
+{
+    uint64_t first = batch * (uint64_t)r->cfg.train.batch_size +
+                     (uint64_t)r->dist->rank * (uint64_t)r->local_batch;
+    sampler_train_batch(&r->sampler, r->inputs, r->targets, first, r->local_batch);
+    fault_corrupt_batch(r->fault, r->dist->rank, batch, r->inputs, r->targets, r->cfg.model.seq_len,
+                        r->cfg.model.vocab);
 }
 
 // FNV-1a over a tensor's bits.

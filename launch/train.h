@@ -53,6 +53,22 @@ struct step_result {
     double seconds_optim;       // phase 6: the optimizers (Muon's sharded NS and gather included)
 };
 
+// A counterfactual at one step, for `canary replay` (launch/replay.h): train_step takes step
+// `at` (r->step == at before it; row at + 1 of metrics.tsv) differently. BRANCH_NONE: as trained.
+enum branch_kind {
+    BRANCH_NONE = 0,
+    BRANCH_DROP,    // the batch of step `at` is never seen: steps from `at` on draw the next one
+    BRANCH_UNSEEN,  // step `at` draws a batch no step of the run draws (index train.steps + at)
+    BRANCH_HALF_LR, // step `at` updates with half the scheduled learning rate
+    BRANCH_RESET_M, // the first moments (AdamW's m, Muon's momentum) are zeroed before step `at`
+    BRANCH_SKIP,    // step `at` applies no update, optimizer state untouched; the data moves on
+};
+
+struct run_branch {
+    enum branch_kind kind;
+    long at;
+};
+
 struct run {
     struct config cfg;
     struct dist_ctx *dist;
@@ -91,7 +107,8 @@ struct run {
     // cross-rank consistency
     unsigned long long *checksums; // [3 · table.n]: values, then scratch for the min and max
 
-    struct fault *fault; // test hooks (CANARY_FAULT, launch/fault.h), or NULL
+    struct fault *fault;      // test hooks (CANARY_FAULT, launch/fault.h), or NULL
+    struct run_branch branch; // canary replay's counterfactual (kind BRANCH_NONE otherwise)
 
     // probes
     struct run_probes *probes; // launch/train_probes.h (every run has one; probes may be off)
@@ -127,6 +144,14 @@ void run_free(struct run *r);
 // non-finite (the caller decides then). A step the skip-step guard skips advances with no update.
 void train_step(struct run *r, struct step_result *res);
 
+// The index of the global batch step r->step draws: the step itself, unless a replay branch
+// moves it (DROP, UNSEEN). Batch b is global samples b·batch_size … b·batch_size + batch_size − 1.
+uint64_t run_batch_index(const struct run *r);
+
+// This rank's slice of global batch `batch` into r->inputs / r->targets, with the CANARY_FAULT
+// data hook applied (launch/fault.h). Between steps or in phase 1 only.
+void run_load_batch(struct run *r, uint64_t batch);
+
 // Compares parameter checksums across the ranks of the run; aborts the job naming the first
 // tensor that differs. No-op with one rank.
 void train_check_consistency(struct run *r);
@@ -143,6 +168,18 @@ const double *run_mean_in_global_order(struct run *r, const double *mine, double
 
 // Mean held-out loss over train.eval_batches batches (all ranks take part).
 void train_eval(struct run *r, struct loss_parts *out);
+
+// Between steps (launch/train_loop.c, also used by canary replay): the update guards' events
+// of the step just taken (kind "skip" or "update_clip"; step counted from 0 as r->step was),
+// and a non-finite step's description ("non-finite loss nan (…)" or the first tensor whose
+// gradient is not finite).
+void train_guard_events(struct run *r, const struct step_result *res, long step);
+void train_nonfinite_detail(const struct run *r, const struct step_result *res, char *out,
+                            size_t len);
+
+#define TRAIN_METRICS_HEADER "kind\tstep\tloss\tce\tz\tlr\tgrad_norm\tclip_factor\ttokens_per_s\n"
+// A "train" row of metrics.tsv (step counted from 1), at full precision, flushed.
+void train_metrics_row(FILE *f, long step, const struct step_result *res, double tokens_per_s);
 
 // The `canary train` loop: step-0 evaluation, steps, progress, evaluation, final summary.
 // Writes log.txt and metrics.tsv under out_dir (rank 0). Returns an enum train_exit.

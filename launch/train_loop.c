@@ -60,6 +60,14 @@ static void format_eta(char *buf, size_t len, double seconds)
         snprintf(buf, len, "%lds", s);
 }
 
+void train_metrics_row(FILE *f, long step, const struct step_result *res, double tokens_per_s)
+{
+    fprintf(f, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n", step,
+            res->loss.total, res->loss.ce, res->loss.z, res->lr, res->grad_norm, res->clip_factor,
+            tokens_per_s);
+    fflush(f); // a crash loses no row (a small write per step)
+}
+
 // Keeps the metrics rows of steps ≤ step (a resumed run rewrites what came after).
 static int metrics_truncate(const char *path, long step, char *err, size_t errlen)
 {
@@ -118,7 +126,7 @@ static int open_outputs(struct train_out *o, const char *dir, const struct run *
         return -1;
     }
     if (!resume)
-        fprintf(o->metrics, "kind\tstep\tloss\tce\tz\tlr\tgrad_norm\tclip_factor\ttokens_per_s\n");
+        fputs(TRAIN_METRICS_HEADER, o->metrics);
     return 0;
 }
 
@@ -151,8 +159,8 @@ static double eval_and_report(struct run *r, struct train_out *o, long step)
 }
 
 // "non-finite loss nan" or "non-finite gradient: first in 'blocks.0.attn.wq' (grad norm inf)".
-static void nonfinite_detail(const struct run *r, const struct step_result *res, char *out,
-                             size_t len)
+void train_nonfinite_detail(const struct run *r, const struct step_result *res, char *out,
+                            size_t len)
 {
     if (!isfinite(res->loss.total)) {
         snprintf(out, len, "non-finite loss %g (ce %g, z %g)", res->loss.total, res->loss.ce,
@@ -307,7 +315,7 @@ static int on_nonfinite(struct run *r, struct train_out *o, const struct step_re
                         long step)
 {
     char what[200], err[1024];
-    nonfinite_detail(r, res, what, sizeof(what));
+    train_nonfinite_detail(r, res, what, sizeof(what));
     if (run_probes_event(r, step + 1, "non-finite", what, err, sizeof(err)) != 0) {
         err_printf("%s", err);
         r->io_failed = 1;
@@ -328,7 +336,7 @@ static int on_nonfinite(struct run *r, struct train_out *o, const struct step_re
 
 // The update guards' actions: an event each (kind "skip" or "update_clip"), printed as it is
 // recorded.
-static void guard_events(struct run *r, const struct step_result *res, long step)
+void train_guard_events(struct run *r, const struct step_result *res, long step)
 {
     char what[256], err[1024];
     const char *kind = NULL;
@@ -365,12 +373,8 @@ static int after_step(struct run *r, struct train_out *o, const char *out_dir,
     double tokens_per_step = (double)c->train.batch_size * c->model.seq_len;
     char err[1024];
     // the step's row goes out before any checkpoint of this step, so a resume finds it
-    if (o->rank0) {
-        fprintf(o->metrics, "train\t%ld\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.17g\t%.6g\n",
-                step + 1, res->loss.total, res->loss.ce, res->loss.z, res->lr, res->grad_norm,
-                res->clip_factor, tokens_per_step / dt);
-        fflush(o->metrics); // a crash loses no row (a small write per step)
-    }
+    if (o->rank0)
+        train_metrics_row(o->metrics, step + 1, res, tokens_per_step / dt);
     if (*io_ok && run_probes_step(r, res, tokens_per_step / dt, err, sizeof(err)) != 0) {
         err_printf("%s", err);
         *io_ok = 0;
@@ -457,7 +461,7 @@ int train_run(struct run *r, const char *out_dir)
         double dt = timer_now() - t0;
         if (!res.finite && (rc = on_nonfinite(r, &o, &res, step)) != 0)
             break;
-        guard_events(r, &res, step);
+        train_guard_events(r, &res, step);
         if ((rc = after_step(r, &o, out_dir, &res, step, dt, &io_ok)) != 0)
             break;
         progress_step(r, &o, &pg, &res);

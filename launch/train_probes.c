@@ -226,6 +226,23 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
     return 0;
 }
 
+void run_probes_seed(struct run *r, const double *loss, const double *gnorm, int n,
+                     int above_threshold)
+{
+    struct run_probes *p = r->probes;
+    int win = r->cfg.probes.spike_window;
+    p->win_n = p->win_pos = 0;
+    for (int i = n > win ? n - win : 0; i < n; i++) {
+        if (!isfinite(loss[i]) || !isfinite(gnorm[i]))
+            continue; // as check_events: skipped steps stay out
+        p->win_loss[p->win_pos] = loss[i];
+        p->win_gnorm[p->win_pos] = gnorm[i];
+        p->win_pos = (p->win_pos + 1) % win;
+        p->win_n += p->win_n < win;
+    }
+    p->above_threshold = above_threshold;
+}
+
 int run_probes_event(struct run *r, long step, const char *kind, const char *detail, char *err,
                      size_t errlen)
 {

@@ -49,6 +49,12 @@ int run_probes_step(struct run *r, const struct step_result *res, double tokens_
 int run_probes_event(struct run *r, long step, const char *kind, const char *detail, char *err,
                      size_t errlen);
 
+// After run_probes_open, for a rerun that starts mid-run (canary replay): the spike windows
+// hold the last probes.spike_window of the n steps' loss and gradient norm (oldest first,
+// non-finite ones left out), and the threshold state is above_threshold, as the run had them.
+void run_probes_seed(struct run *r, const double *loss, const double *gnorm, int n,
+                     int above_threshold);
+
 // Appends an evaluation row (/eval/step, /eval/loss).
 int run_probes_eval(struct run *r, long step, double loss, char *err, size_t errlen);
 int run_probes_flush(struct run *r, char *err, size_t errlen);

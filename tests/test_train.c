@@ -1,5 +1,6 @@
 // launch/train: the training step as a whole — gradient accumulation, the grads-ready callback
-// that the bucketed allreduce will hang on, and the non-finite guard.
+// that the bucketed allreduce will hang on, the non-finite guard, canary replay's counterfactual
+// branches and the bad-sample fault hook.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,12 +129,158 @@ static void test_train_nonfinite_step_leaves_params(void **state)
     run_free(&r);
 }
 
+// A run over real (sampled) data: run_init with random tokens, then the sampler pointed at a
+// token array, as canary replay's branches need batch indices to mean something.
+static uint16_t branch_tokens[8192];
+
+static void branch_run(struct run *r, struct config *c, struct dist_ctx *solo)
+{
+    char err[256];
+    small_config(c);
+    for (size_t i = 0; i < sizeof(branch_tokens) / sizeof(branch_tokens[0]); i++)
+        branch_tokens[i] = (uint16_t)((i * 7 + i / 13 + (i * i) % 11) % 60); // no 63
+    assert_int_equal(run_init(r, c, solo, 1, err, sizeof(err)), 0);
+    r->random_data = 0;
+    r->sampler.train = branch_tokens;
+    r->sampler.n_train = 6000;
+    r->sampler.val = branch_tokens + 6000;
+    r->sampler.n_val = 2192;
+    r->sampler.seq_len = c->model.seq_len;
+    r->sampler.seed = 5;
+}
+
+static void steps(struct run *r, int n)
+{
+    struct step_result res;
+    for (int i = 0; i < n; i++) {
+        train_step(r, &res);
+        assert_true(res.finite);
+    }
+}
+
+static void test_train_branch_skip_leaves_params(void **state)
+{
+    struct config c;
+    struct run r;
+    struct dist_ctx solo = {0, 1, NULL, 0};
+    struct step_result res;
+    branch_run(&r, &c, &solo);
+    steps(&r, 3);
+    size_t n = r.model.table.total, bytes = n * sizeof(float);
+    float *p = malloc(bytes), *m = malloc(bytes), *v = malloc(bytes);
+    memcpy(p, r.params, bytes);
+    memcpy(m, r.adamw.m, bytes);
+    memcpy(v, r.adamw.v, bytes);
+    long t = r.adamw.t;
+    r.branch = (struct run_branch){BRANCH_SKIP, 3};
+    train_step(&r, &res); // step 4 (r.step 3): skipped
+    assert_true(res.finite);
+    assert_false(res.applied);
+    assert_int_equal(r.step, 4);
+    assert_memory_equal(p, r.params, bytes);
+    assert_memory_equal(m, r.adamw.m, bytes);
+    assert_memory_equal(v, r.adamw.v, bytes);
+    assert_int_equal(r.adamw.t, t);
+    train_step(&r, &res); // the next step updates again
+    assert_true(res.applied);
+    assert_true(memcmp(p, r.params, bytes) != 0);
+    free(p);
+    free(m);
+    free(v);
+    run_free(&r);
+}
+
+static void test_train_branch_drop_and_unseen_batches(void **state)
+{
+    struct config c;
+    struct run a, b;
+    struct dist_ctx solo = {0, 1, NULL, 0};
+    branch_run(&a, &c, &solo);
+    branch_run(&b, &c, &solo);
+    size_t tok = (size_t)a.local_batch * c.model.seq_len * sizeof(int);
+    int *want = malloc(tok);
+    b.branch = (struct run_branch){BRANCH_DROP, 2};
+    steps(&a, 4); // a.inputs: the batch of step 4 (index 3)
+    memcpy(want, a.inputs, tok);
+    steps(&b, 2);
+    assert_int_equal(run_batch_index(&b), 3); // the batch of index 2 is never drawn
+    steps(&b, 1);
+    assert_memory_equal(want, b.inputs, tok);
+    assert_int_equal(run_batch_index(&b), 4);
+    // unseen: a batch index no step of the run draws, at that step only
+    b.branch = (struct run_branch){BRANCH_UNSEEN, b.step};
+    assert_int_equal(run_batch_index(&b), c.train.steps + b.step);
+    b.step++;
+    assert_int_equal(run_batch_index(&b), b.step);
+    free(want);
+    run_free(&a);
+    run_free(&b);
+}
+
+static void test_train_branch_half_lr_and_reset_m(void **state)
+{
+    struct config c;
+    struct run a, b;
+    struct dist_ctx solo = {0, 1, NULL, 0};
+    struct step_result ra, rb;
+    branch_run(&a, &c, &solo);
+    branch_run(&b, &c, &solo);
+    steps(&a, 3);
+    steps(&b, 3);
+    b.branch = (struct run_branch){BRANCH_HALF_LR, 3};
+    train_step(&a, &ra);
+    train_step(&b, &rb);
+    assert_true(rb.lr == 0.5 * ra.lr && ra.lr > 0.0);
+    train_step(&a, &ra);
+    train_step(&b, &rb);
+    assert_true(rb.lr == ra.lr); // one step only
+    // reset: the first moment before the update was zero, so after it m = (1 - beta1) g
+    b.branch = (struct run_branch){BRANCH_RESET_M, b.step};
+    train_step(&b, &rb);
+    double b1 = c.optim.beta1;
+    size_t n = b.model.table.total, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double want = (1.0 - b1) * b.grads[i];
+        bad += fabs(b.adamw.m[i] - want) > 1e-6 * fabs(want) + 1e-12;
+    }
+    assert_int_equal(bad, 0);
+    run_free(&a);
+    run_free(&b);
+}
+
+// CANARY_FAULT=repeat:0:3: the first sequence of rank 0's slice of batch 2 (step 3) is one token
+static void test_train_fault_repeat_corrupts_one_batch(void **state)
+{
+    struct config c;
+    struct run r;
+    struct dist_ctx solo = {0, 1, NULL, 0};
+    setenv("CANARY_FAULT", "repeat:0:3", 1);
+    branch_run(&r, &c, &solo);
+    unsetenv("CANARY_FAULT");
+    int T = c.model.seq_len;
+    for (uint64_t batch = 0; batch < 4; batch++) {
+        run_load_batch(&r, batch);
+        int all = 1, other = 0;
+        for (int t = 0; t < T; t++)
+            all &= r.inputs[t] == c.model.vocab - 1 && r.targets[t] == c.model.vocab - 1;
+        for (int t = T; t < 2 * T; t++)
+            other |= r.inputs[t] == c.model.vocab - 1;
+        assert_int_equal(all, batch == 2);
+        assert_false(other);
+    }
+    run_free(&r);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_train_grad_accum_matches_full_batch),
         cmocka_unit_test(test_train_ready_callback_reports_final_tails),
         cmocka_unit_test(test_train_nonfinite_step_leaves_params),
+        cmocka_unit_test(test_train_branch_skip_leaves_params),
+        cmocka_unit_test(test_train_branch_drop_and_unseen_batches),
+        cmocka_unit_test(test_train_branch_half_lr_and_reset_m),
+        cmocka_unit_test(test_train_fault_repeat_corrupts_one_batch),
     };
     return cmocka_run_group_tests_name("train", tests, NULL, NULL);
 }

@@ -1,0 +1,572 @@
+// `canary replay`: rerun a spike of a trained run bit for bit from its checkpoint, then try the
+// counterfactual branches (launch/replay.h has the engine). Writes RUN/replay/step_S/.
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "launch/checkpoint.h"
+#include "launch/cli.h"
+#include "launch/replay.h"
+#include "launch/rundir.h"
+#include "probes/h5.h"
+#include "util/error.h"
+
+// Exit codes beyond train's: the replay ran but did not reproduce the run.
+enum { REPLAY_EXIT_PARTED = 5 };
+
+static void replay_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: [mpirun -np N] canary replay --run DIR --step S [--window K]\n"
+            "                                    [--skip-sigma k] [--update-clip-sigma k]\n"
+            "\n"
+            "Replays steps S-K .. S+K of the run in DIR (a 'canary train' run directory, or one\n"
+            "run of a sweep) from its newest checkpoint at or before step S-K (or from the\n"
+            "initial weights, a function of train.seed alone, when every checkpoint is later),\n"
+            "with every probe at cadence 1, and checks that each replayed step equals the run's\n"
+            "metrics.tsv bit for bit. Then, from the state just before S, one short run per\n"
+            "counterfactual: drop the batch of S, an unseen batch, half the LR at S, the first\n"
+            "moments reset, S skipped, and each update guard switched on. Prints which of them\n"
+            "bring the loss at S+K back within 1 sigma of the mean of the K steps before S, and\n"
+            "the sequences of batch S with the highest loss.\n"
+            "\n"
+            "  --run DIR             the run directory (config.ini, metrics.tsv, ckpt/)\n"
+            "  --step S              the step to replay, counted from 1 as in metrics.tsv\n"
+            "  --window K            steps before and after S (default 20)\n"
+            "  --skip-sigma k        the skip-step branch's threshold (default: the run's\n"
+            "                        optim.skip_sigma, or 6 as in OLMo-core)\n"
+            "  --update-clip-sigma k the update-clipping branch's (the run's, or 3 as Levanter)\n"
+            "\n"
+            "Run with the rank count the run was trained with (deterministic runs: any power of\n"
+            "two). Writes DIR/replay/step_S/: log.txt, metrics.tsv and probes.h5 of the replay,\n"
+            "ckpt/ (the state before S), batch.tsv, branches.tsv, summary.tsv, and\n"
+            "branch_NAME/ per branch. 'canary-analyze spikes DIR' adds which tensor moved first.\n"
+            "Exit codes: 0 reproduced, 5 the replay parted from the run (named: a hardware or\n"
+            "nondeterminism fault), 1 bad input, 2 I/O failure.\n");
+}
+
+struct replay_args {
+    struct cli_config_opts opts; // --set only (train.threads)
+    const char *run_dir;
+    long step, window;
+    double skip_sigma, clip_sigma; // 0: the run's value, else the peers' default
+    char config_path[CONFIG_PATH_MAX + 16];
+};
+
+static int parse_number(const char *opt, const char *text, double lo, double hi, double *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(text, &end);
+    if (errno || *end != '\0' || !(v >= lo && v <= hi)) {
+        err_printf("replay: %s takes a number in [%g, %g], not '%s'", opt, lo, hi, text);
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+// Returns -1 to go on, else the exit code.
+static int replay_parse(int argc, char **argv, struct dist_ctx *d, struct replay_args *a)
+{
+    double v = 0.0;
+    a->window = 20;
+    a->step = -1;
+    for (int i = 1; i < argc; i++) {
+        enum cli_opt t = cli_take_opt(&a->opts, argc, argv, &i, replay_usage, d);
+        if (t == CLI_TAKEN && a->opts.config_path) {
+            if (d->rank == 0)
+                err_printf("replay: the config is the run's own (no --config)");
+            return 1;
+        }
+        if (t == CLI_TAKEN)
+            continue;
+        if (t != CLI_NOT_MINE)
+            return t == CLI_BAD;
+        int more = i + 1 < argc, bad = 0;
+        if (strcmp(argv[i], "--run") == 0 && more)
+            a->run_dir = argv[++i];
+        else if (strcmp(argv[i], "--step") == 0 && more)
+            bad = parse_number("--step", argv[++i], 1, 1e15, &v) || (a->step = (long)v, 0);
+        else if (strcmp(argv[i], "--window") == 0 && more)
+            bad = parse_number("--window", argv[++i], 1, 100000, &v) || (a->window = (long)v, 0);
+        else if (strcmp(argv[i], "--skip-sigma") == 0 && more)
+            bad = parse_number("--skip-sigma", argv[++i], 0.01, 1e6, &a->skip_sigma);
+        else if (strcmp(argv[i], "--update-clip-sigma") == 0 && more)
+            bad = parse_number("--update-clip-sigma", argv[++i], 0.01, 1e6, &a->clip_sigma);
+        else
+            return cli_unexpected("replay", argv[i], replay_usage, d);
+        if (bad)
+            return 1;
+    }
+    if (!a->run_dir || a->step < 1) {
+        if (d->rank == 0) {
+            err_printf("replay: --run DIR and --step S are required");
+            replay_usage(stderr);
+        }
+        return 1;
+    }
+    if (strlen(a->run_dir) > RUNDIR_PATH_MAX - 64) {
+        if (d->rank == 0)
+            err_printf("replay: the run directory path is too long");
+        return 1;
+    }
+    snprintf(a->config_path, sizeof(a->config_path), "%s/config.ini", a->run_dir);
+    a->opts.config_path = a->config_path;
+    return -1;
+}
+
+// The train rows of metrics.tsv, indexed by step: rows[0 .. *nrows) (row 0 unused). 0 or -1.
+static int read_metrics(const char *run_dir, struct replay_row **rows, long *nrows, char *err,
+                        size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 32], line[1024];
+    snprintf(path, sizeof(path), "%s/metrics.tsv", run_dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "replay: read '%s': %s (is '%s' a canary run directory?)", path,
+                 strerror(errno), run_dir);
+        return -1;
+    }
+    long cap = 1024, last = 0;
+    struct replay_row *r = xcalloc((size_t)cap, sizeof(*r));
+    while (fgets(line, sizeof(line), f)) {
+        struct replay_row row = {0};
+        long step = 0;
+        if (sscanf(line, "train\t%ld\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &step, &row.loss, &row.ce,
+                   &row.z, &row.lr, &row.grad_norm, &row.clip) != 7 ||
+            step < 1 || step > (1L << 40))
+            continue;
+        while (step >= cap) {
+            r = realloc(r, (size_t)cap * 2 * sizeof(*r));
+            if (!r)
+                FATAL("out of memory reading %s", path);
+            memset(r + cap, 0, (size_t)cap * sizeof(*r));
+            cap *= 2;
+        }
+        row.present = 1;
+        r[step] = row;
+        last = step > last ? step : last;
+    }
+    fclose(f);
+    *rows = r;
+    *nrows = last + 1;
+    return 0;
+}
+
+struct replay_plan {
+    long S, K, end;  // the spike step, the window, the last step replayed
+    int above_start; // the run's max attention logit was above probes.logit_threshold at start
+    int above_S;     // the replay's, before step S (the branches start with it)
+    long start;      // the step of the state the replay starts from (0: initial weights)
+    int ranks;       // ranks that trained the run
+    char ckpt[CONFIG_PATH_MAX + 64];
+    struct replay_row *rows; // the run's metrics rows
+    long nrows;
+};
+
+// Whether the run's max attention logit at its last probe step <= `step` was above the
+// threshold (the state its threshold events had there). 0 when probes.h5 cannot tell.
+static int run_above_threshold(const char *run_dir, long step, const struct config *cfg)
+{
+    char path[CONFIG_PATH_MAX + 32], why[512];
+    struct h5file *f = NULL;
+    int ps = -1, mx = -1, above = 0;
+    snprintf(path, sizeof(path), "%s/probes.h5", run_dir);
+    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0)
+        return 0;
+    if (h5_series_open(f, "/probe_step", &ps, why, sizeof(why)) == 0 &&
+        h5_series_open(f, "/attn/max_logit", &mx, why, sizeof(why)) == 0) {
+        long row = -1, rows = h5_series_rows(f, ps);
+        for (long i = 0; i < rows; i++) {
+            double s = 0.0;
+            if (h5_series_read_row(f, ps, i, &s, why, sizeof(why)) != 0 || s > (double)step)
+                break;
+            row = i;
+        }
+        int n = cfg->model.layers * cfg->model.heads;
+        double *v = xcalloc((size_t)n, sizeof(double));
+        if (row >= 0 && h5_series_read_row(f, mx, row, v, why, sizeof(why)) == 0)
+            for (int i = 0; i < n; i++)
+                above |= v[i] > cfg->probes.logit_threshold;
+        free(v);
+    }
+    h5_close(f);
+    return above;
+}
+
+// Rank 0 decides where the replay starts and whether this rank count can reproduce the run.
+static int plan_replay(const struct replay_args *a, const struct config *cfg, int size,
+                       struct replay_plan *p, char *err, size_t errlen)
+{
+    char latest[CONFIG_PATH_MAX + 64];
+    if (read_metrics(a->run_dir, &p->rows, &p->nrows, err, errlen) != 0)
+        return -1;
+    long last = p->nrows - 1;
+    p->S = a->step;
+    p->K = a->window;
+    if (p->S > last || !p->rows[p->S].present) {
+        snprintf(err, errlen,
+                 "replay: step %ld is outside the run: %s/metrics.tsv has steps 1 .. %ld", p->S,
+                 a->run_dir, last);
+        return -1;
+    }
+    if (ckpt_find_latest(a->run_dir, latest, sizeof(latest)) != 0) {
+        snprintf(err, errlen,
+                 "replay: run '%s' has no checkpoint in %s/ckpt: a replay needs one to know the "
+                 "run's state and rank count (train.checkpoint_every, or a run that stopped before "
+                 "its first)",
+                 a->run_dir, a->run_dir);
+        return -1;
+    }
+    if (ckpt_read_world_size(latest, &p->ranks, err, errlen) != 0)
+        return -1;
+    p->start = 0;
+    p->ckpt[0] = '\0';
+    if (ckpt_find_before(a->run_dir, p->S - p->K + 1, p->ckpt, sizeof(p->ckpt), &p->start) != 0)
+        p->start = 0, p->ckpt[0] = '\0';
+    p->end = p->S + p->K < last ? p->S + p->K : last;
+    p->above_start = run_above_threshold(a->run_dir, p->start, cfg);
+    if (cfg->train.deterministic ? (size & (size - 1)) != 0 : size != p->ranks) {
+        snprintf(err, errlen,
+                 "replay: run '%s' was trained on %d rank(s); replay it on %s (this is %d)",
+                 a->run_dir, p->ranks,
+                 cfg->train.deterministic ? "a power of two (deterministic mode)"
+                                          : "as many: the reduction order decides the bits",
+                 size);
+        return -1;
+    }
+    return 0;
+}
+
+// Mean and sample standard deviation of the run's finite losses over steps [lo, hi].
+static void pre_spike_stats(const struct replay_plan *p, long lo, long hi, double *mean, double *sd)
+{
+    double s = 0.0, ss = 0.0;
+    long n = 0;
+    for (long k = lo < 1 ? 1 : lo; k <= hi; k++) {
+        if (p->rows[k].present && isfinite(p->rows[k].loss)) {
+            s += p->rows[k].loss;
+            n++;
+        }
+    }
+    *mean = n ? s / n : NAN;
+    for (long k = lo < 1 ? 1 : lo; k <= hi; k++)
+        if (p->rows[k].present && isfinite(p->rows[k].loss))
+            ss += (p->rows[k].loss - *mean) * (p->rows[k].loss - *mean);
+    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0.0;
+}
+
+// A rerun starting before step `next` carries the run's spike windows (from its metrics rows) and
+// threshold state, so its events are the run's.
+static void seed_probes(struct run *r, const struct replay_plan *p, long next, int above)
+{
+    int W = r->cfg.probes.spike_window, n = 0;
+    double *loss = xcalloc((size_t)W, sizeof(double)), *gn = xcalloc((size_t)W, sizeof(double));
+    for (long k = next - W; k < next; k++) {
+        if (k >= 1 && k < p->nrows && p->rows[k].present) {
+            loss[n] = p->rows[k].loss;
+            gn[n++] = p->rows[k].grad_norm;
+        }
+    }
+    run_probes_seed(r, loss, gn, n, above);
+    free(loss);
+    free(gn);
+}
+
+// The replay proper: from the start state through p->end, checked against the run; the state
+// before S written to dir/ckpt, and batch S's sequences ranked. Returns 0, 1 (stopped on a
+// non-finite step), or -1 (err; I/O).
+static int main_replay(struct run *r, struct replay_plan *p, const char *dir,
+                       struct replay_out *out, struct replay_trace *tr, long *parted, char *what,
+                       size_t whatlen, char *err, size_t errlen)
+{
+    const struct config *c = &r->cfg;
+    int rank0 = r->dist->rank == 0, rc;
+    rc = replay_steps(r, p->S - 1, out, tr, p->rows, p->nrows, parted, what, whatlen, err, errlen);
+    if (rc != 0)
+        return rc;
+    p->above_S = r->probes->above_threshold;
+    // the state before S, on disk: the branches start from it (and so can a researcher)
+    int ok = !rank0 || ckpt_write(r, dir, err, errlen) == 0;
+    if (!dist_all_ok(r->dist, ok))
+        return -1;
+    int B = c->train.batch_size, T = c->model.seq_len;
+    double *loss = xcalloc((size_t)B, sizeof(double));
+    int *tokens = xcalloc((size_t)B * (T + 1), sizeof(int));
+    replay_batch_losses(r, loss, tokens);
+    ok = !rank0 || replay_report_batch(dir, out->log, c, p->S, loss, tokens, 5, err, errlen) == 0;
+    free(loss);
+    free(tokens);
+    if (!dist_all_ok(r->dist, ok))
+        return -1;
+    return replay_steps(r, p->end, out, tr, p->rows, p->nrows, parted, what, whatlen, err, errlen);
+}
+
+// Fills a guard branch's window with the values of the steps before S (the newest
+// optim.guard_window): the run's own losses and gradient norms for skip-step, the replayed
+// update norms for update clipping. A window shorter than optim.guard_min lowers it to what
+// is there (at least 8). Returns the values used, or 0 (note says why) when too few.
+static int fill_guard(struct run *b, int which, const struct replay_plan *p,
+                      const struct replay_trace *tr, char *note, size_t notelen)
+{
+    int W = b->cfg.optim.guard_window, n = 0;
+    double *x = xcalloc((size_t)W, sizeof(double)), *g = xcalloc((size_t)W, sizeof(double));
+    for (long k = p->S - W; k < p->S; k++) {
+        if (which == RB_GUARD_SKIP && k >= 1 && p->rows[k].present && isfinite(p->rows[k].loss) &&
+            isfinite(p->rows[k].grad_norm)) {
+            x[n] = p->rows[k].loss;
+            g[n++] = p->rows[k].grad_norm;
+        }
+        long i = k - tr->first;
+        if (which == RB_GUARD_CLIP && i >= 0 && i < tr->n && isfinite(tr->update_norm[i]))
+            x[n++] = tr->update_norm[i];
+    }
+    if (n < 8) {
+        snprintf(note, notelen, "not armed: %d step(s) before S to fill its window, needs 8", n);
+        n = 0;
+    } else {
+        if (which == RB_GUARD_SKIP) {
+            guard_window_set(&b->guard_loss, x, n);
+            guard_window_set(&b->guard_gnorm, g, n);
+        } else {
+            guard_window_set(&b->guard_unorm, x, n);
+        }
+        if (n < b->cfg.optim.guard_min)
+            b->cfg.optim.guard_min = n;
+        snprintf(note, notelen, "%g sigma over the %d steps before S",
+                 which == RB_GUARD_SKIP ? b->cfg.optim.skip_sigma : b->cfg.optim.update_clip_sigma,
+                 n);
+    }
+    free(x);
+    free(g);
+    return n;
+}
+
+// One counterfactual from the state before S (dir/ckpt) through p->end, into dir/branch_NAME.
+// Returns 0 (res filled), or -1 (err; I/O or the state unreadable).
+static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct replay_args *a,
+                      const struct replay_plan *p, const char *dir, const struct replay_trace *tr,
+                      int id, double pre_mean, double pre_sd, struct replay_branch_result *res,
+                      char *err, size_t errlen)
+{
+    static const enum branch_kind kinds[RB_COUNT] = {BRANCH_DROP, BRANCH_UNSEEN, BRANCH_HALF_LR,
+                                                     BRANCH_RESET_M, BRANCH_SKIP};
+    struct config bc = *cfg;
+    char bdir[CONFIG_PATH_MAX], state[CONFIG_PATH_MAX + 64];
+    res->name = replay_branch_names[id];
+    res->what = replay_branch_what[id];
+    if (id == RB_GUARD_SKIP && cfg->optim.skip_sigma > 0.0) {
+        snprintf(res->note, sizeof(res->note), "the run had it on: the replay is this branch");
+        return 0;
+    }
+    if (id == RB_GUARD_CLIP && cfg->optim.update_clip_sigma > 0.0) {
+        snprintf(res->note, sizeof(res->note), "the run had it on: the replay is this branch");
+        return 0;
+    }
+    if (id == RB_GUARD_SKIP)
+        bc.optim.skip_sigma = a->skip_sigma > 0.0 ? a->skip_sigma : 6.0;
+    if (id == RB_GUARD_CLIP)
+        bc.optim.update_clip_sigma = a->clip_sigma > 0.0 ? a->clip_sigma : 3.0;
+    snprintf(state, sizeof(state), "%s/ckpt/step_%08ld.h5", dir, p->S - 1);
+    snprintf(bdir, sizeof(bdir), "%s/branch_%s", dir, res->name);
+    struct run b;
+    if (run_init(&b, &bc, d, 0, err, errlen) != 0)
+        return -1;
+    b.tag = res->name; // its events say which branch they are from
+    int ok = ckpt_read(&b, state, err, errlen) == 0;
+    if (id < RB_GUARD_SKIP)
+        b.branch = (struct run_branch){kinds[id], p->S - 1};
+    else if (ok && !fill_guard(&b, id, p, tr, res->note, sizeof(res->note))) {
+        run_free(&b);
+        return dist_all_ok(d, ok) ? 0 : -1;
+    }
+    struct replay_out out = {NULL, NULL};
+    ok = ok && (d->rank != 0 || replay_open_dir(bdir, &b.cfg, &out, 0, err, errlen) == 0);
+    ok = ok && run_probes_open(&b, bdir, err, errlen) == 0;
+    if (ok)
+        seed_probes(&b, p, p->S, p->above_S);
+    int rc = -1;
+    if (dist_all_ok(d, ok)) {
+        struct replay_trace bt;
+        replay_trace_init(&bt, p->S, p->end);
+        long parted = 0;
+        char what[8];
+        rc = replay_steps(&b, p->end, &out, &bt, NULL, 0, &parted, what, sizeof(what), err, errlen);
+        if (rc >= 0) {
+            res->ran = 1;
+            replay_branch_summarise(res, &bt, pre_mean, pre_sd);
+            if (rc == 1)
+                snprintf(res->note, sizeof(res->note), "diverged: non-finite at step %ld",
+                         b.step + 1);
+            rc = 0;
+        }
+        replay_trace_free(&bt);
+        if (run_probes_flush(&b, err, errlen) != 0)
+            rc = -1;
+    }
+    run_probes_close(&b);
+    if (replay_close_out(&out) != 0 && rc == 0) {
+        snprintf(err, errlen, "replay: writing %s failed", bdir);
+        rc = -1;
+    }
+    run_free(&b);
+    return dist_all_ok(d, rc == 0) ? 0 : -1;
+}
+
+static void bcast_plan(struct dist_ctx *d, struct replay_plan *p)
+{
+    struct replay_row *rows = p->rows;
+    dist_bcast_bytes(d, p, sizeof(*p));
+    if (d->rank != 0)
+        rows = xcalloc((size_t)p->nrows, sizeof(*rows));
+    dist_bcast_bytes(d, rows, (size_t)p->nrows * sizeof(*rows));
+    p->rows = rows;
+}
+
+int cmd_replay(int argc, char **argv, struct dist_ctx *d)
+{
+    struct replay_args a;
+    struct replay_plan p;
+    struct config cfg;
+    char err[1024] = "", dir[CONFIG_PATH_MAX], what[256] = "";
+    int rank0 = d->rank == 0;
+    memset(&a, 0, sizeof(a));
+    memset(&p, 0, sizeof(p));
+    int rc = replay_parse(argc, argv, d, &a);
+    if (rc >= 0)
+        return rc;
+    if (cli_load_config(&cfg, &a.opts, d, 1) != 0)
+        return TRAIN_EXIT_INPUT;
+    // every probe at cadence 1; the replay keeps one checkpoint, the state before S
+    cfg.probes.enabled = 1;
+    cfg.probes.every = 1;
+    cfg.probes.lr_probe_every = 1;
+    cfg.train.keep_checkpoints = 1;
+    int ok = !rank0 || plan_replay(&a, &cfg, d->size, &p, err, sizeof(err)) == 0;
+    if (!ok)
+        err_printf("%s", err);
+    if (!dist_all_ok(d, ok)) {
+        free(p.rows);
+        return TRAIN_EXIT_INPUT;
+    }
+    bcast_plan(d, &p);
+    snprintf(dir, sizeof(dir), "%s/replay/step_%ld", a.run_dir, p.S);
+
+    struct run r;
+    struct replay_out out = {NULL, NULL};
+    ok = run_init(&r, &cfg, d, 0, err, sizeof(err)) == 0;
+    int have_run = ok;
+    r.tag = "replay";
+    ok = ok && (!p.ckpt[0] || ckpt_read(&r, p.ckpt, err, sizeof(err)) == 0);
+    ok = ok && (!rank0 || replay_open_dir(dir, &cfg, &out, 1, err, sizeof(err)) == 0);
+    ok = ok && run_probes_open(&r, dir, err, sizeof(err)) == 0;
+    if (ok)
+        seed_probes(&r, &p, p.start + 1, p.above_start);
+    if (!ok && err[0])
+        err_printf("%s", err);
+    if (!dist_all_ok(d, ok)) {
+        if (have_run) {
+            run_probes_close(&r);
+            run_free(&r);
+        }
+        replay_close_out(&out);
+        free(p.rows);
+        return TRAIN_EXIT_INPUT;
+    }
+    double pre_mean, pre_sd;
+    pre_spike_stats(&p, p.S - p.K, p.S - 1, &pre_mean, &pre_sd);
+    replay_say(out.log, rank0, "canary replay: %s step %ld, window %ld -> %s", a.run_dir, p.S, p.K,
+               dir);
+    replay_say(out.log, rank0, "start: %s (step %ld); steps %ld .. %ld on %d rank(s)",
+               p.ckpt[0] ? p.ckpt : "the initial weights (every checkpoint is later)", p.start,
+               p.start + 1, p.end, d->size);
+    struct replay_trace tr;
+    replay_trace_init(&tr, p.start + 1, p.end);
+    long parted = 0;
+    rc = main_replay(&r, &p, dir, &out, &tr, &parted, what, sizeof(what), err, sizeof(err));
+    if (run_probes_flush(&r, err, sizeof(err)) != 0)
+        rc = -1;
+    run_probes_close(&r);
+    run_free(&r);
+    if (rc == -1)
+        err_printf("%s", err);
+    if (!dist_all_ok(d, rc != -1)) {
+        replay_trace_free(&tr);
+        replay_close_out(&out);
+        free(p.rows);
+        return TRAIN_EXIT_IO;
+    }
+    if (parted)
+        replay_say(out.log, rank0,
+                   "NOT REPRODUCED: the replay parts from the run at step %ld (%s): a hardware "
+                   "fault, or nondeterminism in this build or machine",
+                   parted, what);
+    else
+        replay_say(out.log, rank0,
+                   "reproduced: the %ld replayed steps equal the run's metrics.tsv bit for bit "
+                   "(loss, ce, z, lr, grad_norm, clip_factor)",
+                   p.end - p.start);
+    replay_say(out.log, rank0, "pre-spike window: steps %ld .. %ld, loss mean %.4f sigma %.4f",
+               p.S - p.K < 1 ? 1 : p.S - p.K, p.S - 1, pre_mean, pre_sd);
+
+    struct replay_branch_result res[RB_COUNT + 1];
+    memset(res, 0, sizeof(res));
+    res[0].name = "as_run";
+    res[0].what = "the replay itself";
+    res[0].ran = 1;
+    {
+        struct replay_trace at = tr; // the steps S .. end of the replay
+        at.first = p.S;
+        at.n = p.end - p.S + 1;
+        at.loss = tr.loss + (p.S - tr.first);
+        replay_branch_summarise(&res[0], &at, pre_mean, pre_sd);
+        if (rc == 1)
+            snprintf(res[0].note, sizeof(res[0].note), "stopped: non-finite");
+    }
+    int io = 0;
+    for (int id = 0; id < RB_COUNT && rc == 0; id++) {
+        if (run_branch(&cfg, d, &a, &p, dir, &tr, id, pre_mean, pre_sd, &res[id + 1], err,
+                       sizeof(err)) != 0) {
+            if (err[0])
+                err_printf("%s", err);
+            io = 1;
+            break;
+        }
+    }
+    if (rank0 && !io &&
+        replay_report_branches(dir, out.log, p.S, p.end, pre_mean, pre_sd, res,
+                               rc == 0 ? RB_COUNT + 1 : 1, err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        io = 1;
+    }
+    if (rank0 && !io) {
+        FILE *f = replay_fopen(dir, "summary.tsv", err, sizeof(err));
+        if (f) {
+            fprintf(f,
+                    "key\tvalue\nrun\t%s\nstep\t%ld\nwindow\t%ld\nstart_step\t%ld\nstart_from\t%s\n"
+                    "end_step\t%ld\nranks\t%d\nreproduced\t%d\nparted_at\t%ld\nparted_what\t%s\n"
+                    "pre_first\t%ld\npre_last\t%ld\npre_mean\t%.17g\npre_sd\t%.17g\n",
+                    a.run_dir, p.S, p.K, p.start, p.ckpt[0] ? p.ckpt : "init", p.end, d->size,
+                    parted == 0, parted, what, p.S - p.K < 1 ? 1 : p.S - p.K, p.S - 1, pre_mean,
+                    pre_sd);
+        }
+        if (!f || replay_fclose(f, dir, "summary.tsv", err, sizeof(err)) != 0) {
+            err_printf("%s", err);
+            io = 1;
+        }
+    }
+    replay_say(out.log, rank0,
+               "outputs in %s/ (canary-analyze spikes %s: which tensor moved first)", dir,
+               a.run_dir);
+    if (replay_close_out(&out) != 0)
+        io = 1;
+    replay_trace_free(&tr);
+    free(p.rows);
+    if (!dist_all_ok(d, !io))
+        return TRAIN_EXIT_IO;
+    return parted ? REPLAY_EXIT_PARTED : TRAIN_EXIT_OK;
+}

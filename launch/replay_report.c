@@ -1,0 +1,197 @@
+// What `canary replay` prints and writes (rank 0): the rerun directories, the table of batch S's
+// sequences, the branch table and the summary (replay.h).
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "launch/replay.h"
+#include "launch/rundir.h"
+#include "util/error.h"
+
+void replay_say(FILE *log, int rank0, const char *fmt, ...)
+{
+    va_list ap;
+    if (!rank0)
+        return;
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (log) {
+        va_start(ap, fmt);
+        vfprintf(log, fmt, ap);
+        va_end(ap);
+        fputc('\n', log);
+        fflush(log);
+    }
+}
+
+int replay_open_dir(const char *dir, const struct config *c, struct replay_out *o, int with_log,
+                    char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 32];
+    if (rundir_create(dir, err, errlen) != 0 || rundir_write_config(dir, c, err, errlen) != 0)
+        return -1;
+    snprintf(path, sizeof(path), "%s/metrics.tsv", dir);
+    if (!(o->metrics = fopen(path, "w"))) {
+        snprintf(err, errlen, "replay: write '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    fputs(TRAIN_METRICS_HEADER, o->metrics);
+    snprintf(path, sizeof(path), "%s/log.txt", dir);
+    if (with_log && !(o->log = fopen(path, "w"))) {
+        snprintf(err, errlen, "replay: write '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+int replay_close_out(struct replay_out *o)
+{
+    int bad = 0;
+    if (o->metrics)
+        bad |= ferror(o->metrics) | (fclose(o->metrics) != 0);
+    if (o->log)
+        bad |= ferror(o->log) | (fclose(o->log) != 0);
+    o->metrics = o->log = NULL;
+    return bad ? -1 : 0;
+}
+
+// A sequence as text: bytes at V <= 256 (tab, newline, backslash and unprintable bytes escaped,
+// so a TSV cell stays one cell), token ids otherwise. At most outlen − 1 characters.
+static void decode(const int *tok, int n, int vocab, char *out, size_t outlen)
+{
+    size_t k = 0;
+    out[0] = '\0';
+    for (int i = 0; i < n && k + 12 < outlen; i++) {
+        int t = tok[i];
+        if (vocab > 256)
+            k += (size_t)snprintf(out + k, outlen - k, "%s%d", i ? " " : "", t);
+        else if (t == '\n')
+            k += (size_t)snprintf(out + k, outlen - k, "\\n");
+        else if (t == '\t')
+            k += (size_t)snprintf(out + k, outlen - k, "\\t");
+        else if (t == '\\')
+            k += (size_t)snprintf(out + k, outlen - k, "\\\\");
+        else if (t >= 0x20 && t < 0x7f)
+            out[k++] = (char)t, out[k] = '\0';
+        else
+            k += (size_t)snprintf(out + k, outlen - k, "\\x%02x", t & 0xff);
+    }
+}
+
+struct ranked {
+    double loss;
+    int seq;
+};
+
+static int by_loss_desc(const void *pa, const void *pb)
+{
+    const struct ranked *a = pa, *b = pb;
+    if (a->loss != b->loss)
+        return a->loss < b->loss || isnan(a->loss) ? 1 : -1;
+    return a->seq - b->seq;
+}
+
+int replay_report_batch(const char *dir, FILE *log, const struct config *c, long S,
+                        const double *loss, const int *tokens, int worst, char *err, size_t errlen)
+{
+    int B = c->train.batch_size, T = c->model.seq_len;
+    struct ranked *rk = xcalloc((size_t)B, sizeof(*rk));
+    double mean = 0.0;
+    for (int j = 0; j < B; j++) {
+        rk[j].loss = loss[j];
+        rk[j].seq = j;
+        mean += loss[j] / B;
+    }
+    qsort(rk, (size_t)B, sizeof(*rk), by_loss_desc);
+    size_t textlen = (size_t)(T + 1) * 12 + 1;
+    char *text = xcalloc(textlen, 1);
+    FILE *f = replay_fopen(dir, "batch.tsv", err, errlen);
+    if (!f) {
+        free(text);
+        free(rk);
+        return -1;
+    }
+    fprintf(f, "rank\tsequence\tsample\tloss\tloss_minus_mean\ttext\n");
+    replay_say(log, 1, "batch of step %ld: %d sequences, mean loss %.4f; the %d worst:", S, B, mean,
+               worst < B ? worst : B);
+    replay_say(log, 1, "  %4s  %8s  %12s  %8s  %8s  %s", "rank", "sequence", "sample", "loss",
+               "- mean", "text (first 60 characters)");
+    for (int i = 0; i < B; i++) {
+        int j = rk[i].seq;
+        uint64_t sample = (uint64_t)(S - 1) * (uint64_t)B + (uint64_t)j;
+        decode(tokens + (size_t)j * (T + 1), T + 1, c->model.vocab, text, textlen);
+        fprintf(f, "%d\t%d\t%llu\t%.9g\t%.9g\t%s\n", i + 1, j, (unsigned long long)sample,
+                rk[i].loss, rk[i].loss - mean, text);
+        if (i < worst)
+            replay_say(log, 1, "  %4d  %8d  %12llu  %8.4f  %+8.4f  %.60s", i + 1, j,
+                       (unsigned long long)sample, rk[i].loss, rk[i].loss - mean, text);
+    }
+    free(text);
+    free(rk);
+    return replay_fclose(f, dir, "batch.tsv", err, errlen);
+}
+
+int replay_report_branches(const char *dir, FILE *log, long S, long end, double pre_mean,
+                           double pre_sd, const struct replay_branch_result *res, int n, char *err,
+                           size_t errlen)
+{
+    FILE *f = replay_fopen(dir, "branches.tsv", err, errlen);
+    if (!f)
+        return -1;
+    fprintf(f, "branch\tran\tloss_at_S\tloss_at_end\tmax_loss\trecovered\twhat\tnote\n");
+    replay_say(log, 1,
+               "branches from the state before step %ld, to step %ld (recovered: loss at %ld "
+               "<= %.4f, the pre-spike mean %.4f + 1 sigma %.4f):",
+               S, end, end, pre_mean + pre_sd, pre_mean, pre_sd);
+    replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %s", "branch", "loss at S", "at end",
+               "max", "recovered", "what");
+    for (int i = 0; i < n; i++) {
+        const struct replay_branch_result *b = &res[i];
+        fprintf(f, "%s\t%d\t%.9g\t%.9g\t%.9g\t%d\t%s\t%s\n", b->name, b->ran, b->loss_S,
+                b->loss_end, b->loss_max, b->recovered, b->what, b->note);
+        if (!b->ran) {
+            replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %s (%s)", b->name, "-", "-", "-",
+                       "-", b->what, b->note);
+            continue;
+        }
+        replay_say(log, 1, "  %-11s  %10.4f  %10.4f  %10.4f  %-9s  %s%s%s%s", b->name, b->loss_S,
+                   b->loss_end, b->loss_max, b->recovered ? "yes" : "no", b->what,
+                   b->note[0] ? " (" : "", b->note, b->note[0] ? ")" : "");
+    }
+    return replay_fclose(f, dir, "branches.tsv", err, errlen);
+}
+
+void replay_branch_summarise(struct replay_branch_result *b, const struct replay_trace *t,
+                             double pre_mean, double pre_sd)
+{
+    b->loss_S = t->n > 0 ? t->loss[0] : NAN;
+    b->loss_end = t->n > 0 ? t->loss[t->n - 1] : NAN;
+    b->loss_max = NAN;
+    for (long i = 0; i < t->n; i++)
+        if (isnan(b->loss_max) || t->loss[i] > b->loss_max || isnan(t->loss[i]))
+            b->loss_max = t->loss[i];
+    b->recovered = b->loss_end <= pre_mean + pre_sd;
+}
+
+FILE *replay_fopen(const char *dir, const char *name, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 32];
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    FILE *f = fopen(path, "w");
+    if (!f)
+        snprintf(err, errlen, "replay: write '%s': %s", path, strerror(errno));
+    return f;
+}
+
+int replay_fclose(FILE *f, const char *dir, const char *name, char *err, size_t errlen)
+{
+    int bad = ferror(f) | (fclose(f) != 0);
+    if (bad)
+        snprintf(err, errlen, "replay: write '%s/%s' failed", dir, name);
+    return bad ? -1 : 0;
+}

@@ -1,0 +1,164 @@
+"""canary replay: a spike replayed bit for bit (dense, MoE, Muon; np 1 and 2; a deterministic run
+at another rank count), the counterfactual branches' files, a planted bad sample found and ranked
+first, a replay that parts from the run, and bad input."""
+import h5py
+import numpy as np
+import pytest
+
+from test_checkpoint import canary_np, train_args
+from test_moe import MOE
+
+# 30 steps, checkpoints at 10 and 20 (and the final one at 30); step 22 replays from 10 with
+# K = 6 (steps 11 .. 28), from the state before 22
+RUN_SETS = ("train.steps=30", "train.eval_every=0", "train.keep_checkpoints=5")
+S, K = 22, 6
+
+
+def train(canary, config, out, np_, *sets, env=None):
+    r = canary_np(canary, np_, *train_args(config, out, *RUN_SETS, *sets), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+def replay(canary, out, np_, *args, env=None):
+    return canary_np(canary, np_, "replay", "--run", str(out), "--step", str(S), "--window",
+                     str(K), "--set", "train.threads=1", *args, env=env)
+
+
+def tsv(path):
+    lines = path.read_text().splitlines()
+    head = lines[0].split("\t")
+    return [dict(zip(head, l.split("\t"))) for l in lines[1:]]
+
+
+def metric_rows(path):
+    return {int(r["step"]): r for r in tsv(path) if r["kind"] == "train"}
+
+
+def assert_reproduced(out, first, last):
+    """The replay's rows and its probes' loss equal the run's, step for step."""
+    rep = out / "replay" / f"step_{S}"
+    run, again = metric_rows(out / "metrics.tsv"), metric_rows(rep / "metrics.tsv")
+    assert sorted(again) == list(range(first, last + 1))
+    cols = ("loss", "ce", "z", "lr", "grad_norm", "clip_factor")
+    for s in again:
+        assert [run[s][c] for c in cols] == [again[s][c] for c in cols], s
+    with h5py.File(out / "probes.h5") as a, h5py.File(rep / "probes.h5") as b:
+        steps_a, steps_b = a["step"][:], b["step"][:]
+        la, lb = a["loss/total"][:], b["loss/total"][:]
+        for i, s in enumerate(steps_b):
+            j = int(np.flatnonzero(steps_a == s)[0])
+            assert la[j] == lb[i], s
+        assert b["probe_step"].shape[0] == last - first + 1  # every probe at cadence 1
+        assert b["lr_probe/step"].shape[0] == last - first + 1
+
+
+@pytest.mark.parametrize("np_,sets", [
+    (0, ()),
+    (2, ()),
+    (0, MOE),
+    (2, ("optim.name=muon",)),
+])
+def test_replay_is_bitwise(canary, small_config, tmp_path, np_, sets):
+    out = tmp_path / "run"
+    train(canary, small_config, out, np_, *sets)
+    r = replay(canary, out, np_)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduced: the 18 replayed steps" in r.stdout
+    assert "from" in r.stdout and "step_00000010.h5" in r.stdout
+    assert_reproduced(out, 11, S + K)
+    rep = out / "replay" / f"step_{S}"
+    assert (rep / "ckpt" / f"step_{S - 1:08d}.h5").exists()  # the state before S
+    branches = tsv(rep / "branches.tsv")
+    assert [b["branch"] for b in branches] == ["as_run", "drop", "unseen", "half_lr", "reset_m",
+                                               "skip", "guard_skip", "guard_clip"]
+    for b in branches[1:]:
+        assert b["ran"] == "1", b
+        assert len(metric_rows(rep / f"branch_{b['branch']}" / "metrics.tsv")) == K + 1
+    # the batch of S is the same in the replay and in every branch that trains on it
+    same = {b["branch"]: b["loss_at_S"] for b in branches}
+    assert same["half_lr"] == same["as_run"] == same["skip"] == same["reset_m"]
+    assert same["drop"] != same["as_run"] and same["unseen"] != same["as_run"]
+    summary = {r["key"]: r["value"] for r in tsv(rep / "summary.tsv")}
+    assert summary["reproduced"] == "1" and summary["start_step"] == "10"
+
+
+def test_skip_branch_keeps_the_weights_of_step_s_minus_1(canary, small_config, tmp_path):
+    """The skip branch's parameters after S are those before S: its param/rms row at S equals the
+    replay's at S - 1, and the replay's own row at S differs."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0)
+    assert replay(canary, out, 0).returncode == 0
+    rep = out / "replay" / f"step_{S}"
+    with h5py.File(rep / "probes.h5") as a, h5py.File(rep / "branch_skip" / "probes.h5") as b:
+        pa, pb = a["param/rms"][:], b["param/rms"][:]
+        sa, sb = list(a["probe_step"][:]), list(b["probe_step"][:])
+        before, at = pa[sa.index(S - 1)], pa[sa.index(S)]
+        assert np.array_equal(pb[sb.index(S)], before)
+        assert not np.array_equal(at, before)
+        assert b["update/skipped"][list(b["step"][:]).index(S)] == 1
+
+
+def test_deterministic_run_replays_at_another_rank_count(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    train(canary, small_config, out, 2, "train.deterministic=true", "train.grad_accum=2")
+    r = replay(canary, out, 0)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduced" in r.stdout
+    assert_reproduced(out, 11, S + K)
+
+
+def test_planted_bad_sample_is_ranked_first(canary, small_config, tmp_path):
+    """A sequence of one repeated byte, planted in the batch of S on rank 1 at a high LR, tops
+    the ranking of batch S, far above the batch mean; the replay (with the same fault hook)
+    still reproduces the run, and the branches that do not train on that batch see another
+    loss at S."""
+    out = tmp_path / "run"
+    env = {"CANARY_FAULT": f"repeat:1:{S}"}
+    train(canary, small_config, out, 2, "optim.lr=3e-2", env=env)
+    r = replay(canary, out, 2, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    rows = tsv(out / "replay" / f"step_{S}" / "batch.tsv")
+    assert rows[0]["rank"] == "1"
+    assert rows[0]["sequence"] == "4"  # rank 1's first sequence of a global batch of 8
+    assert rows[0]["text"] == "\\xff" * 33
+    assert float(rows[0]["loss_minus_mean"]) > 1.0
+    assert float(rows[1]["loss_minus_mean"]) < float(rows[0]["loss_minus_mean"]) / 2
+
+
+def test_replay_that_parts_from_the_run_says_where(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0)
+    lines = (out / "metrics.tsv").read_text().splitlines()
+    for i, l in enumerate(lines):
+        f = l.split("\t")
+        if f[0] == "train" and f[1] == "15":
+            f[4] = repr(float(f[4]) * (1 + 1e-15) + 1e-300)  # z: the last bits
+            lines[i] = "\t".join(f)
+    (out / "metrics.tsv").write_text("\n".join(lines) + "\n")
+    r = replay(canary, out, 0)
+    assert r.returncode == 5, r.stdout + r.stderr
+    assert "parts from the run at step 15 (z " in r.stdout
+
+
+def test_replay_bad_input(canary, small_config, tmp_path):
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0)
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "31")
+    assert r.returncode == 1 and "step 31 is outside the run" in r.stderr, r.stderr
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "0")
+    assert r.returncode == 1 and "--step takes a number" in r.stderr, r.stderr
+    r = canary_np(canary, 0, "replay", "--run", str(out))
+    assert r.returncode == 1 and "--run DIR and --step S are required" in r.stderr
+    r = canary_np(canary, 0, "replay", "--run", str(tmp_path / "nope"), "--step", "3")
+    assert r.returncode == 1 and "nope" in r.stderr
+    r = canary_np(canary, 2, "replay", "--run", str(out), "--step", "5")
+    assert r.returncode == 1 and "trained on 1 rank(s); replay it on as many" in r.stderr
+    # a second replay of the same step does not overwrite the first
+    assert canary_np(canary, 0, "replay", "--run", str(out), "--step", "5").returncode == 0
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "5")
+    assert r.returncode == 1 and "replay/step_5" in r.stderr, r.stderr
+    for p in (out / "ckpt").iterdir():
+        p.unlink()
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "7")
+    assert r.returncode == 1 and "has no checkpoint" in r.stderr, r.stderr
