@@ -1,4 +1,5 @@
-"""Command line: ``canary-analyze report SWEEP [options]`` (``python3 -m canary_analysis``).
+"""Command line: ``canary-analyze report SWEEP [options]`` and ``canary-analyze spikes DIR
+[--out FILE]`` (``python3 -m canary_analysis``).
 
 Contract: exit 0 after writing the report (3 when some runs' data was incomplete and skipped,
 each named on stderr); on bad input (``AnalysisError``, a bad option, an
@@ -7,6 +8,7 @@ unwritable output directory) print one line "canary-analyze: error: ..." to stde
 """
 
 import argparse
+import os
 import sys
 
 from .errors import AnalysisError
@@ -64,13 +66,37 @@ def make_parser():
     r.add_argument("--grad-matrix", action="append", metavar="NAME", default=None,
                    help="per-block tensor for the gradient-RMS figure, e.g. mlp.w1 "
                         "(default), attn.wq; repeatable")
+    s = sub.add_parser(
+        "spikes", help="spike and threshold events, their replays and counterfactuals",
+        description="Lists the spike, threshold and non-finite events of a run or a sweep, "
+                    "whether each was replayed ('canary replay'), and each replay's tables: "
+                    "the bitwise check against the run, the counterfactual branches, which "
+                    "tensor's gradient or update RMS moved first, and the worst sequences of "
+                    "the batch. Markdown on stdout, or into --out.")
+    s.add_argument("dir", metavar="DIR", help="a run directory or a sweep directory")
+    s.add_argument("--out", metavar="FILE", default=None, help="write the markdown here")
     return p
+
+
+def _spikes(args):
+    from .spikes import render
+    base = os.path.dirname(os.path.abspath(args.out)) if args.out else None
+    text = render(args.dir, base)
+    if args.out:
+        with open(args.out, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+        print(f"wrote {args.out}")
+    else:
+        print(text)
+    return 0
 
 
 def main(argv=None):
     args = make_parser().parse_args(argv)
     from .report import build_report
     try:
+        if args.command == "spikes":
+            return _spikes(args)
         rep = build_report(args.sweep, args.out, tuple(args.lr_range), args.logit_step,
                            args.next_factor, tuple(args.grad_matrix or ("mlp.w1",)))
     except AnalysisError as e:

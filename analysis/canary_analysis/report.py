@@ -14,6 +14,8 @@ next_factor=2.0, grad_matrices=("mlp.w1",), log=print)``:
 - runs.csv has one row per run: id, one column per swept key, status, partial, crashed,
   in_index, steps, l0, final_loss, diverged, max_attn_logit_block0_final (last finite row),
   logz_mean_final (last finite row), params (non-embedding), problems.
+- spikes.md (``spikes.render``): the spike and threshold events with their replays, linked
+  from report.md;
 - ``log`` receives the lines printed to the terminal (the summary and the early-warning
   predictions).
 """
@@ -31,6 +33,8 @@ from .mitigations import mitigation_rows
 from .mitigations import render as mitigation_render
 from .sensitivity import DEFAULT_RANGE, check_range, lr_sensitivity
 from .series import block_max_logit, default_logit_step, last_finite
+from .spikes import render as render_spikes
+from .spikes import replays_of
 
 MAX_EVENTS_PER_RUN = 20
 
@@ -47,6 +51,7 @@ class Report:
     sensitivity_message: str = None                   # why it is missing, if it is
     early_warning: object = None
     sweep: object = None
+    spikes_md: str = None
 
 
 def _f(x, fmt=".4f"):
@@ -107,6 +112,9 @@ def build_report(sweep_dir, out_dir=None, lr_range=DEFAULT_RANGE, logit_step=Non
                  runs_csv=os.path.join(out_dir, "runs.csv"), figures=figs, sensitivities=sens,
                  sensitivity_message=sens_msg, early_warning=ew, sweep=sweep)
     write_runs_csv(sweep, rep.runs_csv)
+    rep.spikes_md = os.path.join(out_dir, "spikes.md")
+    with open(rep.spikes_md, "w", encoding="utf-8") as f:
+        f.write(render_spikes(sweep.path, out_dir) + "\n")
     with open(rep.report_md, "w", encoding="utf-8") as f:
         f.write(render_markdown(rep, lr_range, step))
 
@@ -206,6 +214,11 @@ def render_markdown(rep, lr_range, step):
     else:
         out.append("No events (non-finite, spike or threshold) were recorded.")
     out.append("")
+
+    replayed = sum(len(replays_of(r.path)) for r in runs)
+    out += [f"Spike forensics: [spikes.md](spikes.md) lists these events with the "
+            f"{replayed} replay(s) made of them (`canary replay --run RUN --step S`): the "
+            f"counterfactual branches, which tensor moved first and the worst sequences.", ""]
 
     out += ["## Figures", ""]
     for fig in rep.figures:

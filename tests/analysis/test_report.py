@@ -80,7 +80,7 @@ def test_cli_writes_report(tmp_path, capsys):
     assert "report:" in captured.out
     assert "canary-analyze: run 005_qk_norm-false_lr-1e-1: skipped its incomplete data" in \
         captured.err
-    assert sorted(os.listdir(out)) == sorted(FIGURES + ["report.md", "runs.csv"])
+    assert sorted(os.listdir(out)) == sorted(FIGURES + ["report.md", "runs.csv", "spikes.md"])
     assert "at step 20" in (out / "report.md").read_text()
 
 

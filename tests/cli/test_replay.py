@@ -1,9 +1,14 @@
 """canary replay: a spike replayed bit for bit (dense, MoE, Muon; np 1 and 2; a deterministic run
 at another rank count), the counterfactual branches' files, a planted bad sample found and ranked
 first, a replay that parts from the run, and bad input."""
+import os
+import subprocess
+
 import h5py
 import numpy as np
 import pytest
+
+from conftest import ROOT
 
 from test_checkpoint import canary_np, train_args
 from test_moe import MOE
@@ -124,6 +129,13 @@ def test_planted_bad_sample_is_ranked_first(canary, small_config, tmp_path):
     assert rows[0]["text"] == "\\xff" * 33
     assert float(rows[0]["loss_minus_mean"]) > 1.0
     assert float(rows[1]["loss_minus_mean"]) < float(rows[0]["loss_minus_mean"]) / 2
+    # the analysis lists the replay with the same ranking and who moved first
+    a = subprocess.run([os.path.join(ROOT, "analysis", "canary-analyze"), "spikes", str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert a.returncode == 0, a.stderr
+    assert "**Reproduced**" in a.stdout
+    assert "| 1 | 4 | " in a.stdout and "`" + "\\xff" * 20 in a.stdout
+    assert "Who moved first" in a.stdout and "| 1 | " in a.stdout
 
 
 def test_replay_that_parts_from_the_run_says_where(canary, small_config, tmp_path):
