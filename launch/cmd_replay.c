@@ -523,6 +523,7 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
         at.first = p.S;
         at.n = p.end - p.S + 1;
         at.loss = tr.loss + (p.S - tr.first);
+        at.grad_norm = tr.grad_norm + (p.S - tr.first);
         replay_branch_summarise(&res[0], &at, pre_mean, pre_sd);
         if (rc == 1)
             snprintf(res[0].note, sizeof(res[0].note), "stopped: non-finite");

@@ -30,14 +30,16 @@ void replay_trace_init(struct replay_trace *t, long first, long last)
     t->first = first;
     t->n = last >= first ? last - first + 1 : 0;
     t->loss = xcalloc((size_t)t->n + 1, sizeof(double));
+    t->grad_norm = xcalloc((size_t)t->n + 1, sizeof(double));
     t->update_norm = xcalloc((size_t)t->n + 1, sizeof(double));
     for (long i = 0; i < t->n; i++)
-        t->loss[i] = t->update_norm[i] = NAN;
+        t->loss[i] = t->grad_norm[i] = t->update_norm[i] = NAN;
 }
 
 void replay_trace_free(struct replay_trace *t)
 {
     free(t->loss);
+    free(t->grad_norm);
     free(t->update_norm);
     memset(t, 0, sizeof(*t));
 }
@@ -85,6 +87,7 @@ int replay_steps(struct run *r, long end, struct replay_out *o, struct replay_tr
         long i = step + 1 - trace->first;
         if (i >= 0 && i < trace->n) {
             trace->loss[i] = res.loss.total;
+            trace->grad_norm[i] = res.grad_norm;
             // the update the step applied (r->update after clipping and guards), as the run's
             // update-norm guard would have seen it unclipped when the run had none
             trace->update_norm[i] =

@@ -28,7 +28,8 @@ struct replay_out {
 // What a rerun records per step, indexed by step − first (n entries; NaN where not taken).
 struct replay_trace {
     long first, n;
-    double *loss, *update_norm; // the step's loss; the global norm of the update it applied
+    double *loss, *grad_norm; // the step's loss and gradient norm (before clipping)
+    double *update_norm;      // the global norm of the update it applied
 };
 
 void replay_trace_init(struct replay_trace *t, long first, long last);
@@ -70,6 +71,7 @@ struct replay_branch_result {
     int ran; // 0: not run (note says why)
     char note[160];
     double loss_S, loss_end, loss_max; // the training loss at S, at the last step, the worst
+    double gnorm_S;                    // the gradient norm at S (before clipping)
     int recovered;                     // loss_end <= pre-spike mean + 1 sigma
 };
 

@@ -143,25 +143,26 @@ int replay_report_branches(const char *dir, FILE *log, long S, long end, double 
     FILE *f = replay_fopen(dir, "branches.tsv", err, errlen);
     if (!f)
         return -1;
-    fprintf(f, "branch\tran\tloss_at_S\tloss_at_end\tmax_loss\trecovered\twhat\tnote\n");
+    fprintf(f, "branch\tran\tloss_at_S\tloss_at_end\tmax_loss\trecovered\tgrad_norm_at_S\twhat\t"
+               "note\n");
     replay_say(log, 1,
                "branches from the state before step %ld, to step %ld (recovered: loss at %ld "
                "<= %.4f, the pre-spike mean %.4f + 1 sigma %.4f):",
                S, end, end, pre_mean + pre_sd, pre_mean, pre_sd);
-    replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %s", "branch", "loss at S", "at end",
-               "max", "recovered", "what");
+    replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %10s  %s", "branch", "loss at S", "at end",
+               "max", "recovered", "gnorm at S", "what");
     for (int i = 0; i < n; i++) {
         const struct replay_branch_result *b = &res[i];
-        fprintf(f, "%s\t%d\t%.9g\t%.9g\t%.9g\t%d\t%s\t%s\n", b->name, b->ran, b->loss_S,
-                b->loss_end, b->loss_max, b->recovered, b->what, b->note);
+        fprintf(f, "%s\t%d\t%.9g\t%.9g\t%.9g\t%d\t%.9g\t%s\t%s\n", b->name, b->ran, b->loss_S,
+                b->loss_end, b->loss_max, b->recovered, b->gnorm_S, b->what, b->note);
         if (!b->ran) {
-            replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %s (%s)", b->name, "-", "-", "-",
-                       "-", b->what, b->note);
+            replay_say(log, 1, "  %-11s  %10s  %10s  %10s  %-9s  %10s  %s (%s)", b->name, "-", "-",
+                       "-", "-", "-", b->what, b->note);
             continue;
         }
-        replay_say(log, 1, "  %-11s  %10.4f  %10.4f  %10.4f  %-9s  %s%s%s%s", b->name, b->loss_S,
-                   b->loss_end, b->loss_max, b->recovered ? "yes" : "no", b->what,
-                   b->note[0] ? " (" : "", b->note, b->note[0] ? ")" : "");
+        replay_say(log, 1, "  %-11s  %10.4f  %10.4f  %10.4f  %-9s  %10.4g  %s%s%s%s", b->name,
+                   b->loss_S, b->loss_end, b->loss_max, b->recovered ? "yes" : "no", b->gnorm_S,
+                   b->what, b->note[0] ? " (" : "", b->note, b->note[0] ? ")" : "");
     }
     return replay_fclose(f, dir, "branches.tsv", err, errlen);
 }
@@ -170,6 +171,7 @@ void replay_branch_summarise(struct replay_branch_result *b, const struct replay
                              double pre_mean, double pre_sd)
 {
     b->loss_S = t->n > 0 ? t->loss[0] : NAN;
+    b->gnorm_S = t->n > 0 ? t->grad_norm[0] : NAN;
     b->loss_end = t->n > 0 ? t->loss[t->n - 1] : NAN;
     b->loss_max = NAN;
     for (long i = 0; i < t->n; i++)

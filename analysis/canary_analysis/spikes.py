@@ -197,11 +197,11 @@ def _replay_md(run_id, rep, rel):
             f"{_f(mean)} ± {_f(sd)}; a branch recovers when its loss at step "
             f"{s.get('end_step')} is at most {_f(mean + sd)}.", ""]
     if rep.branches:
-        out += ["| branch | loss at S | loss at end | max | recovered | spike at S | what |",
-                "|---|---|---|---|---|---|---|"]
+        out += ["| branch | loss at S | loss at end | max | recovered | grad norm at S | "
+                "spike at S | what |", "|---|---|---|---|---|---|---|---|"]
         for b in rep.branches:
             if b.get("ran") != "1":
-                out.append(f"| {b['branch']} | | | | not run | | {_md(b.get('what', ''))} "
+                out.append(f"| {b['branch']} | | | | not run | | | {_md(b.get('what', ''))} "
                            f"({_md(b.get('note', ''))}) |")
                 continue
             note = f" ({_md(b['note'])})" if b.get("note") else ""
@@ -211,6 +211,7 @@ def _replay_md(run_id, rep, rel):
             out.append(f"| {b['branch']} | {_f(_num(b['loss_at_S']))} | "
                        f"{_f(_num(b['loss_at_end']))} | {_f(_num(b['max_loss']))} | "
                        f"{'yes' if b.get('recovered') == '1' else 'no'} | "
+                       f"{_f(_num(b.get('grad_norm_at_S')), '.4g')} | "
                        f"{'yes' if spiked else 'no'} | {_md(b.get('what', ''))}{note} |")
         rec = [b["branch"] for b in rep.branches[1:] if b.get("recovered") == "1"]
         out += ["", "Recovered: " + (", ".join(rec) if rec else "none of the branches") + ".",

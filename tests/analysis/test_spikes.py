@@ -75,10 +75,10 @@ def fake_replay(run_dir, step, reproduced=True):
         "pre_first\t%d\npre_last\t%d\npre_mean\t2.5\npre_sd\t0.1\n"
         % (step, step + 5, reproduced, 0 if reproduced else step - 2, step - 5, step - 1))
     (d / "branches.tsv").write_text(
-        "branch\tran\tloss_at_S\tloss_at_end\tmax_loss\trecovered\twhat\tnote\n"
-        "as_run\t1\t4.0\t3.0\t4.0\t0\tthe replay itself\t\n"
-        "skip\t1\t4.0\t2.55\t4.0\t1\tskip step S\t\n"
-        "guard_clip\t0\tnan\tnan\tnan\t0\tclipping\tnot armed: 3 step(s)\n")
+        "branch\tran\tloss_at_S\tloss_at_end\tmax_loss\trecovered\tgrad_norm_at_S\twhat\tnote\n"
+        "as_run\t1\t4.0\t3.0\t4.0\t0\t7.5\tthe replay itself\t\n"
+        "skip\t1\t4.0\t2.55\t4.0\t1\t7.5\tskip step S\t\n"
+        "guard_clip\t0\tnan\tnan\tnan\t0\tnan\tclipping\tnot armed: 3 step(s)\n")
     (d / "batch.tsv").write_text(
         "rank\tsequence\tsample\tloss\tloss_minus_mean\ttext\n"
         "1\t4\t100\t9.5\t7.0\t\\xff\\xff|x\n2\t0\t96\t2.6\t0.1\tthe cat\n")
@@ -108,7 +108,7 @@ def test_render_lists_events_and_replay_tables(tmp_path):
     text = spikes.render(root)
     assert "| 12 | spike | loss 9 is 7 sigma above | yes |" in text
     assert "**Reproduced**" in text
-    assert "| skip | 4.0000 | 2.5500 | 4.0000 | yes | no | skip step S |" in text
+    assert "| skip | 4.0000 | 2.5500 | 4.0000 | yes | 7.5 | no | skip step S |" in text
     assert "| guard_clip | | | | not run |" in text and "not armed" in text
     assert "Recovered: skip." in text
     assert "| 1 | w2 | 12 | grad/rms |" in text  # the only tensor that moved

@@ -84,6 +84,13 @@ def test_replay_is_bitwise(canary, small_config, tmp_path, np_, sets):
     same = {b["branch"]: b["loss_at_S"] for b in branches}
     assert same["half_lr"] == same["as_run"] == same["skip"] == same["reset_m"]
     assert same["drop"] != same["as_run"] and same["unseen"] != same["as_run"]
+    # the replay's own row: its loss and gradient norm at S are the run's
+    run = metric_rows(out / "metrics.tsv")
+    assert float(branches[0]["loss_at_S"]) == pytest.approx(float(run[S]["loss"]), rel=1e-8)
+    assert float(branches[0]["grad_norm_at_S"]) == pytest.approx(float(run[S]["grad_norm"]),
+                                                                  rel=1e-8)
+    assert float(branches[0]["loss_at_end"]) == pytest.approx(float(run[S + K]["loss"]),
+                                                               rel=1e-8)
     summary = {r["key"]: r["value"] for r in tsv(rep / "summary.tsv")}
     assert summary["reproduced"] == "1" and summary["start_step"] == "10"
 
