@@ -2,16 +2,13 @@
 // counterfactual branches (launch/replay.h has the engine). Writes RUN/replay/step_S/.
 #include <errno.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
 #include "launch/replay.h"
 #include "launch/rundir.h"
-#include "probes/h5.h"
 #include "util/error.h"
 
 // Exit codes beyond train's: the replay ran but did not reproduce the run.
@@ -119,164 +116,6 @@ static int replay_parse(int argc, char **argv, struct dist_ctx *d, struct replay
     return -1;
 }
 
-// The train rows of metrics.tsv, indexed by step: rows[0 .. *nrows) (row 0 unused). 0 or -1.
-static int read_metrics(const char *run_dir, struct replay_row **rows, long *nrows, char *err,
-                        size_t errlen)
-{
-    char path[CONFIG_PATH_MAX + 32], line[1024];
-    snprintf(path, sizeof(path), "%s/metrics.tsv", run_dir);
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "replay: read '%s': %s (is '%s' a canary run directory?)", path,
-                 strerror(errno), run_dir);
-        return -1;
-    }
-    long cap = 1024, last = 0;
-    struct replay_row *r = xcalloc((size_t)cap, sizeof(*r));
-    while (fgets(line, sizeof(line), f)) {
-        struct replay_row row = {0};
-        long step = 0;
-        if (sscanf(line, "train\t%ld\t%lf\t%lf\t%lf\t%lf\t%lf\t%lf", &step, &row.loss, &row.ce,
-                   &row.z, &row.lr, &row.grad_norm, &row.clip) != 7 ||
-            step < 1 || step > (1L << 40))
-            continue;
-        while (step >= cap) {
-            r = realloc(r, (size_t)cap * 2 * sizeof(*r));
-            if (!r)
-                FATAL("out of memory reading %s", path);
-            memset(r + cap, 0, (size_t)cap * sizeof(*r));
-            cap *= 2;
-        }
-        row.present = 1;
-        r[step] = row;
-        last = step > last ? step : last;
-    }
-    fclose(f);
-    *rows = r;
-    *nrows = last + 1;
-    return 0;
-}
-
-struct replay_plan {
-    long S, K, end;  // the spike step, the window, the last step replayed
-    int above_start; // the run's max attention logit was above probes.logit_threshold at start
-    int above_S;     // the replay's, before step S (the branches start with it)
-    long start;      // the step of the state the replay starts from (0: initial weights)
-    int ranks;       // ranks that trained the run
-    char ckpt[CONFIG_PATH_MAX + 64];
-    struct replay_row *rows; // the run's metrics rows
-    long nrows;
-};
-
-// Whether the run's max attention logit at its last probe step <= `step` was above the
-// threshold (the state its threshold events had there). 0 when probes.h5 cannot tell.
-static int run_above_threshold(const char *run_dir, long step, const struct config *cfg)
-{
-    char path[CONFIG_PATH_MAX + 32], why[512];
-    struct h5file *f = NULL;
-    int ps = -1, mx = -1, above = 0;
-    snprintf(path, sizeof(path), "%s/probes.h5", run_dir);
-    if (h5_open(&f, path, H5_READ, why, sizeof(why)) != 0)
-        return 0;
-    if (h5_series_open(f, "/probe_step", &ps, why, sizeof(why)) == 0 &&
-        h5_series_open(f, "/attn/max_logit", &mx, why, sizeof(why)) == 0) {
-        long row = -1, rows = h5_series_rows(f, ps);
-        for (long i = 0; i < rows; i++) {
-            double s = 0.0;
-            if (h5_series_read_row(f, ps, i, &s, why, sizeof(why)) != 0 || s > (double)step)
-                break;
-            row = i;
-        }
-        int n = cfg->model.layers * cfg->model.heads;
-        double *v = xcalloc((size_t)n, sizeof(double));
-        if (row >= 0 && h5_series_read_row(f, mx, row, v, why, sizeof(why)) == 0)
-            for (int i = 0; i < n; i++)
-                above |= v[i] > cfg->probes.logit_threshold;
-        free(v);
-    }
-    h5_close(f);
-    return above;
-}
-
-// Rank 0 decides where the replay starts and whether this rank count can reproduce the run.
-static int plan_replay(const struct replay_args *a, const struct config *cfg, int size,
-                       struct replay_plan *p, char *err, size_t errlen)
-{
-    char latest[CONFIG_PATH_MAX + 64];
-    if (read_metrics(a->run_dir, &p->rows, &p->nrows, err, errlen) != 0)
-        return -1;
-    long last = p->nrows - 1;
-    p->S = a->step;
-    p->K = a->window;
-    if (p->S > last || !p->rows[p->S].present) {
-        snprintf(err, errlen,
-                 "replay: step %ld is outside the run: %s/metrics.tsv has steps 1 .. %ld", p->S,
-                 a->run_dir, last);
-        return -1;
-    }
-    if (ckpt_find_latest(a->run_dir, latest, sizeof(latest)) != 0) {
-        snprintf(err, errlen,
-                 "replay: run '%s' has no checkpoint in %s/ckpt: a replay needs one to know the "
-                 "run's state and rank count (train.checkpoint_every, or a run that stopped before "
-                 "its first)",
-                 a->run_dir, a->run_dir);
-        return -1;
-    }
-    if (ckpt_read_world_size(latest, &p->ranks, err, errlen) != 0)
-        return -1;
-    p->start = 0;
-    p->ckpt[0] = '\0';
-    if (ckpt_find_before(a->run_dir, p->S - p->K + 1, p->ckpt, sizeof(p->ckpt), &p->start) != 0)
-        p->start = 0, p->ckpt[0] = '\0';
-    p->end = p->S + p->K < last ? p->S + p->K : last;
-    p->above_start = run_above_threshold(a->run_dir, p->start, cfg);
-    if (cfg->train.deterministic ? (size & (size - 1)) != 0 : size != p->ranks) {
-        snprintf(err, errlen,
-                 "replay: run '%s' was trained on %d rank(s); replay it on %s (this is %d)",
-                 a->run_dir, p->ranks,
-                 cfg->train.deterministic ? "a power of two (deterministic mode)"
-                                          : "as many: the reduction order decides the bits",
-                 size);
-        return -1;
-    }
-    return 0;
-}
-
-// Mean and sample standard deviation of the run's finite losses over steps [lo, hi].
-static void pre_spike_stats(const struct replay_plan *p, long lo, long hi, double *mean, double *sd)
-{
-    double s = 0.0, ss = 0.0;
-    long n = 0;
-    for (long k = lo < 1 ? 1 : lo; k <= hi; k++) {
-        if (p->rows[k].present && isfinite(p->rows[k].loss)) {
-            s += p->rows[k].loss;
-            n++;
-        }
-    }
-    *mean = n ? s / n : NAN;
-    for (long k = lo < 1 ? 1 : lo; k <= hi; k++)
-        if (p->rows[k].present && isfinite(p->rows[k].loss))
-            ss += (p->rows[k].loss - *mean) * (p->rows[k].loss - *mean);
-    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0.0;
-}
-
-// A rerun starting before step `next` carries the run's spike windows (from its metrics rows) and
-// threshold state, so its events are the run's.
-static void seed_probes(struct run *r, const struct replay_plan *p, long next, int above)
-{
-    int W = r->cfg.probes.spike_window, n = 0;
-    double *loss = xcalloc((size_t)W, sizeof(double)), *gn = xcalloc((size_t)W, sizeof(double));
-    for (long k = next - W; k < next; k++) {
-        if (k >= 1 && k < p->nrows && p->rows[k].present) {
-            loss[n] = p->rows[k].loss;
-            gn[n++] = p->rows[k].grad_norm;
-        }
-    }
-    run_probes_seed(r, loss, gn, n, above);
-    free(loss);
-    free(gn);
-}
-
 // The replay proper: from the start state through p->end, checked against the run; the state
 // before S written to dir/ckpt, and batch S's sequences ranked. Returns 0, 1 (stopped on a
 // non-finite step), or -1 (err; I/O).
@@ -350,8 +189,7 @@ static int fill_guard(struct run *b, int which, const struct replay_plan *p,
 // Returns 0 (res filled), or -1 (err; I/O or the state unreadable).
 static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct replay_args *a,
                       const struct replay_plan *p, const char *dir, const struct replay_trace *tr,
-                      int id, double pre_mean, double pre_sd, struct replay_branch_result *res,
-                      char *err, size_t errlen)
+                      int id, struct replay_branch_result *res, char *err, size_t errlen)
 {
     static const enum branch_kind kinds[RB_COUNT] = {BRANCH_DROP, BRANCH_UNSEEN, BRANCH_HALF_LR,
                                                      BRANCH_RESET_M, BRANCH_SKIP};
@@ -388,7 +226,7 @@ static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct
     ok = ok && (d->rank != 0 || replay_open_dir(bdir, &b.cfg, &out, 0, err, errlen) == 0);
     ok = ok && run_probes_open(&b, bdir, err, errlen) == 0;
     if (ok)
-        seed_probes(&b, p, p->S, p->above_S);
+        replay_seed_probes(&b, p, p->S, p->above_S);
     int rc = -1;
     if (dist_all_ok(d, ok)) {
         struct replay_trace bt;
@@ -398,7 +236,7 @@ static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct
         rc = replay_steps(&b, p->end, &out, &bt, NULL, 0, &parted, what, sizeof(what), err, errlen);
         if (rc >= 0) {
             res->ran = 1;
-            replay_branch_summarise(res, &bt, pre_mean, pre_sd);
+            replay_branch_summarise(res, &bt, p->pre_mean, p->pre_sd);
             if (rc == 1)
                 snprintf(res->note, sizeof(res->note), "diverged: non-finite at step %ld",
                          b.step + 1);
@@ -417,14 +255,83 @@ static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct
     return dist_all_ok(d, rc == 0) ? 0 : -1;
 }
 
-static void bcast_plan(struct dist_ctx *d, struct replay_plan *p)
+// The replay's run: built, from its start state, writing into dir (rank 0: out), its probes
+// seeded with the run's history. 0, or -1 on every rank with nothing left open.
+static int open_replay(struct run *r, const struct config *cfg, struct dist_ctx *d,
+                       const struct replay_plan *p, const char *dir, struct replay_out *out)
 {
-    struct replay_row *rows = p->rows;
-    dist_bcast_bytes(d, p, sizeof(*p));
-    if (d->rank != 0)
-        rows = xcalloc((size_t)p->nrows, sizeof(*rows));
-    dist_bcast_bytes(d, rows, (size_t)p->nrows * sizeof(*rows));
-    p->rows = rows;
+    char err[1024] = "";
+    int ok = run_init(r, cfg, d, 0, err, sizeof(err)) == 0, have_run = ok;
+    r->tag = "replay";
+    ok = ok && (!p->ckpt[0] || ckpt_read(r, p->ckpt, err, sizeof(err)) == 0);
+    ok = ok && (d->rank != 0 || replay_open_dir(dir, cfg, out, 1, err, sizeof(err)) == 0);
+    ok = ok && run_probes_open(r, dir, err, sizeof(err)) == 0;
+    if (ok)
+        replay_seed_probes(r, p, p->start + 1, p->above_start);
+    if (!ok && err[0])
+        err_printf("%s", err);
+    if (dist_all_ok(d, ok))
+        return 0;
+    if (have_run) {
+        run_probes_close(r);
+        run_free(r);
+    }
+    replay_close_out(out);
+    return -1;
+}
+
+// The branches after a replay that reached its end (rc 0), each into res[1 + id]; res[0] is the
+// replay itself. Returns 0, or -1 (I/O, printed).
+static int run_branches(const struct config *cfg, struct dist_ctx *d, const struct replay_args *a,
+                        const struct replay_plan *p, const char *dir, const struct replay_trace *tr,
+                        int rc, struct replay_branch_result *res)
+{
+    char err[1024] = "";
+    res[0].name = "as_run";
+    res[0].what = "the replay itself";
+    res[0].ran = 1;
+    struct replay_trace at = *tr; // the steps S .. end of the replay
+    at.first = p->S;
+    at.n = p->end - p->S + 1;
+    at.loss = tr->loss + (p->S - tr->first);
+    at.grad_norm = tr->grad_norm + (p->S - tr->first);
+    replay_branch_summarise(&res[0], &at, p->pre_mean, p->pre_sd);
+    if (rc == 1)
+        snprintf(res[0].note, sizeof(res[0].note), "stopped: non-finite");
+    for (int id = 0; id < RB_COUNT && rc == 0; id++) {
+        if (run_branch(cfg, d, a, p, dir, tr, id, &res[id + 1], err, sizeof(err)) != 0) {
+            if (err[0])
+                err_printf("%s", err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+// Rank 0: the branch table and summary.tsv. 0, or -1 (printed).
+static int write_tables(const char *dir, const char *run_dir, const struct replay_plan *p,
+                        int ranks, long parted, const char *what,
+                        const struct replay_branch_result *res, int nres, FILE *log)
+{
+    char err[1024];
+    if (replay_report_branches(dir, log, p->S, p->end, p->pre_mean, p->pre_sd, res, nres, err,
+                               sizeof(err)) != 0) {
+        err_printf("%s", err);
+        return -1;
+    }
+    FILE *f = replay_fopen(dir, "summary.tsv", err, sizeof(err));
+    if (f)
+        fprintf(f,
+                "key\tvalue\nrun\t%s\nstep\t%ld\nwindow\t%ld\nstart_step\t%ld\nstart_from\t%s\n"
+                "end_step\t%ld\nranks\t%d\nreproduced\t%d\nparted_at\t%ld\nparted_what\t%s\n"
+                "pre_first\t%ld\npre_last\t%ld\npre_mean\t%.17g\npre_sd\t%.17g\n",
+                run_dir, p->S, p->K, p->start, p->ckpt[0] ? p->ckpt : "init", p->end, ranks,
+                parted == 0, parted, what, p->pre_first, p->S - 1, p->pre_mean, p->pre_sd);
+    if (!f || replay_fclose(f, dir, "summary.tsv", err, sizeof(err)) != 0) {
+        err_printf("%s", err);
+        return -1;
+    }
+    return 0;
 }
 
 int cmd_replay(int argc, char **argv, struct dist_ctx *d)
@@ -446,39 +353,24 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
     cfg.probes.every = 1;
     cfg.probes.lr_probe_every = 1;
     cfg.train.keep_checkpoints = 1;
-    int ok = !rank0 || plan_replay(&a, &cfg, d->size, &p, err, sizeof(err)) == 0;
+    int ok = !rank0 || replay_plan_make(&p, a.run_dir, a.step, a.window, &cfg, d->size, err,
+                                        sizeof(err)) == 0;
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
-        free(p.rows);
+        replay_plan_free(&p);
         return TRAIN_EXIT_INPUT;
     }
-    bcast_plan(d, &p);
+    replay_plan_bcast(d, &p);
     snprintf(dir, sizeof(dir), "%s/replay/step_%ld", a.run_dir, p.S);
 
+    // the replay
     struct run r;
     struct replay_out out = {NULL, NULL};
-    ok = run_init(&r, &cfg, d, 0, err, sizeof(err)) == 0;
-    int have_run = ok;
-    r.tag = "replay";
-    ok = ok && (!p.ckpt[0] || ckpt_read(&r, p.ckpt, err, sizeof(err)) == 0);
-    ok = ok && (!rank0 || replay_open_dir(dir, &cfg, &out, 1, err, sizeof(err)) == 0);
-    ok = ok && run_probes_open(&r, dir, err, sizeof(err)) == 0;
-    if (ok)
-        seed_probes(&r, &p, p.start + 1, p.above_start);
-    if (!ok && err[0])
-        err_printf("%s", err);
-    if (!dist_all_ok(d, ok)) {
-        if (have_run) {
-            run_probes_close(&r);
-            run_free(&r);
-        }
-        replay_close_out(&out);
-        free(p.rows);
+    if (open_replay(&r, &cfg, d, &p, dir, &out) != 0) {
+        replay_plan_free(&p);
         return TRAIN_EXIT_INPUT;
     }
-    double pre_mean, pre_sd;
-    pre_spike_stats(&p, p.S - p.K, p.S - 1, &pre_mean, &pre_sd);
     replay_say(out.log, rank0, "canary replay: %s step %ld, window %ld -> %s", a.run_dir, p.S, p.K,
                dir);
     replay_say(out.log, rank0, "start: %s (step %ld); steps %ld .. %ld on %d rank(s)",
@@ -494,79 +386,35 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
     run_free(&r);
     if (rc == -1)
         err_printf("%s", err);
-    if (!dist_all_ok(d, rc != -1)) {
-        replay_trace_free(&tr);
-        replay_close_out(&out);
-        free(p.rows);
-        return TRAIN_EXIT_IO;
-    }
-    if (parted)
+    int io = !dist_all_ok(d, rc != -1);
+    if (!io && parted)
         replay_say(out.log, rank0,
                    "NOT REPRODUCED: the replay parts from the run at step %ld (%s): a hardware "
                    "fault, or nondeterminism in this build or machine",
                    parted, what);
-    else
+    else if (!io)
         replay_say(out.log, rank0,
                    "reproduced: the %ld replayed steps equal the run's metrics.tsv bit for bit "
                    "(loss, ce, z, lr, grad_norm, clip_factor)",
                    p.end - p.start);
-    replay_say(out.log, rank0, "pre-spike window: steps %ld .. %ld, loss mean %.4f sigma %.4f",
-               p.S - p.K < 1 ? 1 : p.S - p.K, p.S - 1, pre_mean, pre_sd);
+    if (!io)
+        replay_say(out.log, rank0, "pre-spike window: steps %ld .. %ld, loss mean %.4f sigma %.4f",
+                   p.pre_first, p.S - 1, p.pre_mean, p.pre_sd);
 
+    // the counterfactuals and the tables
     struct replay_branch_result res[RB_COUNT + 1];
     memset(res, 0, sizeof(res));
-    res[0].name = "as_run";
-    res[0].what = "the replay itself";
-    res[0].ran = 1;
-    {
-        struct replay_trace at = tr; // the steps S .. end of the replay
-        at.first = p.S;
-        at.n = p.end - p.S + 1;
-        at.loss = tr.loss + (p.S - tr.first);
-        at.grad_norm = tr.grad_norm + (p.S - tr.first);
-        replay_branch_summarise(&res[0], &at, pre_mean, pre_sd);
-        if (rc == 1)
-            snprintf(res[0].note, sizeof(res[0].note), "stopped: non-finite");
-    }
-    int io = 0;
-    for (int id = 0; id < RB_COUNT && rc == 0; id++) {
-        if (run_branch(&cfg, d, &a, &p, dir, &tr, id, pre_mean, pre_sd, &res[id + 1], err,
-                       sizeof(err)) != 0) {
-            if (err[0])
-                err_printf("%s", err);
-            io = 1;
-            break;
-        }
-    }
-    if (rank0 && !io &&
-        replay_report_branches(dir, out.log, p.S, p.end, pre_mean, pre_sd, res,
-                               rc == 0 ? RB_COUNT + 1 : 1, err, sizeof(err)) != 0) {
-        err_printf("%s", err);
-        io = 1;
-    }
-    if (rank0 && !io) {
-        FILE *f = replay_fopen(dir, "summary.tsv", err, sizeof(err));
-        if (f) {
-            fprintf(f,
-                    "key\tvalue\nrun\t%s\nstep\t%ld\nwindow\t%ld\nstart_step\t%ld\nstart_from\t%s\n"
-                    "end_step\t%ld\nranks\t%d\nreproduced\t%d\nparted_at\t%ld\nparted_what\t%s\n"
-                    "pre_first\t%ld\npre_last\t%ld\npre_mean\t%.17g\npre_sd\t%.17g\n",
-                    a.run_dir, p.S, p.K, p.start, p.ckpt[0] ? p.ckpt : "init", p.end, d->size,
-                    parted == 0, parted, what, p.S - p.K < 1 ? 1 : p.S - p.K, p.S - 1, pre_mean,
-                    pre_sd);
-        }
-        if (!f || replay_fclose(f, dir, "summary.tsv", err, sizeof(err)) != 0) {
-            err_printf("%s", err);
-            io = 1;
-        }
-    }
-    replay_say(out.log, rank0,
-               "outputs in %s/ (canary-analyze spikes %s: which tensor moved first)", dir,
-               a.run_dir);
-    if (replay_close_out(&out) != 0)
-        io = 1;
+    io = io || run_branches(&cfg, d, &a, &p, dir, &tr, rc, res) != 0;
+    if (rank0 && !io)
+        io = write_tables(dir, a.run_dir, &p, d->size, parted, what, res,
+                          rc == 0 ? RB_COUNT + 1 : 1, out.log) != 0;
+    if (!io)
+        replay_say(out.log, rank0,
+                   "outputs in %s/ (canary-analyze spikes %s: which tensor moved first)", dir,
+                   a.run_dir);
+    io |= replay_close_out(&out) != 0;
     replay_trace_free(&tr);
-    free(p.rows);
+    replay_plan_free(&p);
     if (!dist_all_ok(d, !io))
         return TRAIN_EXIT_IO;
     return parted ? REPLAY_EXIT_PARTED : TRAIN_EXIT_OK;

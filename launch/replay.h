@@ -20,6 +20,32 @@ struct replay_row {
     int present; // the run wrote this step's row
 };
 
+// Where the replay starts and what it compares with (launch/replay_plan.c).
+struct replay_plan {
+    long S, K, end; // the spike step, the window, the last step replayed
+    long start;     // the step of the state the replay starts from (0: initial weights)
+    char ckpt[CONFIG_PATH_MAX + 64]; // its checkpoint ("" for the initial weights)
+    int ranks;                       // ranks that trained the run
+    int above_start; // the run's max attention logit was above probes.logit_threshold at start
+    int above_S;     // the replay's, before step S (the branches start with it)
+    long pre_first;  // the pre-spike window: steps pre_first .. S − 1 of the run
+    double pre_mean, pre_sd; // its losses' mean and sample standard deviation
+    struct replay_row *rows; // the run's metrics rows by step, [0, nrows)
+    long nrows;
+};
+
+// Rank 0: reads run_dir's metrics.tsv and checkpoints and plans a replay of `step` with
+// `window` steps each side; refuses a step outside the run, a run without checkpoints, and a
+// rank count (size) that cannot reproduce it. 0, or -1 with err.
+int replay_plan_make(struct replay_plan *p, const char *run_dir, long step, long window,
+                     const struct config *cfg, int size, char *err, size_t errlen);
+// Rank 0's plan to every rank.
+void replay_plan_bcast(struct dist_ctx *d, struct replay_plan *p);
+void replay_plan_free(struct replay_plan *p);
+// After run_probes_open: a rerun taking step `next` next carries the run's spike windows (from
+// its metrics rows) and the threshold state `above`, so its events are the run's.
+void replay_seed_probes(struct run *r, const struct replay_plan *p, long next, int above);
+
 // Where a rerun writes: rank 0's metrics.tsv (train rows in the run's format) and log, or NULL.
 struct replay_out {
     FILE *metrics, *log;
