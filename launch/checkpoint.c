@@ -450,7 +450,9 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
     return rc;
 }
 
-int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, long *step)
+// The checkpoint of run_dir with the largest (newest) or smallest step in [lo, hi). 0 or -1.
+static int ckpt_scan(const char *run_dir, long lo, long hi, int newest, char *out, size_t outlen,
+                     long *step)
 {
     char dir[CONFIG_PATH_MAX + 16];
     struct dirent *e = NULL;
@@ -463,7 +465,7 @@ int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, 
         long s = 0;
         char tail[8];
         if (sscanf(e->d_name, "step_%ld.%7s", &s, tail) == 2 && strcmp(tail, "h5") == 0 &&
-            s > best && s < below)
+            s >= lo && s < hi && (best < 0 || (newest ? s > best : s < best)))
             best = s;
     }
     closedir(d);
@@ -472,6 +474,16 @@ int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, 
     snprintf(out, outlen, "%s/step_%08ld.h5", dir, best);
     *step = best;
     return 0;
+}
+
+int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, long *step)
+{
+    return ckpt_scan(run_dir, 0, below, 1, out, outlen, step);
+}
+
+int ckpt_find_from(const char *run_dir, long from, char *out, size_t outlen, long *step)
+{
+    return ckpt_scan(run_dir, from, LONG_MAX, 0, out, outlen, step);
 }
 
 int ckpt_find_latest(const char *run_dir, char *out, size_t outlen)

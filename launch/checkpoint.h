@@ -37,5 +37,7 @@ int ckpt_read_world_size(const char *path, int *ranks, char *err, size_t errlen)
 int ckpt_find_latest(const char *run_dir, char *out, size_t outlen);
 // The newest checkpoint of run_dir with a step below `below`, into out and *step; 0 or -1.
 int ckpt_find_before(const char *run_dir, long below, char *out, size_t outlen, long *step);
+// The oldest checkpoint of run_dir with a step of at least `from`; 0 or -1.
+int ckpt_find_from(const char *run_dir, long from, char *out, size_t outlen, long *step);
 
 #endif

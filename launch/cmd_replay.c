@@ -1,9 +1,15 @@
 // `canary replay`: rerun a spike of a trained run bit for bit from its checkpoint, then try the
 // counterfactual branches (launch/replay.h has the engine). Writes RUN/replay/step_S/.
+// nftw (an earlier replay's directory tree, removed with --force) is XSI
+#undef _POSIX_C_SOURCE
+#define _XOPEN_SOURCE 700
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <ftw.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
@@ -16,50 +22,57 @@ enum { REPLAY_EXIT_PARTED = 5 };
 
 static void replay_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: [mpirun -np N] canary replay --run DIR --step S [--window K]\n"
-            "                                    [--skip-sigma k] [--update-clip-sigma k]\n"
-            "\n"
-            "Replays steps S-K .. S+K of the run in DIR (a 'canary train' run directory, or one\n"
-            "run of a sweep) from its newest checkpoint at or before step S-K (or from the\n"
-            "initial weights, a function of train.seed alone, when every checkpoint is later),\n"
-            "with every probe at cadence 1, and checks that each replayed step equals the run's\n"
-            "metrics.tsv bit for bit. Then, from the state just before S, one short run per\n"
-            "counterfactual: drop the batch of S, an unseen batch, half the LR at S, the first\n"
-            "moments reset, S skipped, and each update guard switched on. Prints which of them\n"
-            "bring the loss at S+K back within 1 sigma of the mean of the K steps before S, and\n"
-            "the sequences of batch S with the highest loss.\n"
-            "\n"
-            "  --run DIR             the run directory (config.ini, metrics.tsv, ckpt/)\n"
-            "  --step S              the step to replay, counted from 1 as in metrics.tsv\n"
-            "  --window K            steps before and after S (default 20)\n"
-            "  --skip-sigma k        the skip-step branch's threshold (default: the run's\n"
-            "                        optim.skip_sigma, or 6 as in OLMo-core)\n"
-            "  --update-clip-sigma k the update-clipping branch's (the run's, or 3 as Levanter)\n"
-            "\n"
-            "Run with the rank count the run was trained with (deterministic runs: any power of\n"
-            "two). Writes DIR/replay/step_S/: log.txt, metrics.tsv and probes.h5 of the replay,\n"
-            "ckpt/ (the state before S), batch.tsv, branches.tsv, summary.tsv, and\n"
-            "branch_NAME/ per branch. 'canary-analyze spikes DIR' adds which tensor moved first.\n"
-            "Exit codes: 0 reproduced, 5 the replay parted from the run (named: a hardware or\n"
-            "nondeterminism fault), 1 bad input, 2 I/O failure.\n");
+    fprintf(
+        f,
+        "usage: [mpirun -np N] canary replay --run DIR --step S [--window K] [--force]\n"
+        "                       [--skip-sigma k] [--update-clip-sigma k] [--set train.threads=T]\n"
+        "\n"
+        "Replays steps S-K .. S+K of the run in DIR (a 'canary train' run directory, or one\n"
+        "run of a sweep; S+K at most the run's last step) from its newest checkpoint before\n"
+        "step S-K (or from the initial weights, a function of train.seed alone, when every\n"
+        "checkpoint is later), with every probe at cadence 1, and checks that each replayed\n"
+        "step equals the run's metrics.tsv bit for bit. S may be the step a run stopped at\n"
+        "on a non-finite loss (it has no row). Then, from the state just before S, one short\n"
+        "run per counterfactual: drop the batch of S, an unseen batch, half the LR at S, the\n"
+        "first moments reset, S skipped, and each update guard switched on. Prints which of\n"
+        "them bring the loss at S+K to at most the mean + 1 sigma of the K steps before S,\n"
+        "and the sequences of batch S with the highest loss.\n"
+        "\n"
+        "  --run DIR             the run directory (config.ini, metrics.tsv, ckpt/)\n"
+        "  --step S              the step to replay, counted from 1 as in metrics.tsv\n"
+        "  --window K            steps before and after S (default 20)\n"
+        "  --force               replace an earlier replay of S (DIR/replay/step_S)\n"
+        "  --skip-sigma k        the skip-step branch's threshold (default 6, as OLMo-core);\n"
+        "                        a run that had the guard on replays with its own\n"
+        "  --update-clip-sigma k the update-clipping branch's (default 3, as Levanter)\n"
+        "  --set train.threads=T threads per rank (the only key that may differ)\n"
+        "\n"
+        "Run with the rank count the run was trained with (deterministic runs: any power of\n"
+        "two). Writes DIR/replay/step_S/: log.txt, metrics.tsv and probes.h5 of the replay,\n"
+        "ckpt/ (the state before S), batch.tsv, branches.tsv, summary.tsv, and\n"
+        "branch_NAME/ per branch. 'canary-analyze spikes DIR' adds which tensor moved first.\n"
+        "Exit codes: 0 reproduced, 5 the replay parted from the run (named: a hardware or\n"
+        "nondeterminism fault), 1 bad input, 2 I/O failure.\n");
 }
 
 struct replay_args {
     struct cli_config_opts opts; // --set only (train.threads)
     const char *run_dir;
     long step, window;
-    double skip_sigma, clip_sigma; // 0: the run's value, else the peers' default
+    double skip_sigma, clip_sigma; // the guard branches' k (0: the peers' default)
+    int force;                     // replace an earlier replay of the step
     char config_path[CONFIG_PATH_MAX + 16];
 };
 
-static int parse_number(const char *opt, const char *text, double lo, double hi, double *out)
+static int parse_number(const char *opt, const char *text, double lo, double hi, double *out,
+                        const struct dist_ctx *d)
 {
     char *end = NULL;
     errno = 0;
     double v = strtod(text, &end);
     if (errno || *end != '\0' || !(v >= lo && v <= hi)) {
-        err_printf("replay: %s takes a number in [%g, %g], not '%s'", opt, lo, hi, text);
+        if (d->rank == 0)
+            err_printf("replay: %s takes a number in [%g, %g], not '%s'", opt, lo, hi, text);
         return -1;
     }
     *out = v;
@@ -87,17 +100,29 @@ static int replay_parse(int argc, char **argv, struct dist_ctx *d, struct replay
         if (strcmp(argv[i], "--run") == 0 && more)
             a->run_dir = argv[++i];
         else if (strcmp(argv[i], "--step") == 0 && more)
-            bad = parse_number("--step", argv[++i], 1, 1e15, &v) || (a->step = (long)v, 0);
+            bad = parse_number("--step", argv[++i], 1, 1e15, &v, d) || (a->step = (long)v, 0);
         else if (strcmp(argv[i], "--window") == 0 && more)
-            bad = parse_number("--window", argv[++i], 1, 100000, &v) || (a->window = (long)v, 0);
+            bad = parse_number("--window", argv[++i], 1, 100000, &v, d) || (a->window = (long)v, 0);
+        else if (strcmp(argv[i], "--force") == 0)
+            a->force = 1;
         else if (strcmp(argv[i], "--skip-sigma") == 0 && more)
-            bad = parse_number("--skip-sigma", argv[++i], 0.01, 1e6, &a->skip_sigma);
+            bad = parse_number("--skip-sigma", argv[++i], 0.01, 1e6, &a->skip_sigma, d);
         else if (strcmp(argv[i], "--update-clip-sigma") == 0 && more)
-            bad = parse_number("--update-clip-sigma", argv[++i], 0.01, 1e6, &a->clip_sigma);
+            bad = parse_number("--update-clip-sigma", argv[++i], 0.01, 1e6, &a->clip_sigma, d);
         else
             return cli_unexpected("replay", argv[i], replay_usage, d);
         if (bad)
             return 1;
+    }
+    // the run's own config, but for the thread count: any other key would change the bits
+    for (int k = 0; k < a->opts.nsets; k++) {
+        if (strncmp(a->opts.sets[k], "train.threads=", 14) != 0) {
+            if (d->rank == 0)
+                err_printf("replay: --set %s: only train.threads may differ from the run (any "
+                           "other key changes what is replayed)",
+                           a->opts.sets[k]);
+            return 1;
+        }
     }
     if (!a->run_dir || a->step < 1) {
         if (d->rank == 0) {
@@ -117,8 +142,8 @@ static int replay_parse(int argc, char **argv, struct dist_ctx *d, struct replay
 }
 
 // The replay proper: from the start state through p->end, checked against the run; the state
-// before S written to dir/ckpt, and batch S's sequences ranked. Returns 0, 1 (stopped on a
-// non-finite step), or -1 (err; I/O).
+// before S written to dir/ckpt (p->have_state), and batch S's sequences ranked. Returns 0, 1
+// (stopped on a non-finite step, before or after S), or -1 (err; I/O).
 static int main_replay(struct run *r, struct replay_plan *p, const char *dir,
                        struct replay_out *out, struct replay_trace *tr, long *parted, char *what,
                        size_t whatlen, char *err, size_t errlen)
@@ -133,6 +158,7 @@ static int main_replay(struct run *r, struct replay_plan *p, const char *dir,
     int ok = !rank0 || ckpt_write(r, dir, err, errlen) == 0;
     if (!dist_all_ok(r->dist, ok))
         return -1;
+    p->have_state = 1;
     int B = c->train.batch_size, T = c->model.seq_len;
     double *loss = xcalloc((size_t)B, sizeof(double));
     int *tokens = xcalloc((size_t)B * (T + 1), sizeof(int));
@@ -215,15 +241,19 @@ static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct
     if (run_init(&b, &bc, d, 0, err, errlen) != 0)
         return -1;
     b.tag = res->name; // its events say which branch they are from
-    int ok = ckpt_read(&b, state, err, errlen) == 0;
+    if (!dist_all_ok(d, ckpt_read(&b, state, err, errlen) == 0)) {
+        run_free(&b);
+        return -1;
+    }
+    // every rank decides alike: the plan and the trace are the same on all
     if (id < RB_GUARD_SKIP)
         b.branch = (struct run_branch){kinds[id], p->S - 1};
-    else if (ok && !fill_guard(&b, id, p, tr, res->note, sizeof(res->note))) {
+    else if (!fill_guard(&b, id, p, tr, res->note, sizeof(res->note))) {
         run_free(&b);
-        return dist_all_ok(d, ok) ? 0 : -1;
+        return 0;
     }
     struct replay_out out = {NULL, NULL};
-    ok = ok && (d->rank != 0 || replay_open_dir(bdir, &b.cfg, &out, 0, err, errlen) == 0);
+    int ok = d->rank != 0 || replay_open_dir(bdir, &b.cfg, &out, 0, err, errlen) == 0;
     ok = ok && run_probes_open(&b, bdir, err, errlen) == 0;
     if (ok)
         replay_seed_probes(&b, p, p->S, p->above_S);
@@ -255,6 +285,31 @@ static int run_branch(const struct config *cfg, struct dist_ctx *d, const struct
     return dist_all_ok(d, rc == 0) ? 0 : -1;
 }
 
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+// Rank 0: dir must not hold an earlier replay, unless force (then it is removed). 0 or -1.
+static int clear_replay_dir(const char *dir, int force, char *err, size_t errlen)
+{
+    if (access(dir, F_OK) != 0)
+        return 0;
+    if (!force) {
+        snprintf(err, errlen,
+                 "replay: %s already holds a replay of this step (--force replaces it)", dir);
+        return -1;
+    }
+    if (nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+        snprintf(err, errlen, "replay: remove the earlier replay %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 // The replay's run: built, from its start state, writing into dir (rank 0: out), its probes
 // seeded with the run's history. 0, or -1 on every rank with nothing left open.
 static int open_replay(struct run *r, const struct config *cfg, struct dist_ctx *d,
@@ -280,8 +335,9 @@ static int open_replay(struct run *r, const struct config *cfg, struct dist_ctx 
     return -1;
 }
 
-// The branches after a replay that reached its end (rc 0), each into res[1 + id]; res[0] is the
-// replay itself. Returns 0, or -1 (I/O, printed).
+// The branches from the state before S (when the replay got there), each into res[1 + id];
+// res[0] is the replay itself (rc 1: it stopped on a non-finite step). Returns 0, or -1 (I/O,
+// printed).
 static int run_branches(const struct config *cfg, struct dist_ctx *d, const struct replay_args *a,
                         const struct replay_plan *p, const char *dir, const struct replay_trace *tr,
                         int rc, struct replay_branch_result *res)
@@ -298,7 +354,8 @@ static int run_branches(const struct config *cfg, struct dist_ctx *d, const stru
     replay_branch_summarise(&res[0], &at, p->pre_mean, p->pre_sd);
     if (rc == 1)
         snprintf(res[0].note, sizeof(res[0].note), "stopped: non-finite");
-    for (int id = 0; id < RB_COUNT && rc == 0; id++) {
+    // a replay that stopped on a non-finite step after S still has the state before S
+    for (int id = 0; id < RB_COUNT && p->have_state; id++) {
         if (run_branch(cfg, d, a, p, dir, tr, id, &res[id + 1], err, sizeof(err)) != 0) {
             if (err[0])
                 err_printf("%s", err);
@@ -355,6 +412,8 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
     cfg.train.keep_checkpoints = 1;
     int ok = !rank0 || replay_plan_make(&p, a.run_dir, a.step, a.window, &cfg, d->size, err,
                                         sizeof(err)) == 0;
+    snprintf(dir, sizeof(dir), "%s/replay/step_%ld", a.run_dir, a.step);
+    ok = ok && (!rank0 || clear_replay_dir(dir, a.force, err, sizeof(err)) == 0);
     if (!ok)
         err_printf("%s", err);
     if (!dist_all_ok(d, ok)) {
@@ -362,14 +421,13 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
         return TRAIN_EXIT_INPUT;
     }
     replay_plan_bcast(d, &p);
-    snprintf(dir, sizeof(dir), "%s/replay/step_%ld", a.run_dir, p.S);
 
     // the replay
     struct run r;
     struct replay_out out = {NULL, NULL};
-    if (open_replay(&r, &cfg, d, &p, dir, &out) != 0) {
+    if (open_replay(&r, &cfg, d, &p, dir, &out) != 0) { // the input checked out: a file failed
         replay_plan_free(&p);
-        return TRAIN_EXIT_INPUT;
+        return TRAIN_EXIT_IO;
     }
     replay_say(out.log, rank0, "canary replay: %s step %ld, window %ld -> %s", a.run_dir, p.S, p.K,
                dir);
@@ -407,7 +465,7 @@ int cmd_replay(int argc, char **argv, struct dist_ctx *d)
     io = io || run_branches(&cfg, d, &a, &p, dir, &tr, rc, res) != 0;
     if (rank0 && !io)
         io = write_tables(dir, a.run_dir, &p, d->size, parted, what, res,
-                          rc == 0 ? RB_COUNT + 1 : 1, out.log) != 0;
+                          p.have_state ? RB_COUNT + 1 : 1, out.log) != 0;
     if (!io)
         replay_say(out.log, rank0,
                    "outputs in %s/ (canary-analyze spikes %s: which tensor moved first)", dir,

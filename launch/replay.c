@@ -105,7 +105,9 @@ int replay_steps(struct run *r, long end, struct replay_out *o, struct replay_tr
             if (run_probes_event(r, step + 1, "non-finite", what, err, errlen) != 0)
                 r->io_failed = 1;
             if (c->train.on_nonfinite != 1) {
-                rc = 1;
+                rc = dist_all_ok(r->dist, !r->io_failed) ? 1 : -1;
+                if (rc < 0)
+                    snprintf(err, errlen, "writing an event to the replay's probes.h5 failed");
                 break;
             }
             r->step++;

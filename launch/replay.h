@@ -28,6 +28,7 @@ struct replay_plan {
     int ranks;                       // ranks that trained the run
     int above_start; // the run's max attention logit was above probes.logit_threshold at start
     int above_S;     // the replay's, before step S (the branches start with it)
+    int have_state;  // the replay wrote the state before S (the branches need it)
     long pre_first;  // the pre-spike window: steps pre_first .. S − 1 of the run
     double pre_mean, pre_sd; // its losses' mean and sample standard deviation
     struct replay_row *rows; // the run's metrics rows by step, [0, nrows)
@@ -107,7 +108,8 @@ void replay_branch_summarise(struct replay_branch_result *b, const struct replay
 
 // Rank 0's output (launch/replay_report.c). replay_say prints a line to stdout and log (may be
 // NULL). replay_open_dir makes a rerun's directory: config.ini, metrics.tsv with its header and,
-// with_log, log.txt. replay_fopen / replay_fclose: a file of dir, the close checking the writes.
+// with_log, log.txt. replay_fopen / replay_fclose: a file of dir written as NAME.tmp and renamed
+// to NAME by the close once every write succeeded (summary.tsv marks a finished replay).
 void replay_say(FILE *log, int rank0, const char *fmt, ...) CANARY_PRINTF(3, 4);
 int replay_open_dir(const char *dir, const struct config *c, struct replay_out *o, int with_log,
                     char *err, size_t errlen);

@@ -2,6 +2,7 @@
 // checkpoint to start from, the rank count, the pre-spike statistics, and the history a rerun's
 // probes start with.
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,19 +101,24 @@ static void pre_spike_stats(const struct replay_plan *p, long lo, long hi, doubl
 int replay_plan_make(struct replay_plan *p, const char *run_dir, long step, long window,
                      const struct config *cfg, int size, char *err, size_t errlen)
 {
-    char latest[CONFIG_PATH_MAX + 64];
+    char ranks_from[CONFIG_PATH_MAX + 64];
+    long at = 0;
     if (read_metrics(run_dir, &p->rows, &p->nrows, err, errlen) != 0)
         return -1;
     long last = p->nrows - 1;
     p->S = step;
     p->K = window;
-    if (p->S > last || !p->rows[p->S].present) {
+    // step last + 1 may be the one the run stopped at (a non-finite loss writes no row)
+    if (p->S > last + 1 || (p->S <= last && !p->rows[p->S].present) || p->S > cfg->train.steps) {
+        char stopped[64] = "";
+        if (last < cfg->train.steps)
+            snprintf(stopped, sizeof(stopped), " and the step it stopped at, %ld", last + 1);
         snprintf(err, errlen,
-                 "replay: step %ld is outside the run: %s/metrics.tsv has steps 1 .. %ld", p->S,
-                 run_dir, last);
+                 "replay: step %ld is outside the run: %s/metrics.tsv has steps 1 .. %ld%s", p->S,
+                 run_dir, last, stopped);
         return -1;
     }
-    if (ckpt_find_latest(run_dir, latest, sizeof(latest)) != 0) {
+    if (ckpt_find_before(run_dir, LONG_MAX, ranks_from, sizeof(ranks_from), &at) != 0) {
         snprintf(err, errlen,
                  "replay: run '%s' has no checkpoint in %s/ckpt: a replay needs one to know the "
                  "run's state and rank count (train.checkpoint_every, or a run that stopped before "
@@ -120,13 +126,18 @@ int replay_plan_make(struct replay_plan *p, const char *run_dir, long step, long
                  run_dir, run_dir);
         return -1;
     }
-    if (ckpt_read_world_size(latest, &p->ranks, err, errlen) != 0)
+    // the ranks that trained the window: those of the first checkpoint after it (a resume at
+    // another rank count starts a new segment at a checkpoint), else of the newest
+    ckpt_find_from(run_dir, p->S, ranks_from, sizeof(ranks_from), &at);
+    if (ckpt_read_world_size(ranks_from, &p->ranks, err, errlen) != 0)
         return -1;
+    // strictly before S − K, so the replay has a row for every step of the pre-spike window
     p->start = 0;
     p->ckpt[0] = '\0';
-    if (ckpt_find_before(run_dir, p->S - p->K + 1, p->ckpt, sizeof(p->ckpt), &p->start) != 0)
+    if (ckpt_find_before(run_dir, p->S - p->K, p->ckpt, sizeof(p->ckpt), &p->start) != 0)
         p->start = 0, p->ckpt[0] = '\0';
     p->end = p->S + p->K < last ? p->S + p->K : last;
+    p->end = p->end < p->S ? p->S : p->end;
     p->above_start = run_above_threshold(run_dir, p->start, cfg);
     p->pre_first = p->S - p->K < 1 ? 1 : p->S - p->K;
     pre_spike_stats(p, p->pre_first, p->S - 1, &p->pre_mean, &p->pre_sd);

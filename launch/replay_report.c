@@ -91,8 +91,11 @@ struct ranked {
 static int by_loss_desc(const void *pa, const void *pb)
 {
     const struct ranked *a = pa, *b = pb;
-    if (a->loss != b->loss)
-        return a->loss < b->loss || isnan(a->loss) ? 1 : -1;
+    int an = isnan(a->loss), bn = isnan(b->loss);
+    if (an != bn) // a non-finite loss first: it is the worst
+        return an ? -1 : 1;
+    if (!an && a->loss != b->loss)
+        return a->loss < b->loss ? 1 : -1;
     return a->seq - b->seq;
 }
 
@@ -173,9 +176,9 @@ void replay_branch_summarise(struct replay_branch_result *b, const struct replay
     b->loss_S = t->n > 0 ? t->loss[0] : NAN;
     b->gnorm_S = t->n > 0 ? t->grad_norm[0] : NAN;
     b->loss_end = t->n > 0 ? t->loss[t->n - 1] : NAN;
-    b->loss_max = NAN;
+    b->loss_max = NAN; // over the finite losses (a diverged branch says so in its note)
     for (long i = 0; i < t->n; i++)
-        if (isnan(b->loss_max) || t->loss[i] > b->loss_max || isnan(t->loss[i]))
+        if (isfinite(t->loss[i]) && !(t->loss[i] <= b->loss_max))
             b->loss_max = t->loss[i];
     b->recovered = b->loss_end <= pre_mean + pre_sd;
 }
@@ -183,7 +186,7 @@ void replay_branch_summarise(struct replay_branch_result *b, const struct replay
 FILE *replay_fopen(const char *dir, const char *name, char *err, size_t errlen)
 {
     char path[CONFIG_PATH_MAX + 32];
-    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    snprintf(path, sizeof(path), "%s/%s.tmp", dir, name);
     FILE *f = fopen(path, "w");
     if (!f)
         snprintf(err, errlen, "replay: write '%s': %s", path, strerror(errno));
@@ -192,8 +195,14 @@ FILE *replay_fopen(const char *dir, const char *name, char *err, size_t errlen)
 
 int replay_fclose(FILE *f, const char *dir, const char *name, char *err, size_t errlen)
 {
+    char tmp[CONFIG_PATH_MAX + 32], path[CONFIG_PATH_MAX + 32];
+    snprintf(tmp, sizeof(tmp), "%s/%s.tmp", dir, name);
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
     int bad = ferror(f) | (fclose(f) != 0);
-    if (bad)
-        snprintf(err, errlen, "replay: write '%s/%s' failed", dir, name);
-    return bad ? -1 : 0;
+    if (bad || rename(tmp, path) != 0) {
+        snprintf(err, errlen, "replay: write '%s' failed", path);
+        remove(tmp);
+        return -1;
+    }
+    return 0;
 }

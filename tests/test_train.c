@@ -130,23 +130,25 @@ static void test_train_nonfinite_step_leaves_params(void **state)
 }
 
 // A run over real (sampled) data: run_init with random tokens, then the sampler pointed at a
-// token array, as canary replay's branches need batch indices to mean something.
-static uint16_t branch_tokens[8192];
-
-static void branch_run(struct run *r, struct config *c, struct dist_ctx *solo)
+// token array (the caller frees it after run_free), as canary replay's branches need batch
+// indices to mean something. No token is 63 (= vocab - 1, the fault hook's).
+static uint16_t *branch_run(struct run *r, struct config *c, struct dist_ctx *solo)
 {
     char err[256];
+    size_t n = 8192;
+    uint16_t *tok = malloc(n * sizeof(*tok));
     small_config(c);
-    for (size_t i = 0; i < sizeof(branch_tokens) / sizeof(branch_tokens[0]); i++)
-        branch_tokens[i] = (uint16_t)((i * 7 + i / 13 + (i * i) % 11) % 60); // no 63
+    for (size_t i = 0; i < n; i++)
+        tok[i] = (uint16_t)((i * 7 + i / 13 + (i * i) % 11) % 60);
     assert_int_equal(run_init(r, c, solo, 1, err, sizeof(err)), 0);
     r->random_data = 0;
-    r->sampler.train = branch_tokens;
+    r->sampler.train = tok;
     r->sampler.n_train = 6000;
-    r->sampler.val = branch_tokens + 6000;
-    r->sampler.n_val = 2192;
+    r->sampler.val = tok + 6000;
+    r->sampler.n_val = n - 6000;
     r->sampler.seq_len = c->model.seq_len;
     r->sampler.seed = 5;
+    return tok;
 }
 
 static void steps(struct run *r, int n)
@@ -164,7 +166,7 @@ static void test_train_branch_skip_leaves_params(void **state)
     struct run r;
     struct dist_ctx solo = {0, 1, NULL, 0};
     struct step_result res;
-    branch_run(&r, &c, &solo);
+    uint16_t *tok = branch_run(&r, &c, &solo);
     steps(&r, 3);
     size_t n = r.model.table.total, bytes = n * sizeof(float);
     float *p = malloc(bytes), *m = malloc(bytes), *v = malloc(bytes);
@@ -188,6 +190,7 @@ static void test_train_branch_skip_leaves_params(void **state)
     free(m);
     free(v);
     run_free(&r);
+    free(tok);
 }
 
 static void test_train_branch_drop_and_unseen_batches(void **state)
@@ -195,8 +198,7 @@ static void test_train_branch_drop_and_unseen_batches(void **state)
     struct config c;
     struct run a, b;
     struct dist_ctx solo = {0, 1, NULL, 0};
-    branch_run(&a, &c, &solo);
-    branch_run(&b, &c, &solo);
+    uint16_t *ta = branch_run(&a, &c, &solo), *tb = branch_run(&b, &c, &solo);
     size_t tok = (size_t)a.local_batch * c.model.seq_len * sizeof(int);
     int *want = malloc(tok);
     b.branch = (struct run_branch){BRANCH_DROP, 2};
@@ -215,6 +217,8 @@ static void test_train_branch_drop_and_unseen_batches(void **state)
     free(want);
     run_free(&a);
     run_free(&b);
+    free(ta);
+    free(tb);
 }
 
 static void test_train_branch_half_lr_and_reset_m(void **state)
@@ -223,14 +227,19 @@ static void test_train_branch_half_lr_and_reset_m(void **state)
     struct run a, b;
     struct dist_ctx solo = {0, 1, NULL, 0};
     struct step_result ra, rb;
-    branch_run(&a, &c, &solo);
-    branch_run(&b, &c, &solo);
+    uint16_t *ta = branch_run(&a, &c, &solo), *tb = branch_run(&b, &c, &solo);
     steps(&a, 3);
     steps(&b, 3);
     b.branch = (struct run_branch){BRANCH_HALF_LR, 3};
     train_step(&a, &ra);
     train_step(&b, &rb);
     assert_true(rb.lr == 0.5 * ra.lr && ra.lr > 0.0);
+    // the same gradients and moments, so the update itself is half (and the weights differ)
+    size_t bad_half = 0;
+    for (size_t i = 0; i < a.model.table.total; i++)
+        bad_half += fabsf(b.update[i] - 0.5f * a.update[i]) > 1e-6f * fabsf(a.update[i]);
+    assert_int_equal(bad_half, 0);
+    assert_true(memcmp(a.params, b.params, a.model.table.total * sizeof(float)) != 0);
     train_step(&a, &ra);
     train_step(&b, &rb);
     assert_true(rb.lr == ra.lr); // one step only
@@ -246,6 +255,8 @@ static void test_train_branch_half_lr_and_reset_m(void **state)
     assert_int_equal(bad, 0);
     run_free(&a);
     run_free(&b);
+    free(ta);
+    free(tb);
 }
 
 // CANARY_FAULT=repeat:0:3: the first sequence of rank 0's slice of batch 2 (step 3) is one token
@@ -255,7 +266,7 @@ static void test_train_fault_repeat_corrupts_one_batch(void **state)
     struct run r;
     struct dist_ctx solo = {0, 1, NULL, 0};
     setenv("CANARY_FAULT", "repeat:0:3", 1);
-    branch_run(&r, &c, &solo);
+    uint16_t *tok = branch_run(&r, &c, &solo);
     unsetenv("CANARY_FAULT");
     int T = c.model.seq_len;
     for (uint64_t batch = 0; batch < 4; batch++) {
@@ -269,6 +280,7 @@ static void test_train_fault_repeat_corrupts_one_batch(void **state)
         assert_false(other);
     }
     run_free(&r);
+    free(tok);
 }
 
 int main(void)

@@ -9,13 +9,14 @@ Contract:
 - ``run_events(run_dir)``: [(step, kind, detail)] from probes.h5's /events (all kinds).
 - ``read_replay(replay_dir)``: a ``Replay`` from the files ``canary replay`` writes there
   (summary.tsv, branches.tsv, batch.tsv, probes.h5); ``AnalysisError`` when summary.tsv is
-  missing (an unfinished replay).
+  missing (an unfinished replay) or lacks its step fields.
 - ``attribution(probes_h5, first, last, spike, z=3.0)``: per tensor, the first step >= spike at
   which its gradient RMS or update RMS lies more than z standard deviations from its mean over
   the pre-spike steps [first, last] (sample standard deviation); tensors ordered by that step,
   ties by |z| (largest first); tensors that never cross come last with step None.
-- ``render(path)``: markdown (a run whose probes.h5 cannot be read is listed as such): the events table of every run (spike, threshold and non-finite
-  events; whether a replay exists for the step) and, per replay, the check against the run,
+- ``render(path)``: markdown: the events table of every run (spike, threshold and non-finite
+  events; whether a replay exists for the step; a run whose probes.h5 cannot be read is listed
+  as such) and, per replay, the check against the run,
   the branch table (with whether the branch's own probes recorded a spike event at S), who
   moved first and the worst sequences of batch S.
 """
@@ -99,6 +100,13 @@ def _num(text):
         return math.nan
 
 
+def _int(text, what, path):
+    v = _num(text)
+    if not math.isfinite(v):
+        raise AnalysisError(f"{path}: summary.tsv has no valid {what}")
+    return int(v)
+
+
 @dataclass
 class Replay:
     """One ``canary replay`` directory, as read."""
@@ -146,8 +154,9 @@ def attribution(probes_h5, first, last, spike, z=Z_CROSS):
             out.append({"tensor": name, "step": None, "series": "", "z": math.nan})
         else:
             out.append({"tensor": name, "step": best[0], "series": best[2], "z": best[3]})
-    out.sort(key=lambda r: (r["step"] is None, r["step"] or 0, -abs(r["z"])
-                            if math.isfinite(r["z"]) else 0.0))
+    # by step, then |z| largest first (an infinite z, from a constant window, first of all)
+    out.sort(key=lambda r: (r["step"] is None, r["step"] or 0,
+                            0.0 if math.isnan(r["z"]) else -abs(r["z"])))
     return out
 
 
@@ -156,14 +165,15 @@ def read_replay(replay_dir):
     if not os.path.isfile(sp):
         raise AnalysisError(f"{replay_dir}: no summary.tsv (the replay did not finish)")
     summary = {r["key"]: r["value"] for r in _tsv(sp) if "key" in r and "value" in r}
-    step = int(_num(summary.get("step")))
+    step = _int(summary.get("step"), "step", replay_dir)
     rep = Replay(path=replay_dir, step=step, summary=summary)
     for name, attr in (("branches.tsv", "branches"), ("batch.tsv", "batch")):
         p = os.path.join(replay_dir, name)
         if os.path.isfile(p):
             setattr(rep, attr, _tsv(p))
     probes = os.path.join(replay_dir, "probes.h5")
-    first, last = int(_num(summary.get("pre_first"))), int(_num(summary.get("pre_last")))
+    first = _int(summary.get("pre_first"), "pre_first", replay_dir)
+    last = _int(summary.get("pre_last"), "pre_last", replay_dir)
     if os.path.isfile(probes) and last >= first:
         rep.moved = attribution(probes, first, last, step)
     return rep
@@ -182,10 +192,12 @@ def replays_of(run_dir):
 
 def _replay_md(run_id, rep, rel):
     s = rep.summary
+    start = ("the initial weights" if s.get("start_from") == "init"
+             else f"`{os.path.basename(s.get('start_from', '?'))}`")
     out = [f"### {run_id}, step {rep.step}", "",
-           f"Replay in `{rel}`: steps {int(_num(s.get('start_step'))) + 1} .. {s.get('end_step', '?')} "
-           f"from {'the initial weights' if s.get('start_from') == 'init' else '`' + os.path.basename(s.get('start_from', '?')) + '`'}"
-           f" on {s.get('ranks', '?')} rank(s), every probe at cadence 1.", ""]
+           f"Replay in `{rel}`: steps {_f(_num(s.get('start_step')) + 1, 'g')} .. "
+           f"{s.get('end_step', '?')} from {start} on {s.get('ranks', '?')} rank(s), every "
+           f"probe at cadence 1.", ""]
     if rep.reproduced:
         out.append("**Reproduced**: every replayed step equals the run's metrics.tsv bit for bit.")
     else:
@@ -207,12 +219,17 @@ def _replay_md(run_id, rep, rel):
             note = f" ({_md(b['note'])})" if b.get("note") else ""
             d = rep.path if b["branch"] == "as_run" else os.path.join(rep.path,
                                                                        f"branch_{b['branch']}")
-            spiked = any(st == rep.step and k == "spike" for st, k, _ in run_events(d))
+            try:
+                spiked = "yes" if any(st == rep.step and k == "spike"
+                                      for st, k, _ in run_events(d)) else "no"
+            except AnalysisError:
+                spiked = "unreadable"
+
             out.append(f"| {b['branch']} | {_f(_num(b['loss_at_S']))} | "
                        f"{_f(_num(b['loss_at_end']))} | {_f(_num(b['max_loss']))} | "
                        f"{'yes' if b.get('recovered') == '1' else 'no'} | "
                        f"{_f(_num(b.get('grad_norm_at_S')), '.4g')} | "
-                       f"{'yes' if spiked else 'no'} | {_md(b.get('what', ''))}{note} |")
+                       f"{spiked} | {_md(b.get('what', ''))}{note} |")
         rec = [b["branch"] for b in rep.branches[1:] if b.get("recovered") == "1"]
         out += ["", "Recovered: " + (", ".join(rec) if rec else "none of the branches") + ".",
                 ""]
@@ -253,7 +270,7 @@ def collect(path):
         for step, d in sorted(replays_of(r).items()):
             try:
                 replays[step] = read_replay(d)
-            except (AnalysisError, OSError, KeyError) as e:
+            except (AnalysisError, OSError, KeyError, ValueError) as e:
                 replays[step] = AnalysisError(f"{d}: {e}")
         try:
             events = run_events(r)

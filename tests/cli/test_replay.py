@@ -2,6 +2,7 @@
 at another rank count), the counterfactual branches' files, a planted bad sample found and ranked
 first, a replay that parts from the run, and bad input."""
 import os
+import re
 import subprocess
 
 import h5py
@@ -62,6 +63,8 @@ def assert_reproduced(out, first, last):
     (0, ()),
     (2, ()),
     (0, MOE),
+    (2, MOE),
+    (0, ("optim.name=muon",)),
     (2, ("optim.name=muon",)),
 ])
 def test_replay_is_bitwise(canary, small_config, tmp_path, np_, sets):
@@ -142,7 +145,12 @@ def test_planted_bad_sample_is_ranked_first(canary, small_config, tmp_path):
     assert a.returncode == 0, a.stderr
     assert "**Reproduced**" in a.stdout
     assert "| 1 | 4 | " in a.stdout and "`" + "\\xff" * 20 in a.stdout
-    assert "Who moved first" in a.stdout and "| 1 | " in a.stdout
+    # a tensor crossed 3 sigma at S itself (the bad sample's gradient), listed first
+    assert re.search(r"^\| 1 \| \S+ \| %d \| (grad|update)/rms \|" % S, a.stdout, re.M), a.stdout
+    # the branches that do not train on that batch see a lower loss at S
+    br = {b["branch"]: float(b["loss_at_S"]) for b in tsv(out / "replay" / f"step_{S}" /
+                                                       "branches.tsv")}
+    assert br["drop"] < br["as_run"] and br["unseen"] < br["as_run"]
 
 
 def test_replay_that_parts_from_the_run_says_where(canary, small_config, tmp_path):
@@ -165,6 +173,7 @@ def test_replay_bad_input(canary, small_config, tmp_path):
     train(canary, small_config, out, 0)
     r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "31")
     assert r.returncode == 1 and "step 31 is outside the run" in r.stderr, r.stderr
+    assert "stopped at" not in r.stderr  # the run finished: no step after its last
     r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "0")
     assert r.returncode == 1 and "--step takes a number" in r.stderr, r.stderr
     r = canary_np(canary, 0, "replay", "--run", str(out))
@@ -173,11 +182,37 @@ def test_replay_bad_input(canary, small_config, tmp_path):
     assert r.returncode == 1 and "nope" in r.stderr
     r = canary_np(canary, 2, "replay", "--run", str(out), "--step", "5")
     assert r.returncode == 1 and "trained on 1 rank(s); replay it on as many" in r.stderr
-    # a second replay of the same step does not overwrite the first
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "5", "--set", "optim.lr=1")
+    assert r.returncode == 1 and "only train.threads may differ" in r.stderr, r.stderr
+    # a second replay of the same step does not overwrite the first, unless --force
     assert canary_np(canary, 0, "replay", "--run", str(out), "--step", "5").returncode == 0
     r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "5")
-    assert r.returncode == 1 and "replay/step_5" in r.stderr, r.stderr
+    assert r.returncode == 1 and "replay/step_5 already holds a replay" in r.stderr, r.stderr
+    (out / "replay" / "step_5" / "summary.tsv").unlink()
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "5", "--force")
+    assert r.returncode == 0, r.stderr
+    assert (out / "replay" / "step_5" / "summary.tsv").exists()
     for p in (out / "ckpt").iterdir():
         p.unlink()
     r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "7")
     assert r.returncode == 1 and "has no checkpoint" in r.stderr, r.stderr
+
+
+def test_replay_of_the_step_a_run_stopped_at(canary, small_config, tmp_path):
+    """A run that stopped at step 25 (as on a non-finite loss: no row for it) replays through
+    25: steps 11..24 checked against the run, 25 taken, and the branches run from before it."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0)
+    lines = (out / "metrics.tsv").read_text().splitlines()
+    keep = [l for l in lines if not l.startswith("train") or int(l.split("\t")[1]) < 25]
+    (out / "metrics.tsv").write_text("\n".join(keep) + "\n")
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "26")
+    assert r.returncode == 1 and "and the step it stopped at, 25" in r.stderr, r.stderr
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "25", "--window", "6")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "reproduced: the 15 replayed steps" in r.stdout
+    rep = out / "replay" / "step_25"
+    assert sorted(metric_rows(rep / "metrics.tsv")) == list(range(11, 26))
+    branches = tsv(rep / "branches.tsv")
+    assert len(branches) == 8 and all(b["ran"] == "1" for b in branches)
+    assert len(metric_rows(rep / "branch_skip" / "metrics.tsv")) == 1
