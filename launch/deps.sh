@@ -7,7 +7,7 @@ canary_build_packages="cmake make gcc pkg-config libopenblas-openmp-dev libopenm
 libcmocka-dev libinih-dev libhdf5-dev"
 # libopenblas0-pthread: the pthread-build test runs canary on it (LD_LIBRARY_PATH); canary itself
 # links the OpenMP build by path
-canary_test_packages="python3 python3-pytest python3-numpy python3-h5py python3-matplotlib python3-pandas python3-xarray python3-venv python3-pip python3-setuptools python3-wheel python3-torch clang-format git libopenblas0-pthread"
+canary_test_packages="iproute2 util-linux python3 python3-pytest python3-numpy python3-h5py python3-matplotlib python3-pandas python3-xarray python3-venv python3-pip python3-setuptools python3-wheel python3-torch clang-format git libopenblas0-pthread"
 # the sanitizer, valgrind and fuzzing passes of ./tests/run (libFuzzer comes with clang's runtime)
 canary_hardening_packages="clang libclang-rt-dev libomp-dev valgrind"
 canary_corpus_packages="nodejs npm ca-certificates"

@@ -5,14 +5,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "dist/dist.h"
+
+// "[3 on node7] " with more than one rank ("[0] " alone), so a message from a cluster names
+// the host it came from.
+static void rank_prefix(char *out, size_t len, const char *open, const char *close)
+{
+    char host[128] = "?";
+    if (dist_world_size() <= 1) {
+        snprintf(out, len, "%s%d%s", open, dist_world_rank(), close);
+        return;
+    }
+    gethostname(host, sizeof(host));
+    host[sizeof(host) - 1] = '\0';
+    snprintf(out, len, "%s%d on %s%s", open, dist_world_rank(), host, close);
+}
 
 void error_fatal(const char *file, int line, const char *func, const char *fmt, ...)
 {
     va_list ap;
+    char who[192];
     fflush(stdout);
-    fprintf(stderr, "[%d] %s:%d %s: ", dist_world_rank(), file, line, func);
+    rank_prefix(who, sizeof(who), "[", "]");
+    fprintf(stderr, "%s %s:%d %s: ", who, file, line, func);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -46,12 +63,14 @@ void *xcalloc(size_t count, size_t size)
 void err_printf(const char *fmt, ...)
 {
     va_list ap;
-    int size = dist_world_size();
+    char who[192];
     fflush(stdout);
-    if (size > 1)
-        fprintf(stderr, "canary [rank %d]: ", dist_world_rank());
-    else
+    if (dist_world_size() > 1) {
+        rank_prefix(who, sizeof(who), "canary [rank ", "]: ");
+        fputs(who, stderr);
+    } else {
         fputs("canary: ", stderr);
+    }
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);

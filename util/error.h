@@ -2,9 +2,10 @@
 //           xmalloc/xcalloc (abort on exhaustion), err_printf (recoverable errors to stderr).
 //
 // Two tiers of errors (DESIGN.md §9). This header is the first tier only: a failed ASSERT or a
-// FATAL prints "[rank] file:line func: message" and aborts every rank through dist/. Recoverable
-// failures (config, files, data) return an int and are reported by their caller; no macro here
-// returns or jumps.
+// FATAL prints "[rank] file:line func: message" ("[rank on host]" with several ranks) and aborts
+// every rank through dist/. Recoverable failures (config, files, data) return an int and are
+// reported by their caller (err_printf names the rank and host with several ranks); no macro
+// here returns or jumps.
 #ifndef CANARY_UTIL_ERROR_H
 #define CANARY_UTIL_ERROR_H
 

@@ -1,6 +1,8 @@
 """The canary command line: help, tokenize, config, a real training run and its outputs,
 reproducibility, and the docs that are generated from the code."""
 import os
+import re
+import shlex
 
 import pathlib
 
@@ -108,3 +110,31 @@ def test_shipped_configs_resolve(canary, name):
     """Every config in configs/ (a study's base config included) passes validation."""
     r = run(canary, "config", "--config", str(ROOT_DIR / "configs" / name))
     assert r.returncode == 0, r.stderr
+
+
+def test_slurm_template_command_line_parses(canary, tmp_path):
+    """launch/slurm.sbatch's canary command, with the SLURM variables filled in: a known command,
+    options its --help lists, and a config and --set values that `canary config` accepts."""
+    text = open(os.path.join(ROOT, "launch", "slurm.sbatch")).read()
+    assigns = dict(re.findall(r"^([A-Z_]+)=(\S+)", text, re.M))
+    joined = text.replace("\\\n", " ")
+    line = next(l for l in joined.splitlines() if re.match(r"\s*srun\b.*build/canary", l))
+    env = {"SLURM_CPUS_PER_TASK": "4", "SLURM_JOB_ID": "1", **assigns}
+    for _ in range(3):
+        line = re.sub(r"\$\{?(\w+)\}?", lambda m: env.get(m.group(1), m.group(0)), line)
+    args = shlex.split(line)
+    args = args[next(i for i, a in enumerate(args) if a.endswith("build/canary")) + 1:]
+    assert "$" not in " ".join(args), args
+    command, opts = args[0], args[1:]
+    assert command == "sweep"
+    r = run(canary, command, "--help", cwd=ROOT)
+    assert r.returncode == 0
+    for o in opts:
+        if o.startswith("--"):
+            assert o in r.stdout, f"'{o}' is not an option of 'canary {command}'"
+    config = opts[opts.index("--config") + 1]
+    sets = [a for i, a in enumerate(opts) if i and opts[i - 1] == "--set"]
+    r = run(canary, "config", "--config", config, *sum((["--set", s] for s in sets), []),
+            cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "threads = 4" in r.stdout
