@@ -2,6 +2,7 @@
 cross-rank consistency, a failing rank, and sweeps over rank groups."""
 import os
 import re
+import socket
 import subprocess
 import time
 
@@ -92,8 +93,10 @@ def test_failing_rank_brings_the_job_down(canary, small_config, tmp_path):
     elapsed = time.time() - t0
     assert r.returncode != 0
     assert elapsed < 10, f"took {elapsed:.1f} s"
-    assert re.search(r"^\[1\] .*fault injected by CANARY_FAULT at step 3", r.stderr, re.M), \
-        r.stderr
+    # the rank and its host, as "[1 on HOST] file:line function: message"
+    host = socket.gethostname()
+    assert re.search(r"^\[1 on %s\] .*fault injected by CANARY_FAULT at step 3" % re.escape(host),
+                     r.stderr, re.M), r.stderr
 
 
 def test_parameter_mismatch_is_caught_and_named(canary, small_config, tmp_path):
