@@ -4,8 +4,8 @@ namespaces joined by a bridge, tests/cli/hosts.py; Open MPI's btl tcp,self) agai
 on one host over shared memory, and over TCP on loopback on one host (the BTL alone, without the
 namespaces). Per setting: tokens/s, the wait for the gradient allreduce after backward with the
 allreduce blocking (its whole time, the ranks' imbalance included) and overlapped with backward,
-the share of it the overlap hides, and the allreduce's bandwidth (gradient bytes / blocking
-wait). Needs root (network namespaces).
+the share of it the overlap hides; and the allreduce alone (`canary bench --allreduce`, the
+gradient's size, after a barrier). Needs root (network namespaces).
 
     /usr/bin/python3 bench/hosts.py [--repeats 3] [--steps 10]"""
 import argparse
@@ -26,7 +26,7 @@ CANARY = os.path.join(ROOT, "build", "canary")
 def parse(r):
     if r.returncode != 0:
         sys.exit(r.stdout + r.stderr)
-    line = [l for l in r.stdout.splitlines() if "tokens_per_s=" in l][-1]
+    line = [l for l in r.stdout.splitlines() if "=" in l][-1]
     return {k: float(v) for k, v in re.findall(r"(\w+)=([-0-9.eE+]+)", line)}
 
 
@@ -35,18 +35,21 @@ def bench_args(steps, overlap):
             "--set", "train.threads=1", "--set", f"train.overlap_reduce={overlap}"]
 
 
-def local(steps, overlap, tcp):
+def allreduce_args(mib):
+    return [CANARY, "bench", "--allreduce", str(mib), "--steps", "20"]
+
+
+def local(args, tcp):
     cmd = ["mpiexec", "-n", "2", "--oversubscribe"]
     if tcp:
         cmd += ["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo"]
-    r = subprocess.run(cmd + bench_args(steps, overlap), capture_output=True, text=True,
+    r = subprocess.run(cmd + args, capture_output=True, text=True,
                        env=dict(os.environ, **MPI_ENV), cwd=ROOT)
     return parse(r)
 
 
-def two_hosts(hosts, tmp, steps, overlap):
-    r = hosts.mpirun(tmp, 2, *bench_args(steps, overlap), map_by="ppr:1:node")
-    return parse(r)
+def two_hosts(hosts, tmp, args):
+    return parse(hosts.mpirun(tmp, 2, *args, map_by="ppr:1:node"))
 
 
 def main():
@@ -57,31 +60,33 @@ def main():
     if os.geteuid() != 0:
         sys.exit("bench/hosts.py needs root (network namespaces)")
     settings = ("shared memory, one host", "TCP on loopback, one host", "TCP, two hosts")
-    runs = {(s, o): [] for s in settings for o in ("true", "false")}
+    runs = {(s, o): [] for s in settings for o in ("true", "false", "allreduce")}
     hosts = Hosts(2)
+    mib = 12.5  # config (b)'s gradient: 3279104 floats
     try:
         with tempfile.TemporaryDirectory() as tmp:
             for _ in range(args.repeats):  # interleaved: the host's drift hits all alike
-                for o in ("true", "false"):
-                    runs[(settings[0], o)].append(local(args.steps, o, False))
-                    runs[(settings[1], o)].append(local(args.steps, o, True))
-                    runs[(settings[2], o)].append(two_hosts(hosts, tmp, args.steps, o))
+                for o in ("true", "false", "allreduce"):
+                    a = allreduce_args(mib) if o == "allreduce" else bench_args(args.steps, o)
+                    runs[(settings[0], o)].append(local(a, False))
+                    runs[(settings[1], o)].append(local(a, True))
+                    runs[(settings[2], o)].append(two_hosts(hosts, tmp, a))
     finally:
         hosts.close()
     med = lambda rs, k: statistics.median(r[k] for r in rs)
-    params = runs[(settings[0], "true")][0]["params"]
-    mib = params * 4 / 2**20
-    print(f"config (b) at np = 2, 1 thread per rank, gradient {mib:.1f} MiB; medians of "
-          f"{args.repeats} interleaved repeats x {args.steps} steps")
+    print(f"config (b) at np = 2, 1 thread per rank, gradient {mib} MiB; medians of "
+          f"{args.repeats} interleaved repeats x {args.steps} steps (allreduce: x 20)")
     print()
-    print("| setting | tokens/s (overlapped) | allreduce wait: blocking / overlapped | hidden "
-          "by the overlap | allreduce bandwidth (blocking) |")
-    print("|---|---|---|---|---|")
+    print("| setting | allreduce of 12.5 MiB alone | tokens/s (overlapped) | tokens/s "
+          "(blocking) | wait after backward: blocking / overlapped | hidden by the overlap |")
+    print("|---|---|---|---|---|---|")
     for s in settings:
-        ov, bl = runs[(s, "true")], runs[(s, "false")]
+        ov, bl, ar = runs[(s, "true")], runs[(s, "false")], runs[(s, "allreduce")]
         w_ov, w_bl = med(ov, "reduce_wait_ms"), med(bl, "reduce_wait_ms")
-        print(f"| {s} | {med(ov, 'canary_tokens_per_s'):.0f} | {w_bl:.1f} ms / {w_ov:.1f} ms | "
-              f"{1 - w_ov / w_bl:.0%} | {mib / 1024 / (w_bl / 1000):.2f} GiB/s |")
+        print(f"| {s} | {med(ar, 'allreduce_ms_median'):.1f} ms "
+              f"({med(ar, 'allreduce_gib_per_s'):.2f} GiB/s) | "
+              f"{med(ov, 'canary_tokens_per_s'):.0f} | {med(bl, 'canary_tokens_per_s'):.0f} | "
+              f"{w_bl:.1f} ms / {w_ov:.1f} ms | {1 - w_ov / w_bl:.0%} |")
 
 
 if __name__ == "__main__":

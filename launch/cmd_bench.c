@@ -48,6 +48,7 @@ static void bench_usage(FILE *f)
 {
     fprintf(f, "usage: canary bench [--config FILE] [--set section.key=value ...]\n"
                "                    [--steps N (10)] [--warmup N (3)] [--probes] [--probe-cost]\n"
+               "       canary bench --allreduce MIB [--steps N]\n"
                "\n"
                "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
                "model on random tokens after the warmup steps, and prints one line of\n"
@@ -61,13 +62,18 @@ static void bench_usage(FILE *f)
                "host's drift between runs cannot hide a few percent: the timed steps cycle\n"
                "through three kinds (no probes; the every-step series only; a full probe\n"
                "step) and the fastest step of each kind gives the cost of the every-step series,\n"
-               "of a full probe step, and of both at the cadence probes.every.\n");
+               "of a full probe step, and of both at the cadence probes.every.\n"
+               "\n"
+               "--allreduce MIB times the allreduce alone instead: a sum of MIB MiB over every\n"
+               "rank (after a barrier, 3 warmup and --steps timed), as the gradient reduction\n"
+               "moves it; the line gives the median time and MIB / time.\n");
 }
 
 struct bench_args {
     int steps, warmup;
-    int probes;     // --probes or --probe-cost: write probes.h5 as a run would
-    int probe_cost; // --probe-cost: cycle the steps through three probe kinds
+    int probes;           // --probes or --probe-cost: write probes.h5 as a run would
+    int probe_cost;       // --probe-cost: cycle the steps through three probe kinds
+    double allreduce_mib; // --allreduce: time an allreduce of this size instead of steps
 };
 
 // The command line. Returns -1 to go on, else the exit code (0 after --help).
@@ -90,6 +96,15 @@ static int bench_parse(int argc, char **argv, struct dist_ctx *d, struct cli_con
             }
             *(argv[i][2] == 's' ? &a->steps : &a->warmup) = (int)v;
             i++;
+            continue;
+        }
+        if (strcmp(argv[i], "--allreduce") == 0 && i + 1 < argc) {
+            char *end = NULL;
+            a->allreduce_mib = strtod(argv[++i], &end);
+            if (*end != '\0' || !(a->allreduce_mib > 0.0 && a->allreduce_mib <= 4096.0)) {
+                err_printf("bench: --allreduce takes MiB in (0, 4096], not '%s'", argv[i]);
+                return 1;
+            }
             continue;
         }
         if (strcmp(argv[i], "--probes") == 0 || strcmp(argv[i], "--probe-cost") == 0) {
@@ -264,6 +279,29 @@ static void bench_checkpoint_and_clean(struct run *run, const char *probe_dir)
     rmdir(probe_dir);
 }
 
+// --allreduce: the median time of a sum over every rank of `mib` MiB (doubles), each after a
+// barrier, measured on rank 0; the transport alone, without a model's compute around it.
+static void bench_allreduce(struct dist_ctx *d, double mib, int steps)
+{
+    size_t n = (size_t)(mib * 1048576.0 / sizeof(double));
+    double *buf = xcalloc(n ? n : 1, sizeof(double)), *t = xcalloc((size_t)steps, sizeof(double));
+    for (size_t i = 0; i < n; i++)
+        buf[i] = 1e-3 * (double)(i % 1000);
+    for (int k = -3; k < steps; k++) {
+        dist_barrier(d);
+        double t0 = timer_now();
+        dist_allreduce_sum_f64(d, buf, n);
+        if (k >= 0)
+            t[k] = timer_now() - t0;
+    }
+    double med = median(t, steps);
+    if (d->rank == 0)
+        printf("allreduce_mib=%.3f allreduce_ms_median=%.3f allreduce_gib_per_s=%.3f ranks=%d\n",
+               mib, med * 1e3, mib / 1024.0 / med, d->size);
+    free(buf);
+    free(t);
+}
+
 int cmd_bench(int argc, char **argv, struct dist_ctx *d)
 {
     struct cli_config_opts opts;
@@ -275,6 +313,10 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     int rc = bench_parse(argc, argv, d, &opts, &a);
     if (rc >= 0)
         return rc;
+    if (a.allreduce_mib > 0.0) {
+        bench_allreduce(d, a.allreduce_mib, a.steps);
+        return 0;
+    }
     if (cli_load_config(&cfg, &opts, d, 0) != 0)
         return 1;
     if (a.probes && !cfg.probes.enabled) {

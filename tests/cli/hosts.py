@@ -115,7 +115,10 @@ class Hosts:
         e = dict(os.environ, **MPI_ENV, CANARY_NETNS_PREFIX=self.prefix)
         if env:
             e.update(env)
+        # --bind-to none: every "host" is this machine, and each would bind its first rank to
+        # core 0 of the same two cores
         cmd = ["mpirun", "--hostfile", hostfile, "-np", str(np_), "--map-by", map_by,
+               "--bind-to", "none",
                "--mca", "plm_rsh_agent", AGENT, "--mca", "btl", "tcp,self",
                "--mca", "oob_tcp_if_include", f"{SUBNET}.0/24",
                "--mca", "btl_tcp_if_include", f"{SUBNET}.0/24"]

@@ -188,3 +188,13 @@ def test_sweep_bad_inputs(canary, tmp_path, corpus):
     study = write_study(tmp_path, corpus, 1)
     r = mpirun(canary, 2, "sweep", "--config", str(study), "--out", str(out))
     assert r.returncode == 1 and "already exists and is not empty" in r.stderr
+
+
+def test_bench_allreduce_times_the_transport(canary):
+    r = mpirun(canary, 2, "bench", "--allreduce", "1", "--steps", "3")
+    assert r.returncode == 0, r.stderr
+    m = re.search(r"allreduce_mib=1\.000 allreduce_ms_median=([0-9.]+) allreduce_gib_per_s=([0-9.]+) "
+                  r"ranks=2", r.stdout)
+    assert m and float(m.group(1)) > 0 and float(m.group(2)) > 0, r.stdout
+    r = mpirun(canary, 1, "bench", "--allreduce", "0")
+    assert r.returncode == 1 and "--allreduce takes MiB" in r.stderr
