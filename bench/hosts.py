@@ -4,8 +4,9 @@ namespaces joined by a bridge, tests/cli/hosts.py; Open MPI's btl tcp,self) agai
 on one host over shared memory, and over TCP on loopback on one host (the BTL alone, without the
 namespaces). Per setting: tokens/s, the wait for the gradient allreduce after backward with the
 allreduce blocking (its whole time, the ranks' imbalance included) and overlapped with backward,
-the share of it the overlap hides; and the allreduce alone (`canary bench --allreduce`, the
-gradient's size, after a barrier). Needs root (network namespaces).
+the share of it the overlap hides; and the allreduce alone (`canary bench --allreduce`: one
+blocking MPI_Allreduce of the gradient's size, after a barrier). Every setting runs unbound
+(`--bind-to none`) with Open MPI's ob1 PML, as the two-host harness must. Needs root.
 
     /usr/bin/python3 bench/hosts.py [--repeats 3] [--steps 10]"""
 import argparse
@@ -31,7 +32,8 @@ def parse(r):
 
 
 def bench_args(steps, overlap):
-    return [CANARY, "bench", "--config", "bench/configs/b.ini", "--steps", str(steps),
+    return [CANARY, "bench", "--config", os.path.join(ROOT, "bench", "configs", "b.ini"),
+            "--steps", str(steps),
             "--set", "train.threads=1", "--set", f"train.overlap_reduce={overlap}"]
 
 
@@ -40,7 +42,7 @@ def allreduce_args(mib):
 
 
 def local(args, tcp):
-    cmd = ["mpiexec", "-n", "2", "--oversubscribe"]
+    cmd = ["mpiexec", "-n", "2", "--oversubscribe", "--bind-to", "none", "--mca", "pml", "ob1"]
     if tcp:
         cmd += ["--mca", "btl", "tcp,self", "--mca", "btl_tcp_if_include", "lo"]
     r = subprocess.run(cmd + args, capture_output=True, text=True,

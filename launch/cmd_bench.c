@@ -64,9 +64,10 @@ static void bench_usage(FILE *f)
                "step) and the fastest step of each kind gives the cost of the every-step series,\n"
                "of a full probe step, and of both at the cadence probes.every.\n"
                "\n"
-               "--allreduce MIB times the allreduce alone instead: a sum of MIB MiB over every\n"
-               "rank (after a barrier, 3 warmup and --steps timed), as the gradient reduction\n"
-               "moves it; the line gives the median time and MIB / time.\n");
+               "--allreduce MIB times the transport alone instead: one blocking MPI_Allreduce\n"
+               "(sum of doubles) of MIB MiB over every rank, after a barrier, 3 warmup and\n"
+               "--steps timed; the line gives the median time and MIB / time. (Training reduces\n"
+               "floats in buckets that overlap backward.) No config is read.\n");
 }
 
 struct bench_args {
@@ -101,8 +102,8 @@ static int bench_parse(int argc, char **argv, struct dist_ctx *d, struct cli_con
         if (strcmp(argv[i], "--allreduce") == 0 && i + 1 < argc) {
             char *end = NULL;
             a->allreduce_mib = strtod(argv[++i], &end);
-            if (*end != '\0' || !(a->allreduce_mib > 0.0 && a->allreduce_mib <= 4096.0)) {
-                err_printf("bench: --allreduce takes MiB in (0, 4096], not '%s'", argv[i]);
+            if (*end != '\0' || !(a->allreduce_mib >= 0.001 && a->allreduce_mib <= 4096.0)) {
+                err_printf("bench: --allreduce takes MiB in [0.001, 4096], not '%s'", argv[i]);
                 return 1;
             }
             continue;

@@ -11,7 +11,8 @@ removes everything; it runs at exit and on SIGTERM too, and a new ``Hosts`` firs
 a killed earlier session left behind (namespaces of processes that no longer exist).
 
 Needs root (network namespaces) and iproute2 / util-linux's ``unshare``. ``HostsUnavailable``
-says why they could not be made.
+says why they could not be made. The hosts share this machine's filesystem and mpirun's
+environment, so a missing ``-x`` or an unshared run directory would not show here.
 """
 import atexit
 import os
@@ -37,15 +38,24 @@ def _ip(*args, check=True):
     return r
 
 
+def _kill_inside(ns):
+    """Every process still in namespace ns (a job a failed test left running)."""
+    for pid in _ip("netns", "pids", ns, check=False).stdout.split():
+        try:
+            os.kill(int(pid), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
 def _remove_stale():
-    """Namespaces and bridges of earlier sessions whose process is gone."""
-    names = _ip("netns", "list", check=False).stdout.split()
-    for name in names:
+    """Namespaces, bridges and veth ends of earlier sessions whose process is gone."""
+    for name in _ip("netns", "list", check=False).stdout.split():
         m = re.fullmatch(r"cnt(\d+)_h\d+", name)
         if m and not os.path.exists(f"/proc/{m.group(1)}"):
+            _kill_inside(name)
             _ip("netns", "del", name, check=False)
-    for line in _ip("-o", "link", "show", "type", "bridge", check=False).stdout.splitlines():
-        m = re.search(r"\d+: (cnt(\d+)b):", line)
+    for line in _ip("-o", "link", "show", check=False).stdout.splitlines():
+        m = re.search(r"\d+: (cnt(\d+)(b|v\d+b))[:@]", line)
         if m and not os.path.exists(f"/proc/{m.group(2)}"):
             _ip("link", "del", m.group(1), check=False)
 
@@ -73,8 +83,10 @@ class Hosts:
             raise
 
     def _on_term(self, signum, frame):
+        """A SIGTERM (a CI timeout) ends the session: clean up, then die of it as before."""
         self.close()
-        raise SystemExit(128 + signum)
+        signal.signal(signal.SIGTERM, self._old_term)
+        os.kill(os.getpid(), signal.SIGTERM)
 
     def _make(self):
         _ip("link", "add", self.bridge, "type", "bridge")
@@ -95,12 +107,16 @@ class Hosts:
             _ip("-n", ns, "link", "set", "lo", "up")
 
     def close(self):
+        """Kills what still runs on the hosts, then removes them (idempotent)."""
         while self.made:
             kind, name = self.made.pop()
             if kind == "netns":
+                _kill_inside(name)
                 _ip("netns", "del", name, check=False)
             else:
                 _ip("link", "del", name, check=False)
+        if signal.getsignal(signal.SIGTERM) == self._on_term:
+            signal.signal(signal.SIGTERM, self._old_term)
 
     def hostfile(self, path, slots=2):
         with open(path, "w") as f:
@@ -109,19 +125,24 @@ class Hosts:
         return path
 
     def mpirun(self, tmp_path, np_, *args, map_by="ppr:2:node", env=None, timeout=300,
-               popen=False):
-        """mpirun over the hosts; returns the CompletedProcess (or the Popen with popen)."""
+               popen=False, mca=()):
+        """mpirun over the hosts; returns the CompletedProcess (or the Popen with popen).
+        mca: more (name, value) pairs."""
         hostfile = self.hostfile(os.path.join(str(tmp_path), "hostfile"))
         e = dict(os.environ, **MPI_ENV, CANARY_NETNS_PREFIX=self.prefix)
         if env:
             e.update(env)
         # --bind-to none: every "host" is this machine, and each would bind its first rank to
-        # core 0 of the same two cores
+        # core 0 of the same two cores; yield when idle, as 4 ranks share 2 cores; pml ob1 so
+        # that btl tcp,self is what moves the data (UCX would take a fabric, or shared memory)
         cmd = ["mpirun", "--hostfile", hostfile, "-np", str(np_), "--map-by", map_by,
-               "--bind-to", "none",
-               "--mca", "plm_rsh_agent", AGENT, "--mca", "btl", "tcp,self",
+               "--bind-to", "none", "--mca", "mpi_yield_when_idle", "1",
+               "--mca", "plm_rsh_agent", AGENT, "--mca", "pml", "ob1",
+               "--mca", "btl", "tcp,self",
                "--mca", "oob_tcp_if_include", f"{SUBNET}.0/24",
                "--mca", "btl_tcp_if_include", f"{SUBNET}.0/24"]
+        for name, value in mca:
+            cmd += ["--mca", name, str(value)]
         for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "CANARY_FAULT"):
             if k in e:
                 cmd += ["-x", k]
