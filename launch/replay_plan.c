@@ -10,6 +10,7 @@
 #include "launch/checkpoint.h"
 #include "launch/replay.h"
 #include "probes/h5.h"
+#include "probes/stats.h"
 #include "util/error.h"
 
 // The train rows of metrics.tsv, indexed by step: rows[0 .. *nrows) (row 0 unused). 0 or -1.
@@ -80,22 +81,20 @@ static int run_above_threshold(const char *run_dir, long step, const struct conf
     return above;
 }
 
-// Mean and sample standard deviation of the run's finite losses over steps [lo, hi].
+// Mean and sample standard deviation of the run's finite losses over steps [lo, hi], lo >= 1
+// (NaN and 0 without any).
 static void pre_spike_stats(const struct replay_plan *p, long lo, long hi, double *mean, double *sd)
 {
-    double s = 0.0, ss = 0.0;
-    long n = 0;
-    for (long k = lo < 1 ? 1 : lo; k <= hi; k++) {
-        if (p->rows[k].present && isfinite(p->rows[k].loss)) {
-            s += p->rows[k].loss;
-            n++;
-        }
-    }
-    *mean = n ? s / n : NAN;
-    for (long k = lo < 1 ? 1 : lo; k <= hi; k++)
+    double *x = xcalloc((size_t)(hi >= lo ? hi - lo + 1 : 1), sizeof(double));
+    size_t n = 0;
+    for (long k = lo; k <= hi; k++)
         if (p->rows[k].present && isfinite(p->rows[k].loss))
-            ss += (p->rows[k].loss - *mean) * (p->rows[k].loss - *mean);
-    *sd = n > 1 ? sqrt(ss / (n - 1)) : 0.0;
+            x[n++] = p->rows[k].loss;
+    struct stats_moments m;
+    stats_moments_of_f64(&m, x, n);
+    *mean = n ? m.mean : NAN;
+    *sd = stats_moments_sample_std(&m);
+    free(x);
 }
 
 int replay_plan_make(struct replay_plan *p, const char *run_dir, long step, long window,

@@ -35,6 +35,16 @@ def to_float(value):
         return math.nan
 
 
+def fmt_num(x, fmt=".4f"):
+    """A finite number formatted, anything else "n/a" (for report tables)."""
+    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
+
+
+def md_cell(text):
+    """Text safe in a markdown table cell: pipes escaped, newlines as spaces."""
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
 def canon(text):
     """Canonical form of a swept value, so "3e-4" (index) and "0.0003" (config.ini) agree:
     true/false -> bool, a number -> float, anything else -> the stripped string."""

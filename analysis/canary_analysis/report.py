@@ -32,6 +32,8 @@ from .load import load_sweep
 from .mitigations import mitigation_rows
 from .mitigations import render as mitigation_render
 from .sensitivity import DEFAULT_RANGE, check_range, lr_sensitivity
+from .readers import fmt_num as _f
+from .readers import md_cell as _md
 from .series import block_max_logit, default_logit_step, last_finite
 from .spikes import render as render_spikes
 from .spikes import replays_of
@@ -52,14 +54,6 @@ class Report:
     early_warning: object = None
     sweep: object = None
     spikes_md: str = None
-
-
-def _f(x, fmt=".4f"):
-    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
-
-
-def _md(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def run_summary(run):

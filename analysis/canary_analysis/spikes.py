@@ -29,19 +29,14 @@ import h5py
 import numpy as np
 
 from .errors import AnalysisError
+from .readers import fmt_num as _f
+from .readers import md_cell as _md
+from .readers import to_float
 
 LISTED_KINDS = ("spike", "threshold", "non-finite")
 Z_CROSS = 3.0
 SHOW_TENSORS = 12
 SHOW_SEQUENCES = 5
-
-
-def _md(text):
-    return str(text).replace("|", "\\|").replace("\n", " ")
-
-
-def _f(x, fmt=".4f"):
-    return format(x, fmt) if isinstance(x, (int, float)) and math.isfinite(x) else "n/a"
 
 
 def _is_run(path):
@@ -93,15 +88,8 @@ def _tsv(path):
     return [dict(zip(head, l.split("\t"))) for l in lines[1:]]
 
 
-def _num(text):
-    try:
-        return float(text)
-    except (TypeError, ValueError):
-        return math.nan
-
-
 def _int(text, what, path):
-    v = _num(text)
+    v = to_float(text)
     if not math.isfinite(v):
         raise AnalysisError(f"{path}: summary.tsv has no valid {what}")
     return int(v)
@@ -195,7 +183,7 @@ def _replay_md(run_id, rep, rel):
     start = ("the initial weights" if s.get("start_from") == "init"
              else f"`{os.path.basename(s.get('start_from', '?'))}`")
     out = [f"### {run_id}, step {rep.step}", "",
-           f"Replay in `{rel}`: steps {_f(_num(s.get('start_step')) + 1, 'g')} .. "
+           f"Replay in `{rel}`: steps {_f(to_float(s.get('start_step')) + 1, 'g')} .. "
            f"{s.get('end_step', '?')} from {start} on {s.get('ranks', '?')} rank(s), every "
            f"probe at cadence 1.", ""]
     if rep.reproduced:
@@ -204,7 +192,7 @@ def _replay_md(run_id, rep, rel):
         out.append(f"**Not reproduced**: the replay parts from the run at step "
                    f"{s.get('parted_at', '?')} ({_md(s.get('parted_what', ''))}): a hardware "
                    f"fault or nondeterminism.")
-    mean, sd = _num(s.get("pre_mean")), _num(s.get("pre_sd"))
+    mean, sd = to_float(s.get("pre_mean")), to_float(s.get("pre_sd"))
     out += ["", f"Pre-spike window: steps {s.get('pre_first')} .. {s.get('pre_last')}, loss "
             f"{_f(mean)} ± {_f(sd)}; a branch recovers when its loss at step "
             f"{s.get('end_step')} is at most {_f(mean + sd)}.", ""]
@@ -225,10 +213,10 @@ def _replay_md(run_id, rep, rel):
             except AnalysisError:
                 spiked = "unreadable"
 
-            out.append(f"| {b['branch']} | {_f(_num(b['loss_at_S']))} | "
-                       f"{_f(_num(b['loss_at_end']))} | {_f(_num(b['max_loss']))} | "
+            out.append(f"| {b['branch']} | {_f(to_float(b['loss_at_S']))} | "
+                       f"{_f(to_float(b['loss_at_end']))} | {_f(to_float(b['max_loss']))} | "
                        f"{'yes' if b.get('recovered') == '1' else 'no'} | "
-                       f"{_f(_num(b.get('grad_norm_at_S')), '.4g')} | "
+                       f"{_f(to_float(b.get('grad_norm_at_S')), '.4g')} | "
                        f"{spiked} | {_md(b.get('what', ''))}{note} |")
         rec = [b["branch"] for b in rep.branches[1:] if b.get("recovered") == "1"]
         out += ["", "Recovered: " + (", ".join(rec) if rec else "none of the branches") + ".",
@@ -253,7 +241,7 @@ def _replay_md(run_id, rep, rel):
             text = b.get("text", "")
             text = text[:80] + ("…" if len(text) > 80 else "")
             out.append(f"| {b['rank']} | {b['sequence']} | {b['sample']} | "
-                       f"{_f(_num(b['loss']))} | {_f(_num(b['loss_minus_mean']), '+.4f')} | "
+                       f"{_f(to_float(b['loss']))} | {_f(to_float(b['loss_minus_mean']), '+.4f')} | "
                        f"`{_md(text).replace('`', chr(39))}` |")
         out.append("")
     return out

@@ -216,3 +216,23 @@ def test_replay_of_the_step_a_run_stopped_at(canary, small_config, tmp_path):
     branches = tsv(rep / "branches.tsv")
     assert len(branches) == 8 and all(b["ran"] == "1" for b in branches)
     assert len(metric_rows(rep / "branch_skip" / "metrics.tsv")) == 1
+
+
+def test_replay_records_the_runs_spike_events(canary, small_config, tmp_path):
+    """The replay's spike windows start from the run's rows, so the run's spike events inside the
+    replayed steps come back, step for step, also those within a window of the replay's start
+    (step 10), which an empty window could not see (a low line makes events likely)."""
+    out = tmp_path / "run"
+    sets = ("probes.spike_window=16", "probes.spike_sigma=0.3")
+    train(canary, small_config, out, 0, *sets)
+    assert replay(canary, out, 0).returncode == 0
+
+    def spikes(path, first, last):
+        with h5py.File(path) as f:
+            return [(int(s), d) for s, k, d in zip(f["events/step"][:],
+                                                   f["events/kind"].asstr()[:],
+                                                   f["events/detail"].asstr()[:])
+                    if k == "spike" and first <= s <= last]
+    want = spikes(out / "probes.h5", 11, S + K)
+    assert any(s <= 10 + 16 for s, _ in want), want  # the test needs such events
+    assert spikes(out / "replay" / f"step_{S}" / "probes.h5", 11, S + K) == want
