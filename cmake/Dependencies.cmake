@@ -1,6 +1,6 @@
 # Imported targets for every external dependency (DESIGN.md §1):
 #   MPI::MPI_C, canary::blas (OpenBLAS, OpenMP build preferred), canary::inih, canary::cmocka,
-#   OpenMP::OpenMP_C, canary::hdf5 (the C library, serial build).
+#   OpenMP::OpenMP_C, canary::hdf5 (the C library, serial build), canary::sentencepiece.
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_package(PkgConfig REQUIRED)
@@ -28,6 +28,10 @@ set_target_properties(canary::blas PROPERTIES
   INTERFACE_LINK_LIBRARIES "${CANARY_OPENBLAS_LIB}")
 
 pkg_check_modules(INIH REQUIRED IMPORTED_TARGET inih)
+
+# SentencePiece (libsentencepiece-dev): the BPE tokenizers, trainer included.
+pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
+add_library(canary::sentencepiece ALIAS PkgConfig::SENTENCEPIECE)
 add_library(canary::inih ALIAS PkgConfig::INIH)
 
 # cmocka 1.1.5 ships no imported target: wrap it once.

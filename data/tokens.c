@@ -64,8 +64,25 @@ int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, s
                  path, hdr[2], (long long)st.st_size - (long long)hdr_bytes);
         goto out;
     }
+    if (hdr[TOKENS_HDR_VOCAB] < 0 || hdr[TOKENS_HDR_VOCAB] > TOKENS_MAX_VOCAB) {
+        snprintf(err, errlen,
+                 "token file '%s': header word 3 (vocabulary size) is %d, outside 0..%d", path,
+                 hdr[TOKENS_HDR_VOCAB], TOKENS_MAX_VOCAB);
+        goto out;
+    }
+    // A learned tokenizer may emit any of its ids, so a smaller model is refused outright; a
+    // byte-level file (fingerprint 0) fits whenever its bytes do (ASCII text at vocab 128).
+    if (hdr[TOKENS_HDR_TOKENIZER] != 0 && hdr[TOKENS_HDR_VOCAB] > vocab) {
+        snprintf(err, errlen,
+                 "token file '%s' was made by a tokenizer of %d ids, more than model.vocab = %d "
+                 "(set model.vocab = %d)",
+                 path, hdr[TOKENS_HDR_VOCAB], vocab, hdr[TOKENS_HDR_VOCAB]);
+        goto out;
+    }
     tf->tokens = (const uint16_t *)((const char *)map + hdr_bytes);
     tf->n = (size_t)hdr[2];
+    tf->vocab = hdr[TOKENS_HDR_VOCAB];
+    tf->tokenizer = (uint32_t)hdr[TOKENS_HDR_TOKENIZER];
     for (size_t i = 0; i < tf->n; i++) {
         if (tf->tokens[i] >= vocab) {
             snprintf(err, errlen, "token file '%s': token %u at position %zu is >= vocab %d", path,
@@ -94,7 +111,8 @@ void tokens_close(struct token_file *tf)
     memset(tf, 0, sizeof(*tf));
 }
 
-int tokens_write(const char *path, const uint16_t *tokens, size_t n, char *err, size_t errlen)
+int tokens_write(const char *path, const uint16_t *tokens, size_t n, int vocab, uint32_t tokenizer,
+                 char *err, size_t errlen)
 {
     int32_t hdr[TOKENS_HEADER_INTS] = {0};
     char tmp[4096];
@@ -108,6 +126,8 @@ int tokens_write(const char *path, const uint16_t *tokens, size_t n, char *err, 
     hdr[0] = TOKENS_MAGIC;
     hdr[1] = TOKENS_VERSION;
     hdr[2] = (int32_t)n;
+    hdr[TOKENS_HDR_VOCAB] = vocab;
+    memcpy(&hdr[TOKENS_HDR_TOKENIZER], &tokenizer, sizeof(tokenizer));
     snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
     f = fopen(tmp, "wb");
     if (!f) {
@@ -170,7 +190,11 @@ int tokens_from_text(const char *text_path, const char *out_path, size_t *count,
         snprintf(err, errlen, "read text file '%s': %s", text_path, strerror(errno));
         goto out;
     }
-    if (tokens_write(out_path, tok, n, err, errlen) != 0)
+    if (n == 0) {
+        snprintf(err, errlen, "text file '%s' is empty: nothing to tokenize", text_path);
+        goto out;
+    }
+    if (tokens_write(out_path, tok, n, 256, 0, err, errlen) != 0)
         goto out;
     *count = n;
     rc = 0;

@@ -32,6 +32,7 @@ int cli_load_config(struct config *c, const struct cli_config_opts *o, struct di
 
 int cmd_train(int argc, char **argv, struct dist_ctx *d);
 int cmd_tokenize(int argc, char **argv, struct dist_ctx *d);
+int cmd_decode(int argc, char **argv, struct dist_ctx *d);
 int cmd_bench(int argc, char **argv, struct dist_ctx *d);
 int cmd_config(int argc, char **argv, struct dist_ctx *d);
 int cmd_sweep(int argc, char **argv, struct dist_ctx *d);

@@ -163,7 +163,8 @@ static int main_replay(struct run *r, struct replay_plan *p, const char *dir,
     double *loss = xcalloc((size_t)B, sizeof(double));
     int *tokens = xcalloc((size_t)B * (T + 1), sizeof(int));
     replay_batch_losses(r, loss, tokens);
-    ok = !rank0 || replay_report_batch(dir, out->log, c, p->S, loss, tokens, 5, err, errlen) == 0;
+    ok = !rank0 || replay_report_batch(dir, out->log, c, &r->train_file, p->S, loss, tokens, 5, err,
+                                       errlen) == 0;
     free(loss);
     free(tokens);
     if (!dist_all_ok(r->dist, ok))

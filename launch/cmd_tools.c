@@ -1,36 +1,9 @@
-// `canary tokenize` and `canary config`: small tools around the trainer.
+// `canary config`: the resolved config, or the key reference.
 #include <stdio.h>
 #include <string.h>
 
-#include "data/tokens.h"
 #include "launch/cli.h"
 #include "util/error.h"
-
-int cmd_tokenize(int argc, char **argv, struct dist_ctx *d)
-{
-    char err[1024];
-    size_t count = 0;
-    if (argc == 2 && (strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "--help") == 0)) {
-        printf("usage: canary tokenize IN.txt OUT.bin\n"
-               "\n"
-               "Byte-level tokenisation (vocab 256: one token per byte) into llm.c's .bin layout\n"
-               "(256 x int32 header, magic 20240520, version 1, then uint16 tokens). OUT.bin is\n"
-               "written through a temporary file, so a failure leaves nothing behind.\n");
-        return 0;
-    }
-    if (argc != 3) {
-        err_printf("tokenize: expected IN.txt OUT.bin (see 'canary tokenize --help')");
-        return 1;
-    }
-    if (d->rank != 0)
-        return 0;
-    if (tokens_from_text(argv[1], argv[2], &count, err, sizeof(err)) != 0) {
-        err_printf("%s", err);
-        return 1;
-    }
-    printf("wrote %zu tokens to %s\n", count, argv[2]);
-    return 0;
-}
 
 static void config_usage(FILE *f)
 {

@@ -190,6 +190,53 @@ static int validate_mitigations(const struct config *c, char *err, size_t errlen
     return 0;
 }
 
+// Replaces each {section.key} in a data path by that key's resolved value, so one study can
+// name a data file per swept value (data.train = data/brown_{model.vocab}.bin). The result is
+// what config.ini records; a path without braces is left alone.
+static int expand_path(struct config *c, const char *name, char *path, char *err, size_t errlen)
+{
+    char out[CONFIG_PATH_MAX], key[128], val[CONFIG_PATH_MAX];
+    size_t k = 0;
+    for (const char *p = path; *p; p++) {
+        if (*p != '{') {
+            if (*p == '}')
+                goto bad;
+            if (k + 1 >= sizeof(out))
+                goto long_;
+            out[k++] = *p;
+            continue;
+        }
+        const char *close = strchr(p, '}');
+        if (!close || (size_t)(close - p - 1) >= sizeof(key) || close == p + 1)
+            goto bad;
+        snprintf(key, sizeof(key), "%.*s", (int)(close - p - 1), p + 1);
+        if (strncmp(key, "data.", 5) == 0 || strncmp(key, "sweep.", 6) == 0 ||
+            config_get_string(c, key, val, sizeof(val)) != 0) {
+            snprintf(err, errlen,
+                     "%s = '%s': {%s} is not a key it can name (a [model], [optim], [train] or "
+                     "[probes] key, e.g. {model.vocab})",
+                     name, path, key);
+            return -1;
+        }
+        if (k + strlen(val) >= sizeof(out))
+            goto long_;
+        memcpy(out + k, val, strlen(val));
+        k += strlen(val);
+        p = close;
+    }
+    out[k] = '\0';
+    memcpy(path, out, k + 1);
+    return 0;
+bad:
+    snprintf(err, errlen, "%s = '%s': unbalanced braces (a placeholder is {section.key}) [%s]",
+             name, path, origin_of(c, "data", name + 5));
+    return -1;
+long_:
+    snprintf(err, errlen, "%s = '%s': longer than %d characters once expanded", name, path,
+             CONFIG_PATH_MAX - 1);
+    return -1;
+}
+
 int config_validate(struct config *c, int world_size, int need_data, char *err, size_t errlen)
 {
     int micro = 0;
@@ -201,6 +248,9 @@ int config_validate(struct config *c, int world_size, int need_data, char *err, 
         validate_mitigations(c, err, errlen) != 0 ||
         validate_batching(&c->train, world_size, &micro, err, errlen) != 0 ||
         validate_fits(c, micro, err, errlen) != 0)
+        return -1;
+    if (expand_path(c, "data.train", c->data.train, err, errlen) != 0 ||
+        expand_path(c, "data.val", c->data.val, err, errlen) != 0)
         return -1;
     if (need_data && c->data.train[0] == '\0') {
         snprintf(err, errlen, "data.train is not set: give a token file (see 'canary tokenize')");

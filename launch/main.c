@@ -23,7 +23,8 @@ static void usage(FILE *f)
             "  sweep     train every point of a [sweep] grid, by groups of ranks, in one mpirun\n"
             "  eval      the loss of a checkpoint on held-out data or a token file\n"
             "  replay    rerun a spike of a run bit for bit and try counterfactuals on it\n"
-            "  tokenize  turn a text file into a token file (byte-level, vocab 256)\n"
+            "  tokenize  turn a text file into a token file (byte-level, or BPE with --vocab N)\n"
+            "  decode    turn a token file (or token ids) back into text\n"
             "  bench     time training steps on random tokens (tokens/s, %% of sgemm peak, "
             "memory)\n"
             "  config    print the resolved config, or the key reference (--markdown)\n"
@@ -67,6 +68,8 @@ int main(int argc, char **argv)
         rc = cmd_train(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "tokenize") == 0)
         rc = cmd_tokenize(argc - 1, argv + 1, &dist);
+    else if (strcmp(argv[1], "decode") == 0)
+        rc = cmd_decode(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "eval") == 0)
         rc = cmd_eval(argc - 1, argv + 1, &dist);
     else if (strcmp(argv[1], "sweep") == 0)

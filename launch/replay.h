@@ -117,9 +117,11 @@ int replay_close_out(struct replay_out *o);
 FILE *replay_fopen(const char *dir, const char *name, char *err, size_t errlen);
 int replay_fclose(FILE *f, const char *dir, const char *name, char *err, size_t errlen);
 
-// batch.tsv (every sequence of batch S, the worst first, decoded) and the `worst` first printed.
-int replay_report_batch(const char *dir, FILE *log, const struct config *c, long S,
-                        const double *loss, const int *tokens, int worst, char *err, size_t errlen);
+// batch.tsv (every sequence of batch S, the worst first, decoded by the tokenizer of tf, the
+// training file c->data.train) and the `worst` first printed.
+int replay_report_batch(const char *dir, FILE *log, const struct config *c,
+                        const struct token_file *tf, long S, const double *loss, const int *tokens,
+                        int worst, char *err, size_t errlen);
 // branches.tsv and the printed table.
 int replay_report_branches(const char *dir, FILE *log, long S, long end, double pre_mean,
                            double pre_sd, const struct replay_branch_result *res, int n, char *err,

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "data/tokenizer.h"
 #include "launch/replay.h"
 #include "launch/rundir.h"
 #include "util/error.h"
@@ -60,27 +61,45 @@ int replay_close_out(struct replay_out *o)
     return bad ? -1 : 0;
 }
 
-// A sequence as text: bytes at V <= 256 (tab, newline, backslash and unprintable bytes escaped,
-// so a TSV cell stays one cell), token ids otherwise. At most outlen − 1 characters.
-static void decode(const int *tok, int n, int vocab, char *out, size_t outlen)
+// Appends text[len] to out as one TSV cell: tab, newline, CR and backslash escaped, other
+// control bytes as \xNN; bytes >= 0x80 too when the text is bytes (byte-level), kept when it is
+// decoded UTF-8 (BPE). At most outlen - 1 characters.
+static void cell(const char *text, size_t len, int utf8, char *out, size_t outlen)
 {
     size_t k = 0;
     out[0] = '\0';
-    for (int i = 0; i < n && k + 12 < outlen; i++) {
-        int t = tok[i];
-        if (vocab > 256)
-            k += (size_t)snprintf(out + k, outlen - k, "%s%d", i ? " " : "", t);
-        else if (t == '\n')
+    for (size_t i = 0; i < len && k + 6 < outlen; i++) {
+        unsigned char ch = (unsigned char)text[i];
+        if (ch == '\n')
             k += (size_t)snprintf(out + k, outlen - k, "\\n");
-        else if (t == '\t')
+        else if (ch == '\t')
             k += (size_t)snprintf(out + k, outlen - k, "\\t");
-        else if (t == '\\')
+        else if (ch == '\\')
             k += (size_t)snprintf(out + k, outlen - k, "\\\\");
-        else if (t >= 0x20 && t < 0x7f)
-            out[k++] = (char)t, out[k] = '\0';
+        else if ((ch >= 0x20 && ch < 0x7f) || (utf8 && ch >= 0x80))
+            out[k++] = (char)ch, out[k] = '\0';
         else
-            k += (size_t)snprintf(out + k, outlen - k, "\\x%02x", t & 0xff);
+            k += (size_t)snprintf(out + k, outlen - k, "\\x%02x", ch);
     }
+}
+
+// A sequence as text through the training file's tokenizer, or as its ids when there is none.
+static void decode(const struct tokenizer *t, const int *tok, int n, char *out, size_t outlen)
+{
+    uint16_t *ids = xcalloc((size_t)n, sizeof(*ids));
+    char *text = NULL, err[256];
+    size_t len = 0, k = 0;
+    for (int i = 0; i < n; i++)
+        ids[i] = (uint16_t)tok[i];
+    if (t && tokenizer_decode(t, ids, (size_t)n, &text, &len, err, sizeof(err)) == 0) {
+        cell(text, len, t->bpe != NULL, out, outlen);
+    } else {
+        out[0] = '\0';
+        for (int i = 0; i < n && k + 12 < outlen; i++)
+            k += (size_t)snprintf(out + k, outlen - k, "%s%d", i ? " " : "", tok[i]);
+    }
+    free(text);
+    free(ids);
 }
 
 struct ranked {
@@ -99,9 +118,15 @@ static int by_loss_desc(const void *pa, const void *pb)
     return a->seq - b->seq;
 }
 
-int replay_report_batch(const char *dir, FILE *log, const struct config *c, long S,
-                        const double *loss, const int *tokens, int worst, char *err, size_t errlen)
+int replay_report_batch(const char *dir, FILE *log, const struct config *c,
+                        const struct token_file *tf, long S, const double *loss, const int *tokens,
+                        int worst, char *err, size_t errlen)
 {
+    struct tokenizer tok;
+    char why[1024];
+    int have_tok = tokenizer_for_file(&tok, tf, c->data.train, NULL, why, sizeof(why)) == 0;
+    if (!have_tok)
+        replay_say(log, 1, "batch.tsv gives token ids, not text: %s", why);
     int B = c->train.batch_size, T = c->model.seq_len;
     struct ranked *rk = xcalloc((size_t)B, sizeof(*rk));
     double mean = 0.0;
@@ -111,12 +136,14 @@ int replay_report_batch(const char *dir, FILE *log, const struct config *c, long
         mean += loss[j] / B;
     }
     qsort(rk, (size_t)B, sizeof(*rk), by_loss_desc);
-    size_t textlen = (size_t)(T + 1) * 12 + 1;
+    // a token is at most 16 bytes of text here, each escaped to at most 4 characters
+    size_t textlen = (size_t)(T + 1) * 64 + 1;
     char *text = xcalloc(textlen, 1);
     FILE *f = replay_fopen(dir, "batch.tsv", err, errlen);
     if (!f) {
         free(text);
         free(rk);
+        tokenizer_free(&tok);
         return -1;
     }
     fprintf(f, "rank\tsequence\tsample\tloss\tloss_minus_mean\ttext\n");
@@ -127,7 +154,7 @@ int replay_report_batch(const char *dir, FILE *log, const struct config *c, long
     for (int i = 0; i < B; i++) {
         int j = rk[i].seq;
         uint64_t sample = (uint64_t)(S - 1) * (uint64_t)B + (uint64_t)j;
-        decode(tokens + (size_t)j * (T + 1), T + 1, c->model.vocab, text, textlen);
+        decode(have_tok ? &tok : NULL, tokens + (size_t)j * (T + 1), T + 1, text, textlen);
         fprintf(f, "%d\t%d\t%llu\t%.9g\t%.9g\t%s\n", i + 1, j, (unsigned long long)sample,
                 rk[i].loss, rk[i].loss - mean, text);
         if (i < worst)
@@ -136,6 +163,7 @@ int replay_report_batch(const char *dir, FILE *log, const struct config *c, long
     }
     free(text);
     free(rk);
+    tokenizer_free(&tok);
     return replay_fclose(f, dir, "batch.tsv", err, errlen);
 }
 

@@ -42,7 +42,7 @@ static void test_tokens_round_trip(void **state)
     for (int i = 0; i < 100; i++)
         tok[i] = (uint16_t)(i * 37 % 300);
     snprintf(path, sizeof(path), "%s/ok.bin", dir);
-    assert_int_equal(tokens_write(path, tok, 100, err, sizeof(err)), 0);
+    assert_int_equal(tokens_write(path, tok, 100, 0, 0, err, sizeof(err)), 0);
     assert_int_equal(tokens_open(&tf, path, 300, err, sizeof(err)), 0);
     assert_int_equal(tf.n, 100);
     assert_memory_equal(tf.tokens, tok, sizeof(tok));

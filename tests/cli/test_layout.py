@@ -45,6 +45,15 @@ def test_blas_only_in_model_matmul():
                       lambda p: p in ("model/matmul.c", "model/blas_core.c")) == []
 
 
+def test_cxx_only_in_the_sentencepiece_shim():
+    cxx = sorted(_rel(p) for p in glob.glob(os.path.join(ROOT, "*", "*.cc"))
+                 if not _rel(p).startswith(("build", "tests")))
+    assert cxx == ["data/bpe.cc"]
+    # the C side sees SentencePiece only through data/bpe.h
+    assert _offenders(r'^#include <sentencepiece', lambda p: False) == []
+    assert "#include <sentencepiece_trainer.h>" in _text(os.path.join(ROOT, "data", "bpe.cc"))
+
+
 def test_losses_use_no_model_header():
     assert _offenders(r'^#include "model/', lambda p: not p.startswith("losses/")) == []
 

@@ -1,0 +1,18 @@
+// provides: reading a whole text file and checking that it is UTF-8, for the tokenizers.
+#ifndef CANARY_DATA_TEXT_H
+#define CANARY_DATA_TEXT_H
+
+#include <stddef.h>
+
+// Reads path into *buf (malloc'd, NUL-terminated, *len bytes without the NUL). An empty file is
+// refused. Returns 0 or -1 with a one-line reason in err (naming the file).
+int text_read(const char *path, char **buf, size_t *len, char *err, size_t errlen);
+
+// Checks that s[len] is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
+// above U+10FFFF). Returns 0, or -1 with *offset at the first bad byte.
+int text_check_utf8(const char *s, size_t len, size_t *offset);
+
+// Writes bytes[n] to path through a temporary file and rename. Returns 0 or -1 with a reason.
+int text_write_atomic(const char *path, const void *bytes, size_t n, char *err, size_t errlen);
+
+#endif
