@@ -220,16 +220,13 @@ static void on_grads_ready(void *ctx, int first)
     dist_reducer_ready(&r->reducer, r->model.table.t[first].offset);
 }
 
-// The probe records of micro-batch k (probes/leaf.h) from the forward just run and its logits,
-// before the loss overwrites them with their gradient.
+// The probe records of micro-batch k (probes/leaf.h) from the forward just run (the logit
+// statistics come from the loss: micro_step).
 static void leaf_probes_forward(struct run *r, double *rec)
 {
     const struct probe_leaf *pl = &r->probes->leaf;
     struct model *m = &r->model;
-    size_t n = (size_t)r->micro_batch * r->cfg.model.seq_len;
     double *every = rec + LOSS_PARTS, *step = every + pl->every.size;
-    every[pl->logit_sumsq] = stats_sumsq(m->acts.logits, n * r->cfg.model.vocab);
-    every[pl->logit_max] = stats_absmax(m->acts.logits, n * r->cfg.model.vocab);
     if (pl->moe_layers > 0)
         model_moe_chosen(m, every + pl->moe_chosen);
     if (!r->probe_step)
@@ -272,9 +269,14 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     }
     if (collect)
         leaf_probes_forward(r, rec);
-    xent_forward_backward(&lp, r->model.acts.logits, collect ? r->logz : NULL, tg, mb * T,
+    struct xent_probe xp = {r->logz, 0.0, 0.0};
+    xent_forward_backward(&lp, r->model.acts.logits, collect ? &xp : NULL, tg, mb * T,
                           c->model.vocab, (float)c->optim.z_loss, 1.0f / (float)r->leaves,
                           (float)c->model.final_softcap);
+    if (collect) {
+        rec[LOSS_PARTS + r->probes->leaf.logit_sumsq] = xp.sumsq;
+        rec[LOSS_PARTS + r->probes->leaf.logit_max] = xp.absmax;
+    }
     if (collect)
         probe_leaf_output(&r->probes->leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
                           rec[LOSS_PARTS + r->probes->leaf.logit_sumsq]);

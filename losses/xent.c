@@ -37,6 +37,39 @@ static inline double exp_sum(const float *x, int n, float mx, float c, float inv
     return lanes8_total(lane);
 }
 
+// The row's max (returned), Σx² and max |x| in one pass over x[0..n), n ≥ 1: eight lanes of
+// max, min and a double sum of squares (vectorised; the row max is exact, so the loss does not
+// change by fusing). A NaN makes *sumsq NaN, and then *absmax too.
+static inline float row_scan(const float *x, int n, double *sumsq, double *absmax)
+{
+    float hi[8], lo[8];
+    double sq[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int k = 0; k < 8; k++)
+        hi[k] = lo[k] = x[0];
+    int j = 0;
+    for (; j + 8 <= n; j += 8)
+        for (int k = 0; k < 8; k++) {
+            float v = x[j + k];
+            hi[k] = v > hi[k] ? v : hi[k];
+            lo[k] = v < lo[k] ? v : lo[k];
+            sq[k] += (double)v * (double)v;
+        }
+    for (; j < n; j++) {
+        float v = x[j];
+        hi[0] = v > hi[0] ? v : hi[0];
+        lo[0] = v < lo[0] ? v : lo[0];
+        sq[0] += (double)v * (double)v;
+    }
+    float mx = hi[0], mn = lo[0];
+    for (int k = 1; k < 8; k++) {
+        mx = hi[k] > mx ? hi[k] : mx;
+        mn = lo[k] < mn ? lo[k] : mn;
+    }
+    *sumsq = lanes8_total(sq);
+    *absmax = *sumsq != *sumsq ? NAN : fmax(fabs((double)mx), fabs((double)mn));
+    return mx;
+}
+
 // One row with soft-capped logits z' = c·tanh(z/c): the loss of z', its gradient with respect to
 // the raw z (the softmax gradient times 1 − tanh²) into x. Returns log Z of the capped row; *ce
 // gets its cross-entropy. The exponentials are computed twice (no scratch row).
@@ -62,17 +95,20 @@ static double capped_row(float *x, int y, int vocab, float c, float z_coef, floa
     return lz;
 }
 
-void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
-                           int n, int vocab, float z_coef, float grad_scale, float softcap)
+void xent_forward_backward(struct loss_parts *parts, float *logits, struct xent_probe *probe,
+                           const int *targets, int n, int vocab, float z_coef, float grad_scale,
+                           float softcap)
 {
-    double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK];
-    double sce = 0.0, sz = 0.0;
+    double ce_blk[XENT_BLOCK], lz_blk[XENT_BLOCK], sq_blk[XENT_BLOCK], am_blk[XENT_BLOCK];
+    double sce = 0.0, sz = 0.0, ssq = 0.0, amax = 0.0;
+    float *logz = probe ? probe->logz : NULL;
     for (int r0 = 0; r0 < n; r0 += XENT_BLOCK) {
         int r1 = r0 + XENT_BLOCK < n ? r0 + XENT_BLOCK : n;
 #pragma omp parallel for schedule(static)
         for (int r = r0; r < r1; r++) {
             float *x = logits + (size_t)r * vocab;
             int y = targets[r];
+            float mx = row_scan(x, vocab, &sq_blk[r - r0], &am_blk[r - r0]);
             if (softcap > 0.0f) {
                 double ce;
                 double lz = capped_row(x, y, vocab, softcap, z_coef, grad_scale / (float)n, &ce);
@@ -83,7 +119,6 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
                 continue;
             }
             float xy = x[y];
-            float mx = fm_max(x, vocab);
             for (int j = 0; j < vocab; j++)
                 x[j] = fm_expf(x[j] - mx);
             // the same lane order as xent_forward, so both report identical losses
@@ -102,9 +137,16 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz,
         for (int r = r0; r < r1; r++) {
             sce += ce_blk[r - r0];
             sz += lz_blk[r - r0] * lz_blk[r - r0];
+            ssq += sq_blk[r - r0];
+            double a = am_blk[r - r0];
+            amax = a > amax || a != a ? a : amax;
         }
     }
     parts_set(parts, sce, sz, n, z_coef);
+    if (probe) {
+        probe->sumsq = ssq;
+        probe->absmax = amax;
+    }
 }
 
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,

@@ -21,13 +21,23 @@ struct loss_parts {
 void loss_parts_pack(const struct loss_parts *p, double *out);
 void loss_parts_unpack(struct loss_parts *p, const double *in);
 
+// What the loss reports about the logits for the output probes (DESIGN.md §8). The sums come
+// from the loss's own max pass over each row, while the row is in cache: the probes cost no
+// further sweep over the [n, V] logits (at V = 8192 two such sweeps were 10% of a step).
+struct xent_probe {
+    float *logz;   // in: [n], receives log Z per row (of the capped logits when softcap > 0)
+    double sumsq;  // out: Σ logit² over the n rows of raw logits, row sums added in row order
+    double absmax; // out: max |logit| over the raw logits; NaN when any is NaN
+};
+
 // logits[n, V] in; on return logits holds dL/dlogits · grad_scale where L is the mean loss over
-// the n rows (grad_scale = 1/grad_accum for micro-batches). targets[n] < V. logz[n] receives
-// log Z per row (for probes; may be NULL). parts gets the means (unscaled by grad_scale).
+// the n rows (grad_scale = 1/grad_accum for micro-batches). targets[n] < V. probe (may be NULL)
+// gets log Z per row and the logit statistics. parts gets the means (unscaled by grad_scale).
 // softcap > 0: the loss is of the capped logits softcap·tanh(z/softcap) (Gemma 2), log Z too,
 // and the gradient is with respect to the raw logits; 0: no capping.
-void xent_forward_backward(struct loss_parts *parts, float *logits, float *logz, const int *targets,
-                           int n, int vocab, float z_coef, float grad_scale, float softcap);
+void xent_forward_backward(struct loss_parts *parts, float *logits, struct xent_probe *probe,
+                           const int *targets, int n, int vocab, float z_coef, float grad_scale,
+                           float softcap);
 
 // Loss only (evaluation): logits are left unchanged. softcap as above.
 void xent_forward(struct loss_parts *parts, const float *logits, const int *targets, int n,

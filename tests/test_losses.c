@@ -32,7 +32,8 @@ static void test_xent_gradient_matches_fd(void **state)
     for (int i = 0; i < N * V; i++)
         logits[i] += 3.0f; // log Z far from 0, so the z-loss gradient is large
     memcpy(grad, logits, sizeof(grad));
-    xent_forward_backward(&lp, grad, logz, targets, N, V, 0.05f, 1.0f, 0.0f);
+    xent_forward_backward(&lp, grad, &(struct xent_probe){logz, 0, 0}, targets, N, V, 0.05f, 1.0f,
+                          0.0f);
     xent_forward(&lf, logits, targets, N, V, 0.05f, 0.0f);
     assert_true(lp.total == lf.total && lp.ce == lf.ce && lp.z == lf.z);
     assert_true(testing_fd_check("xent+z", xent_loss, &c, logits, grad, N * V, N * V, 1e-2f) <
@@ -74,7 +75,15 @@ static void test_xent_softcap_value_and_gradient(void **state)
         z2 += lz * lz;
     }
     memcpy(grad, logits, sizeof(grad));
-    xent_forward_backward(&lp, grad, logz, targets, N, V, zc, 1.0f, cap);
+    struct xent_probe xp = {logz, 0, 0};
+    xent_forward_backward(&lp, grad, &xp, targets, N, V, zc, 1.0f, cap);
+    double sq = 0.0, am = 0.0; // the probe statistics are of the raw logits, not the capped ones
+    for (int i = 0; i < N * V; i++) {
+        sq += (double)logits[i] * logits[i];
+        am = fmax(am, fabs((double)logits[i]));
+    }
+    expect_near(xp.sumsq, sq, 1e-9 * sq);
+    assert_true(xp.absmax == am && am > cap);
     xent_forward(&lf, logits, targets, N, V, zc, cap);
     expect_near(lp.ce, ce / N, 1e-5);
     expect_near(lp.z, zc * z2 / N, 1e-6);
@@ -108,17 +117,24 @@ static void test_xent_uniform_logits_give_log_vocab(void **state)
     expect_near(lp.z, 0.0, 0.0);
 }
 
+// log Z per row, Σ logit² and max |logit| over the raw logits (the output probes' inputs); a
+// NaN logit makes the maximum NaN.
 static void test_xent_logz_reported_per_row(void **state)
 {
-    float logits[2 * 3] = {0.0f, 0.0f, 0.0f, 1.0f, 2.0f, 3.0f};
+    float logits[2 * 3] = {0.0f, 0.0f, -4.0f, 1.0f, 2.0f, 3.0f};
     int targets[2] = {0, 2};
     float logz[2];
     struct loss_parts lp;
-    xent_forward_backward(&lp, logits, logz, targets, 2, 3, 0.0f, 1.0f, 0.0f);
-    expect_near(logz[0], log(3.0), 1e-6);
+    struct xent_probe xp = {logz, 0, 0};
+    xent_forward_backward(&lp, logits, &xp, targets, 2, 3, 0.0f, 1.0f, 0.0f);
+    assert_true(xp.sumsq == 30.0 && xp.absmax == 4.0); // 16 + 1 + 4 + 9; |−4| beats 3
+    expect_near(logz[0], log(2.0 + exp(-4.0)), 1e-6);
     expect_near(logz[1], log(exp(1.0) + exp(2.0) + exp(3.0)), 1e-5);
     // the gradient rows sum to zero (softmax minus one-hot)
     expect_near(logits[0] + logits[1] + logits[2], 0.0f, 1e-6);
+    float bad[2 * 3] = {0.0f, 0.0f, 9.0f, 1.0f, NAN, 3.0f};
+    xent_forward_backward(&lp, bad, &xp, targets, 2, 3, 0.0f, 1.0f, 0.0f);
+    assert_true(isnan(xp.absmax) && isnan(xp.sumsq));
 }
 
 static void test_xent_nonfinite_logits_propagate(void **state)
