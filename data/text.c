@@ -86,7 +86,7 @@ int text_check_utf8(const char *s, size_t len, size_t *offset)
         }
         for (size_t k = 1; k <= need; k++) {
             if ((u[i + k] & 0xC0) != 0x80) {
-                *offset = i + k;
+                *offset = i; // the character that starts here is cut short
                 return -1;
             }
             cp = (cp << 6) | (u[i + k] & 0x3F);

@@ -9,7 +9,7 @@
 int text_read(const char *path, char **buf, size_t *len, char *err, size_t errlen);
 
 // Checks that s[len] is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
-// above U+10FFFF). Returns 0, or -1 with *offset at the first bad byte.
+// above U+10FFFF). Returns 0, or -1 with *offset at the first byte of the first bad character.
 int text_check_utf8(const char *s, size_t len, size_t *offset);
 
 // Writes bytes[n] to path through a temporary file and rename. Returns 0 or -1 with a reason.

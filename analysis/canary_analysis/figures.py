@@ -15,7 +15,8 @@ Figures (Wortsman et al. 2023 numbering in brackets):
 - attn_logit_vs_step.png: max attention logit (max over heads) vs step, one panel per layer
   (panel 1 = block 0), one line per run [Fig. 2];
 - attn_logit_vs_lr.png: block-0 max attention logit at the chosen step vs LR, per group [Fig. 9];
-- logz_vs_step.png: mean log Z of the output softmax vs step, per run [Fig. 4];
+- logz_vs_step.png: mean log Z of the output softmax and the output-logit RMS vs step, per
+  run [Fig. 4];
 - grad_rms_vs_lr.png: gradient RMS of blocks.<l>.<matrix> averaged over the last 10% of steps vs
   LR, one panel per layer, with AdamW eps as horizontal lines [Fig. 11];
 - attn_entropy.png: attention entropy per head at the last probe row, one panel per layer, with
@@ -343,27 +344,31 @@ def fig_attn_logit_vs_lr(sweep, out_dir, style, logit_step=None):
                  f"(hollow: the run stopped earlier, its last row).")
 
 
-# ---- (d) mean log Z vs step ----
+# ---- (d) mean log Z and the output-logit RMS vs step ----
 
 def fig_logz_vs_step(sweep, out_dir, style):
-    fig, axes = _panels(1, "Mean log Z of the output softmax vs step")
-    ax = axes[0]
+    fig, axes = _panels(2, "Output logits vs step: mean log Z and logit RMS")
     drawn = []
-    for r in sweep.runs:
-        if r.has("output/logz_mean"):
-            logz = r.ds["output/logz_mean"]
-            ax.plot(logz["step"], logz, **style.line_kwargs(r, logz.size))
-            drawn.append(r)
-    if drawn:
-        ax.axhline(0, color="0.5", linewidth=0.8)
-    else:
-        _no_data(ax, "no output/logz_mean series")
-    ax.set_xlabel("step")
-    ax.set_ylabel("mean over tokens of log Z")
-    ax.grid(True, alpha=0.3)
+    for ax, name, ylabel in ((axes[0], "output/logz_mean", "mean over tokens of log Z"),
+                             (axes[1], "output/logit_rms", "RMS of the output logits")):
+        here = []
+        for r in sweep.runs:
+            if r.has(name):
+                v = r.ds[name]
+                ax.plot(v["step"], v, **style.line_kwargs(r, v.size))
+                here.append(r)
+        if not here:
+            _no_data(ax, f"no {name} series")
+        elif name == "output/logz_mean":
+            ax.axhline(0, color="0.5", linewidth=0.8)
+        ax.set_xlabel("step")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        drawn = drawn or here
     style.finish(fig, axes, drawn)
     return _save(fig, out_dir, "logz_vs_step.png", 1,
-                 "Mean log Z vs step (output-logit divergence drifts it far below 0).")
+                 "Mean log Z and output-logit RMS vs step (output-logit divergence drifts log Z "
+                 "far below 0).")
 
 
 # ---- (e) per-layer gradient RMS vs LR, against AdamW eps ----

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from .early_warning import early_warning, fig_early_warning, format_predictions
 from .errors import SensitivityUnavailable
 from .load import load_sweep
+from .logz import logz_render, logz_rows
 from .mitigations import mitigation_rows
 from .mitigations import render as mitigation_render
 from .sensitivity import DEFAULT_RANGE, check_range, lr_sensitivity
@@ -164,6 +165,7 @@ def render_markdown(rep, lr_range, step):
         out.append("")
 
     out += mitigation_render(mitigation_rows(sweep, rep.sensitivities))
+    out += logz_render(logz_rows(sweep))
 
     out += ["## Runs", "", "Per-run summary (also in [runs.csv](runs.csv)).", ""]
     keys = sweep.swept_keys

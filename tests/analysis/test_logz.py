@@ -1,0 +1,43 @@
+"""canary_analysis.logz: the output-logit (log Z) drift section of the report: the per-run rows
+(early, final, lowest, drift, logit RMS), the 'drifted' rule (final < 0 and more than 1 nat
+below early) and the verdict either way, and the figure's two panels."""
+import pytest
+
+import fabricate  # noqa: F401  (puts analysis/ on sys.path)
+from fabricate import fabricate_sweep, lr_specs
+
+from canary_analysis.__main__ import main
+from canary_analysis.load import load_sweep
+from canary_analysis.logz import logz_render, logz_rows
+
+
+def test_rows_and_the_drift_rule(tmp_path):
+    # fabricated mean log Z = -lr * step over steps 1..40: LR 0.1 ends at -4, LR 0.001 at -0.04
+    path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-3", "1e-1"], qk=("true",)))
+    rows = logz_rows(load_sweep(path))
+    by = {r["lr"]: r for r in rows}
+    assert set(by) == {0.001, 0.1}
+    hi, lo = by[0.1], by[0.001]
+    assert hi["final"] == pytest.approx(-4.0) and hi["lowest"] == pytest.approx(-4.0)
+    assert hi["early"] == pytest.approx(-0.25)  # median of steps 1..4 (the first 10%)
+    assert hi["drift"] == pytest.approx(-3.75)
+    assert hi["drifted"] and not lo["drifted"]  # lo: below 0, but by 0.04 nats only
+    assert hi["rms_final"] == pytest.approx(1.0)
+    text = "\n".join(logz_render(rows))
+    assert "**The drift appeared** in 1 of 2 runs" in text and hi["id"] in text
+    assert "| yes |" in text and "| no |" in text
+
+
+def test_no_drift_verdict(tmp_path):
+    path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-4", "1e-3"], qk=("true",)))
+    text = "\n".join(logz_render(logz_rows(load_sweep(path))))
+    assert "**No output-logit drift**" in text and "largest fall -0.04" in text
+    assert logz_render([]) == []
+
+
+def test_report_has_the_section_and_figure(tmp_path):
+    path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-3", "1e-1"], qk=("true",)))
+    assert main(["report", path]) == 0
+    md = (tmp_path / "s" / "report" / "report.md").read_text()
+    assert "## Output logits: log Z drift" in md and "logz_vs_step.png" in md
+    assert (tmp_path / "s" / "report" / "logz_vs_step.png").stat().st_size > 10000
