@@ -192,9 +192,11 @@ const struct config_key config_keys[] = {
      "newest checkpoints kept; older ones are deleted"},
     // [data]
     {"data", "train", CT_PATH, OFF(data.train), "", 0, 0, 0, NULL,
-     "training token file (llm.c .bin layout; 'canary tokenize' makes one)"},
+     "training token file (llm.c .bin layout; 'canary tokenize' makes one); {section.key} is "
+     "replaced by that key's value (data/brown_{model.vocab}.bin)"},
     {"data", "val", CT_PATH, OFF(data.val), "", 0, 0, 0, NULL,
-     "held-out token file; empty = the tail val_fraction of data.train"},
+     "held-out token file ({section.key} as in data.train); empty = the tail val_fraction of "
+     "data.train"},
     {"data", "val_fraction", CT_DOUBLE, OFF(data.val_fraction), "0.05", 0, 0.5, 1, NULL,
      "fraction of data.train held out (its tail) when data.val is empty"},
     // [probes]
