@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-TARGET = {"a": 2.5, "b": 1.5, "c": 1.5, "b-moe": 1.5, "b-mla": 1.5}
+TARGET = {"a": 2.5, "b": 1.5, "c": 1.5, "b-moe": 1.5, "b-mla": 1.5, "v32k": 1.3}
 
 
 def parse(line):
@@ -55,7 +55,7 @@ def median_run(runs, key):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default="a,b,c,b-moe,b-mla")
+    ap.add_argument("--configs", default="a,b,c,b-moe,b-mla,v32k")
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: per config)")
     ap.add_argument("--warmup", type=int, default=3)
@@ -63,7 +63,7 @@ def main():
                     help="canary and PyTorch runs, alternated; the table takes each side's "
                     "median run (a busy moment on a shared host hits both)")
     args = ap.parse_args()
-    default_steps = {"a": 30, "b": 10, "c": 5, "b-moe": 10, "b-mla": 10}
+    default_steps = {"a": 30, "b": 10, "c": 5, "b-moe": 10, "b-mla": 10, "v32k": 5}
     rows = []
     for name in args.configs.split(","):
         cfg = os.path.join("bench", "configs", f"{name}.ini")

@@ -797,6 +797,25 @@ static void test_qk_clip_scales_each_heads_logits(void **state)
     assert_true(isnan(eta[2]));
 }
 
+// At a large vocabulary the logits dominate the arena: the fused loss overwrites them with their
+// gradient, so the arena holds exactly one [B·T, V] buffer per micro-batch (issue 16: 268 MB at
+// V = 32768 for 8 x 256 tokens; a second one would double it).
+static void test_model_one_logits_buffer(void **state)
+{
+    struct model_config c = {
+        64, 2,   4, 16,       32, 1000, 4, NORM_LAYERNORM,    1,   POS_ROPE, MLP_GELU, 0, 0, 0,
+        0,  0.0, 1, ATTN_MHA, 0,  0,    0, 0 /* moe_group */, 0.0, 0.0,      MUP_OFF,  0};
+    struct model m;
+    int B = 3;
+    model_init(&m, &c, B);
+    size_t small = m.acts.floats;
+    model_free(&m);
+    c.vocab = 5000;
+    model_init(&m, &c, B);
+    assert_int_equal(m.acts.floats - small, (size_t)B * c.seq_len * (5000 - 1000));
+    model_free(&m);
+}
+
 // The memory estimate that refuses oversized runs before allocating must track the real arena
 // and state for every variant (within 10% for activations, 1% for parameters and state).
 static void test_model_memory_estimate_tracks_the_arena(void **state)
@@ -1079,6 +1098,7 @@ int main(void)
         cmocka_unit_test(test_model_moe_backward_matches_fd),
         cmocka_unit_test(test_model_mla_backward_matches_fd),
         cmocka_unit_test(test_model_memory_estimate_tracks_the_arena),
+        cmocka_unit_test(test_model_one_logits_buffer),
         cmocka_unit_test(test_moe_routing_rules),
         cmocka_unit_test(test_fastmath_accuracy),
         cmocka_unit_test(test_model_table_names_and_order),
