@@ -1,7 +1,7 @@
 // The C++ side of data/bpe.h: SentencePiece's trainer and processor behind a C interface.
 // Nothing here keeps state between calls except the processor a `struct bpe` owns; exceptions
-// never cross into C (SentencePiece reports through util::Status; allocation failures are
-// caught).
+// never cross into C (SentencePiece reports through util::Status; everything thrown is caught).
+// SentencePiece's own fatal checks (CHECK) end the process, which no caller can prevent.
 #include "data/bpe.h"
 
 #include <sentencepiece_processor.h>
@@ -82,14 +82,17 @@ class LineIterator : public sentencepiece::SentenceIterator
     std::string value_;
 };
 
-void set_err(char *err, size_t errlen, const char *what, const std::string &msg)
+// Allocation-free (it runs inside catch blocks): SentencePiece's messages may span lines
+// ("... \n Please set it to ..."), so newlines become spaces, and trailing ones go.
+void set_err(char *err, size_t errlen, const char *what, const char *msg)
 {
-    // SentencePiece's messages may span lines ("... \n Please set it to ..."): keep one line
-    std::string one = msg;
-    for (char &ch : one)
-        if (ch == '\n' || ch == '\r')
-            ch = ' ';
-    std::snprintf(err, errlen, "%s: %s", what, one.c_str());
+    std::snprintf(err, errlen, "%s: %s", what, msg);
+    size_t n = std::strlen(err);
+    while (n > 0 && (err[n - 1] == '\n' || err[n - 1] == '\r' || err[n - 1] == ' '))
+        err[--n] = '\0';
+    for (size_t i = 0; i < n; i++)
+        if (err[i] == '\n' || err[i] == '\r')
+            err[i] = ' ';
 }
 
 template <typename T> T *copy_out(const std::vector<T> &v)
@@ -121,7 +124,7 @@ extern "C" int bpe_train(const char *text, size_t len, int vocab, char **model, 
         std::string proto;
         auto st = sentencepiece::SentencePieceTrainer::Train(args, &it, &proto);
         if (!st.ok()) {
-            set_err(err, errlen, "SentencePiece", st.ToString());
+            set_err(err, errlen, "SentencePiece", st.ToString().c_str());
             return -1;
         }
         *model = static_cast<char *>(std::malloc(proto.size()));
@@ -135,6 +138,9 @@ extern "C" int bpe_train(const char *text, size_t len, int vocab, char **model, 
     } catch (const std::exception &e) {
         set_err(err, errlen, "SentencePiece", e.what());
         return -1;
+    } catch (...) {
+        set_err(err, errlen, "SentencePiece", "unknown C++ exception");
+        return -1;
     }
 }
 
@@ -144,13 +150,16 @@ extern "C" struct bpe *bpe_load(const char *model, size_t model_len, char *err, 
         bpe *b = new bpe;
         auto st = b->sp.LoadFromSerializedProto(std::string(model, model_len));
         if (!st.ok()) {
-            set_err(err, errlen, "not a SentencePiece model", st.ToString());
+            set_err(err, errlen, "not a SentencePiece model", st.ToString().c_str());
             delete b;
             return nullptr;
         }
         return b;
     } catch (const std::exception &e) {
         set_err(err, errlen, "load SentencePiece model", e.what());
+        return nullptr;
+    } catch (...) {
+        set_err(err, errlen, "load SentencePiece model", "unknown C++ exception");
         return nullptr;
     }
 }
@@ -182,7 +191,7 @@ extern "C" int bpe_encode(const struct bpe *b, const char *text, size_t len, uin
             size_t end = nl ? static_cast<size_t>(nl - text) + 1 : len;
             auto st = b->sp.Encode(std::string_view(text + pos, end - pos), &line);
             if (!st.ok()) {
-                set_err(err, errlen, "SentencePiece encode", st.ToString());
+                set_err(err, errlen, "SentencePiece encode", st.ToString().c_str());
                 return -1;
             }
             for (int id : line)
@@ -198,6 +207,9 @@ extern "C" int bpe_encode(const struct bpe *b, const char *text, size_t len, uin
         return 0;
     } catch (const std::exception &e) {
         set_err(err, errlen, "SentencePiece encode", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "SentencePiece encode", "unknown C++ exception");
         return -1;
     }
 }
@@ -218,7 +230,7 @@ extern "C" int bpe_decode(const struct bpe *b, const uint16_t *ids, size_t n, ch
         std::string s;
         auto st = b->sp.Decode(v, &s);
         if (!st.ok()) {
-            set_err(err, errlen, "SentencePiece decode", st.ToString());
+            set_err(err, errlen, "SentencePiece decode", st.ToString().c_str());
             return -1;
         }
         *text = static_cast<char *>(std::malloc(s.size() + 1));
@@ -232,6 +244,9 @@ extern "C" int bpe_decode(const struct bpe *b, const uint16_t *ids, size_t n, ch
         return 0;
     } catch (const std::exception &e) {
         set_err(err, errlen, "SentencePiece decode", e.what());
+        return -1;
+    } catch (...) {
+        set_err(err, errlen, "SentencePiece decode", "unknown C++ exception");
         return -1;
     }
 }

@@ -3,7 +3,9 @@
 //           canary; everything else calls these functions.
 //
 // The tokenizer is lossless: SentencePiece BPE with byte fallback, the identity normaliser, no
-// dummy prefix and no whitespace folding, so decode(encode(text)) == text for any UTF-8 text.
+// dummy prefix and no whitespace folding, so decode(encode(text)) == text for any UTF-8 text
+// without U+2581 (SentencePiece's stand-in for a space, which decodes as one; data/tokenizer.c
+// refuses such text).
 // Ids: 0 = <unk> (never produced: byte fallback covers every byte), 1..256 the bytes <0x00>..
 // <0xFF>, then the learned pieces; no <s> or </s>. A model is kept as its serialized bytes (the
 // .model file SentencePiece's own tools read), so canary can fingerprint and copy it.

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-int text_read(const char *path, char **buf, size_t *len, char *err, size_t errlen)
+int text_read(const char *path, const char *what, char **buf, size_t *len, char *err, size_t errlen)
 {
     struct stat st;
     FILE *f = NULL;
@@ -19,30 +19,30 @@ int text_read(const char *path, char **buf, size_t *len, char *err, size_t errle
     *buf = NULL;
     *len = 0;
     if (stat(path, &st) != 0) {
-        snprintf(err, errlen, "open text file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "open %s '%s': %s", what, path, strerror(errno));
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        snprintf(err, errlen, "text file '%s': not a regular file", path);
+        snprintf(err, errlen, "%s '%s': not a regular file", what, path);
         goto out;
     }
     if (st.st_size == 0) {
-        snprintf(err, errlen, "text file '%s' is empty: nothing to tokenize", path);
+        snprintf(err, errlen, "%s '%s' is empty", what, path);
         goto out;
     }
     f = fopen(path, "rb");
     if (!f) {
-        snprintf(err, errlen, "open text file '%s': %s", path, strerror(errno));
+        snprintf(err, errlen, "open %s '%s': %s", what, path, strerror(errno));
         goto out;
     }
     b = malloc((size_t)st.st_size + 1);
     if (!b) {
-        snprintf(err, errlen, "read text file '%s': out of memory (%lld bytes)", path,
+        snprintf(err, errlen, "read %s '%s': out of memory (%lld bytes)", what, path,
                  (long long)st.st_size);
         goto out;
     }
     if (fread(b, 1, (size_t)st.st_size, f) != (size_t)st.st_size) {
-        snprintf(err, errlen, "read text file '%s': %s", path,
+        snprintf(err, errlen, "read %s '%s': %s", what, path,
                  ferror(f) ? strerror(errno) : "shorter than its size");
         goto out;
     }

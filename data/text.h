@@ -5,8 +5,10 @@
 #include <stddef.h>
 
 // Reads path into *buf (malloc'd, NUL-terminated, *len bytes without the NUL). An empty file is
-// refused. Returns 0 or -1 with a one-line reason in err (naming the file).
-int text_read(const char *path, char **buf, size_t *len, char *err, size_t errlen);
+// refused. Returns 0 or -1 with a one-line reason in err naming the file as `what` ("text file",
+// "tokenizer file").
+int text_read(const char *path, const char *what, char **buf, size_t *len, char *err,
+              size_t errlen);
 
 // Checks that s[len] is well-formed UTF-8 (RFC 3629: no overlong forms, no surrogates, nothing
 // above U+10FFFF). Returns 0, or -1 with *offset at the first byte of the first bad character.

@@ -3,9 +3,11 @@
 // bookkeeping in the .bin header.
 #include "data/tokenizer.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "data/bpe.h"
@@ -57,7 +59,7 @@ int tokenizer_load(struct tokenizer *t, const char *model_path, char *err, size_
     char *bytes = NULL;
     size_t n = 0;
     memset(t, 0, sizeof(*t));
-    if (text_read(model_path, &bytes, &n, err, errlen) != 0)
+    if (text_read(model_path, "tokenizer file", &bytes, &n, err, errlen) != 0)
         return -1;
     int rc = load_bytes(t, bytes, n, model_path, err, errlen);
     free(bytes);
@@ -69,6 +71,11 @@ int tokenizer_for_file(struct tokenizer *t, const struct token_file *tf, const c
 {
     char beside[4096];
     memset(t, 0, sizeof(*t));
+    int bytes = tf->tokenizer == 0 && tf->vocab == 256; // written by the byte-level tokenizer
+    if (!model_path && bytes) {
+        t->vocab = 256; // a stale .model beside it (the file was remade) does not matter
+        return 0;
+    }
     if (!model_path) {
         tokenizer_model_path(bin_path, beside, sizeof(beside));
         if (access(beside, F_OK) == 0) {
@@ -95,12 +102,11 @@ int tokenizer_for_file(struct tokenizer *t, const struct token_file *tf, const c
     if (tokenizer_load(t, model_path, err, errlen) != 0)
         return -1;
     if ((tf->tokenizer != 0 && tf->tokenizer != t->id) ||
-        (tf->vocab != 0 && tf->vocab != t->vocab) || (tf->tokenizer == 0 && tf->vocab == 256)) {
+        (tf->vocab != 0 && tf->vocab != t->vocab) || bytes) {
         snprintf(err, errlen,
                  "tokenizer '%s' (%d ids, fingerprint %08x) does not match token file '%s' "
                  "(made by %sa tokenizer of %d ids, fingerprint %08x)",
-                 model_path, t->vocab, t->id, bin_path,
-                 tf->tokenizer == 0 && tf->vocab == 256 ? "the byte-level tokenizer: " : "",
+                 model_path, t->vocab, t->id, bin_path, bytes ? "the byte-level tokenizer: " : "",
                  tf->vocab, tf->tokenizer);
         tokenizer_free(t);
         return -1;
@@ -146,14 +152,7 @@ static int bpe_model_bytes(const char *text, size_t len, int vocab, const char *
                            size_t errlen)
 {
     if (model_path)
-        return text_read(model_path, model, model_len, err, errlen);
-    if (vocab < BPE_MIN_VOCAB || vocab > TOKENS_MAX_VOCAB) {
-        snprintf(err, errlen,
-                 "--vocab %d: a BPE vocabulary has %d to %d ids (token files hold uint16 ids); "
-                 "256 is byte-level",
-                 vocab, BPE_MIN_VOCAB, TOKENS_MAX_VOCAB);
-        return -1;
-    }
+        return text_read(model_path, "tokenizer file", model, model_len, err, errlen);
     double t0 = timer_now();
     char why[1024];
     if (bpe_train(text, len, vocab, model, model_len, why, sizeof(why)) != 0) {
@@ -165,14 +164,75 @@ static int bpe_model_bytes(const char *text, size_t len, int vocab, const char *
     return 0;
 }
 
+// What a BPE tokenizer cannot take: text that is not UTF-8, and U+2581 (▁), the character
+// SentencePiece writes spaces as: it would come back as a space, so the text would not
+// round-trip. Returns 0 or -1 with the place in err.
+static int check_bpe_text(const char *path, const char *text, size_t len, char *err, size_t errlen)
+{
+    size_t bad = 0, line = 1;
+    const char *why = NULL;
+    if (text_check_utf8(text, len, &bad) != 0) {
+        why = "is not UTF-8";
+    } else {
+        for (bad = 0; bad + 3 <= len; bad++)
+            if (memcmp(text + bad, "\xe2\x96\x81", 3) == 0)
+                break;
+        if (bad + 3 > len)
+            return 0;
+        why = "holds U+2581 (the character SentencePiece writes spaces as; it would decode as a "
+              "space)";
+    }
+    for (size_t i = 0; i < bad; i++)
+        line += text[i] == '\n';
+    snprintf(err, errlen,
+             "text file '%s' %s: byte 0x%02x at offset %zu (line %zu); a BPE tokenizer needs "
+             "UTF-8 text without it (byte-level, --vocab 256, takes any bytes)",
+             path, why, (unsigned char)text[bad], bad, line);
+    return -1;
+}
+
+// Puts the new files in place: model bytes and ids are written under temporary names, then the
+// .model is renamed over out_model and the .bin over out_bin. A failure before the renames leaves
+// nothing; between them (same directory: not expected) the old .bin's fingerprint no longer
+// matches the new .model, which canary reports.
+static int write_pair(const char *out_bin, const char *out_model, const char *model,
+                      size_t model_len, const uint16_t *ids, size_t n, const struct tokenizer *t,
+                      char *err, size_t errlen)
+{
+    char bin_tmp[4200], model_tmp[4200];
+    int rc = -1, have_model = model != NULL;
+    snprintf(bin_tmp, sizeof(bin_tmp), "%s.new.%ld", out_bin, (long)getpid());
+    snprintf(model_tmp, sizeof(model_tmp), "%s.new.%ld", out_model, (long)getpid());
+    if (tokens_write(bin_tmp, ids, n, t->vocab, t->id, err, errlen) != 0)
+        goto out;
+    if (have_model && text_write_atomic(model_tmp, model, model_len, err, errlen) != 0)
+        goto out;
+    if (have_model && rename(model_tmp, out_model) != 0) {
+        snprintf(err, errlen, "rename '%s' to '%s': %s", model_tmp, out_model, strerror(errno));
+        goto out;
+    }
+    if (rename(bin_tmp, out_bin) != 0) {
+        snprintf(err, errlen, "rename '%s' to '%s': %s", bin_tmp, out_bin, strerror(errno));
+        goto out;
+    }
+    rc = 0;
+out:
+    if (rc != 0) {
+        unlink(bin_tmp);
+        unlink(model_tmp);
+    }
+    return rc;
+}
+
 int tokenizer_make_file(const char *text_path, const char *out_bin, int vocab,
                         const char *model_path, struct tokenize_result *res, char *err,
                         size_t errlen)
 {
     char *text = NULL, *model = NULL, out_model[4096], why[1024];
-    size_t len = 0, model_len = 0, bad = 0, n = 0;
+    size_t len = 0, model_len = 0, n = 0;
     uint16_t *ids = NULL;
     struct tokenizer t = {0};
+    struct stat st;
     int rc = -1;
     memset(res, 0, sizeof(*res));
     if (!model_path && (vocab == 0 || vocab == 256)) {
@@ -182,23 +242,23 @@ int tokenizer_make_file(const char *text_path, const char *out_bin, int vocab,
         res->vocab = 256;
         return 0;
     }
-    if (vocab > TOKENS_MAX_VOCAB) { // before reading a large text
-        snprintf(err, errlen, "--vocab %d: token files hold uint16 ids, at most %d", vocab,
-                 TOKENS_MAX_VOCAB);
+    // what can be refused before reading (and training on) a large text
+    if (!model_path && (vocab < BPE_MIN_VOCAB || vocab > TOKENS_MAX_VOCAB)) {
+        snprintf(err, errlen,
+                 "--vocab %d: a BPE vocabulary has %d to %d ids (token files hold uint16 ids); "
+                 "256 is byte-level",
+                 vocab, BPE_MIN_VOCAB, TOKENS_MAX_VOCAB);
         return -1;
     }
-    if (text_read(text_path, &text, &len, err, errlen) != 0)
-        goto out;
-    if (text_check_utf8(text, len, &bad) != 0) {
-        size_t line = 1;
-        for (size_t i = 0; i < bad; i++)
-            line += text[i] == '\n';
-        snprintf(err, errlen,
-                 "text file '%s' is not UTF-8: byte 0x%02x at offset %zu (line %zu); a BPE "
-                 "tokenizer needs UTF-8 text (byte-level, --vocab 256, takes any bytes)",
-                 text_path, (unsigned char)text[bad], bad, line);
-        goto out;
+    tokenizer_model_path(out_bin, out_model, sizeof(out_model));
+    if ((stat(out_bin, &st) == 0 && !S_ISREG(st.st_mode)) ||
+        (stat(out_model, &st) == 0 && !S_ISREG(st.st_mode))) {
+        snprintf(err, errlen, "'%s' or '%s' exists and is not a regular file", out_bin, out_model);
+        return -1;
     }
+    if (text_read(text_path, "text file", &text, &len, err, errlen) != 0 ||
+        check_bpe_text(text_path, text, len, err, errlen) != 0)
+        goto out;
     if (bpe_model_bytes(text, len, vocab, model_path, &model, &model_len, res, err, errlen) != 0)
         goto out;
     if (load_bytes(&t, model, model_len, model_path ? model_path : "(trained)", err, errlen) != 0)
@@ -212,12 +272,15 @@ int tokenizer_make_file(const char *text_path, const char *out_bin, int vocab,
         snprintf(err, errlen, "encode '%s': %s", text_path, why);
         goto out;
     }
-    tokenizer_model_path(out_bin, out_model, sizeof(out_model));
-    // the model first: a .bin never exists without the tokenizer it names
-    if (!(model_path && strcmp(model_path, out_model) == 0) &&
-        text_write_atomic(out_model, model, model_len, err, errlen) != 0)
+    if (n > INT32_MAX) {
+        snprintf(err, errlen, "'%s' encodes to %zu tokens, more than a token file holds (2^31 - 1)",
+                 text_path, n);
         goto out;
-    if (tokens_write(out_bin, ids, n, t.vocab, t.id, err, errlen) != 0)
+    }
+    // a given model already in place is not rewritten
+    int same = model_path && strcmp(model_path, out_model) == 0;
+    if (write_pair(out_bin, out_model, same ? NULL : model, model_len, ids, n, &t, err, errlen) !=
+        0)
         goto out;
     res->bytes = len;
     res->tokens = n;

@@ -210,12 +210,13 @@ static int expand_path(struct config *c, const char *name, char *path, char *err
         if (!close || (size_t)(close - p - 1) >= sizeof(key) || close == p + 1)
             goto bad;
         snprintf(key, sizeof(key), "%.*s", (int)(close - p - 1), p + 1);
-        if (strncmp(key, "data.", 5) == 0 || strncmp(key, "sweep.", 6) == 0 ||
-            config_get_string(c, key, val, sizeof(val)) != 0) {
+        int section_ok = strncmp(key, "model.", 6) == 0 || strncmp(key, "optim.", 6) == 0 ||
+                         strncmp(key, "train.", 6) == 0 || strncmp(key, "probes.", 7) == 0;
+        if (!section_ok || config_get_string(c, key, val, sizeof(val)) != 0) {
             snprintf(err, errlen,
                      "%s = '%s': {%s} is not a key it can name (a [model], [optim], [train] or "
-                     "[probes] key, e.g. {model.vocab})",
-                     name, path, key);
+                     "[probes] key, e.g. {model.vocab}) [%s]",
+                     name, path, key, origin_of(c, "data", name + 5));
             return -1;
         }
         if (k + strlen(val) >= sizeof(out))

@@ -108,7 +108,8 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, struct xent_
         for (int r = r0; r < r1; r++) {
             float *x = logits + (size_t)r * vocab;
             int y = targets[r];
-            float mx = row_scan(x, vocab, &sq_blk[r - r0], &am_blk[r - r0]);
+            float mx =
+                probe ? row_scan(x, vocab, &sq_blk[r - r0], &am_blk[r - r0]) : fm_max(x, vocab);
             if (softcap > 0.0f) {
                 double ce;
                 double lz = capped_row(x, y, vocab, softcap, z_coef, grad_scale / (float)n, &ce);
@@ -137,9 +138,11 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, struct xent_
         for (int r = r0; r < r1; r++) {
             sce += ce_blk[r - r0];
             sz += lz_blk[r - r0] * lz_blk[r - r0];
-            ssq += sq_blk[r - r0];
-            double a = am_blk[r - r0];
-            amax = a > amax || a != a ? a : amax;
+            if (probe) {
+                ssq += sq_blk[r - r0];
+                double a = am_blk[r - r0];
+                amax = a > amax || a != a ? a : amax;
+            }
         }
     }
     parts_set(parts, sce, sz, n, z_coef);

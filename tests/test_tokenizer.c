@@ -195,6 +195,13 @@ static void test_tokenizer_files(void **state)
     assert_int_equal(tokenizer_for_file(&t, &tf, bin, NULL, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "train.model"));
     tokens_close(&tf);
+    // remade byte-level at the same path: the stale .model beside it is not its tokenizer
+    assert_int_equal(tokenizer_make_file(txt, other, 256, NULL, &res, err, sizeof(err)), 0);
+    assert_true(exists(omodel));
+    assert_int_equal(tokens_open(&tf, other, 65536, err, sizeof(err)), 0);
+    assert_int_equal(tokenizer_for_file(&t, &tf, other, NULL, err, sizeof(err)), 0);
+    assert_true(t.vocab == 256 && t.bpe == NULL);
+    tokens_close(&tf);
     free(text);
 }
 
@@ -210,6 +217,12 @@ static void test_tokenizer_refusals(void **state)
     assert_int_equal(tokenizer_make_file(txt, bin, 512, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "not UTF-8"));
     assert_non_null(strstr(err, "offset 3"));
+    // U+2581 would decode as a space: refused, so what is accepted round-trips
+    char mark[300];
+    snprintf(mark, sizeof(mark), "%s/mark.txt", dir);
+    write_raw(mark, "a \xe2\x96\x81 b\n", 8);
+    assert_int_equal(tokenizer_make_file(mark, bin, 512, NULL, &res, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "U+2581"));
     // the byte-level tokenizer takes any bytes
     assert_int_equal(tokenizer_make_file(txt, bin, 256, NULL, &res, err, sizeof(err)), 0);
     assert_true(res.id == 0 && res.vocab == 256 && res.tokens == 13);

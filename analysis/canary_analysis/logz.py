@@ -63,6 +63,11 @@ def logz_rows(sweep):
     return rows
 
 
+def _nanmin(values):
+    v = _finite(values)
+    return float(v.min()) if len(v) else math.nan
+
+
 def _verdict(rows):
     drifted = [r for r in rows if r["drifted"]]
     if drifted:
@@ -77,7 +82,7 @@ def _verdict(rows):
     low = min(rows, key=lambda r: r["final"] if math.isfinite(r["final"]) else math.inf)
     return ("**No output-logit drift**: no run's mean log Z fell below 0 by its end (the lowest "
             f"final value: {fmt_num(low['final'], '.2f')}, run {low['id']}; largest fall "
-            f"{fmt_num(min(r['drift'] for r in rows), '.2f')} nats).")
+            f"{fmt_num(_nanmin([r['drift'] for r in rows]), '.2f')} nats).")
 
 
 def logz_render(rows):

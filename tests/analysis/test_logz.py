@@ -35,9 +35,19 @@ def test_no_drift_verdict(tmp_path):
     assert logz_render([]) == []
 
 
-def test_report_has_the_section_and_figure(tmp_path):
+def test_report_has_the_section_and_figure(tmp_path, monkeypatch):
+    from canary_analysis import figures
+    panels, real = {}, figures._save
+
+    def spy(fig, out_dir, name, *a, **k):
+        panels[name] = [ax.get_ylabel() for ax in fig.axes]
+        return real(fig, out_dir, name, *a, **k)
+
+    monkeypatch.setattr(figures, "_save", spy)
     path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-3", "1e-1"], qk=("true",)))
     assert main(["report", path]) == 0
+    labels = panels["logz_vs_step.png"]
+    assert "mean over tokens of log Z" in labels and "RMS of the output logits" in labels
     md = (tmp_path / "s" / "report" / "report.md").read_text()
     assert "## Output logits: log Z drift" in md and "logz_vs_step.png" in md
     assert (tmp_path / "s" / "report" / "logz_vs_step.png").stat().st_size > 10000

@@ -46,8 +46,9 @@ def test_blas_only_in_model_matmul():
 
 
 def test_cxx_only_in_the_sentencepiece_shim():
-    cxx = sorted(_rel(p) for p in glob.glob(os.path.join(ROOT, "*", "*.cc"))
-                 if not _rel(p).startswith(("build", "tests")))
+    cxx = sorted(_rel(os.path.join(d, f)) for d, _, files in os.walk(ROOT) for f in files
+                 if f.endswith((".cc", ".cpp", ".cxx", ".C"))
+                 and not _rel(d).startswith(("build", "tests", ".git")))
     assert cxx == ["data/bpe.cc"]
     # the C side sees SentencePiece only through data/bpe.h
     assert _offenders(r'^#include <sentencepiece', lambda p: False) == []
