@@ -226,3 +226,26 @@ def test_bad_input(canary, brown_bpe, tmp_path):
     assert one_line_error(run(canary, "decode", "--ids", "1 x"))
     r = run(canary, "decode", "--ids", "72, 105")
     assert r.returncode == 0 and r.stdout == "Hi"
+
+
+def test_prepare_brown_caches_a_bpe_file(canary, brown, tmp_path):
+    """data/prepare_brown --vocab N OUT.txt: the text (from the cached package) and brown_N.bin
+    with its .model beside OUT.txt; a second call reuses them."""
+    script = os.path.join(ROOT, "data", "prepare_brown")
+    env = dict(os.environ, CANARY_BIN=canary)
+    out = tmp_path / "brown.txt"
+    r = subprocess.run([script, "--vocab", "512", str(out)], capture_output=True, text=True,
+                       env=env, timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert out.read_bytes() == brown
+    h = header(tmp_path / "brown_512.bin")
+    assert h[3] == 512 and (tmp_path / "brown_512.model").exists()
+    assert r.stdout.strip().startswith(str(tmp_path / "brown_512.bin"))
+    mtime = (tmp_path / "brown_512.bin").stat().st_mtime_ns
+    r = subprocess.run([script, "--vocab", "512", str(out)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0 and "nothing to do" in r.stderr
+    assert (tmp_path / "brown_512.bin").stat().st_mtime_ns == mtime
+    r = subprocess.run([script, "--vocab", "lots", str(out)], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert r.returncode == 1 and "--vocab takes a number" in r.stderr
