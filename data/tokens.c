@@ -27,7 +27,16 @@ int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, s
     }
     fd = open(path, O_RDONLY | O_NONBLOCK);
     if (fd < 0) {
-        snprintf(err, errlen, "open token file '%s': %s", path, strerror(errno));
+        int e = errno, v = 0;
+        const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+        char tail[8] = "";
+        // the prepared corpora say how to make them
+        if (e == ENOENT && sscanf(base, "brown_%d.bi%1s", &v, tail) == 2 && v > 0)
+            snprintf(err, errlen,
+                     "open token file '%s': %s (data/prepare_brown --vocab %d makes it)", path,
+                     strerror(e), v);
+        else
+            snprintf(err, errlen, "open token file '%s': %s", path, strerror(e));
         goto out;
     }
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {

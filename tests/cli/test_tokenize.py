@@ -153,6 +153,10 @@ def test_sweep_data_file_follows_the_vocabulary(canary, brown, tmp_path):
     r = run(canary, "sweep", "--config", str(study), "--out", str(tmp_path / "sw2"))
     assert r.returncode == 1 and "t_512.bin" in r.stderr, r.stderr
     assert not (tmp_path / "sw2").exists()
+    # the prepared corpora name the script that makes them
+    r = run(canary, "train", "--config", str(study), "--out", str(tmp_path / "r"),
+            "--set", "data.train=" + str(tmp_path / "brown_{model.vocab}.bin"))
+    assert "data/prepare_brown --vocab 256 makes it" in one_line_error(r)
 
 
 def test_replay_batch_decoded_through_the_tokenizer(canary, brown_bpe, tmp_path):
