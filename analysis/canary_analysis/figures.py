@@ -37,6 +37,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
+from .logz import smooth  # noqa: E402
 from .params import SIZE_KEYS, size_label  # noqa: E402
 from .sensitivity import capped_loss, group_key, group_label  # noqa: E402
 from .series import (block_max_logit, block_tensor_rms, default_logit_step, tail_mean,  # noqa: E402
@@ -355,7 +356,7 @@ def fig_logz_vs_step(sweep, out_dir, style):
         for r in sweep.runs:
             if r.has(name):
                 v = r.ds[name]
-                ax.plot(v["step"], v, **style.line_kwargs(r, v.size))
+                ax.plot(v["step"], smooth(v.values), **style.line_kwargs(r, v.size))
                 here.append(r)
         if not here:
             _no_data(ax, f"no {name} series")
@@ -367,8 +368,8 @@ def fig_logz_vs_step(sweep, out_dir, style):
         drawn = drawn or here
     style.finish(fig, axes, drawn)
     return _save(fig, out_dir, "logz_vs_step.png", 1,
-                 "Mean log Z and output-logit RMS vs step (output-logit divergence drifts log Z "
-                 "far below 0).")
+                 "Mean log Z and output-logit RMS vs step, running means over 1% of a run of "
+                 "more than 1000 rows (output-logit divergence drifts log Z far below 0).")
 
 
 # ---- (e) per-layer gradient RMS vs LR, against AdamW eps ----

@@ -9,11 +9,15 @@ Contract of ``logz_rows(sweep)``: one dict per run with an ``output/logz_mean`` 
 step's mean over the tokens of the global batch), in the sweep's order:
 
 - ``id``, ``label``, ``lr``, ``z_loss``, ``weight_decay`` (from the config);
-- ``early``: the median of mean log Z over the first 10% of the run's rows (after the first
-  transient, before any late drift), ``final``: the last finite row, ``lowest``: the minimum;
-- ``drift`` = final − early (negative: falling);
-- ``rms_early`` / ``rms_final``: the same for ``output/logit_rms`` (NaN without it);
-- ``drifted``: final < 0 and drift < −1 nat: log Z fell below 0, the divergence's signature.
+- ``early`` / ``late``: the median of mean log Z over the first / last 10% of the run's finite
+  rows (medians, since one step's batch of a few hundred tokens makes every row noisy), and
+  ``lowest``: the minimum of the series smoothed as in the figure (``smooth``);
+- ``drift`` = late − early (negative: falling);
+- ``rms_early`` / ``rms_late``: the same for ``output/logit_rms`` (NaN without it);
+- ``drifted``: late < 0 and drift < −1 nat: log Z fell below 0, the divergence's signature.
+
+``smooth(values)``: a centred running mean over max(1, n // 100) rows (NaN rows skipped), what
+the figure draws for series of more than 1000 rows.
 
 ``logz_render(rows)`` gives the markdown lines of the section, with its verdict.
 """
@@ -21,6 +25,7 @@ step's mean over the tokens of the global batch), in the sweep's order:
 import math
 
 import numpy as np
+import pandas as pd
 
 from .readers import fmt_num, md_cell
 
@@ -30,12 +35,21 @@ def _finite(values):
     return v[np.isfinite(v)]
 
 
-def _early_final(values):
+def smooth(values):
+    v = np.asarray(values, dtype=float)
+    w = max(1, len(v) // 100)
+    if w == 1:
+        return v
+    return pd.Series(v).rolling(w, center=True, min_periods=1).mean().to_numpy()
+
+
+def _early_late(values):
     v = _finite(values)
     if not len(v):
         return math.nan, math.nan, math.nan
-    head = v[:max(1, len(v) // 10)]
-    return float(np.median(head)), float(v[-1]), float(v.min())
+    k = max(1, len(v) // 10)
+    return (float(np.median(v[:k])), float(np.median(v[-k:])),
+            float(np.nanmin(smooth(v))))
 
 
 def _num(run, key):
@@ -50,16 +64,15 @@ def logz_rows(sweep):
     for r in sweep.runs:
         if not r.has("output/logz_mean"):
             continue
-        early, final, lowest = _early_final(r.ds["output/logz_mean"].values)
-        rms_early, rms_final = math.nan, math.nan
+        early, late, lowest = _early_late(r.ds["output/logz_mean"].values)
+        rms_early, rms_late = math.nan, math.nan
         if r.has("output/logit_rms"):
-            rms_early, rms_final, _ = _early_final(r.ds["output/logit_rms"].values)
-        drift = final - early
+            rms_early, rms_late, _ = _early_late(r.ds["output/logit_rms"].values)
+        drift = late - early
         rows.append(dict(id=r.id, label=r.label(), lr=r.lr, z_loss=_num(r, "optim.z_loss"),
                          weight_decay=_num(r, "optim.weight_decay"), steps=r.steps, early=early,
-                         final=final, lowest=lowest, drift=drift, rms_early=rms_early,
-                         rms_final=rms_final,
-                         drifted=bool(final < 0 and drift < -1.0)))
+                         late=late, lowest=lowest, drift=drift, rms_early=rms_early,
+                         rms_late=rms_late, drifted=bool(late < 0 and drift < -1.0)))
     return rows
 
 
@@ -72,16 +85,16 @@ def _verdict(rows):
     drifted = [r for r in rows if r["drifted"]]
     if drifted:
         names = ", ".join(f"{r['id']} (log Z {fmt_num(r['early'], '.2f')} → "
-                          f"{fmt_num(r['final'], '.2f')})" for r in drifted)
+                          f"{fmt_num(r['late'], '.2f')})" for r in drifted)
         text = f"**The drift appeared** in {len(drifted)} of {len(rows)} runs: {names}."
         guarded = [r for r in rows if not r["drifted"] and r["z_loss"] > 0]
         if guarded:
-            text += (" Runs with z-loss on stayed at a final mean log Z of "
-                     + ", ".join(fmt_num(r["final"], ".2f") for r in guarded) + ".")
+            text += (" Runs with z-loss on ended at a mean log Z of "
+                     + ", ".join(fmt_num(r["late"], ".2f") for r in guarded) + ".")
         return text
-    low = min(rows, key=lambda r: r["final"] if math.isfinite(r["final"]) else math.inf)
-    return ("**No output-logit drift**: no run's mean log Z fell below 0 by its end (the lowest "
-            f"final value: {fmt_num(low['final'], '.2f')}, run {low['id']}; largest fall "
+    low = min(rows, key=lambda r: r["late"] if math.isfinite(r["late"]) else math.inf)
+    return ("**No output-logit drift**: no run's mean log Z ended below 0 (the lowest late "
+            f"value: {fmt_num(low['late'], '.2f')}, run {low['id']}; largest fall "
             f"{fmt_num(_nanmin([r['drift'] for r in rows]), '.2f')} nats).")
 
 
@@ -90,18 +103,19 @@ def logz_render(rows):
         return []
     out = ["## Output logits: log Z drift", "",
            "Wortsman et al. 2023 §3.1.2: without weight decay and z-loss, the mean log Z of the "
-           "output softmax drifts far below 0 late in training. *early*: median of the first "
-           "10% of rows; *final*: the last row; *drifted*: final < 0 and more than 1 nat below "
-           "early. Figure: [logz_vs_step.png](logz_vs_step.png) (mean log Z and the output-logit "
-           "RMS per step).", "",
-           "| run | LR | z-loss | weight decay | steps | log Z early | final | lowest | drift | "
-           "logit RMS early | final | drifted |",
+           "output softmax drifts far below 0 late in training. *early* / *late*: medians over "
+           "the first / last 10% of rows; *lowest*: the minimum of the smoothed series; "
+           "*drifted*: late < 0 and more than 1 nat below early. Figure: "
+           "[logz_vs_step.png](logz_vs_step.png) (mean log Z and the output-logit RMS per step, "
+           "running means over 1% of a long run).", "",
+           "| run | LR | z-loss | weight decay | steps | log Z early | late | lowest | drift | "
+           "logit RMS early | late | drifted |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {md_cell(r['id'])} | {r['lr']:g} | {r['z_loss']:g} | "
                    f"{r['weight_decay']:g} | {r['steps']} | {fmt_num(r['early'], '.3f')} | "
-                   f"{fmt_num(r['final'], '.3f')} | {fmt_num(r['lowest'], '.3f')} | "
+                   f"{fmt_num(r['late'], '.3f')} | {fmt_num(r['lowest'], '.3f')} | "
                    f"{fmt_num(r['drift'], '+.3f')} | {fmt_num(r['rms_early'], '.3f')} | "
-                   f"{fmt_num(r['rms_final'], '.3f')} | {'yes' if r['drifted'] else 'no'} |")
+                   f"{fmt_num(r['rms_late'], '.3f')} | {'yes' if r['drifted'] else 'no'} |")
     out += ["", _verdict(rows), ""]
     return out

@@ -18,11 +18,12 @@ def test_rows_and_the_drift_rule(tmp_path):
     by = {r["lr"]: r for r in rows}
     assert set(by) == {0.001, 0.1}
     hi, lo = by[0.1], by[0.001]
-    assert hi["final"] == pytest.approx(-4.0) and hi["lowest"] == pytest.approx(-4.0)
     assert hi["early"] == pytest.approx(-0.25)  # median of steps 1..4 (the first 10%)
-    assert hi["drift"] == pytest.approx(-3.75)
+    assert hi["late"] == pytest.approx(-3.85)  # median of steps 37..40
+    assert hi["lowest"] == pytest.approx(-4.0)  # 40 rows: no smoothing
+    assert hi["drift"] == pytest.approx(-3.6)
     assert hi["drifted"] and not lo["drifted"]  # lo: below 0, but by 0.04 nats only
-    assert hi["rms_final"] == pytest.approx(1.0)
+    assert hi["rms_late"] == pytest.approx(1.0)
     text = "\n".join(logz_render(rows))
     assert "**The drift appeared** in 1 of 2 runs" in text and hi["id"] in text
     assert "| yes |" in text and "| no |" in text
@@ -32,6 +33,18 @@ def test_no_drift_verdict(tmp_path):
     path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-4", "1e-3"], qk=("true",)))
     text = "\n".join(logz_render(logz_rows(load_sweep(path))))
     assert "**No output-logit drift**" in text and "largest fall -0.04" in text
+
+
+def test_smooth_is_a_running_mean_of_one_percent():
+    import numpy as np
+    from canary_analysis.logz import smooth
+    v = np.tile([0.0, 2.0], 1000)  # 2000 rows, window 20: every mean is 1
+    s = smooth(v)
+    assert s.shape == v.shape and np.allclose(s[10:-10], 1.0)
+    v[5] = np.nan  # a NaN row is skipped, not spread
+    assert np.isfinite(smooth(v)).all()
+    short = np.arange(50.0)
+    assert (smooth(short) == short).all()
     assert logz_render([]) == []
 
 
