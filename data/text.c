@@ -100,14 +100,16 @@ int text_check_utf8(const char *s, size_t len, size_t *offset)
     return 0;
 }
 
-int text_write_atomic(const char *path, const void *bytes, size_t n, char *err, size_t errlen)
+int text_write_atomic(const char *path, const void *head, size_t nhead, const void *body,
+                      size_t nbody, char *err, size_t errlen)
 {
     char tmp[4096];
     FILE *f = NULL;
     int rc = -1;
     snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
     f = fopen(tmp, "wb");
-    if (!f || (n && fwrite(bytes, 1, n, f) != n)) {
+    if (!f || (nhead && fwrite(head, 1, nhead, f) != nhead) ||
+        (nbody && fwrite(body, 1, nbody, f) != nbody)) {
         snprintf(err, errlen, "write '%s': %s", tmp, strerror(errno));
         goto out;
     }

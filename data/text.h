@@ -14,7 +14,10 @@ int text_read(const char *path, const char *what, char **buf, size_t *len, char 
 // above U+10FFFF). Returns 0, or -1 with *offset at the first byte of the first bad character.
 int text_check_utf8(const char *s, size_t len, size_t *offset);
 
-// Writes bytes[n] to path through a temporary file and rename. Returns 0 or -1 with a reason.
-int text_write_atomic(const char *path, const void *bytes, size_t n, char *err, size_t errlen);
+// Writes head[nhead] then body[nbody] to path through a temporary file (path.tmp.PID) and a
+// rename, so a failure leaves neither a partial file nor the temporary one. Returns 0 or -1 with
+// a reason naming the file.
+int text_write_atomic(const char *path, const void *head, size_t nhead, const void *body,
+                      size_t nbody, char *err, size_t errlen);
 
 #endif

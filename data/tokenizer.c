@@ -205,7 +205,7 @@ static int write_pair(const char *out_bin, const char *out_model, const char *mo
     snprintf(model_tmp, sizeof(model_tmp), "%s.new.%ld", out_model, (long)getpid());
     if (tokens_write(bin_tmp, ids, n, t->vocab, t->id, err, errlen) != 0)
         goto out;
-    if (have_model && text_write_atomic(model_tmp, model, model_len, err, errlen) != 0)
+    if (have_model && text_write_atomic(model_tmp, model, model_len, NULL, 0, err, errlen) != 0)
         goto out;
     if (have_model && rename(model_tmp, out_model) != 0) {
         snprintf(err, errlen, "rename '%s' to '%s': %s", model_tmp, out_model, strerror(errno));

@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "data/text.h"
+
 int tokens_open(struct token_file *tf, const char *path, int vocab, char *err, size_t errlen)
 {
     int fd = -1, rc = -1;
@@ -124,9 +126,6 @@ int tokens_write(const char *path, const uint16_t *tokens, size_t n, int vocab, 
                  char *err, size_t errlen)
 {
     int32_t hdr[TOKENS_HEADER_INTS] = {0};
-    char tmp[4096];
-    FILE *f = NULL;
-    int rc = -1;
     if (n > INT32_MAX) {
         snprintf(err, errlen, "write token file '%s': %zu tokens exceed the format's limit", path,
                  n);
@@ -137,33 +136,7 @@ int tokens_write(const char *path, const uint16_t *tokens, size_t n, int vocab, 
     hdr[2] = (int32_t)n;
     hdr[TOKENS_HDR_VOCAB] = vocab;
     memcpy(&hdr[TOKENS_HDR_TOKENIZER], &tokenizer, sizeof(tokenizer));
-    snprintf(tmp, sizeof(tmp), "%s.tmp.%ld", path, (long)getpid());
-    f = fopen(tmp, "wb");
-    if (!f) {
-        snprintf(err, errlen, "write token file '%s': %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (fwrite(hdr, sizeof(hdr), 1, f) != 1 || (n && fwrite(tokens, 2, n, f) != n)) {
-        snprintf(err, errlen, "write token file '%s': %s", tmp, strerror(errno));
-        goto out;
-    }
-    if (fclose(f) != 0) {
-        f = NULL;
-        snprintf(err, errlen, "write token file '%s': %s", tmp, strerror(errno));
-        goto out;
-    }
-    f = NULL;
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "rename '%s' to '%s': %s", tmp, path, strerror(errno));
-        goto out;
-    }
-    rc = 0;
-out:
-    if (f)
-        fclose(f);
-    if (rc != 0)
-        unlink(tmp);
-    return rc;
+    return text_write_atomic(path, hdr, sizeof(hdr), tokens, n * sizeof(*tokens), err, errlen);
 }
 
 int tokens_from_text(const char *text_path, const char *out_path, size_t *count, char *err,
