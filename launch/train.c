@@ -276,10 +276,8 @@ static void micro_step(struct run *r, int k, float *grads, int reduce)
     if (collect) {
         rec[LOSS_PARTS + r->probes->leaf.logit_sumsq] = xp.sumsq;
         rec[LOSS_PARTS + r->probes->leaf.logit_max] = xp.absmax;
+        probe_leaf_output(&r->probes->leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T, xp.sumsq);
     }
-    if (collect)
-        probe_leaf_output(&r->probes->leaf, rec + LOSS_PARTS, r->logz, (size_t)mb * T,
-                          rec[LOSS_PARTS + r->probes->leaf.logit_sumsq]);
     // the MoE losses' gradients get the loss's scale
     model_backward(&r->model, r->params, grads, in, mb, 1.0f / (float)r->leaves,
                    reduce ? on_grads_ready : NULL, r);
