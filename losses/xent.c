@@ -108,8 +108,11 @@ void xent_forward_backward(struct loss_parts *parts, float *logits, struct xent_
         for (int r = r0; r < r1; r++) {
             float *x = logits + (size_t)r * vocab;
             int y = targets[r];
-            float mx =
-                probe ? row_scan(x, vocab, &sq_blk[r - r0], &am_blk[r - r0]) : fm_max(x, vocab);
+            float mx = 0.0f; // the row max (the capped path finds its own)
+            if (probe)
+                mx = row_scan(x, vocab, &sq_blk[r - r0], &am_blk[r - r0]);
+            else if (softcap <= 0.0f)
+                mx = fm_max(x, vocab);
             if (softcap > 0.0f) {
                 double ce;
                 double lz = capped_row(x, y, vocab, softcap, z_coef, grad_scale / (float)n, &ce);

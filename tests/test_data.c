@@ -13,25 +13,12 @@ static char dir[256];
 
 static int setup(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/canary_test_data_%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
-    return system(cmd);
+    return testing_scratch_make(dir, sizeof(dir), "data");
 }
 
 static int teardown(void **state)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
-
-static void write_raw(const char *path, const void *bytes, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, n, f), n);
-    fclose(f);
+    return testing_scratch_remove(dir);
 }
 
 static void test_tokens_round_trip(void **state)
@@ -73,27 +60,27 @@ static void test_tokens_bad_files_refused(void **state)
     assert_non_null(strstr(err, "No such file"));
     // shorter than the header
     snprintf(path, sizeof(path), "%s/short.bin", dir);
-    write_raw(path, hdr, 100);
+    testing_write_file(path, hdr, 100);
     assert_int_equal(tokens_open(&tf, path, 256, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "shorter than"));
     // truncated: header says 10 tokens, file holds 9
     memcpy(buf, hdr, 1024);
     snprintf(path, sizeof(path), "%s/trunc.bin", dir);
-    write_raw(path, buf, 1024 + 18);
+    testing_write_file(path, buf, 1024 + 18);
     assert_int_equal(tokens_open(&tf, path, 256, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "truncated"));
     // wrong magic
     hdr[0] = 12345;
     memcpy(buf, hdr, 1024);
     snprintf(path, sizeof(path), "%s/magic.bin", dir);
-    write_raw(path, buf, 1024 + 20);
+    testing_write_file(path, buf, 1024 + 20);
     assert_int_equal(tokens_open(&tf, path, 256, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "bad magic"));
     // wrong version
     hdr[0] = 20240520;
     hdr[1] = 2;
     memcpy(buf, hdr, 1024);
-    write_raw(path, buf, 1024 + 20);
+    testing_write_file(path, buf, 1024 + 20);
     assert_int_equal(tokens_open(&tf, path, 256, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "version 2"));
 }
@@ -105,7 +92,7 @@ static void test_tokenize_bytes(void **state)
     struct token_file tf;
     snprintf(txt, sizeof(txt), "%s/t.txt", dir);
     snprintf(bin, sizeof(bin), "%s/t.bin", dir);
-    write_raw(txt, "Ab\n\xff", 4);
+    testing_write_file(txt, "Ab\n\xff", 4);
     assert_int_equal(tokens_from_text(txt, bin, &n, err, sizeof(err)), 0);
     assert_int_equal(n, 4);
     assert_int_equal(tokens_open(&tf, bin, 256, err, sizeof(err)), 0);

@@ -15,25 +15,12 @@ static char dir[256];
 
 static int setup(void **state)
 {
-    snprintf(dir, sizeof(dir), "/tmp/canary_test_tokenizer_%ld", (long)getpid());
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "mkdir -p %s", dir);
-    return system(cmd);
+    return testing_scratch_make(dir, sizeof(dir), "tokenizer");
 }
 
 static int teardown(void **state)
 {
-    char cmd[300];
-    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
-    return system(cmd);
-}
-
-static void write_raw(const char *path, const void *bytes, size_t n)
-{
-    FILE *f = fopen(path, "wb");
-    assert_non_null(f);
-    assert_int_equal(fwrite(bytes, 1, n, f), n);
-    fclose(f);
+    return testing_scratch_remove(dir);
 }
 
 // A training text with a Zipf-ish mix of words, punctuation, blank lines, runs of spaces, tabs and
@@ -152,9 +139,9 @@ static void test_tokenizer_files(void **state)
     snprintf(bin, sizeof(bin), "%s/train.bin", dir);
     snprintf(held, sizeof(held), "%s/held.txt", dir);
     snprintf(hbin, sizeof(hbin), "%s/held.bin", dir);
-    write_raw(txt, text, len);
-    write_raw(held, "the grand jury said café 日本語\n",
-              strlen("the grand jury said café 日本語\n"));
+    testing_write_file(txt, text, len);
+    testing_write_file(held, "the grand jury said café 日本語\n",
+                       strlen("the grand jury said café 日本語\n"));
     assert_int_equal(tokenizer_make_file(txt, bin, 340, NULL, &res, err, sizeof(err)), 0);
     assert_true(res.trained && res.vocab == 340 && res.id != 0 && res.bytes == len);
     tokenizer_model_path(bin, mpath, sizeof(mpath));
@@ -213,14 +200,14 @@ static void test_tokenizer_refusals(void **state)
     snprintf(bin, sizeof(bin), "%s/bad.bin", dir);
     tokenizer_model_path(bin, mpath, sizeof(mpath));
     snprintf(txt, sizeof(txt), "%s/latin1.txt", dir);
-    write_raw(txt, "caf\xe9 au lait\n", 13);
+    testing_write_file(txt, "caf\xe9 au lait\n", 13);
     assert_int_equal(tokenizer_make_file(txt, bin, 512, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "not UTF-8"));
     assert_non_null(strstr(err, "offset 3"));
     // U+2581 would decode as a space: refused, so what is accepted round-trips
     char mark[300];
     snprintf(mark, sizeof(mark), "%s/mark.txt", dir);
-    write_raw(mark, "a \xe2\x96\x81 b\n", 8);
+    testing_write_file(mark, "a \xe2\x96\x81 b\n", 8);
     assert_int_equal(tokenizer_make_file(mark, bin, 512, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "U+2581"));
     // the byte-level tokenizer takes any bytes
@@ -228,13 +215,13 @@ static void test_tokenizer_refusals(void **state)
     assert_true(res.id == 0 && res.vocab == 256 && res.tokens == 13);
     assert_int_equal(unlink(bin), 0);
     snprintf(txt, sizeof(txt), "%s/empty.txt", dir);
-    write_raw(txt, "", 0);
+    testing_write_file(txt, "", 0);
     assert_int_equal(tokenizer_make_file(txt, bin, 512, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "empty"));
     assert_int_equal(tokenizer_make_file(txt, bin, 256, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "empty"));
     snprintf(txt, sizeof(txt), "%s/ok.txt", dir);
-    write_raw(txt, "fine text\n", 10);
+    testing_write_file(txt, "fine text\n", 10);
     assert_int_equal(tokenizer_make_file(txt, bin, 65537, NULL, &res, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "65536"));
     assert_int_equal(tokenizer_make_file(txt, bin, 100, NULL, &res, err, sizeof(err)), -1);

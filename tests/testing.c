@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "util/rng.h"
 
@@ -180,4 +181,27 @@ const struct fixture_record *fixture_find(const struct fixture *fx, const char *
         if (strcmp(fx->rec[i].name, name) == 0)
             return &fx->rec[i];
     return NULL;
+}
+
+int testing_scratch_make(char *dir, size_t len, const char *name)
+{
+    char cmd[512];
+    snprintf(dir, len, "/tmp/canary_test_%s_%ld", name, (long)getpid());
+    snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+    return system(cmd);
+}
+
+int testing_scratch_remove(const char *dir)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+void testing_write_file(const char *path, const void *bytes, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, n, f), n);
+    fclose(f);
 }

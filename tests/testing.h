@@ -42,6 +42,13 @@ double testing_fd_check_kinks(const char *what, testing_loss_fn loss, void *ctx,
 // Fills x[n] with deterministic values in [-scale, scale].
 void testing_fill(float *x, size_t n, uint64_t seed, float scale);
 
+// A scratch directory /tmp/canary_test_NAME_PID into dir (created; 0 on success), and its
+// removal with everything in it: a test group's setup and teardown.
+int testing_scratch_make(char *dir, size_t len, const char *name);
+int testing_scratch_remove(const char *dir);
+// Writes bytes[n] to path (the test fails if it cannot).
+void testing_write_file(const char *path, const void *bytes, size_t n);
+
 // ---- reference fixtures (tests/fixtures/<case>/fixture.bin, see its README.md) ----
 struct fixture_record {
     char name[128];
