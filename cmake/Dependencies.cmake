@@ -1,6 +1,7 @@
 # Imported targets for every external dependency (DESIGN.md §1):
 #   MPI::MPI_C, canary::blas (OpenBLAS, OpenMP build preferred), canary::inih, canary::cmocka,
-#   OpenMP::OpenMP_C, canary::hdf5 (the C library, serial build), canary::sentencepiece.
+#   OpenMP::OpenMP_C, canary::hdf5 (the C library, serial build), canary::sentencepiece,
+#   canary::dnnl.
 find_package(MPI REQUIRED COMPONENTS C)
 find_package(OpenMP REQUIRED COMPONENTS C)
 find_package(PkgConfig REQUIRED)
@@ -33,6 +34,19 @@ pkg_check_modules(INIH REQUIRED IMPORTED_TARGET inih)
 pkg_check_modules(SENTENCEPIECE REQUIRED IMPORTED_TARGET sentencepiece)
 add_library(canary::sentencepiece ALIAS PkgConfig::SENTENCEPIECE)
 add_library(canary::inih ALIAS PkgConfig::INIH)
+
+# oneDNN (libdnnl-dev): the bf16 matmul on AMX / AVX512-BF16 and the onednn matmul backend
+# (model/matmul_dnnl.c). Found by path: Debian's CMake config also asks for OpenCL's headers,
+# which canary does not use (libdnnl.so links libOpenCL itself).
+find_path(CANARY_DNNL_INCLUDE oneapi/dnnl/dnnl.h)
+find_library(CANARY_DNNL_LIB dnnl)
+if(NOT CANARY_DNNL_INCLUDE OR NOT CANARY_DNNL_LIB)
+  message(FATAL_ERROR "oneDNN not found: install libdnnl-dev")
+endif()
+add_library(canary::dnnl INTERFACE IMPORTED)
+set_target_properties(canary::dnnl PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${CANARY_DNNL_INCLUDE}"
+  INTERFACE_LINK_LIBRARIES "${CANARY_DNNL_LIB}")
 
 # cmocka 1.1.5 ships no imported target: wrap it once.
 find_path(CANARY_CMOCKA_INCLUDE cmocka.h)

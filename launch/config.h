@@ -37,6 +37,7 @@ struct train_config {
     int keep_checkpoints; // newest checkpoints kept
     int precision;        // 0 fp32, 1 bf16 (the linear layers' operands; model_set_precision)
     int bf16_attention;   // with bf16: attention's q·k and p·v products rounded too
+    int matmul_backend;   // 0 auto, 1 openblas, 2 onednn (launch/run_backend.h)
 };
 
 struct probes_config {

@@ -179,9 +179,18 @@ const struct config_key config_keys[] = {
      "bf16: both operands of every linear layer's products (forward, and both backward "
      "products; the attention, MLP, MLA, expert, router and head weights and the activations "
      "they multiply) are rounded to bf16, to nearest even, then multiplied with fp32 "
-     "accumulation (an exact emulation: round, then sgemm). Master weights, gradients, optimizer "
-     "state, norms, softmax, the loss and the allreduce stay fp32; checkpoints are fp32. "
-     "Attention's own products: train.bf16_attention"},
+     "accumulation (an exact emulation: round, then sgemm; or oneDNN's bf16 matmul, "
+     "train.matmul_backend). Master weights, gradients, optimizer state, norms, softmax, the "
+     "loss and the allreduce stay fp32; checkpoints are fp32. Attention's own products: "
+     "train.bf16_attention"},
+    {"train", "matmul_backend", CT_ENUM, OFF(train.matmul_backend), "auto", 0, 0, 0,
+     "auto|openblas|onednn",
+     "who multiplies the linear layers: openblas (sgemm; with bf16 the operands are rounded "
+     "first, an exact emulation), onednn (oneDNN's matmul: bf16 x bf16 -> fp32 on CPUs with "
+     "AMX or AVX512-BF16, refused elsewhere; fp32 on any CPU), or auto (bf16: onednn where the "
+     "CPU has it, else openblas; fp32: openblas). Attention's own products always use "
+     "OpenBLAS. With train.deterministic, bf16 ranks on different backends are refused (their "
+     "sums differ in order)"},
     {"train", "bf16_attention", CT_BOOL, OFF(train.bf16_attention), "true", 0, 1, 0, NULL,
      "with train.precision = bf16: attention's q.k and p.v products take bf16 operands too (q, k "
      "and v as attended, the probabilities for p.v while the softmax backward keeps fp32 p, and "

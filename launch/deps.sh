@@ -3,7 +3,7 @@
 #
 #   canary_ensure_packages PKG...   install whichever of PKG are not installed yet
 
-canary_build_packages="cmake make gcc g++ pkg-config libsentencepiece-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
+canary_build_packages="cmake make gcc g++ pkg-config libsentencepiece-dev libdnnl-dev libopenblas-openmp-dev libopenmpi-dev openmpi-bin
 libcmocka-dev libinih-dev libhdf5-dev"
 # libopenblas0-pthread: the pthread-build test runs canary on it (LD_LIBRARY_PATH); canary itself
 # links the OpenMP build by path

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "model/matmul.h"
+#include "model/matmul_dnnl.h"
 #include "model/qk_clip.h"
 #include "probes/stats.h"
 #include "optim/optim.h"
@@ -114,6 +115,12 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
                  group, r->micro_batch, mcfg->seq_len);
         return -1;
     }
+    // every rank reaches this (the checks above depend on the config alone): it is collective
+    char why[256] = "";
+    int avail = (cfg->train.precision || cfg->train.matmul_backend == MATMUL_ONEDNN) &&
+                mm_dnnl_available(cfg->train.precision, why, sizeof(why));
+    if (run_choose_backend(dist, cfg, avail, why, &r->backend, err, errlen) != 0)
+        return -1;
     if (!random_data && run_load_data(r, err, errlen) != 0) {
         run_free(r);
         return -1;
@@ -121,7 +128,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
     matmul_set_threads(cfg->train.threads);
     model_init(&r->model, &cfg->model, r->micro_batch);
     model_set_aux_coefs(&r->model, cfg->optim.balance_loss, cfg->optim.router_z_loss);
-    model_set_precision(&r->model, cfg->train.precision, cfg->train.bf16_attention);
+    model_set_precision(&r->model, cfg->train.precision, cfg->train.bf16_attention,
+                        r->backend.onednn);
     size_t n = r->model.table.total;
     r->params = xcalloc(n, sizeof(float));
     r->grads = xcalloc(n, sizeof(float));

@@ -25,6 +25,7 @@
 #include "launch/grad_tree.h"
 #include "launch/lr_probe.h"
 #include "launch/muon_shards.h"
+#include "launch/run_backend.h"
 
 // Exit codes of `canary train`.
 enum train_exit {
@@ -89,6 +90,8 @@ struct run {
                            // since rank 0 last saw each expert (run_probes_open consumes it)
     int random_data;       // benchmark: fixed random tokens instead of the sampler
     double step_flops;     // model FLOPs of one step on this rank (fwd + bwd)
+
+    struct run_backend backend; // who multiplies the linear layers (train.matmul_backend)
 
     // gradient reduction
     struct dist_reducer reducer; // bucketed, overlapped averaging (default mode)

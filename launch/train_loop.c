@@ -250,11 +250,11 @@ static void print_header(struct run *r, struct train_out *o, const char *out_dir
     for (const char *p = blas_core_name(); *p; p++)
         h = fmod(h * 131.0 + (unsigned char)*p, 1e9);
     int same = dist_max_f64(r->dist, h) == -dist_max_f64(r->dist, -h);
-    if (c->train.precision)
-        out_line(o, 0,
-                 "precision: bf16 linear layers%s (operands rounded to nearest even, fp32 "
-                 "accumulation; backend: emulation over sgemm)",
-                 c->train.bf16_attention ? " and attention products" : "");
+    if (c->train.precision || r->backend.onednn) {
+        char prec[640];
+        run_backend_describe(c, &r->backend, &r->model, prec, sizeof(prec));
+        out_line(o, 0, "precision: %s", prec);
+    }
     out_line(o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s%s", blas, peak / c->train.threads,
              fpenv_flushing() ? " | subnormals flushed to zero" : "",
              r->dist->size == 1 ? ""

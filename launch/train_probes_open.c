@@ -44,6 +44,8 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
     h5_version(h5v, sizeof(h5v));
     dist_library_version(mpi, sizeof(mpi));
     blas_core_describe(blas, sizeof(blas));
+    char prec[640];
+    run_backend_describe(&r->cfg, &r->backend, &r->model, prec, sizeof(prec));
     const char *prov = "/provenance";
     if (h5_attr_str(f, prov, "git_sha", CANARY_GIT_SHA, err, errlen) ||
         h5_attr_str(f, prov, "compiler", "gcc " __VERSION__, err, errlen) ||
@@ -52,15 +54,7 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
         h5_attr_str(f, prov, "openblas", matmul_blas_config(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core", blas_core_name(), err, errlen) ||
         h5_attr_str(f, prov, "blas_core_reason", blas, err, errlen) ||
-        h5_attr_str(f, prov, "precision",
-                    !r->cfg.train.precision       ? "fp32"
-                    : r->cfg.train.bf16_attention ? "bf16: linear-layer and attention operands "
-                                                    "rounded to bf16 (to nearest even), fp32 "
-                                                    "accumulation (emulation backend)"
-                                                  : "bf16: linear-layer operands rounded to bf16 "
-                                                    "(to nearest even), fp32 accumulation "
-                                                    "(emulation backend); attention fp32",
-                    err, errlen) ||
+        h5_attr_str(f, prov, "precision", prec, err, errlen) ||
         h5_attr_str(f, prov, "subnormals",
                     fpenv_flushing() ? "flushed to zero (FTZ and DAZ on every computing thread)"
                                      : "computed in full (no flush control on this CPU)",

@@ -6,6 +6,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
+#include "model/matmul_dnnl.h"
 #include "util/bf16.h"
 #include "util/error.h"
 #include "util/timer.h"
@@ -46,9 +47,14 @@ void matmul_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, co
                 trans_b ? CblasTrans : CblasNoTrans, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-void matmul_prec_init(struct matmul_prec *p, int bf16, size_t cap_act, size_t cap_w)
+void matmul_prec_init(struct matmul_prec *p, int bf16, int onednn, int rows, size_t cap_act,
+                      size_t cap_w)
 {
-    p->bf16 = bf16;
+    *p = (struct matmul_prec){.bf16 = bf16};
+    if (onednn) {
+        p->dnnl = mm_dnnl_create(bf16, rows, cap_act, cap_w);
+        return;
+    }
     p->cap_act = bf16 ? cap_act : 0;
     p->cap_w = bf16 ? cap_w : 0;
     p->a = bf16 ? xcalloc(cap_act, sizeof(float)) : NULL;
@@ -58,11 +64,11 @@ void matmul_prec_init(struct matmul_prec *p, int bf16, size_t cap_act, size_t ca
 
 void matmul_prec_free(struct matmul_prec *p)
 {
+    mm_dnnl_free(p->dnnl);
     free(p->a);
     free(p->b);
     free(p->c);
-    p->a = p->b = p->c = NULL;
-    p->bf16 = 0;
+    *p = (struct matmul_prec){0};
 }
 
 // The scratch slots: an activation (input or output gradient), a weight, a second activation.
@@ -94,18 +100,30 @@ static void forward_beta(struct matmul_prec *p, float *out, const float *in, con
 void matmul_forward(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
                     int in_dim, int out_dim)
 {
+    if (p && p->dnnl) {
+        mm_dnnl_forward(p->dnnl, out, in, w, n, in_dim, out_dim, 0);
+        return;
+    }
     forward_beta(p, out, in, w, n, in_dim, out_dim, 0.0f);
 }
 
 void matmul_forward_acc(struct matmul_prec *p, float *out, const float *in, const float *w, int n,
                         int in_dim, int out_dim)
 {
+    if (p && p->dnnl) {
+        mm_dnnl_forward(p->dnnl, out, in, w, n, in_dim, out_dim, 1);
+        return;
+    }
     forward_beta(p, out, in, w, n, in_dim, out_dim, 1.0f);
 }
 
 void matmul_backward(struct matmul_prec *p, float *din, float *dw, const float *dout,
                      const float *in, const float *w, int n, int in_dim, int out_dim)
 {
+    if (p && p->dnnl) {
+        mm_dnnl_backward(p->dnnl, din, dw, dout, in, w, n, in_dim, out_dim);
+        return;
+    }
     const float *d = operand(p, SLOT_ACT, dout, (size_t)n * out_dim);
     if (din) {
         const float *b = operand(p, SLOT_W, w, (size_t)out_dim * in_dim);

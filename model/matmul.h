@@ -8,19 +8,25 @@
 
 #include <stddef.h>
 
-// The linear layers' precision (train.precision). NULL, or bf16 = 0: fp32. bf16 = 1: both
-// operands of every product (forward, and both backward products) are rounded to bf16 (to
-// nearest, ties to even: util/bf16.h) into the scratch buffers here, then multiplied by sgemm
-// with fp32 accumulation: an exact emulation of a bf16 x bf16 -> fp32 GEMM up to the order of
-// the fp32 sums. Sized at init (matmul_prec_init); a product larger than the scratch is a bug.
+// The linear layers' precision (train.precision) and backend (train.matmul_backend). NULL, or
+// bf16 = 0 and no dnnl: fp32 sgemm. bf16 = 1 on OpenBLAS: both operands of every product
+// (forward, and both backward products) are rounded to bf16 (to nearest, ties to even:
+// util/bf16.h) into the scratch buffers here, then multiplied by sgemm with fp32 accumulation:
+// an exact emulation of a bf16 x bf16 -> fp32 GEMM up to the order of the fp32 sums. With dnnl
+// the products are oneDNN's (model/matmul_dnnl.h): bf16 operands rounded the same way, or fp32.
+// Sized at init (matmul_prec_init); a product larger than the scratch is a bug.
 struct matmul_prec {
     int bf16;
-    float *a, *b, *c; // rounded operands: [cap_act], [cap_w], [cap_act]
-    size_t cap_act;   // floats of the largest activation operand (rows × width)
-    size_t cap_w;     // floats of the largest weight
+    struct mm_dnnl *dnnl; // the oneDNN backend, or NULL: OpenBLAS
+    float *a, *b, *c;     // emulation's rounded operands: [cap_act], [cap_w], [cap_act]
+    size_t cap_act;       // floats of the largest activation operand (rows × width)
+    size_t cap_w;         // floats of the largest weight
 };
 
-void matmul_prec_init(struct matmul_prec *p, int bf16, size_t cap_act, size_t cap_w);
+// onednn = 1: oneDNN's matmul (check mm_dnnl_available first), whose usual product has `rows`
+// rows; 0: OpenBLAS.
+void matmul_prec_init(struct matmul_prec *p, int bf16, int onednn, int rows, size_t cap_act,
+                      size_t cap_w);
 void matmul_prec_free(struct matmul_prec *p);
 
 // out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ   (overwrites out); p: precision or NULL

@@ -202,12 +202,15 @@ struct model_aux {
 // until set.
 void model_set_aux_coefs(struct model *m, double balance, double router_z);
 
-// The linear layers' precision: bf16 = 1 rounds both operands of every linear layer's products
-// (forward and backward) to bf16 with fp32 accumulation (model/matmul.h); 0 is fp32. attention
-// = 1 (with bf16) also rounds attention's products: q, k, v as attended, the probabilities for
-// p·v (a rounded copy: the softmax backward keeps fp32 p), and in backward the output gradient
-// and the softmax's input gradient. Allocates the rounding scratch: call at setup, not in a step.
-void model_set_precision(struct model *m, int bf16, int attention);
+// The linear layers' precision and backend: bf16 = 1 rounds both operands of every linear
+// layer's products (forward and backward) to bf16 with fp32 accumulation (model/matmul.h); 0 is
+// fp32. attention = 1 (with bf16) also rounds attention's products: q, k, v as attended, the
+// probabilities for p·v (a rounded copy: the softmax backward keeps fp32 p), and in backward the
+// output gradient and the softmax's input gradient (always on OpenBLAS). onednn = 1: the linear
+// layers' products run as oneDNN matmul primitives (model/matmul_dnnl.h; check
+// mm_dnnl_available first), made here by one planning forward and backward; 0: OpenBLAS. Allocates
+// the rounding scratch: call at setup, not in a step.
+void model_set_precision(struct model *m, int bf16, int attention, int onednn);
 // About the bytes model_set_precision allocates for micro-batches of B sequences (0 for fp32).
 double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention);
 

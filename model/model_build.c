@@ -10,6 +10,7 @@
 #include "model/attention.h"
 #include "model/embed.h"
 #include "model/matmul.h"
+#include "model/matmul_dnnl.h"
 #include "model/model_mla.h"
 #include "model/model_moe.h"
 #include "model/model_private.h"
@@ -309,7 +310,24 @@ double model_precision_bytes(const struct model_config *c, int B, int bf16, int 
     return 4.0 * (probs + 2.0 * B * T * precision_row_width(c) + 3.0 * widest * C);
 }
 
-void model_set_precision(struct model *m, int bf16, int attention)
+// One forward and backward of a full micro-batch with the oneDNN backend planning, so that
+// every product's primitives are made here at setup (model/matmul_dnnl.h). The products compute
+// nothing; parameters, gradients and tokens are zero scratch, so only the arena is touched.
+static void plan_products(struct model *m)
+{
+    size_t n = m->table.total, tok = (size_t)m->max_batch * m->cfg.seq_len;
+    float *params = xcalloc(n, sizeof(float)), *grads = xcalloc(n, sizeof(float));
+    int *tokens = xcalloc(tok, sizeof(int));
+    mm_dnnl_set_planning(m->mm->dnnl, 1);
+    model_forward(m, params, tokens, m->max_batch);
+    model_backward(m, params, grads, tokens, m->max_batch, 1.0f, NULL, NULL);
+    mm_dnnl_set_planning(m->mm->dnnl, 0);
+    free(params);
+    free(grads);
+    free(tokens);
+}
+
+void model_set_precision(struct model *m, int bf16, int attention, int onednn)
 {
     const struct model_config *c = &m->cfg;
     if (m->mm) {
@@ -319,9 +337,9 @@ void model_set_precision(struct model *m, int bf16, int attention)
     }
     free(m->attn_pr);
     m->attn_pr = NULL;
-    if (!bf16)
+    if (!bf16 && !onednn)
         return;
-    if (attention)
+    if (bf16 && attention)
         m->attn_pr = xcalloc((size_t)c->layers * model_attn_probs(m), sizeof(float));
     // activations: every linear layer's input or output gradient is at most a row per token of at
     // most the widest row (model_max_row_width counts the expert buffers' top_k rows per token)
@@ -332,12 +350,14 @@ void model_set_precision(struct model *m, int bf16, int attention)
         cap_w = m->table.t[i].size > cap_w ? m->table.t[i].size : cap_w;
     m->mm = xcalloc(1, sizeof(*m->mm));
     // adjacent tensors multiplied as one: wq|wk|wv (three), w1|w3 (two)
-    matmul_prec_init(m->mm, 1, rows * (size_t)width, 3 * cap_w);
+    matmul_prec_init(m->mm, bf16, onednn, (int)rows, rows * (size_t)width, 3 * cap_w);
+    if (onednn)
+        plan_products(m);
 }
 
 void model_free(struct model *m)
 {
-    model_set_precision(m, 0, 0);
+    model_set_precision(m, 0, 0, 0);
     for (int l = 0; m->blocks && l < m->cfg.layers; l++) {
         free(m->blocks[l].ew1);
         free(m->blocks[l].ew2);

@@ -1,12 +1,14 @@
 // dist/: run under mpiexec -n 1, 2 and 4 by ctest. The deterministic tree reduction (bitwise equal
 // to the serial balanced tree, on every rank), the bucketed reducer, the mismatch finder, splits,
-// the gather of Muon's sharded updates.
+// the gather of Muon's sharded updates, the agreement on the matmul backend.
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "dist/dist.h"
 #include "dist/reduce.h"
+#include "launch/config.h"
+#include "launch/run_backend.h"
 #include "tests/testing.h"
 
 static struct dist_ctx world;
@@ -144,6 +146,44 @@ static void test_dist_gather_chunked(void **state)
     check_gather(1);
 }
 
+// The matmul backend is agreed across ranks: here even ranks "have" oneDNN's bf16 matmul and odd
+// ranks do not, as ranks on different CPUs would. Every rank returns the same verdict.
+static void test_dist_backend_choice_agrees(void **state)
+{
+    struct config c;
+    config_defaults(&c);
+    struct run_backend b;
+    char err[512] = "";
+    int avail = world.rank % 2 == 0, mixed = world.size > 1;
+    c.train.precision = 1;
+    // auto: each rank takes what it has; mixed ranks are allowed without determinism, named
+    assert_int_equal(run_choose_backend(&world, &c, avail, "no bf16 here", &b, err, sizeof(err)),
+                     0);
+    assert_int_equal(b.onednn, avail);
+    assert_int_equal(b.mixed, mixed);
+    assert_string_equal(b.why, avail ? "" : "no bf16 here");
+    // deterministic bf16 on a mix: refused on every rank
+    c.train.deterministic = 1;
+    int rc = run_choose_backend(&world, &c, avail, "no bf16 here", &b, err, sizeof(err));
+    assert_int_equal(rc, mixed ? -1 : 0);
+    if (mixed)
+        assert_non_null(strstr(err, "different backends"));
+    // openblas everywhere: deterministic holds, nobody uses oneDNN
+    c.train.matmul_backend = MATMUL_OPENBLAS;
+    assert_int_equal(run_choose_backend(&world, &c, avail, "x", &b, err, sizeof(err)), 0);
+    assert_true(b.onednn == 0 && b.mixed == 0);
+    // onednn asked for: refused on every rank when one rank lacks it, naming the reason
+    c.train.matmul_backend = MATMUL_ONEDNN, c.train.deterministic = 0;
+    rc = run_choose_backend(&world, &c, avail, "no bf16 here", &b, err, sizeof(err));
+    assert_int_equal(rc, mixed ? -1 : 0);
+    if (mixed)
+        assert_non_null(strstr(err, avail ? "another rank's CPU" : "no bf16 here"));
+    // fp32 stays on OpenBLAS under auto, whatever oneDNN could do
+    c.train.matmul_backend = MATMUL_AUTO, c.train.precision = 0;
+    assert_int_equal(run_choose_backend(&world, &c, 1, "", &b, err, sizeof(err)), 0);
+    assert_int_equal(b.onednn, 0);
+}
+
 int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
@@ -154,6 +194,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_dist_split_groups),
         cmocka_unit_test(test_dist_gather_allgatherv),
         cmocka_unit_test(test_dist_gather_chunked),
+        cmocka_unit_test(test_dist_backend_choice_agrees),
     };
     if (dist_init(&world, &argc, &argv) != 0)
         return 1;

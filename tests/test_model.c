@@ -439,7 +439,7 @@ static void test_matmul_bf16_rounds_both_operands(void **state)
     static float out[N * O], want[N * O], fp[N * O], din[N * I], dwant[N * I];
     static float dw[O * I], dwwant[O * I];
     struct matmul_prec p;
-    matmul_prec_init(&p, 1, N * I, O * I);
+    matmul_prec_init(&p, 1, 0, N, N * I, O * I);
     testing_fill(in, N * I, 31, 1.0f);
     testing_fill(wt, O * I, 32, 1.0f);
     testing_fill(dout, N * O, 33, 1.0f);

@@ -105,6 +105,25 @@ static void test_bf16_round_to_nearest_even(void **state)
         if (bits_of(y[i]) != bf16_reference(bits_of(x[i])))
             fail_msg("bf16 of %08x: got %08x want %08x", bits_of(x[i]), bits_of(y[i]),
                      bf16_reference(bits_of(x[i])));
+    // the 16-bit form (oneDNN's operands) is the same rounding, specials included
+    uint16_t *h = malloc(sizeof(uint16_t) * N);
+    x[0] = NAN;
+    x[1] = float_of(0x7f800001u);
+    x[2] = -INFINITY;
+    x[3] = float_of(0x00018000u);
+    x[4] = float_of(0x7f7fffffu);
+    bf16_bits_array(h, x, N);
+    assert_int_equal(h[1] & 0x7f80u, 0x7f80u); // NaN: exponent all ones and
+    assert_true((h[1] & 0x7fu) != 0);          // a nonzero mantissa (not inf)
+    assert_true((h[0] & 0x7fu) != 0 && (h[0] & 0x7f80u) == 0x7f80u);
+    assert_int_equal(h[2], 0xff80u);
+    assert_int_equal(h[3], 0x0002u);
+    assert_int_equal(h[4], 0x7f80u);
+    for (int i = 5; i < N; i++)
+        if ((uint32_t)h[i] << 16 != bf16_reference(bits_of(x[i])))
+            fail_msg("bf16 bits of %08x: got %04x want %08x", bits_of(x[i]), h[i],
+                     bf16_reference(bits_of(x[i])));
+    free(h);
     free(x);
     free(y);
 }

@@ -1,5 +1,6 @@
 // provides: bf16_round — a float rounded to the nearest bfloat16 (round to nearest, ties to
-//           even), kept in a float, and bf16_round_array.
+//           even), kept in a float, and bf16_round_array; bf16_bits_array, the same rounding
+//           stored as 16-bit bf16 (the operands of a bf16 GEMM library).
 //
 // bfloat16 is float32's upper 16 bits: the same 8-bit exponent, 7 stored mantissa bits. The
 // rounding is integer arithmetic on the bits, so it does not depend on the FPU's modes (the
@@ -28,5 +29,9 @@ static inline float bf16_round(float x)
 
 // dst[i] = bf16_round(src[i]) for i < n (dst may equal src). Vectorises (integer lanes).
 void bf16_round_array(float *dst, const float *src, size_t n);
+
+// dst[i] = the upper 16 bits of bf16_round(src[i]): bf16 numbers as GEMM libraries take them
+// (oneDNN's bf16), rounded exactly as bf16_round_array rounds. Vectorises.
+void bf16_bits_array(uint16_t *dst, const float *src, size_t n);
 
 #endif

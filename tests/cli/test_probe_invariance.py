@@ -20,6 +20,7 @@ VARIANTS = {
     "stable_adamw": ["optim.stable_adamw=true", "optim.lr=3e-2"],
     "mup": ["model.mup=full", "model.mup_base_width=16", "model.qk_norm=true"],  # zero W_q
     "bf16": ["train.precision=bf16"],
+    "onednn": ["train.matmul_backend=onednn"],
     # both guards act within 16 steps: update-norm clipping during the warmup, skip-step after
     "guards": ["optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3", "optim.guard_window=4",
                "optim.guard_min=2", "optim.warmup_steps=8", "train.steps=16"],
