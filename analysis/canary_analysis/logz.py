@@ -87,10 +87,18 @@ def _verdict(rows):
         names = ", ".join(f"{r['id']} (log Z {fmt_num(r['early'], '.2f')} → "
                           f"{fmt_num(r['late'], '.2f')})" for r in drifted)
         text = f"**The drift appeared** in {len(drifted)} of {len(rows)} runs: {names}."
-        guarded = [r for r in rows if not r["drifted"] and r["z_loss"] > 0]
-        if guarded:
-            text += (" Runs with z-loss on ended at a mean log Z of "
-                     + ", ".join(fmt_num(r["late"], ".2f") for r in guarded) + ".")
+        with_z = [r for r in rows if r["z_loss"] > 0]
+        held = [r for r in with_z if not r["drifted"]]
+        if with_z:
+            text += f" With z-loss on, {len(held)} of {len(with_z)} runs held"
+            if held:
+                text += (" (late mean log Z " + ", ".join(
+                    f"{fmt_num(r['late'], '.2f')} in {r['id']}" for r in held) + ")")
+            lost = [f"{r['id']} (late {fmt_num(r['late'], '.2f')}, logit RMS "
+                    f"{fmt_num(r['rms_late'], '.1f')})" for r in with_z if r["drifted"]]
+            text += (f"; by the rule above, {', '.join(lost)} drifted all the same (z-loss pulls "
+                     "log Z towards 0, not above it: read its depth and the logit RMS)."
+                     if lost else ".")
         return text
     low = min(rows, key=lambda r: r["late"] if math.isfinite(r["late"]) else math.inf)
     return ("**No output-logit drift**: no run's mean log Z ended below 0 (the lowest late "

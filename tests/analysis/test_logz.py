@@ -29,6 +29,21 @@ def test_rows_and_the_drift_rule(tmp_path):
     assert "| yes |" in text and "| no |" in text
 
 
+def test_verdict_counts_the_z_loss_runs_either_way(tmp_path):
+    """Runs with z-loss on are named whether they held or drifted (a z-loss too weak for its LR
+    must not vanish from the sentence)."""
+    path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-3", "1e-1"], qk=("true",)))
+    rows = logz_rows(load_sweep(path))
+    by = {r["lr"]: r for r in rows}
+    by[0.001]["z_loss"] = 1e-4
+    text = "\n".join(logz_render(rows))
+    assert "With z-loss on, 1 of 1 runs held (late mean log Z -0.04 in " in text
+    by[0.1]["z_loss"] = 1e-4
+    text = "\n".join(logz_render(rows))
+    assert "With z-loss on, 1 of 2 runs held" in text
+    assert f"; by the rule above, {by[0.1]['id']} (late -3.85, logit RMS 1.0) drifted" in text
+
+
 def test_no_drift_verdict(tmp_path):
     path = fabricate_sweep(tmp_path / "s", lr_specs(["1e-4", "1e-3"], qk=("true",)))
     text = "\n".join(logz_render(logz_rows(load_sweep(path))))
