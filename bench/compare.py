@@ -19,9 +19,13 @@ TARGET = {"a": 2.5, "b": 1.5, "c": 1.5, "b-moe": 1.5, "b-mla": 1.5, "v32k": 1.3}
 
 
 def parse(line):
-    out = {k: float(v) for k, v in re.findall(r"(\w+)=([-0-9.eE+]+)(?:\s|$)", line)}
-    core = re.search(r"\bcore=(\S+)", line)
-    out["core"] = core.group(1) if core else "?"
+    """key=value pairs: numbers as floats, the rest (core, precision, backend) as text."""
+    out = {"core": "?", "backend": "?"}
+    for k, v in re.findall(r"(\w+)=(\S+)", line):
+        try:
+            out[k] = float(v)
+        except ValueError:
+            out[k] = v
     return out
 
 
@@ -59,29 +63,46 @@ def main():
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (default: per config)")
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--bf16", default="c",
+                    help="configs also run at train.precision = bf16 (its backend as auto "
+                    "chooses: oneDNN on AMX / AVX512-BF16, else the emulation); '' for none")
+    ap.add_argument("--onednn", default="",
+                    help="configs also run at fp32 on oneDNN's matmul "
+                    "(train.matmul_backend = onednn)")
     ap.add_argument("--repeats", type=int, default=3,
                     help="canary and PyTorch runs, alternated; the table takes each side's "
                     "median run (a busy moment on a shared host hits both)")
     args = ap.parse_args()
     default_steps = {"a": 30, "b": 10, "c": 5, "b-moe": 10, "b-mla": 10, "v32k": 5}
-    rows = []
+    rows, variants = [], []
+    bf16 = set(filter(None, args.bf16.split(",")))
+    onednn = set(filter(None, args.onednn.split(",")))
     for name in args.configs.split(","):
         cfg = os.path.join("bench", "configs", f"{name}.ini")
         steps = args.steps or default_steps.get(name, 10)
         for t in [int(x) for x in args.threads.split(",")]:
-            cs, ps = [], []
+            base = [os.path.join("build", "canary"), "bench", "--config", cfg, "--set",
+                    f"train.threads={t}", "--steps", str(steps), "--warmup", str(args.warmup)]
+            extra = {"bf16": ["--set", "train.precision=bf16"] if name in bf16 else None,
+                     "onednn fp32": (["--set", "train.matmul_backend=onednn"]
+                                     if name in onednn else None)}
+            cs, ps, vs = [], [], {k: [] for k, v in extra.items() if v}
             for _ in range(args.repeats):
-                cs.append(run([os.path.join("build", "canary"), "bench", "--config", cfg, "--set",
-                               f"train.threads={t}", "--steps", str(steps), "--warmup",
-                               str(args.warmup)], t))
+                cs.append(run(base, t))
                 ps.append(run(["/usr/bin/python3", "bench/torch_bench.py", "--config", cfg,
                                "--threads", str(t), "--steps", str(steps), "--warmup",
                                str(args.warmup)], t, cs[-1]["core"]))
+                for k in vs:
+                    vs[k].append(run(base + extra[k], t))
             c = median_run(cs, "canary_tokens_per_s")
             p = median_run(ps, "torch_tokens_per_s")
             rows.append((name, t, c, p))
+            for k, runs in vs.items():
+                variants.append((name, t, k, median_run(runs, "canary_tokens_per_s"), c, p))
             print(f"# {name} threads={t}: canary {c['canary_tokens_per_s']:.0f} tok/s, "
-                  f"torch {p['torch_tokens_per_s']:.0f} tok/s", file=sys.stderr, flush=True)
+                  f"torch {p['torch_tokens_per_s']:.0f} tok/s" +
+                  "".join(f", {k} {variants[-len(vs) + i][3]['canary_tokens_per_s']:.0f}"
+                          for i, k in enumerate(vs)), file=sys.stderr, flush=True)
     print(f"machine: {machine()}; median over timed steps after {args.warmup} warmup steps; "
           f"each side's median of {args.repeats} alternated runs")
     print()
@@ -104,6 +125,28 @@ def main():
           "wider ones sgemm in causal blocks of 64 query rows) against threads x the "
           "single-thread sgemm rate measured in the same run (1024^3). RSS above start: peak "
           "RSS minus the RSS before the model was built (MPI, OpenBLAS and the binary).")
+    if not variants:
+        return
+    print()
+    print("| config | threads | variant | backend | tok/s | canary fp32 tok/s | ratio to canary "
+          "fp32 | PyTorch fp32 tok/s | ratio to PyTorch fp32 | % of the backend's matmul peak "
+          "| % of sgemm peak |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, t, k, v, c, p in variants:
+        target = " (target >= 2x)" if k == "bf16" else ""
+        target_pt = " (target >= 3x)" if k == "bf16" else ""
+        print(f"| {name} | {t} | {k} | {v['backend']} | {v['canary_tokens_per_s']:.0f} "
+              f"| {c['canary_tokens_per_s']:.0f} "
+              f"| {v['canary_tokens_per_s'] / c['canary_tokens_per_s']:.2f}x{target} "
+              f"| {p['torch_tokens_per_s']:.0f} "
+              f"| {v['canary_tokens_per_s'] / p['torch_tokens_per_s']:.2f}x{target_pt} "
+              f"| {v['pct_of_matmul_peak']:.0f}% of {t} x {v['matmul_1t_gflops']:.0f} "
+              f"| {v['pct_of_peak']:.0f}% of {t} x {v['sgemm_1t_gflops']:.0f} |")
+    print()
+    print("Variants: the same config at train.precision = bf16 (backend as auto chooses: onednn "
+          "on CPUs with AMX or AVX512-BF16, else emulation, which rounds the operands and runs "
+          "sgemm) or at fp32 on oneDNN. The backend's matmul peak: oneDNN's matmul of that type "
+          "at 1024^3 on one thread (operands already converted), or sgemm for the emulation.")
 
 
 if __name__ == "__main__":

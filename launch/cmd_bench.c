@@ -13,6 +13,7 @@
 #include "launch/train.h"
 #include "model/blas_core.h"
 #include "model/matmul.h"
+#include "model/matmul_dnnl.h"
 #include "util/error.h"
 #include "util/fpenv.h"
 #include "util/timer.h"
@@ -206,7 +207,7 @@ static void bench_run_steps(struct run *run, struct dist_ctx *d, const struct be
 
 // The key=value line bench/compare.py reads (rank 0).
 static void bench_print(const struct run *run, const struct bench_times *bt, double sgemm_1t,
-                        double rss_base)
+                        double mm_1t, double rss_base)
 {
     const struct config *cfg = &run->cfg;
     // the mean counts the probe steps at their cadence (a median would mostly see the others)
@@ -233,14 +234,17 @@ static void bench_print(const struct run *run, const struct bench_times *bt, dou
            "sgemm_1t_gflops=%.2f pct_of_peak=%.1f threads=%d params=%zu accounted_mib=%.1f "
            "peak_rss_mib=%.1f baseline_rss_mib=%.1f rss_over_accounted=%.3f ranks=%d "
            "reduce_wait_ms=%.3f optim_ms=%.3f grads_ms=%.3f acts_mib=%.1f "
-           "attn_acts_mib=%.1f core=%s\n",
+           "attn_acts_mib=%.1f core=%s precision=%s backend=%s matmul_1t_gflops=%.2f "
+           "pct_of_matmul_peak=%.1f\n",
            blas, fpenv_flushing() ? "flushed to zero" : "computed in full", tokens / med, med * 1e3,
            mean * 1e3, gflops, sgemm_1t, 100.0 * gflops / (sgemm_1t * cfg->train.threads),
            cfg->train.threads, n, accounted / 1048576.0, rss, rss_base,
            (rss - rss_base) / (accounted / 1048576.0), run->dist->size, wait_med * 1e3,
            opt_med * 1e3, grads_med * 1e3,
            (double)run->model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
-           blas_core_name());
+           blas_core_name(), cfg->train.precision ? "bf16" : "fp32",
+           run->backend.onednn ? "onednn" : cfg->train.precision ? "emulation" : "openblas", mm_1t,
+           100.0 * gflops / (mm_1t * cfg->train.threads));
 }
 
 // --probe-cost's line: the fastest step of each kind (the host's noise only ever adds time).
@@ -338,8 +342,16 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     struct bench_times bt;
     bench_times_init(&bt, a.steps);
     bench_run_steps(&run, d, &a, &bt);
+    // the linear layers' own rate: oneDNN's matmul of the run's type, else sgemm (which the
+    // bf16 emulation also runs on)
+    double mm_1t = sgemm_1t;
+    if (run.backend.onednn) {
+        matmul_set_threads(1);
+        mm_1t = mm_dnnl_peak_gflops(cfg.train.precision, 1024, 5);
+        matmul_set_threads(cfg.train.threads);
+    }
     if (d->rank == 0) {
-        bench_print(&run, &bt, sgemm_1t, rss_base);
+        bench_print(&run, &bt, sgemm_1t, mm_1t, rss_base);
         if (a.probe_cost)
             bench_print_probe_cost(&bt, cfg.probes.every);
     }
