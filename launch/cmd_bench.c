@@ -243,8 +243,10 @@ static void bench_print(const struct run *run, const struct bench_times *bt, dou
            opt_med * 1e3, grads_med * 1e3,
            (double)run->model.acts.floats * sizeof(float) / 1048576.0, attn_acts / 1048576.0,
            blas_core_name(), cfg->train.precision ? "bf16" : "fp32",
-           run->backend.onednn ? "onednn" : cfg->train.precision ? "emulation" : "openblas", mm_1t,
-           100.0 * gflops / (mm_1t * cfg->train.threads));
+           run->backend.onednn    ? "onednn"
+           : cfg->train.precision ? "emulation"
+                                  : "openblas",
+           mm_1t, 100.0 * gflops / (mm_1t * cfg->train.threads));
 }
 
 // --probe-cost's line: the fastest step of each kind (the host's noise only ever adds time).
