@@ -224,7 +224,7 @@ static void bench_print(const struct run *run, const struct bench_times *bt, dou
                        (double)run->model.table.n * sizeof(double) +
                        2.0 * (double)run->local_batch * cfg->model.seq_len * sizeof(int) +
                        model_precision_bytes(&cfg->model, run->micro_batch, cfg->train.precision,
-                                             cfg->train.bf16_attention);
+                                             cfg->train.bf16_attention, run->backend.onednn);
     double attn_acts = (double)model_attention_act_floats(&run->model) * sizeof(float);
     double rss = peak_rss_mib();
     char blas[512];

@@ -145,7 +145,7 @@ static int validate_fits(const struct config *c, int micro, char *err, size_t er
     double acts = 0.0, state = 0.0;
     double need = model_memory_estimate(m, micro, &acts, &state);
     // bf16: the rounded operands and probabilities (counted with the activations)
-    double prec = model_precision_bytes(m, micro, c->train.precision, c->train.bf16_attention);
+    double prec = model_precision_bytes(m, micro, c->train.precision, c->train.bf16_attention, 0);
     need += prec;
     acts += prec;
     double ram = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);

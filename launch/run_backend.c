@@ -53,13 +53,21 @@ void run_backend_describe(const struct config *c, const struct run_backend *b,
                           const struct model *m, char *buf, size_t len)
 {
     const struct train_config *t = &c->train;
-    char lib[128] = "";
+    char lib[768] = "";
     if (b->onednn && m->mm && m->mm->dnnl) {
         char isa[96];
+        const char *exact = mm_dnnl_impl(m->mm->dnnl, 0), *rt = mm_dnnl_impl(m->mm->dnnl, 1);
         mm_dnnl_describe(isa, sizeof(isa));
-        snprintf(lib, sizeof(lib), "%s %s matmul, %d primitives (%s)", isa,
-                 t->precision ? "bf16" : "fp32", mm_dnnl_count(m->mm->dnnl),
-                 mm_dnnl_impl(m->mm->dnnl));
+        // a "ref:" implementation is oneDNN's slow reference loop: a product shape or layout
+        // its optimised kernels do not take
+        snprintf(lib, sizeof(lib),
+                 "%s %s matmul, %d primitives (micro-batch rows: %s; runtime rows, for MoE "
+                 "experts and smaller evaluations: %s)%s",
+                 isa, t->precision ? "bf16" : "fp32", mm_dnnl_count(m->mm->dnnl), exact, rt,
+                 strstr(exact, "ref:") || strstr(rt, "ref:")
+                     ? " WARNING: some products run oneDNN's reference implementation, which is "
+                       "slow"
+                     : "");
     }
     if (!t->precision) {
         snprintf(buf, len, "fp32; backend: %s", b->onednn ? lib : "OpenBLAS sgemm");

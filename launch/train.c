@@ -115,7 +115,8 @@ int run_init(struct run *r, const struct config *cfg, struct dist_ctx *dist, int
                  group, r->micro_batch, mcfg->seq_len);
         return -1;
     }
-    // every rank reaches this (the checks above depend on the config alone): it is collective
+    // every rank reaches this (the checks above depend on the config and the rank count): it is
+    // collective
     char why[256] = "";
     int avail = (cfg->train.precision || cfg->train.matmul_backend == MATMUL_ONEDNN) &&
                 mm_dnnl_available(cfg->train.precision, why, sizeof(why));

@@ -12,6 +12,7 @@
 #include "launch/train.h"
 #include "model/blas_core.h"
 #include "model/matmul.h"
+#include "model/matmul_dnnl.h"
 #include "util/error.h"
 #include "util/fpenv.h"
 #include "util/timer.h"
@@ -251,7 +252,7 @@ static void print_header(struct run *r, struct train_out *o, const char *out_dir
         h = fmod(h * 131.0 + (unsigned char)*p, 1e9);
     int same = dist_max_f64(r->dist, h) == -dist_max_f64(r->dist, -h);
     if (c->train.precision || r->backend.onednn) {
-        char prec[640];
+        char prec[1280];
         run_backend_describe(c, &r->backend, &r->model, prec, sizeof(prec));
         out_line(o, 0, "precision: %s", prec);
     }
@@ -417,6 +418,11 @@ static int finish_run(struct run *r, struct train_out *o, const char *out_dir, d
         rc = TRAIN_EXIT_IO;
     char took[32];
     format_eta(took, sizeof(took), timer_now() - t_start);
+    if (r->model.mm && r->model.mm->dnnl && mm_dnnl_late(r->model.mm->dnnl) > 0)
+        out_line(o, 0,
+                 "oneDNN: %d product shapes were first met during training (rank 0), past "
+                 "planning: their primitives were compiled inside steps",
+                 mm_dnnl_late(r->model.mm->dnnl));
     out_line(o, 0, "parameter checksum %016llx", train_params_checksum(r));
     out_line(o, 0, "done: %ld steps in %s; outputs in %s/ (config.ini, log.txt, metrics.tsv%s)",
              (long)c->train.steps, took, out_dir, r->probes->active ? ", probes.h5" : "");

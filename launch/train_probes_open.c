@@ -44,7 +44,7 @@ int run_h5_provenance(struct h5file *f, const struct run *r, char *err, size_t e
     h5_version(h5v, sizeof(h5v));
     dist_library_version(mpi, sizeof(mpi));
     blas_core_describe(blas, sizeof(blas));
-    char prec[640];
+    char prec[1280];
     run_backend_describe(&r->cfg, &r->backend, &r->model, prec, sizeof(prec));
     const char *prov = "/provenance";
     if (h5_attr_str(f, prov, "git_sha", CANARY_GIT_SHA, err, errlen) ||

@@ -12,11 +12,13 @@
 #include "util/error.h"
 #include "util/timer.h"
 
-// The products of a linear layer with weight w[out, in] and n rows (model/matmul.h):
-//   OP_FWD, OP_FWD_ACC  out[n, out] (+)= in[n, in] · wᵀ   src in (ab), weights w read as [in, out]
-//   (ba) OP_DIN              din[n, in] = dout[n, out] · w     src dout (ab), weights w [out, in]
-//   (ab) OP_DW               dw[out, in] += doutᵀ · in         src dout read as [out, n] (ba),
-//                                                         weights in [n, in] (ab)
+// The products of a linear layer with weight w[out, in] and n rows (model/matmul.h), as oneDNN
+// sees them (src [M, K] · weights [K, N] -> dst [M, N]; ab: row-major, ba: its transpose):
+//
+//   product                          src                   weights               dst
+//   OP_FWD(_ACC) out (+)= in · wᵀ    in [n, in] ab         w as [in, out] ba     [n, out] ab
+//   OP_DIN       din = dout · w      dout [n, out] ab      w [out, in] ab        [n, in] ab
+//   OP_DW        dw += doutᵀ · in    dout as [out, n] ba   in [n, in] ab         [out, in] ab
 enum mm_op { OP_FWD, OP_FWD_ACC, OP_DIN, OP_DW };
 
 enum { MAX_PRIMS = 512 };
@@ -38,7 +40,7 @@ struct mm_dnnl {
     int n, late, planning;
     uint16_t *a, *b, *c; // bf16 operands: [cap_act], [cap_w], [cap_act]
     size_t cap_act, cap_w;
-    char impl[256];
+    char impl[2][256]; // implementations of the exact-rows [0] and runtime-rows [1] primitives
 };
 
 #define DNNL_CHECK(call)                                                                           \
@@ -107,11 +109,15 @@ int mm_dnnl_available(int bf16, char *why, size_t whylen)
     if (pd)
         dnnl_primitive_desc_destroy(pd);
     dnnl_engine_destroy(eng);
-    if (st == dnnl_success)
+    // oneDNN 2.6 also offers bf16 on plain AVX-512, converting to fp32 inside its kernels: no
+    // faster than the emulation, so only bf16 instructions count as having it
+    dnnl_cpu_isa_t isa = dnnl_get_effective_cpu_isa();
+    int native = (isa & dnnl_cpu_isa_avx512_core_bf16) == dnnl_cpu_isa_avx512_core_bf16;
+    if (st == dnnl_success && (!bf16 || native))
         return 1;
     char lib[96];
     mm_dnnl_describe(lib, sizeof(lib));
-    if (bf16 && st == dnnl_unimplemented)
+    if (bf16 && (st == dnnl_unimplemented || st == dnnl_success))
         snprintf(why, whylen, "%s: no bf16 matmul on this CPU (it needs AVX512-BF16 or AMX)", lib);
     else
         snprintf(why, whylen, "%s: no %s matmul here (%s)", lib, bf16 ? "bf16" : "fp32",
@@ -209,24 +215,24 @@ int mm_dnnl_late(const struct mm_dnnl *d)
     return d->late;
 }
 
-const char *mm_dnnl_impl(const struct mm_dnnl *d)
+const char *mm_dnnl_impl(const struct mm_dnnl *d, int runtime_rows)
 {
-    return d->impl;
+    return d->impl[runtime_rows != 0];
 }
 
-// Adds name to the comma-separated list of implementations unless it is there.
-static void note_impl(struct mm_dnnl *d, const char *name)
+// Adds name to a comma-separated list of implementations unless it is there.
+static void note_impl(char *list, size_t cap, const char *name)
 {
     size_t len = strlen(name);
-    for (const char *s = d->impl; *s;) {
+    for (const char *s = list; *s;) {
         const char *e = strchr(s, ',');
         size_t l = e ? (size_t)(e - s) : strlen(s);
         if (l == len && !strncmp(s, name, len))
             return;
         s = e ? e + 1 : s + l;
     }
-    size_t used = strlen(d->impl);
-    snprintf(d->impl + used, sizeof(d->impl) - used, "%s%s", used ? "," : "", name);
+    size_t used = strlen(list);
+    snprintf(list + used, cap - used, "%s%s", used ? "," : "", name);
 }
 
 static struct prim *make_prim(struct mm_dnnl *d, enum mm_op op, int rows, int in_dim, int out_dim)
@@ -245,7 +251,7 @@ static struct prim *make_prim(struct mm_dnnl *d, enum mm_op op, int rows, int in
     DNNL_CHECK(dnnl_primitive_create(&p->p, pd));
     const char *impl = NULL;
     DNNL_CHECK(dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl));
-    note_impl(d, impl);
+    note_impl(d->impl[rows == 0], sizeof(d->impl[0]), impl);
     dnnl_primitive_desc_destroy(pd);
     if (rows > 0) {
         dnnl_memory_desc_t src, wei, dst;
@@ -321,8 +327,10 @@ static const void *operand(const struct mm_dnnl *d, uint16_t *buf, size_t cap, c
 void mm_dnnl_forward(struct mm_dnnl *d, float *out, const float *in, const float *w, int n,
                      int in_dim, int out_dim, int acc)
 {
+    if (n == 0 && !d->planning)
+        return;
     struct prim *p = prim_for(d, acc ? OP_FWD_ACC : OP_FWD, n, in_dim, out_dim);
-    if (d->planning || n == 0)
+    if (d->planning)
         return;
     const void *a = operand(d, d->a, d->cap_act, in, (size_t)n * in_dim);
     const void *b = operand(d, d->b, d->cap_w, w, (size_t)out_dim * in_dim);
@@ -332,9 +340,11 @@ void mm_dnnl_forward(struct mm_dnnl *d, float *out, const float *in, const float
 void mm_dnnl_backward(struct mm_dnnl *d, float *din, float *dw, const float *dout, const float *in,
                       const float *w, int n, int in_dim, int out_dim)
 {
+    if (n == 0 && !d->planning)
+        return; // no rows: din is empty and dw gains nothing
     struct prim *pin = din ? prim_for(d, OP_DIN, n, in_dim, out_dim) : NULL;
     struct prim *pw = prim_for(d, OP_DW, n, in_dim, out_dim);
-    if (d->planning || n == 0)
+    if (d->planning)
         return;
     const void *g = operand(d, d->a, d->cap_act, dout, (size_t)n * out_dim);
     if (din)

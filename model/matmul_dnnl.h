@@ -13,6 +13,13 @@
 // only points them at the data) and one with the rows as oneDNN's runtime dimension (an MoE
 // expert's rows vary from step to step; evaluation may run fewer sequences). A product whose
 // shape planning did not see makes its primitive when first met (counted: mm_dnnl_late).
+//
+// What allocates in a step: a runtime-rows product makes and frees its three memory objects (a
+// handle each, the data is the caller's); oneDNN's gemm-based implementations (gemm:jit, the
+// fp32 path on AVX2) allocate their packing buffers per call; a late primitive is compiled.
+//
+// One caller at a time: the memory objects and the bf16 scratch are shared by all products (the
+// products themselves run on oneDNN's OpenMP threads).
 #ifndef CANARY_MODEL_MATMUL_DNNL_H
 #define CANARY_MODEL_MATMUL_DNNL_H
 
@@ -21,7 +28,9 @@
 struct mm_dnnl;
 
 // 1 when oneDNN makes a matmul primitive of this operand type (bf16 = 1: bf16, else fp32) on
-// this CPU; 0 with the reason in why (e.g. no bf16 matmul without AVX512-BF16 or AMX).
+// this CPU, for bf16 only with bf16 instructions (AVX512-BF16 or AMX: on plain AVX-512 oneDNN
+// 2.6 converts to fp32 inside its kernels, no faster than the emulation); 0 with the reason in
+// why.
 int mm_dnnl_available(int bf16, char *why, size_t whylen);
 
 // "oneDNN 2.6.3, instruction set avx2": the library's version and the CPU instruction set it
@@ -42,9 +51,10 @@ void mm_dnnl_set_planning(struct mm_dnnl *d, int on);
 int mm_dnnl_count(const struct mm_dnnl *d);
 int mm_dnnl_late(const struct mm_dnnl *d);
 
-// The distinct oneDNN implementations the primitives use, comma-separated
-// ("brg:avx512_core_amx_bf16", "gemm:jit"), or "" before planning.
-const char *mm_dnnl_impl(const struct mm_dnnl *d);
+// The distinct oneDNN implementations of the exact-rows primitives (runtime_rows = 0) or of the
+// runtime-rows ones (1), comma-separated ("brg:avx512_core_amx_bf16", "gemm:jit"), or "" before
+// planning.
+const char *mm_dnnl_impl(const struct mm_dnnl *d, int runtime_rows);
 
 // out[n, out_dim] = in[n, in_dim] · w[out_dim, in_dim]ᵀ, overwriting out, or adding into it
 // when acc is 1. As matmul_forward / matmul_forward_acc.

@@ -146,7 +146,8 @@ struct model {
     int inner;              // I = H · d_h
     int dqk;                // per-head width of q and k: d_h, or d_h + d_R with MLA
     float attn_scale;       // logit = q·k · attn_scale: 1/sqrt(d_qk), or 1/d_qk with µParam full
-    struct matmul_prec *mm; // the linear layers' precision (model_set_precision); NULL: fp32
+    struct matmul_prec *mm; // the linear layers' precision and backend (model_set_precision);
+                            // NULL: fp32 on OpenBLAS
     float *attn_pr; // bf16 attention: [L, max_batch·H·T·T] rounded probabilities, or NULL
     int ffn;        // F
     int max_batch;  // B the arena holds
@@ -208,11 +209,15 @@ void model_set_aux_coefs(struct model *m, double balance, double router_z);
 // probabilities for p·v (a rounded copy: the softmax backward keeps fp32 p), and in backward the
 // output gradient and the softmax's input gradient (always on OpenBLAS). onednn = 1: the linear
 // layers' products run as oneDNN matmul primitives (model/matmul_dnnl.h; check
-// mm_dnnl_available first), made here by one planning forward and backward; 0: OpenBLAS. Allocates
-// the rounding scratch: call at setup, not in a step.
+// mm_dnnl_available first), made here by one planning forward and backward (which overwrites the
+// arena and the MoE routing statistics); 0: OpenBLAS. Allocates the rounding scratch: call at
+// setup, on a model fresh from model_init, not in a step.
 void model_set_precision(struct model *m, int bf16, int attention, int onednn);
-// About the bytes model_set_precision allocates for micro-batches of B sequences (0 for fp32).
-double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention);
+// About the bytes model_set_precision allocates for micro-batches of B sequences: 0 for fp32,
+// 16-bit scratch on oneDNN (onednn = 1; oneDNN's own JIT code and scratchpad not counted), 32-bit
+// for the emulation (an upper bound while the backend is not chosen yet).
+double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention,
+                             int onednn);
 
 // Forward for B ≤ max_batch sequences of T tokens (tokens[B, T], already < vocab); leaves the
 // logits in m->acts.logits [B·T, V] and keeps what backward needs. Returns the MoE auxiliary

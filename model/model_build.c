@@ -298,7 +298,8 @@ static double precision_row_width(const struct model_config *c)
     return width;
 }
 
-double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention)
+double model_precision_bytes(const struct model_config *c, int B, int bf16, int attention,
+                             int onednn)
 {
     if (!bf16)
         return 0.0;
@@ -307,12 +308,16 @@ double model_precision_bytes(const struct model_config *c, int B, int bf16, int 
     widest = F > widest ? F : widest;
     widest = 3.0 * I > widest ? 3.0 * I : widest; // per weight row, fused wq|wk|wv included
     double probs = attention ? (double)c->layers * B * c->heads * T * T : 0.0;
-    return 4.0 * (probs + 2.0 * B * T * precision_row_width(c) + 3.0 * widest * C);
+    double operand = onednn ? 2.0 : 4.0; // bf16 as 16 bits (oneDNN) or in a float (emulation)
+    return 4.0 * probs + operand * (2.0 * B * T * precision_row_width(c) + 3.0 * widest * C);
 }
 
 // One forward and backward of a full micro-batch with the oneDNN backend planning, so that
 // every product's primitives are made here at setup (model/matmul_dnnl.h). The products compute
-// nothing; parameters, gradients and tokens are zero scratch, so only the arena is touched.
+// nothing; parameters, gradients and tokens are zero scratch (allocated before the run's own
+// parameters, gradients and optimizer state, so below their peak). It overwrites the arena and
+// the MoE routing statistics, which every forward overwrites again. On zero activations every
+// router ties, so each token goes to experts 0..k-1: the most rows an expert can get.
 static void plan_products(struct model *m)
 {
     size_t n = m->table.total, tok = (size_t)m->max_batch * m->cfg.seq_len;

@@ -56,6 +56,7 @@ def test_onednn_deterministic_is_bitwise_across_ranks(canary, small_config, tmp_
         r = mpi_train(canary, np_, small_config, out, "train.deterministic=true",
                       "train.grad_accum=4", "train.matmul_backend=onednn")
         assert r.returncode == 0, r.stdout + r.stderr
+        assert "backend: oneDNN" in header(out)  # not a silent fall back to OpenBLAS
         results.append((losses(out), checksum(out)))
     assert results[0] == results[1] == results[2]
 

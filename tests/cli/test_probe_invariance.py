@@ -21,6 +21,9 @@ VARIANTS = {
     "mup": ["model.mup=full", "model.mup_base_width=16", "model.qk_norm=true"],  # zero W_q
     "bf16": ["train.precision=bf16"],
     "onednn": ["train.matmul_backend=onednn"],
+    # expert products on oneDNN's runtime-rows primitives (their rows change every step)
+    "onednn_moe": ["train.matmul_backend=onednn", "model.experts=4", "model.top_k=2",
+                   "model.capacity_factor=1.0", "optim.balance_loss=1e-2"],
     # both guards act within 16 steps: update-norm clipping during the warmup, skip-step after
     "guards": ["optim.skip_sigma=0.3", "optim.update_clip_sigma=0.3", "optim.guard_window=4",
                "optim.guard_min=2", "optim.warmup_steps=8", "train.steps=16"],
