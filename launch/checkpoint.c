@@ -446,6 +446,16 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
             rc = -1;
         }
     }
+    // precision and matmul backend (run_backend_describe): another one here is allowed, but the
+    // run is then not bitwise the one that would have gone on (the header says so)
+    char was[sizeof(r->resumed_precision)], now[sizeof(r->resumed_precision)];
+    r->resumed_precision[0] = '\0';
+    if (rc == 0 &&
+        h5_attr_read_str(f, "/provenance", "precision", was, sizeof(was), why, sizeof(why)) == 0) {
+        run_backend_describe(&r->cfg, &r->backend, &r->model, now, sizeof(now));
+        if (strcmp(was, now) != 0)
+            snprintf(r->resumed_precision, sizeof(r->resumed_precision), "%s", was);
+    }
     h5_close(f);
     return rc;
 }

@@ -91,7 +91,9 @@ struct run {
     int random_data;       // benchmark: fixed random tokens instead of the sampler
     double step_flops;     // model FLOPs of one step on this rank (fwd + bwd)
 
-    struct run_backend backend; // who multiplies the linear layers (train.matmul_backend)
+    struct run_backend backend;   // who multiplies the linear layers (train.matmul_backend)
+    char resumed_precision[1280]; // the checkpoint's precision and backend when they differ
+                                  // from this run's (ckpt_read), else ""
 
     // gradient reduction
     struct dist_reducer reducer; // bucketed, overlapped averaging (default mode)

@@ -256,6 +256,11 @@ static void print_header(struct run *r, struct train_out *o, const char *out_dir
         run_backend_describe(c, &r->backend, &r->model, prec, sizeof(prec));
         out_line(o, 0, "precision: %s", prec);
     }
+    if (r->resumed_precision[0])
+        out_line(o, 0,
+                 "WARNING: resumed from a checkpoint written with another precision or matmul "
+                 "backend (%s): from here the run is not bitwise the one that would have gone on",
+                 r->resumed_precision);
     out_line(o, 0, "BLAS: %s | sgemm %.0f GFLOP/s per thread%s%s", blas, peak / c->train.threads,
              fpenv_flushing() ? " | subnormals flushed to zero" : "",
              r->dist->size == 1 ? ""

@@ -80,3 +80,20 @@ def test_bf16_on_onednn_only_where_the_cpu_has_it(canary, small_config, tmp_path
         assert "train.matmul_backend = onednn" in rf.stderr
         assert "AMX" in rf.stderr and len(rf.stderr.strip().splitlines()) == 1, rf.stderr
         assert not forced.exists()
+
+
+def test_resume_on_another_backend_warns(canary, small_config, tmp_path):
+    """A checkpoint written on OpenBLAS resumes on oneDNN (allowed: checkpoints are fp32), with a
+    warning naming the checkpoint's backend; resuming on the same backend says nothing."""
+    out = tmp_path / "run"
+    r = train(canary, small_config, out, "train.steps=6", "train.checkpoint_every=3")
+    assert r.returncode == 0, r.stderr
+    for b, warned, steps in (("openblas", False, 8), ("onednn", True, 10)):
+        r = run(canary, "train", "--resume", str(out), "--set", f"train.steps={steps}", "--set",
+                f"train.matmul_backend={b}")
+        assert r.returncode == 0, r.stderr
+        log = (out / "log.txt").read_text()
+        tail = log[log.rindex("precision: ") if "precision: " in log else 0:]
+        assert ("WARNING: resumed from a checkpoint written with another precision or matmul "
+                "backend (fp32; backend: OpenBLAS sgemm)" in r.stdout) == warned, r.stdout
+        assert ("backend: oneDNN" in tail) == warned
