@@ -1,7 +1,8 @@
 // The whole model against the independent PyTorch reference (tests/torch_model.py, fixtures
 // written by tests/gen_reference.py): logits, loss parts, every gradient, and three full training
 // steps through train_step (clip, schedule, AdamW in both weight-decay modes). Relative error
-// ≤ 1e-4, normalised per tensor by its largest magnitude.
+// ≤ 1e-4, normalised per tensor by its largest magnitude. "onednn:" cases run the fixture with
+// the linear layers on oneDNN's fp32 matmul (train.matmul_backend = onednn) instead of OpenBLAS.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,7 +33,7 @@ static void check_scalar(const char *what, double got, const struct fixture_reco
         fail_msg("%s: got %.9g want %.9g (rel err %.2e)", what, got, want->data[0], err);
 }
 
-static void run_case(const char *name)
+static void run_case(const char *name, int onednn)
 {
     char path[1024], err[1024], rec[200];
     struct fixture fx;
@@ -44,9 +45,13 @@ static void run_case(const char *name)
     if (config_load_file(&cfg, path, err, sizeof(err)) != 0 ||
         config_validate(&cfg, 1, 0, err, sizeof(err)) != 0)
         fail_msg("%s", err);
+    if (onednn)
+        cfg.train.matmul_backend = MATMUL_ONEDNN;
     snprintf(path, sizeof(path), "%s/tests/fixtures/%s/fixture.bin", CANARY_SOURCE_DIR, name);
     assert_int_equal(fixture_load(&fx, path), 0);
-    assert_int_equal(run_init(&run, &cfg, &solo, 1, err, sizeof(err)), 0);
+    if (run_init(&run, &cfg, &solo, 1, err, sizeof(err)) != 0)
+        fail_msg("%s: %s", name, err);
+    assert_int_equal(run.backend.onednn, onednn);
 
     const struct tensor_table *tt = &run.model.table;
     int B = cfg.train.batch_size, T = cfg.model.seq_len, V = cfg.model.vocab;
@@ -156,7 +161,9 @@ static void run_case(const char *name)
 // One cmocka test per fixture case, named after it; the case name is the test's state.
 static void run_fixture_case(void **state)
 {
-    run_case((const char *)*state);
+    const char *name = *state;
+    int onednn = strncmp(name, "onednn:", 7) == 0;
+    run_case(onednn ? name + 7 : name, onednn);
 }
 
 #define CASE(name)                                                                                 \
@@ -189,6 +196,11 @@ int main(void)
         CASE("bf16"),
         CASE("bf16_linear_only"),
         CASE("bf16_mla_moe_muon"),
+        // the whole step on oneDNN's fp32 matmul: dense, MoE with Muon, MLA with a query latent
+        CASE("onednn:default"),
+        CASE("onednn:moe_renorm_swiglu_muon"),
+        CASE("onednn:mla_qlatent_qknorm_moe_muon"),
+        CASE("onednn:qk_clip_mla_muon"),
     };
     return cmocka_run_group_tests_name("reference", tests, NULL, NULL);
 }
