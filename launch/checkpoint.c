@@ -453,7 +453,9 @@ int ckpt_read(struct run *r, const char *path, char *err, size_t errlen)
     if (rc == 0 &&
         h5_attr_read_str(f, "/provenance", "precision", was, sizeof(was), why, sizeof(why)) == 0) {
         run_backend_describe(&r->cfg, &r->backend, &r->model, now, sizeof(now));
-        if (strcmp(was, now) != 0)
+        // checkpoints from before the backend was recorded ("fp32", "bf16: ...") ran on OpenBLAS
+        int before = !strstr(was, "backend: ");
+        if (before ? strncmp(was, now, 4) != 0 || r->backend.onednn : strcmp(was, now) != 0)
             snprintf(r->resumed_precision, sizeof(r->resumed_precision), "%s", was);
     }
     h5_close(f);
