@@ -347,11 +347,8 @@ int cmd_bench(int argc, char **argv, struct dist_ctx *d)
     // the linear layers' own rate: oneDNN's matmul of the run's type, else sgemm (which the
     // bf16 emulation also runs on)
     double mm_1t = sgemm_1t;
-    if (run.backend.onednn) {
-        matmul_set_threads(1);
+    if (run.backend.onednn)
         mm_1t = mm_dnnl_peak_gflops(cfg.train.precision, 1024, 5);
-        matmul_set_threads(cfg.train.threads);
-    }
     if (d->rank == 0) {
         bench_print(&run, &bt, sgemm_1t, mm_1t, rss_base);
         if (a.probe_cost)

@@ -159,7 +159,7 @@ const char *matmul_blas_config(void)
     return openblas_get_config();
 }
 
-double matmul_peak_gflops(int n, int reps)
+double matmul_rate_gflops(int n, int reps, matmul_bench_fn product, void *ctx)
 {
     size_t nn = (size_t)n * (size_t)n;
     float *a = xmalloc(nn * sizeof(float));
@@ -174,9 +174,9 @@ double matmul_peak_gflops(int n, int reps)
     matmul_set_threads(1);
     for (int r = 0; r < reps + 1; r++) {
         double t0 = timer_now();
-        matmul_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+        product(ctx, a, b, c, n);
         double dt = timer_now() - t0;
-        if (r > 0 && dt < best) // the first call warms caches and the BLAS thread pool
+        if (r > 0 && dt < best) // the first call warms caches and thread pools
             best = dt;
     }
     matmul_set_threads(saved);
@@ -184,4 +184,15 @@ double matmul_peak_gflops(int n, int reps)
     free(b);
     free(c);
     return 2.0 * (double)n * (double)n * (double)n / best * 1e-9;
+}
+
+static void sgemm_product(void *ctx, const float *a, const float *b, float *c, int n)
+{
+    (void)ctx;
+    matmul_sgemm(0, 0, n, n, n, 1.0f, a, n, b, n, 0.0f, c, n);
+}
+
+double matmul_peak_gflops(int n, int reps)
+{
+    return matmul_rate_gflops(n, reps, sgemm_product, NULL);
 }

@@ -66,4 +66,12 @@ const char *matmul_blas_config(void);
 // the progress line's % of peak). Allocates; call outside the training step.
 double matmul_peak_gflops(int n, int reps);
 
+// c[n, n] = a[n, n] · b[n, n] by some backend (ctx: its state).
+typedef void (*matmul_bench_fn)(void *ctx, const float *a, const float *b, float *c, int n);
+
+// The single-thread rate in GFLOP/s of `product` on n×n×n operands filled here: the best of reps
+// timed calls after one untimed call (caches, thread pools, and any one-off conversion the
+// product makes on its first call). matmul_peak_gflops is this for sgemm. Allocates.
+double matmul_rate_gflops(int n, int reps, matmul_bench_fn product, void *ctx);
+
 #endif

@@ -8,9 +8,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model/matmul.h"
 #include "util/bf16.h"
 #include "util/error.h"
-#include "util/timer.h"
 
 // The products of a linear layer with weight w[out, in] and n rows (model/matmul.h), as oneDNN
 // sees them (src [M, K] · weights [K, N] -> dst [M, N]; ab: row-major, ba: its transpose):
@@ -352,30 +352,30 @@ void mm_dnnl_backward(struct mm_dnnl *d, float *din, float *dw, const float *dou
     run(d, pw, n, g, operand(d, d->c, d->cap_act, in, (size_t)n * in_dim), dw);
 }
 
+// The peak's product: the operands converted on the first (untimed) call, the primitive alone
+// after.
+struct peak_ctx {
+    struct mm_dnnl *d;
+    const void *x, *w;
+};
+
+static void peak_product(void *ctx, const float *a, const float *b, float *c, int n)
+{
+    struct peak_ctx *pc = ctx;
+    struct mm_dnnl *d = pc->d;
+    size_t nn = (size_t)n * n;
+    if (!pc->x) {
+        pc->x = operand(d, d->a, d->cap_act, a, nn);
+        pc->w = operand(d, d->b, d->cap_w, b, nn);
+    }
+    run(d, prim_for(d, OP_FWD, n, n, n), n, pc->x, pc->w, c);
+}
+
 double mm_dnnl_peak_gflops(int bf16, int n, int reps)
 {
     size_t nn = (size_t)n * n;
-    struct mm_dnnl *d = mm_dnnl_create(bf16, n, nn, nn);
-    float *a = xmalloc(nn * sizeof(float)), *b = xmalloc(nn * sizeof(float));
-    float *c = xmalloc(nn * sizeof(float));
-    for (size_t i = 0; i < nn; i++) {
-        a[i] = (float)((i * 7 % 13) - 6) * 0.01f;
-        b[i] = (float)((i * 5 % 11) - 5) * 0.01f;
-    }
-    struct prim *p = prim_for(d, OP_FWD, n, n, n);
-    const void *x = operand(d, d->a, d->cap_act, a, nn);
-    const void *w = operand(d, d->b, d->cap_w, b, nn);
-    double best = 1e30;
-    for (int r = 0; r < reps + 1; r++) {
-        double t0 = timer_now();
-        run(d, p, n, x, w, c);
-        double dt = timer_now() - t0;
-        if (r > 0 && dt < best) // the first run warms caches and oneDNN's threads
-            best = dt;
-    }
-    free(a);
-    free(b);
-    free(c);
-    mm_dnnl_free(d);
-    return 2.0 * (double)n * (double)n * (double)n / best * 1e-9;
+    struct peak_ctx pc = {mm_dnnl_create(bf16, n, nn, nn), NULL, NULL};
+    double rate = matmul_rate_gflops(n, reps, peak_product, &pc);
+    mm_dnnl_free(pc.d);
+    return rate;
 }

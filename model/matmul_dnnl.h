@@ -66,9 +66,9 @@ void mm_dnnl_forward(struct mm_dnnl *d, float *out, const float *in, const float
 void mm_dnnl_backward(struct mm_dnnl *d, float *din, float *dw, const float *dout, const float *in,
                       const float *w, int n, int in_dim, int out_dim);
 
-// oneDNN's matmul rate in GFLOP/s on an n x n x n product of this operand type, on the calling
-// thread count, best of reps: the primitive alone, operands already converted (the benchmark's
-// peak, beside sgemm's). Allocates; call outside the training step.
+// oneDNN's matmul rate in GFLOP/s on an n x n x n product of this operand type, on one thread,
+// best of reps: the primitive alone, operands already converted (the benchmark's peak, beside
+// sgemm's; matmul_rate_gflops). Allocates; call outside the training step.
 double mm_dnnl_peak_gflops(int bf16, int n, int reps);
 
 #endif

@@ -60,6 +60,9 @@ def test_smooth_is_a_running_mean_of_one_percent():
     assert np.isfinite(smooth(v)).all()
     short = np.arange(50.0)
     assert (smooth(short) == short).all()
+
+
+def test_no_runs_no_section():
     assert logz_render([]) == []
 
 
