@@ -3,6 +3,10 @@
 // model beside the file), and every refusal leaving nothing behind.
 #include <stdio.h>
 #include <stdlib.h>
+#include <signal.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -125,6 +129,26 @@ static int exists(const char *path)
     return access(path, F_OK) == 0;
 }
 
+// tokenizer_make_file(text, out, 0, model) in a child process whose files may not grow past
+// `limit` bytes (writes past it fail with EFBIG): its return value.
+static int written_under_limit(const char *text, const char *out, const char *model, long limit)
+{
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct rlimit rl = {(rlim_t)limit, (rlim_t)limit};
+        signal(SIGXFSZ, SIG_IGN);
+        setrlimit(RLIMIT_FSIZE, &rl);
+        struct tokenize_result res;
+        char err[2048];
+        _exit(tokenizer_make_file(text, out, 0, model, &res, err, sizeof(err)) == -1 ? 1 : 0);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status) == 1 ? -1 : 0;
+}
+
 // tokenizer_make_file: the .bin with its header words and the .model beside it; a held-out text
 // encoded with the training tokenizer; the file checked against its tokenizer.
 static void test_tokenizer_files(void **state)
@@ -168,6 +192,20 @@ static void test_tokenizer_files(void **state)
     assert_true(exists(other));
     // --vocab must agree with a given model
     assert_int_equal(tokenizer_make_file(held, hbin, 512, mpath, &res, err, sizeof(err)), -1);
+    // a write that fails after the temporary files exist (the file size limit: at 512 bytes in
+    // the .bin's header, at 4 KiB in the model copied beside it) leaves neither them nor any
+    // output behind
+    char cut[300], cmodel[300], cmd[400];
+    snprintf(cut, sizeof(cut), "%s/cut.bin", dir);
+    tokenizer_model_path(cut, cmodel, sizeof(cmodel));
+    const long limits[2] = {512, 4096};
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(written_under_limit(held, cut, mpath, limits[i]), -1);
+        assert_false(exists(cut));
+        assert_false(exists(cmodel));
+        snprintf(cmd, sizeof(cmd), "test -z \"$(ls -A %s | grep -F .new.)\"", dir);
+        assert_int_equal(system(cmd), 0);
+    }
 
     // another tokenizer does not decode this file
     snprintf(other, sizeof(other), "%s/other.bin", dir);
