@@ -10,9 +10,11 @@
 // at one thread on an AMD EPYC (Zen 3), release build: GELU 4.1 (scalar, with fm_expf's clamp as
 // fminf/fmaxf: 26; its backward reuses the forward's output, no exp; 7.6 while jump threading
 // made fm_expf evaluate its polynomial twice or three times), SwiGLU 2.5 (23),
-// softmax-CE 7.5 (20), attention rows 4.3 (11), LayerNorm 6.3 (14; its double sums are 4 lanes
-// wide), RoPE 0.9 (3.1), AdamW 1.2 (9.2). Only meaningful in an optimised build: CMake registers it
-// for Release builds without sanitizers.
+// softmax-CE 7.5 (20), LayerNorm 6.3 (14; its double sums are 4 lanes wide), RoPE 0.9 (3.1),
+// AdamW 1.2 (9.2). The attention core itself (attention_forward + backward at d_h = 8, its
+// products included): 8.0 (libm's expf in its rows: 15); with the probes' statistics 9.7
+// (17); soft-capped 12.9 (libm's tanhf and expf: 43). Only meaningful in an optimised build: CMake
+// registers it for Release builds without sanitizers.
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -158,29 +160,50 @@ static void test_vectorised_softmax_xent(void **state)
     free(targets);
 }
 
-static void k_attn_softmax(struct bufs *b, void *ctx)
+// The attention core as a step runs it (attention_forward + attention_backward), at head width
+// 8 where its products are cheap direct loops and the softmax rows between them (exp, the
+// row sums, the entropy's double lanes, tanh when soft-capped) take most of the time: 4 (batch,
+// head) pairs of 128 x 128 causal scores, so p fills one buffer.
+struct attn_ctx {
+    float *capt, *stats; // [N] tanh of the capped scores; [4, ATTN_STATS]
+    int with_stats;      // the probes' statistics (max |s|, max s, entropy)
+    float softcap;       // 0: none
+};
+
+static void k_attention(struct bufs *b, void *ctx)
 {
-    // the attention core's row work without its sgemms: causal rows of a 256 x 256 score matrix
-    int T = 128;
-    for (size_t base = 0; base + (size_t)T * T <= N; base += (size_t)T * T)
-        for (int i = 0; i < T; i++) {
-            float *row = b->y + base + (size_t)i * T;
-            const float *src = b->x + base + (size_t)i * T, *dp = b->w + base + (size_t)i * T;
-            float mx = fm_max(src, i + 1);
-            for (int j = 0; j <= i; j++)
-                row[j] = fm_expf(src[j] - mx);
-            float inv = (float)(1.0 / lanes_sum(row, i + 1));
-            for (int j = 0; j <= i; j++)
-                row[j] *= inv;
-            float dot = (float)lanes_dot(row, dp, i + 1);
-            for (int j = 0; j <= i; j++)
-                row[j] = row[j] * (dp[j] - dot);
-        }
+    const struct attn_ctx *a = ctx;
+    enum { BH = 4, T = 128, D = 8, QN = BH * T * D };
+    const float *q = b->x, *k = b->x + QN, *v = b->x + 2 * QN, *dout = b->x + 3 * QN;
+    float *dq = b->w, *dk = b->w + QN, *dv = b->w + 2 * QN, *o = b->w + 3 * QN;
+    attention_forward(o, b->y, a->with_stats ? a->stats : NULL, q, k, v, 1, BH, T, D, D, 0.35f,
+                      a->softcap, a->capt, NULL);
+    attention_backward(dq, dk, dv, b->z, dout, b->y, q, k, v, 1, BH, T, D, D, 0.35f, a->softcap,
+                       a->capt, NULL);
+}
+
+static void expect_attention(const char *what, int with_stats, float softcap, double limit)
+{
+    float stats[4 * ATTN_STATS];
+    struct attn_ctx a = {xmalloc(N * sizeof(float)), stats, with_stats, softcap};
+    assert_true(attention_direct(128, 8, 8));
+    expect_ratio(what, k_attention, &a, limit);
+    free(a.capt);
 }
 
 static void test_vectorised_attention_rows(void **state)
 {
-    expect_ratio("attention softmax fwd+bwd rows", k_attn_softmax, NULL, 7.0);
+    expect_attention("attention fwd+bwd, d_h 8", 0, 0.0f, 11.0);
+}
+
+static void test_vectorised_attention_rows_stats(void **state)
+{
+    expect_attention("attention fwd+bwd, d_h 8, stats", 1, 0.0f, 13.0);
+}
+
+static void test_vectorised_attention_rows_softcap(void **state)
+{
+    expect_attention("attention fwd+bwd, d_h 8, soft-capped", 1, 30.0f, 22.0);
 }
 
 static void k_norm(struct bufs *b, void *ctx)
@@ -251,9 +274,14 @@ int main(void)
 {
     matmul_set_threads(1); // the yardstick is one thread; so are the kernels' parallel loops
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_vectorised_gelu),           cmocka_unit_test(test_vectorised_swiglu),
-        cmocka_unit_test(test_vectorised_softmax_xent),   cmocka_unit_test(test_vectorised_norm),
-        cmocka_unit_test(test_vectorised_attention_rows), cmocka_unit_test(test_vectorised_rope),
+        cmocka_unit_test(test_vectorised_gelu),
+        cmocka_unit_test(test_vectorised_swiglu),
+        cmocka_unit_test(test_vectorised_softmax_xent),
+        cmocka_unit_test(test_vectorised_norm),
+        cmocka_unit_test(test_vectorised_attention_rows),
+        cmocka_unit_test(test_vectorised_attention_rows_stats),
+        cmocka_unit_test(test_vectorised_attention_rows_softcap),
+        cmocka_unit_test(test_vectorised_rope),
         cmocka_unit_test(test_vectorised_adamw),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
