@@ -44,7 +44,8 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
     {PROBE_LOGZ_MAX, "output/logz_max", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
      "max of log Z over the tokens of the global batch"},
     {PROBE_LOGIT_RMS, "output/logit_rms", PROBE_SCALAR, 1, PROBE_NEEDS_NOTHING,
-     "RMS of the output logits of the global batch"},
+     "RMS of the output logits of the global batch, before any soft-capping (the log Z "
+     "series read the capped logits the loss sees)"},
     {PROBE_RESID_RMS, "resid/rms", PROBE_LAYERS, 0, PROBE_NEEDS_NOTHING,
      "[layer] RMS of the residual stream after each block, global batch"},
     {PROBE_GRAD_RMS, "grad/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
@@ -58,11 +59,13 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected second moment (0 for "
      "Muon's matrices)"},
     {PROBE_ADAM_EPS_FRAC, "adam/eps_frac", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
-     "[tensor] fraction of the entries AdamW has updated (v > 0) with sqrt(v_hat) < "
-     "eps: where eps, not the gradient, sets the update size (0 for Muon's matrices)"},
+     "[tensor] fraction of the tensor's entries with sqrt(v_hat) < eps: where eps, not "
+     "the gradient, sets the update size; entries with v = 0 count (see "
+     "adam/v_zero_frac; 0 for Muon's matrices)"},
     {PROBE_ADAM_V_ZERO_FRAC, "adam/v_zero_frac", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
-     "[tensor] fraction of entries whose second moment v is still 0 (embedding rows "
-     "of tokens never seen); adam/eps_frac leaves them out (0 for Muon's matrices)"},
+     "[tensor] fraction of entries whose second moment v is exactly 0: never updated "
+     "(embedding rows of tokens never seen) or decayed to 0 after their gradient stayed 0 "
+     "(0 for Muon's matrices)"},
     {PROBE_KV_LATENT_RMS, "attn/kv_latent_rms", PROBE_LAYERS, 0, PROBE_NEEDS_MLA,
      "[layer] MLA: RMS of the KV latent c_kv before its RMSNorm"},
     {PROBE_Q_LATENT_RMS, "attn/q_latent_rms", PROBE_LAYERS, 0, PROBE_NEEDS_Q_LATENT,
@@ -104,16 +107,17 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
      "[layer, head] attn/max_logit as the softmax sees it: c * tanh(attn/max_logit / c), c = "
      "model.attn_softcap (capping is monotone); attn/max_logit stays the raw maximum"},
     {PROBE_QK_CLIP_COUNT, "optim/qk_clip_count", PROBE_SCALAR, 1, PROBE_NEEDS_QK_CLIP,
-     "QK-clip: heads (of all layers) whose max signed logit q.k * scale (attn/max_logit) over the "
-     "global "
-     "batch exceeded optim.qk_clip at this step, so eta < 1 (NaN for a skipped step)"},
+     "QK-clip: heads (of all layers) whose max signed logit S = max q.k * scale over the "
+     "global batch (not attn/max_logit, which is the max of |q.k| * scale) exceeded "
+     "optim.qk_clip at this step, so eta < 1 (NaN for a skipped step)"},
     {PROBE_QK_CLIP_ETA, "optim/qk_clip_eta", PROBE_LAYER_HEADS, 0, PROBE_NEEDS_QK_CLIP,
      "[layer, head] QK-clip factor eta = min(1, qk_clip / S) of this step, S the head's max "
      "signed logit over the global batch; applied to W_q, W_k after the update unless "
      "optim.qk_clip_log_only (NaN for a skipped step)"},
     {PROBE_STABLE_SCALED, "optim/stable_scaled", PROBE_SCALAR, 1, PROBE_NEEDS_STABLE,
-     "StableAdamW: tensors of AdamW's group whose lr this step divided by their RMS(g^2 / "
-     "v_hat) > 1 (NaN for a skipped step)"},
+     "StableAdamW: tensors of AdamW's group whose lr this step was divided by their "
+     "sqrt(mean(g^2 / max(v_hat, eps^2))) > 1, as adam/stable_factor (NaN for a skipped "
+     "step)"},
     {PROBE_STABLE_FACTOR, "adam/stable_factor", PROBE_TENSORS, 0, PROBE_NEEDS_STABLE,
      "[tensor] StableAdamW: the step's lr factor 1 / max(1, sqrt(mean(g^2 / max(v_hat, "
      "eps^2)))) (1 for Muon's tensors; NaN for a skipped step)"},

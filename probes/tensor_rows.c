@@ -22,14 +22,15 @@ void probe_tensor_rows(const struct probe_tensor_in *in, const struct probe_tens
             out->update_rms[i] = in->skipped ? NAN : stats_rms(stats_sumsq(in->update + o, sz), n);
         if (out->adam_sqrt_v_rms) {
             // sqrt(v̂) < ε  ⇔  v < ε²·(1 − β₂ᵗ): no square root or division per entry. Entries
-            // never updated (v = 0) are counted apart.
+            // with v = 0 count: never updated (adam/v_zero_frac tells them), or decayed to 0
+            // after their gradient stayed 0 (flushed from the subnormals), the most
+            // ε-dominated of all
             const float *v = in->adam_v + o;
             double zero = (double)stats_count_zero(v, sz);
             double below = (double)stats_count_below(v, sz, bound);
-            double small = below > zero ? below - zero : 0.0;
             double vs = bc2 > 0.0 ? stats_sum(v, sz) / bc2 : 0.0;
             out->adam_sqrt_v_rms[i] = muon ? 0.0 : sqrt(vs / n);
-            out->adam_eps_frac[i] = !muon && n > zero ? small / (n - zero) : 0.0;
+            out->adam_eps_frac[i] = muon ? 0.0 : below / n;
             out->adam_v_zero_frac[i] = muon ? 0.0 : zero / n;
         }
         if (out->muon_ortho)

@@ -28,8 +28,8 @@ struct probe_tensor_in {
 struct probe_tensor_out {
     double *grad_rms, *param_rms, *update_rms;
     double *adam_sqrt_v_rms;  // RMS of sqrt(v̂), v̂ = v / (1 − β₂ᵗ); 0 for Muon's tensors
-    double *adam_eps_frac;    // among entries with v > 0, the fraction with sqrt(v̂) < ε
-    double *adam_v_zero_frac; // entries with v = 0 (never updated)
+    double *adam_eps_frac;    // fraction of entries with sqrt(v̂) < ε (v = 0 included)
+    double *adam_v_zero_frac; // entries with v = 0 (never updated, or decayed to 0)
     double *muon_ortho, *muon_momentum_rms; // 0 for AdamW's tensors
 };
 

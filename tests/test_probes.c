@@ -304,7 +304,9 @@ static void test_tensor_rows_hand_values(void **state)
     const double gsq[2] = {4 * 9.0, 0.0};
     const float params[8] = {1, -1, 1, -1, 2, 2, 2, 2};
     const float update[8] = {0.5f, 0.5f, -0.5f, -0.5f, 0, 0, 0, 0};
-    const float v[8] = {0, 0.1f, 0.5f, 0, 9, 9, 9, 9}; // two never updated; one below the bound
+    // one at 0 and 0.1 are below the bound, while 0.2 is below the bounds a missing (ε² = 0.25)
+    // or inverted (ε²/bc = 0.5) bias correction would give
+    const float v[8] = {0, 0.1f, 0.2f, 0.5f, 9, 9, 9, 9};
     const int muon[2] = {0, 1};
     const float mom[8] = {0, 0, 0, 0, 3, -3, 3, -3};
     const double ortho[2] = {0, 0.25};
@@ -318,9 +320,9 @@ static void test_tensor_rows_hand_values(void **state)
     expect_near(p[0], 1.0, 1e-15);
     expect_near(p[1], 2.0, 1e-15);
     expect_near(u[0], 0.5, 1e-15);
-    expect_near(sv[0], sqrt(2.0 * (0.1 + 0.5) / 4), 1e-7); // RMS of sqrt(v̂) = sqrt(mean v̂)
-    expect_near(ef[0], 0.5, 0.0);                          // of the 2 updated entries, v = 0.1
-    expect_near(vz[0], 0.5, 0.0);
+    expect_near(sv[0], sqrt(2.0 * (0.1 + 0.2 + 0.5) / 4), 1e-7); // sqrt(mean v̂)
+    expect_near(ef[0], 0.5, 0.0);                                // v = 0 and v = 0.1 of the 4
+    expect_near(vz[0], 0.25, 0.0);
     expect_near(sv[1], 0.0, 0.0); // Muon's tensor: AdamW's statistics do not apply
     expect_near(ef[1], 0.0, 0.0);
     expect_near(mo[0], 0.0, 0.0);

@@ -3,7 +3,8 @@ against an independent computation (tests/torch_probes.py, float64 PyTorch) on a
 tiny model. The corpus is varied text, so every sequence of a batch differs and a probe that
 read the wrong sequence, or only some of them, would miss; the batch of each step comes from a
 Python copy of canary's sampler (counter-based: a pure function of seed and position).
-Checkpoints at every step give the weights the step started from."""
+Checkpoints at every step give the weights the step started from, and the update that landed,
+against which the LR probe's four trial losses are checked."""
 import os
 import sys
 
@@ -27,9 +28,11 @@ vocab = 32
 qk_norm = {qk}
 pos = {pos}
 [optim]
-lr = 1e-2
+lr = {lr}
 warmup_steps = 0
 z_loss = 1e-2
+eps = 1e-3
+weight_decay = 0
 [train]
 steps = 3
 batch_size = 2
@@ -79,13 +82,13 @@ def load(ckpt, cfg):
     return params, v, t
 
 
-def check(canary, tmp_path, qk, pos, extra=""):
+def check(canary, tmp_path, qk, pos, extra="", lr=1e-2):
     data = tmp_path / "varied.bin"
     rng = np.random.default_rng(5)
     tokens = [int(t) for t in rng.integers(0, 32, 4000)]
     write_tokens(data, tokens)
     ini = tmp_path / "tiny.ini"
-    text = CONFIG.format(qk=qk, pos=pos).replace("[optim]\n", extra + "\n[optim]\n")
+    text = CONFIG.format(qk=qk, pos=pos, lr=lr).replace("[optim]\n", extra + "\n[optim]\n")
     ini.write_text(text + f"\n[data]\ntrain = {data}\n")
     out = tmp_path / f"run_{qk}_{pos}"
     r = run(canary, "train", "--config", str(ini), "--out", str(out))
@@ -106,6 +109,7 @@ def check(canary, tmp_path, qk, pos, extra=""):
                              "moe/dropped", "moe/router_z", "moe/router_entropy",
                              "attn/max_logit_capped", "output/logit_max_capped") if k in f]
         got = {k: f[k][2] for k in keys}
+        lr_loss = f["lr_probe/loss"][2]
     # step 3 started from the weights of checkpoint 2 and ended at checkpoint 3
     p2, _, _ = load(out / "ckpt" / "step_00000002.h5", cfg)
     p3, v3, t3 = load(out / "ckpt" / "step_00000003.h5", cfg)
@@ -118,6 +122,9 @@ def check(canary, tmp_path, qk, pos, extra=""):
         assert np.allclose(got[k], w, rtol=1e-4, atol=1e-6), (k, got[k], w)
     assert abs(got["loss/total"] - float(loss)) <= 1e-5 * float(loss)
     beta2, eps = cfg["optim"]["beta2"], cfg["optim"]["eps"]
+    # optim.eps = 1e-3 puts part of the entries on either side of the bound, so a wrong bias
+    # correction in the bound moves the fraction
+    assert any(0 < f < 1 for f in got["adam/eps_frac"]), got["adam/eps_frac"]
     for i, n in enumerate(names):
         g = leaves[n].grad.numpy()
         assert np.isclose(got["grad/rms"][i], np.sqrt(np.mean(g * g)), rtol=1e-3), n
@@ -127,14 +134,31 @@ def check(canary, tmp_path, qk, pos, extra=""):
                           atol=1e-9), n
         vhat = v3[n] / (1 - beta2 ** t3)
         assert np.isclose(got["adam/sqrt_v_rms"][i], np.sqrt(np.mean(vhat)), rtol=1e-5), n
-        seen = v3[n] > 0  # entries never updated (embedding rows of unseen tokens) apart
-        want_eps = np.mean(np.sqrt(vhat[seen]) < eps) if seen.any() else 0.0
-        assert np.isclose(got["adam/eps_frac"][i], want_eps), n
-        assert np.isclose(got["adam/v_zero_frac"][i], np.mean(~seen)), n
+        assert np.isclose(got["adam/eps_frac"][i], np.mean(np.sqrt(vhat) < eps)), n
+        assert np.isclose(got["adam/v_zero_frac"][i], np.mean(v3[n] == 0)), n
+    # the LR probe of step 3: the loss of the probe batch (the first batch_size held-out
+    # sequences) at p2 - f·(p2 - p3), the update that landed scaled as if the LR were (weight
+    # decay 0, so all of the update scales)
+    val = tokens[n_train:]
+    xe = torch.tensor([val[8 * k:8 * k + 8] for k in range(2)], dtype=torch.long)
+    ye = torch.tensor([val[8 * k + 1:8 * k + 9] for k in range(2)], dtype=torch.long)
+    for i, f in enumerate((0.0, 0.5, 1.0, 2.0)):
+        trial = {n: p2[n] - f * (p2[n] - p3[n]) for n in p2}
+        _, lf = torch_probes.probes(cfg, trial, xe, ye)
+        assert abs(lr_loss[i] - float(lf)) <= 1e-5 * float(lf), (f, lr_loss[i], float(lf))
+    return lr_loss
 
 
 def test_probe_values_rope(canary, tmp_path):
     check(canary, tmp_path, "false", "rope")
+
+
+def test_probe_values_lr_probe_factors(canary, tmp_path):
+    """At LR 0.3 the update moves the probe batch's loss far more than the tolerance, so the
+    check above tells the factors ½, 1 and 2 apart (at LR 1e-2 they differ by ~1e-6)."""
+    lr_loss = check(canary, tmp_path, "false", "rope", lr=0.3)
+    gaps = np.abs(np.subtract.outer(lr_loss, lr_loss))[np.triu_indices(4, 1)]
+    assert gaps.min() > 1e-3 * lr_loss[0], lr_loss
 
 
 def test_probe_values_qknorm_learned(canary, tmp_path):
