@@ -303,7 +303,9 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
                 entropy += log(sum) - tilt / sum;
         }
         if (stats) {
-            stats[ATTN_STATS * bh] = (float)max_abs;
+            // fmax, fm_max and fm_min may skip a NaN score, but the NaN reaches the row's exp
+            // sum and so the entropy: a diverged head reads NaN here too, not a quiet maximum
+            stats[ATTN_STATS * bh] = entropy == entropy ? (float)max_abs : NAN;
             stats[ATTN_STATS * bh + 1] = (float)entropy;
             stats[ATTN_STATS * bh + 2] = (float)max_signed;
         }
