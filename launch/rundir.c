@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -92,4 +93,74 @@ void rundir_default_name(char *out, size_t outlen, const char *config_path)
     localtime_r(&now, &tm);
     strftime(stamp, sizeof(stamp), "%Y%m%d-%H%M%S", &tm);
     snprintf(out, outlen, "runs/%s-%s", stem, stamp);
+}
+
+// c as config.ini writes it, into a malloc'd string (NULL when out of memory).
+static char *config_text(const struct config *c)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&buf, &len);
+    if (!f)
+        return NULL;
+    config_write(c, f);
+    fclose(f);
+    return buf;
+}
+
+// The next line of *s (advancing it) into line, its source comment ("  ; ...") cut off; 0 at the
+// end.
+static int next_value_line(const char **s, char *line, size_t len)
+{
+    if (!**s)
+        return 0;
+    const char *e = strchr(*s, '\n');
+    size_t n = e ? (size_t)(e - *s) : strlen(*s);
+    snprintf(line, len, "%.*s", (int)n, *s);
+    *s += n + (e != NULL);
+    char *cut = strstr(line, "  ;");
+    if (cut)
+        *cut = '\0';
+    return 1;
+}
+
+int rundir_keep_changed_config(const char *dir, const struct config *c, long step, char *changed,
+                               size_t changedlen, char *err, size_t errlen)
+{
+    char path[CONFIG_PATH_MAX + 16], kept[CONFIG_PATH_MAX + 40];
+    struct config old;
+    int rc = -1;
+    changed[0] = '\0';
+    snprintf(path, sizeof(path), "%s/config.ini", dir);
+    config_defaults(&old);
+    if (config_load_file(&old, path, err, errlen) != 0)
+        return -1;
+    char *a = config_text(&old), *b = config_text(c);
+    if (!a || !b) {
+        snprintf(err, errlen, "compare '%s' with the resumed config: out of memory", path);
+        goto out;
+    }
+    // the same writer, so the same keys in the same order: compare line by line
+    char la[CONFIG_PATH_MAX + 128], lb[CONFIG_PATH_MAX + 128], section[64] = "";
+    const char *pa = a, *pb = b;
+    while (next_value_line(&pa, la, sizeof(la)) && next_value_line(&pb, lb, sizeof(lb))) {
+        if (la[0] == '[')
+            sscanf(la, "[%63[^]]", section);
+        const char *eq = strstr(la, " = "), *eqb = strstr(lb, " = ");
+        if (la[0] == ';' || !eq || !eqb || !strcmp(la, lb))
+            continue;
+        size_t used = strlen(changed);
+        snprintf(changed + used, changedlen - used, "%s%s.%.*s %s -> %s", used ? ", " : "", section,
+                 (int)(eq - la), la, eq + 3, eqb + 3);
+    }
+    rc = 0;
+    snprintf(kept, sizeof(kept), "%s.to_step_%08ld", path, step);
+    if (changed[0] && rename(path, kept) != 0) {
+        snprintf(err, errlen, "keep '%s' as '%s': %s", path, kept, strerror(errno));
+        rc = -1;
+    }
+out:
+    free(a);
+    free(b);
+    return rc;
 }

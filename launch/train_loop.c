@@ -18,11 +18,12 @@
 #include "util/timer.h"
 
 struct train_out {
-    FILE *log;       // log.txt: everything printed, plus the run header
-    FILE *metrics;   // metrics.tsv: one row per step and per evaluation, full precision
-    int rank0;       // rank 0 of the run's communicator writes
-    const char *tag; // prefix on stdout (the run id in a sweep)
-    int quiet;       // progress lines go to log.txt only
+    FILE *log;          // log.txt: everything printed, plus the run header
+    FILE *metrics;      // metrics.tsv: one row per step and per evaluation, full precision
+    int rank0;          // rank 0 of the run's communicator writes
+    const char *tag;    // prefix on stdout (the run id in a sweep)
+    int quiet;          // progress lines go to log.txt only
+    char changed[1024]; // a resume's --set changes, for the header ("" when none)
 };
 
 // Prints a line to stdout and log.txt (rank 0 only).
@@ -109,7 +110,10 @@ static int open_outputs(struct train_out *o, const char *dir, const struct run *
     int resume = r->step > 0;
     if (!resume && rundir_create(dir, err, errlen) != 0)
         return -1;
-    // (a resume rewrites it too: --set may have changed train.steps)
+    // (a resume rewrites it too, keeping the earlier one when --set changed a value)
+    if (resume && rundir_keep_changed_config(dir, &r->cfg, r->step, o->changed, sizeof(o->changed),
+                                             err, errlen) != 0)
+        return -1;
     if (rundir_write_config(dir, &r->cfg, err, errlen) != 0)
         return -1;
     snprintf(path, sizeof(path), "%s/log.txt", dir);
@@ -437,7 +441,7 @@ static int finish_run(struct run *r, struct train_out *o, const char *out_dir, d
 int train_run(struct run *r, const char *out_dir)
 {
     const struct config *c = &r->cfg;
-    struct train_out o = {NULL, NULL, r->dist->rank == 0, r->tag, r->quiet};
+    struct train_out o = {NULL, NULL, r->dist->rank == 0, r->tag, r->quiet, ""};
     char err[1024];
     int rc = TRAIN_EXIT_OK;
 
@@ -458,6 +462,11 @@ int train_run(struct run *r, const char *out_dir)
         r->l0 = eval_and_report(r, &o, 0);
     else
         out_line(&o, 0, "resumed from step %ld", r->step);
+    if (o.changed[0])
+        out_line(&o, 0,
+                 "resumed with other settings than steps 1 .. %ld ran with (those are kept in "
+                 "config.ini.to_step_%08ld): %s",
+                 r->step, r->step, o.changed);
 
     int io_ok = 1; // rank 0's probe writes; checked by all ranks at every flush
     pg.t_start = pg.t_window = timer_now();

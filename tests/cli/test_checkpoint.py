@@ -56,6 +56,8 @@ def crash_and_resume(canary, config, out, np_crash, np_resume, *sets):
     r = canary_np(canary, np_resume, "train", "--resume", str(out), "--set", "train.threads=1")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed from step 10" in r.stdout
+    # nothing changed (train.threads=1 as before): no earlier config kept, nothing said
+    assert "other settings" not in r.stdout and not list(out.glob("config.ini.to_step_*"))
 
 
 DETERMINISTIC = ("train.deterministic=true", "train.grad_accum=2")
