@@ -26,6 +26,7 @@ struct replay_plan {
     long start;     // the step of the state the replay starts from (0: initial weights)
     char ckpt[CONFIG_PATH_MAX + 64]; // its checkpoint ("" for the initial weights)
     int ranks;                       // ranks that trained the run
+    int run_threads;                 // train.threads the replayed steps ran with
     int above_start; // the run's max attention logit was above probes.logit_threshold at start
     int above_S;     // the replay's, before step S (the branches start with it)
     int have_state;  // the replay wrote the state before S (the branches need it)
@@ -40,6 +41,20 @@ struct replay_plan {
 // rank count (size) that cannot reproduce it. 0, or -1 with err.
 int replay_plan_make(struct replay_plan *p, const char *run_dir, long step, long window,
                      const struct config *cfg, int size, char *err, size_t errlen);
+// Rank 0: the config file steps first .. last of the run in run_dir ran with, into path:
+// config.ini, or the config.ini.to_step_N a resume with other settings kept (the smallest N ≥
+// last). -1 with err when such a resume lies inside first .. last.
+int replay_config_for(const char *run_dir, long first, long last, char *path, size_t len, char *err,
+                      size_t errlen);
+// Every rank: the run's config, with opts' --set (train.threads) and the replay's probe
+// cadence, from config_path (run_dir/config.ini on entry; rank 0 replaces it by the file the
+// replayed steps ran with when the run was resumed with other settings); rank 0 also makes the
+// plan (p->run_threads: the run's own thread count). 1; 0 with rank 0's reason in err; -1 when
+// the config failed to load (printed).
+struct cli_config_opts;
+int replay_load(struct cli_config_opts *opts, char *config_path, size_t pathlen,
+                const char *run_dir, long step, long window, struct dist_ctx *d, struct config *cfg,
+                struct replay_plan *p, char *err, size_t errlen);
 // Rank 0's plan to every rank.
 void replay_plan_bcast(struct dist_ctx *d, struct replay_plan *p);
 void replay_plan_free(struct replay_plan *p);

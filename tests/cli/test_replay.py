@@ -1,6 +1,7 @@
 """canary replay: a spike replayed bit for bit (dense, MoE, Muon; np 1 and 2; a deterministic run
 at another rank count), the counterfactual branches' files, a planted bad sample found and ranked
-first, a replay that parts from the run, and bad input."""
+first, a replay that parts from the run, one at another thread count, a run resumed with other
+settings, and bad input."""
 import os
 import re
 import subprocess
@@ -166,6 +167,49 @@ def test_replay_that_parts_from_the_run_says_where(canary, small_config, tmp_pat
     r = replay(canary, out, 0)
     assert r.returncode == 5, r.stdout + r.stderr
     assert "parts from the run at step 15 (z " in r.stdout
+
+
+def test_replay_at_another_thread_count_parts_as_expected(canary, small_config, tmp_path):
+    """OpenBLAS's threaded sgemm sums in another order at another thread count, so such a
+    replay cannot be bitwise: where it parts is reported, as expected, and it exits 0."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0, "train.threads=1")
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", str(S), "--window", str(K),
+                  "--set", "train.threads=2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert re.search(r"parts from the run at step \d+ \(.*\), as expected: it runs 2 threads "
+                     r"per rank where the run ran 1", r.stdout), r.stdout
+    assert "NOT REPRODUCED" not in r.stdout
+
+
+@pytest.mark.parametrize("np_", [0, 2])
+def test_replay_of_a_run_resumed_with_other_settings(canary, small_config, tmp_path, np_):
+    """A resume with --set keeps the earlier config as config.ini.to_step_N; a replay reruns
+    steps with the config they ran with, and refuses a window that the resume splits."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, np_, "train.steps=20")
+    r = canary_np(canary, np_, "train", "--resume", str(out), "--set", "train.steps=30",
+                  "--set", "optim.lr=0.002")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert ("resumed with other settings than steps 1 .. 20 ran with (those are kept in "
+            "config.ini.to_step_00000020)") in r.stdout, r.stdout
+    assert "train.steps 20 -> 30" in r.stdout and "optim.lr " in r.stdout
+    kept = (out / "config.ini.to_step_00000020").read_text()
+    assert re.search(r"^steps = 20", kept, re.M) and re.search(r"^steps = 30",
+                                                             (out / "config.ini").read_text(), re.M)
+    # steps 11 .. 28 from the checkpoint at 10 cross the resume at 20: refused
+    r = replay(canary, out, np_)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "resumed after step 20 with other settings" in r.stderr, r.stderr
+    assert not (out / "replay" / f"step_{S}").exists()
+    # on either side of it, each with its own config, bit for bit
+    for step, window in ((15, 3), (25, 3)):
+        r = canary_np(canary, np_, "replay", "--run", str(out), "--step", str(step), "--window",
+                      str(window), "--set", "train.threads=1")
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "reproduced: the 8 replayed steps" in r.stdout, r.stdout
+    assert sorted(p.name for p in out.glob("config.ini*")) == ["config.ini",
+                                                              "config.ini.to_step_00000020"]
 
 
 def test_replay_bad_input(canary, small_config, tmp_path):
