@@ -1,5 +1,5 @@
-// `canary bench`: times training steps of a config on random tokens and prints one
-// machine-readable line (bench/run compares it with the PyTorch reference side by side).
+// `canary bench`: times training steps of a config on random tokens and prints
+// machine-readable key=value lines (bench/run compares them with the PyTorch reference).
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -52,18 +52,22 @@ static void bench_usage(FILE *f)
                "       canary bench --allreduce MIB [--steps N]\n"
                "\n"
                "Times N training steps (forward, loss, backward, clip, AdamW) of the config's\n"
-               "model on random tokens after the warmup steps, and prints one line of\n"
-               "key=value pairs: median tokens/s and step time, model GFLOP/s, the\n"
-               "single-thread sgemm rate measured in this run and the fraction of it (times\n"
-               "train.threads) reached, accounted bytes and peak RSS. bench/run compares it\n"
-               "with the PyTorch reference. --probes also writes the probes (probes.every,\n"
-               "probes.flush_every) to a temporary probes.h5, as a run would.\n"
+               "model on random tokens after the warmup steps, and prints a '# BLAS: ...' line,\n"
+               "then one line of key=value pairs: median tokens/s and step time, model\n"
+               "GFLOP/s, the single-thread sgemm rate measured in this run and the fraction of\n"
+               "it (times train.threads) reached, accounted bytes and peak RSS. bench/run\n"
+               "compares it with the PyTorch reference. --probes also writes the probes\n"
+               "(probes.every, probes.flush_every) to a temporary probes.h5, as a run would,\n"
+               "then writes one checkpoint and adds a last line 'checkpoint_ms=...\n"
+               "checkpoint_mib=...' (its time and size).\n"
                "\n"
-               "--probe-cost measures what the probes cost within one process, so that the\n"
-               "host's drift between runs cannot hide a few percent: the timed steps cycle\n"
-               "through three kinds (no probes; the every-step series only; a full probe\n"
-               "step) and the fastest step of each kind gives the cost of the every-step series,\n"
-               "of a full probe step, and of both at the cadence probes.every.\n"
+               "--probe-cost (implies --probes) measures what the probes cost within one\n"
+               "process, so that the host's drift between runs cannot hide a few percent: the\n"
+               "timed steps cycle through three kinds (no probes; the every-step series only; a\n"
+               "full probe step) and the fastest step of each kind gives the cost of the\n"
+               "every-step series, of a full probe step, and of both at the cadence\n"
+               "probes.every, in a line 'probe_off_ms=... probe_cost_pct=...' before the\n"
+               "checkpoint line.\n"
                "\n"
                "--allreduce MIB times the transport alone instead: one blocking MPI_Allreduce\n"
                "(sum of doubles) of MIB MiB over every rank, after a barrier, 3 warmup and\n"

@@ -20,7 +20,8 @@ static void eval_usage(FILE *f)
                "  with --data FILE, on the first N x train.batch_size sequences of FILE in order\n"
                "  (sequence k is tokens k*T .. k*T+T), N = --batches (default 1).\n"
                "The model and batch settings come from the checkpoint's config; --set may change\n"
-               "train.batch_size or train.threads.\n");
+               "train.threads or train.eval_batches (the checkpoint's train.batch_size stays: it\n"
+               "decides which sequences the held-out batches hold).\n");
 }
 
 struct eval_args {

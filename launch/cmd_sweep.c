@@ -29,7 +29,8 @@ static void sweep_usage(FILE *f)
             "\n"
             "The N ranks form N / ranks_per_run groups; runs are handed to groups by a balanced\n"
             "static plan (largest estimated cost first, to the least loaded group). Each run\n"
-            "writes runs/NAME/<id>/ (config.ini, log.txt, metrics.tsv); runs/NAME/index.tsv gets\n"
+            "writes runs/NAME/<id>/ (config.ini, log.txt, metrics.tsv, probes.h5, ckpt/);\n"
+            "--set applies to every run (a swept key is refused there); runs/NAME/index.tsv gets\n"
             "a row per run as it finishes (id, swept values, status ok/diverged/failed, steps,\n"
             "l0, final eval loss); diverged means the loss became non-finite or the final eval\n"
             "loss is above l0, the loss at initialisation. A diverged or failed run never stops\n"
@@ -64,6 +65,16 @@ static int sweep_prepare(const struct cli_config_opts *opts, const char *out, in
     for (int i = 0; i < opts->nsets; i++)
         if (config_set(base, opts->sets[i], err, sizeof(err)) != 0)
             goto fail;
+    for (int i = 0; i < opts->nsets; i++) // the grid would override it without a word
+        for (int k = 0; k < base->sweep.nkeys; k++) {
+            size_t n = strlen(base->sweep.key[k]);
+            if (!strncmp(opts->sets[i], base->sweep.key[k], n) && opts->sets[i][n] == '=') {
+                snprintf(err, sizeof(err),
+                         "--set %s: %s is swept in %s line %d (change its values there)",
+                         opts->sets[i], base->sweep.key[k], opts->config_path, base->sweep.line[k]);
+                goto fail;
+            }
+        }
     if (world % base->sweep.ranks_per_run != 0) {
         snprintf(err, sizeof(err),
                  "sweep.ranks_per_run = %d does not divide the %d ranks of this job (use a "

@@ -15,15 +15,21 @@ static void train_usage(FILE *f)
     fprintf(f,
             "usage: [mpirun -np N] canary train --config FILE [--set section.key=value ...]\n"
             "                                   [--out runs/NAME]\n"
+            "       [mpirun -np N] canary train --resume runs/NAME [--set section.key=value ...]\n"
             "\n"
             "Trains the model the config describes and writes runs/NAME/: config.ini (the\n"
-            "resolved config), log.txt (everything printed) and metrics.tsv (per-step loss\n"
-            "parts, lr, gradient norm, throughput and the evaluations, at full precision).\n"
+            "resolved config), log.txt (everything printed), metrics.tsv (per-step loss\n"
+            "parts, lr, gradient norm, throughput and the evaluations, at full precision),\n"
+            "probes.h5 (the probes, readable while the run is live) and ckpt/ (checkpoints).\n"
             "\n"
             "  --config FILE          INI config (keys: docs/config.md); data.train must be set\n"
             "  --set section.key=v    override a key; repeatable, applied after the file\n"
             "  --out DIR              run directory (default runs/<config>-<date>-<time>);\n"
             "                         must not already hold a run\n"
+            "  --resume DIR           continue the run in DIR from its newest checkpoint, with\n"
+            "                         its config.ini and any --set (e.g. more train.steps); a\n"
+            "                         changed value is named in the header, and the config the\n"
+            "                         earlier steps ran with kept as config.ini.to_step_N\n"
             "\n"
             "Prints a progress line every train.log_every steps and the held-out loss at step\n"
             "0, every train.eval_every steps and at the end.\n"
@@ -84,6 +90,11 @@ static int train_parse(int argc, char **argv, struct dist_ctx *d, struct train_a
             continue;
         if (t != CLI_NOT_MINE)
             return t == CLI_HELP ? TRAIN_EXIT_OK : TRAIN_EXIT_INPUT;
+        if ((strcmp(argv[i], "--out") == 0 || strcmp(argv[i], "--resume") == 0) && i + 1 == argc) {
+            if (d->rank == 0)
+                err_printf("train: %s needs an argument", argv[i]);
+            return TRAIN_EXIT_INPUT;
+        }
         if (strcmp(argv[i], "--out") == 0 && i + 1 < argc) {
             a->out_arg = argv[++i];
             continue;

@@ -13,6 +13,7 @@
 
 #include "launch/config_keys.h"
 #include "launch/config_private.h"
+#include "util/error.h"
 
 // ---- key lookup and suggestions ----
 
@@ -87,15 +88,28 @@ static const char *skip_space(const char *s)
     return s;
 }
 
+// v in the fewest significant digits that read back as v ("0.999999999", not %g's "1").
+static void shortest(char *buf, size_t len, double v)
+{
+    for (int prec = 6; prec <= 17; prec++) {
+        snprintf(buf, len, "%.*g", prec, v);
+        if (strtod(buf, NULL) == v)
+            return;
+    }
+}
+
 void config_describe_range(const struct config_key *k, char *out, size_t outlen)
 {
+    char lo[32], hi[32];
     switch (k->type) {
     case CT_INT:
     case CT_I64:
         snprintf(out, outlen, "an integer in [%.0f, %.0f]", k->lo, k->hi);
         break;
     case CT_DOUBLE:
-        snprintf(out, outlen, "a number in %s%g, %g]", k->lo_open ? "(" : "[", k->lo, k->hi);
+        shortest(lo, sizeof(lo), k->lo);
+        shortest(hi, sizeof(hi), k->hi);
+        snprintf(out, outlen, "a number in %s%s, %s]", k->lo_open ? "(" : "[", lo, hi);
         break;
     case CT_BOOL:
         snprintf(out, outlen, "true or false");
@@ -238,8 +252,9 @@ struct ini_state {
     struct config *c;
     const char *path;
     char err[512];
-    int lineno;   // counted by the line callback below: libinih gives handlers no line numbers
-    int err_line; // line of the first error (libinih goes on parsing after an error)
+    int lineno;    // counted by the line callback below: libinih gives handlers no line numbers
+    int err_line;  // line of the first error (libinih goes on parsing after an error)
+    int seen[512]; // per config_keys entry: 1 + the line that set it, 0 if none yet
 };
 
 // A [sweep] entry: "ranks_per_run = N" or "section.key = v1, v2, ...". The values are checked
@@ -327,6 +342,13 @@ static int config_ini_entry(struct ini_state *st, const char *section, const cha
                  suggestion);
         return 0;
     }
+    ASSERT(i < (int)(sizeof(st->seen) / sizeof(st->seen[0])));
+    if (st->seen[i]) { // a second value would win silently
+        snprintf(st->err, sizeof(st->err), "[%s] %s is set twice (first on line %d)", section, name,
+                 st->seen[i] - 1);
+        return 0;
+    }
+    st->seen[i] = st->lineno + 1;
     if (config_key_parse(st->c, &config_keys[i], value, why, sizeof(why)) != 0) {
         snprintf(st->err, sizeof(st->err), "%s", why);
         return 0;

@@ -85,7 +85,8 @@ static int sweep_expand_items(const struct config *base, struct sweep_plan *plan
     long total = 1;
     if (sw->nkeys == 0) {
         snprintf(err, errlen,
-                 "%s has no [sweep] section (keys to sweep: section.key = v1, v2, ...)",
+                 "%s sweeps no key: its [sweep] section is missing or lists none (keys to "
+                 "sweep: section.key = v1, v2, ...)",
                  base->source[0] ? base->source : "the config");
         return -1;
     }

@@ -65,7 +65,7 @@ def test_unknown_set_key(canary, small_config, tmp_path):
     ("train.steps=0", ["train.steps = 0 is out of range"]),
     ("model.dim=abc", ["model.dim = 'abc' is not an integer"]),
     ("model.norm=batchnorm", ["model.norm = 'batchnorm'", "layernorm, rmsnorm"]),
-    ("optim.beta2=1", ["optim.beta2", "out of range"]),
+    ("optim.beta2=1", ["optim.beta2", "out of range", "[0, 0.999999999]"]),
     ("train.batch_size=7", ["train.batch_size = 7", "grad_accum"]),
 ])
 def test_value_out_of_range(canary, small_config, tmp_path, setting, needles):
@@ -124,9 +124,19 @@ def test_train_without_data(canary, tmp_path):
     check_refused(train(canary, cfg, out), out, "data.train is not set")
 
 
+def test_config_key_set_twice(canary, tmp_path, corpus):
+    cfg = write_config(tmp_path, f"[data]\ntrain = {corpus}\n[model]\ndim = 32\n\ndim = 64\n")
+    out = tmp_path / "run"
+    check_refused(train(canary, cfg, out), out, "bad.ini:6:", "[model] dim is set twice",
+                  "first on line 4")
+
+
 def test_missing_argument_values(canary, tmp_path):
     r = run(canary, "train", "--config")
     assert r.returncode == 1 and "--config needs an argument" in r.stderr
+    for opt in ("--out", "--resume"):
+        r = run(canary, "train", opt)
+        assert r.returncode == 1 and f"train: {opt} needs an argument" in r.stderr, r.stderr
     r = run(canary, "train")
     assert r.returncode == 1 and "--config FILE is required" in r.stderr
     r = run(canary, "tokenize", str(tmp_path / "none.txt"), str(tmp_path / "out.bin"))
