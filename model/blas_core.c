@@ -61,15 +61,24 @@ static int cpu_level_raw(void)
 #endif
 }
 
+static const char *const cpu_caps[] = {"", "sse3", "avx", "avx2", "avx512"};
+
+// CANARY_CPU_ISA's level, 0 when unset or empty, -1 when it names no level.
+static int cpu_cap(void)
+{
+    const char *cap = getenv("CANARY_CPU_ISA");
+    if (!cap || !*cap)
+        return 0;
+    for (int l = ISA_SSE3; l <= ISA_AVX512; l++)
+        if (strcasecmp(cap, cpu_caps[l]) == 0)
+            return l;
+    return -1;
+}
+
 int blas_cpu_level(void)
 {
-    int level = cpu_level_raw();
-    const char *cap = getenv("CANARY_CPU_ISA");
-    static const char *caps[] = {"", "sse3", "avx", "avx2", "avx512"};
-    for (int l = ISA_SSE3; cap && l <= ISA_AVX512; l++)
-        if (strcasecmp(cap, caps[l]) == 0 && l < level)
-            level = l;
-    return level;
+    int level = cpu_level_raw(), cap = cpu_cap();
+    return cap > 0 && cap < level ? cap : level;
 }
 
 static int cpu_is_amd(void)
@@ -157,13 +166,19 @@ void blas_core_decide(struct blas_choice *out, const char *loaded, const char *u
             return;
         }
         choose(out, next);
-        snprintf(out->note, sizeof(out->note),
-                 "%s%s needs %s, which this CPU does not have: using %s instead",
-                 user ? "OPENBLAS_CORETYPE=" : "", loaded, isa_names[have], next);
+        int capped = cpu_cap() > 0 && cpu_level_raw() >= have; // the CPU has it, the cap not
+        snprintf(out->note, sizeof(out->note), "%s%s needs %s, which %s: using %s instead",
+                 user ? "OPENBLAS_CORETYPE=" : "", loaded, isa_names[have],
+                 capped ? "CANARY_CPU_ISA rules out" : "this CPU does not have", next);
         return;
     }
     if (user) {
-        snprintf(out->note, sizeof(out->note), "forced by OPENBLAS_CORETYPE=%s", user);
+        if (strcasecmp(user, loaded) != 0) // OpenBLAS ignores a name it does not know
+            snprintf(out->note, sizeof(out->note),
+                     "OPENBLAS_CORETYPE=%s is not a core this OpenBLAS has: it loaded %s", user,
+                     loaded);
+        else
+            snprintf(out->note, sizeof(out->note), "forced by OPENBLAS_CORETYPE=%s", user);
         return;
     }
     if (mine) {
@@ -297,6 +312,12 @@ void blas_core_select(char **argv)
     const char *user = env && *env && !(mine && strcasecmp(mine, env) == 0) ? env : NULL;
     if (user && getenv("CANARY_BLAS_AS_DETECTED"))
         user = NULL;
+    if (cpu_cap() < 0) { // the mixed-cluster safeguard must not be off without a word
+        if (launcher_rank() == 0)
+            fprintf(stderr, "canary: CANARY_CPU_ISA=%s is not one of sse3, avx, avx2, avx512\n",
+                    getenv("CANARY_CPU_ISA"));
+        exit(1);
+    }
     int cpu = blas_cpu_level(), amd = cpu_is_amd();
     if (user)
         mine = NULL; // the user's core, not one canary chose

@@ -55,6 +55,11 @@ static void test_blas_core_user_choice(void **state)
     blas_core_decide(&ch, "Sandybridge", "Sandybridge", NULL, ISA_AVX512, 0, "");
     assert_false(ch.reexec);
     assert_non_null(strstr(ch.note, "forced by OPENBLAS_CORETYPE=Sandybridge"));
+    // a name OpenBLAS does not know is ignored by it: the note says which core it loaded
+    blas_core_decide(&ch, "Haswell", "Bogus", NULL, ISA_AVX2, 0, "");
+    assert_false(ch.reexec);
+    assert_non_null(strstr(ch.note, "OPENBLAS_CORETYPE=Bogus is not a core this OpenBLAS has: it "
+                                    "loaded Haswell"));
     // one the CPU cannot run is replaced, never run into an illegal instruction
     blas_core_decide(&ch, "SkylakeX", "SkylakeX", NULL, ISA_AVX2, 0, "");
     assert_true(ch.reexec);
