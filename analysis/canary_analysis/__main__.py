@@ -2,9 +2,10 @@
 [--out FILE]`` (``python3 -m canary_analysis``).
 
 Contract: exit 0 after writing the report (3 when some runs' data was incomplete and skipped,
-each named on stderr); on bad input (``AnalysisError``, a bad option, an
-unwritable output directory) print one line "canary-analyze: error: ..." to stderr and exit 1
-(2 for a malformed command line). A sweep without optim.lr swept is reported, not an error.
+each named on stderr; launch/demo accepts 3); on bad input (``AnalysisError``, a bad option,
+an unknown --grad-matrix name, an unwritable output directory) print one line
+"canary-analyze: error: ..." to stderr and exit 1 (2 for a malformed command line). A sweep
+without optim.lr swept is reported, not an error.
 """
 
 import argparse
@@ -19,7 +20,7 @@ PROG = "canary-analyze"
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message):  # one line instead of usage + message
-        sys.stderr.write(f"{PROG}: error: {message} (see '{PROG} report --help')\n")
+        sys.stderr.write(f"{PROG}: error: {message} (see '{self.prog} --help')\n")
         sys.exit(2)
 
 
@@ -43,14 +44,29 @@ def _nonneg_float(text):
     return v
 
 
+EXIT_CODES = """exit codes:
+  0  done
+  1  bad input (not a sweep or run directory, an unusable option value, an unwritable
+     output): one line on stderr
+  2  a malformed command line
+  3  report only: the report was written, but some runs were incomplete (crashed, killed,
+     missing or corrupt files) and their missing data was skipped; each is named on stderr"""
+
+
 def make_parser():
-    p = _Parser(prog=PROG, description="Analysis of a 'canary sweep' directory.")
+    p = _Parser(prog=PROG, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Analysis of canary runs: 'report' takes a sweep directory ('canary "
+                            "sweep'),\n'spikes' a run directory ('canary train') or a sweep "
+                            "directory.",
+                epilog=EXIT_CODES)
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
     r = sub.add_parser(
         "report", help="LR sensitivity, figures, early warning -> report.md, runs.csv",
         description="Writes report.md, runs.csv and the figures (PNG) for the sweep in "
                     "SWEEP (a directory made by 'canary sweep': index.tsv and run "
-                    "directories).")
+                    "directories). Exits 3 when the report was written but some runs were "
+                    "incomplete and their missing data was skipped (each named on stderr); "
+                    "1 on bad input; 2 on a malformed command line.")
     r.add_argument("sweep", metavar="SWEEP", help="sweep directory (runs/NAME)")
     r.add_argument("--lr-range", nargs=2, type=_positive_float, metavar=("A", "B"),
                    default=list(DEFAULT_RANGE),
@@ -65,7 +81,8 @@ def make_parser():
                    help="early warning: predict the size F x the largest (default 2)")
     r.add_argument("--grad-matrix", action="append", metavar="NAME", default=None,
                    help="per-block tensor for the gradient-RMS figure, e.g. mlp.w1 "
-                        "(default), attn.wq; repeatable")
+                        "(default), attn.wq; repeatable; a name no run has is an error that "
+                        "lists the valid ones")
     s = sub.add_parser(
         "spikes", help="spike and threshold events, their replays and counterfactuals",
         description="Lists the spike, threshold and non-finite events of a run or a sweep, "

@@ -35,7 +35,9 @@ Contract of ``load_sweep(path)``:
   then without.
 
 ``open_run(dir)`` -> the run's Dataset; ``open_sweep(dir)`` -> (Dataset along ``run``, with the
-swept keys as coordinates; DataFrame of the runs). See their docstrings.
+swept keys as coordinates; DataFrame of the runs). See their docstrings. Both warn
+(``warnings.warn``, UserWarning) about every incomplete run, naming it and its problems;
+``open_run`` also when ``dir`` holds none of a run's files (a sweep directory, say).
 """
 
 import math
@@ -269,7 +271,11 @@ def open_run(path):
     series by its probes.h5 path, on the dimensions step, probe_step, eval_step,
     lr_probe_step, event, layer, head, tensor, expert, lr_factor; ``attrs``: config, ini,
     provenance, run, status, partial, problems, l0, final_loss, params, active_params.
+    An incomplete run (crashed, a corrupt or missing probes.h5, ...) is returned with what it
+    has, and a warning names the directory and its problems; so is a directory that holds
+    none of a run's files (a sweep directory: use ``open_sweep``), as an empty Dataset.
     Raises AnalysisError when ``path`` is not a directory."""
+    import warnings
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
         raise AnalysisError(f"{path}: no such run directory")
@@ -280,7 +286,21 @@ def open_run(path):
             row = read_index(os.path.join(parent, "index.tsv"))[1].get(run_id)
         except AnalysisError:
             row = None
-    return load_run(path, run_id, row, standalone=row is None).ds
+    run = load_run(path, run_id, row, standalone=row is None)
+    if not _is_run_dir(path):
+        try:
+            subdirs = [d for d in os.listdir(path) if _is_run_dir(os.path.join(path, d))]
+        except OSError:
+            subdirs = []
+        hint = ("; it holds run directories (a sweep? use open_sweep)"
+                if subdirs or os.path.isfile(os.path.join(path, "index.tsv")) else "")
+        warnings.warn(f"{path}: not a run directory, it holds none of {', '.join(RUN_FILES)} "
+                      f"({'; '.join(run.problems)}){hint}; returning an empty Dataset",
+                      stacklevel=2)
+    elif run.partial or run.problems:
+        warnings.warn(f"run {path}: incomplete: {'; '.join(run.problems) or 'crashed'}",
+                      stacklevel=2)
+    return run.ds
 
 
 # ---- the sweep ----

@@ -7,7 +7,8 @@ next_factor=2.0, grad_matrices=("mlp.w1",), log=print)``:
   early-warning fit and figure, ``runs.csv`` and ``report.md`` into ``out_dir`` (default
   ``<sweep_dir>/report``; created), and returns a ``Report`` with what it wrote;
 - raises ``AnalysisError`` before writing anything for bad input (not a sweep, an empty sweep,
-  an invalid LR range, fewer than 2 of the sweep's LRs in the range);
+  an invalid LR range, fewer than 2 of the sweep's LRs in the range, a ``grad_matrices`` name
+  that is no per-block tensor of any run: the message lists the valid names);
 - a sweep without optim.lr swept is not an error: report.md says the LR sensitivity is not
   computable and everything else is written;
 - report.md links the figures by relative path (they sit next to it);
@@ -27,7 +28,7 @@ import sys
 from dataclasses import dataclass, field
 
 from .early_warning import early_warning, fig_early_warning, format_predictions
-from .errors import SensitivityUnavailable
+from .errors import AnalysisError, SensitivityUnavailable
 from .load import load_sweep
 from .logz import logz_render, logz_rows
 from .mitigations import mitigation_rows
@@ -35,7 +36,7 @@ from .mitigations import render as mitigation_render
 from .sensitivity import DEFAULT_RANGE, check_range, lr_sensitivity
 from .readers import fmt_num as _f
 from .readers import md_cell as _md
-from .series import block_max_logit, default_logit_step, last_finite
+from .series import block_max_logit, block_tensor_suffixes, default_logit_step, last_finite
 from .spikes import render as render_spikes
 from .spikes import replays_of
 
@@ -89,6 +90,7 @@ def build_report(sweep_dir, out_dir=None, lr_range=DEFAULT_RANGE, logit_step=Non
     """Writes the report (see the module docstring)."""
     lr_range = check_range(lr_range)
     sweep = load_sweep(sweep_dir)
+    check_grad_matrices(sweep.runs, grad_matrices)
     sens, sens_msg = [], None
     try:
         sens = lr_sensitivity(sweep, lr_range)
@@ -127,6 +129,16 @@ def build_report(sweep_dir, out_dir=None, lr_range=DEFAULT_RANGE, logit_step=Non
         sys.stderr.write(f"canary-analyze: run {r.id}: skipped its incomplete data: "
                          f"{'; '.join(r.problems) or 'incomplete'}\n")
     return rep
+
+
+def check_grad_matrices(runs, names):
+    """Raises AnalysisError for a name that is no per-block tensor of any run (unchecked when
+    no run has a tensor table: the figure then says there is no grad/rms)."""
+    listed, accepted = block_tensor_suffixes(runs)
+    bad = [n for n in names if n not in accepted]
+    if listed and bad:
+        raise AnalysisError(f"--grad-matrix {', '.join(repr(n) for n in bad)}: no per-block "
+                            f"tensor of that name in this sweep (valid: {', '.join(listed)})")
 
 
 def render_markdown(rep, lr_range, step):

@@ -16,6 +16,10 @@ Contracts:
 - ``block_tensor_rms(run, series, suffix)`` -> {layer: rows} of a per-tensor RMS series for
   "blocks.<l>.<suffix>"; where a MoE block has no such tensor, the RMS pooled over its routed
   experts' "mlp.experts.<e>.<last part of suffix>" (equal sizes: the root mean square of theirs).
+- ``block_tensor_suffixes(runs)`` -> (names to list, names accepted): the <suffix> of every
+  "blocks.<l>.<suffix>" in the runs' tensor tables, routed experts' tensors listed as the
+  "mlp.<leaf>" that pools them (``block_tensor_rms``) and accepted under their own names too;
+  both empty when no run has a tensor table.
 - ``tail_mean(steps, values, fraction)`` -> mean of the finite rows in the last ``fraction`` of
   the run's steps (at least the last finite row), NaN if none.
 """
@@ -103,6 +107,20 @@ def block_tensor_rms(run, series, suffix):
     for layer, cols in experts.items():
         out[layer] = np.sqrt((data.isel(tensor=cols) ** 2).mean("tensor")).values
     return out
+
+
+def block_tensor_suffixes(runs):
+    """(sorted names to list, set of names accepted) of per-block tensors over ``runs``."""
+    listed, accepted = set(), set()
+    for run in runs:
+        for name in run.tensor_names:
+            m = _BLOCK.match(name)
+            if not m:
+                continue
+            accepted.add(m.group(2))
+            e = _EXPERT.match(m.group(2))
+            listed.add(f"mlp.{e.group(1)}" if e else m.group(2))
+    return sorted(listed), accepted | listed
 
 
 def tail_mean(steps, values, fraction=0.1):

@@ -37,6 +37,33 @@ def test_open_run_names_every_axis(tmp_path):
         open_run(tmp_path / "nothing")
 
 
+def test_open_run_warns_about_incomplete_runs_and_non_run_directories(tmp_path):
+    """open_run on a crashed run, a sweep directory or a directory with no run in it used to
+    return quietly (an empty Dataset, status 'crashed' for the last two); now a warning names
+    the directory and what is wrong, and the Dataset is still returned."""
+    import warnings
+    specs = lr_specs(["1e-3", "1e-2"], qk=("true",))
+    specs[1].update(in_index=False, truncate=15)  # crashed mid-run
+    path = sweep_maker(tmp_path)(specs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a complete run: no warning
+        assert open_run(os.path.join(path, specs[0]["id"])).attrs["status"] == "ok"
+    crashed = os.path.join(path, specs[1]["id"])
+    with pytest.warns(UserWarning, match=re.escape(crashed) + ": incomplete: .*last evaluation"):
+        ds = open_run(crashed)
+    assert ds.attrs["status"] == "crashed" and ds.sizes["step"] == 15
+    with pytest.warns(UserWarning) as caught:
+        ds = open_run(path)
+    (said,) = [str(w.message) for w in caught]
+    assert said.startswith(f"{path}: not a run directory") and "probes.h5 missing" in said
+    assert "open_sweep" in said
+    assert len(ds.data_vars) == 0 and ds.attrs["status"] == "crashed"
+    (tmp_path / "nothing_here").mkdir()
+    with pytest.warns(UserWarning, match="not a run directory") as caught:
+        open_run(tmp_path / "nothing_here")
+    assert "open_sweep" not in str(caught[0].message)
+
+
 def test_open_sweep_joins_runs_along_run(tmp_path):
     specs = lr_specs(["1e-3", "1e-2"], qk=("true", "false"))
     specs[3].update(nonfinite_at=25)  # stops early: its rows after 25 are NaN in the sweep

@@ -9,6 +9,7 @@ import sys
 import pytest
 from fabricate import lr_specs, sweep_maker
 
+from canary_analysis import AnalysisError
 from canary_analysis.__main__ import main
 from canary_analysis.report import build_report
 
@@ -122,6 +123,21 @@ def test_cli_errors(tmp_path, capsys):
     assert "expected 2 arguments" in _error(capsys, ["report", sweep, "--lr-range", "1"],
                                             code=2)
     assert not os.path.exists(os.path.join(sweep, "report"))  # nothing written on error
+
+
+def test_unknown_grad_matrix_is_an_error(tmp_path, capsys):
+    """A --grad-matrix no run has used to give exit 0 and an empty figure: now one line that
+    names it and lists the valid names, and nothing written."""
+    sweep = sweep_maker(tmp_path)(lr_specs(["1e-3", "1e-2"]))
+    err = _error(capsys, ["report", sweep, "--grad-matrix", "mlp.w1", "--grad-matrix",
+                          "attn.bogus"])
+    assert "'attn.bogus'" in err and "'mlp.w1'" not in err
+    valid = re.search(r"valid: ([^)]*)\)", err).group(1).split(", ")
+    assert {"attn.wq", "attn.wk", "attn.wv", "attn.wo", "mlp.w1", "mlp.w2"} <= set(valid)
+    assert not os.path.exists(os.path.join(sweep, "report"))
+    with pytest.raises(AnalysisError, match="attn.bogus"):
+        build_report(sweep, grad_matrices=("attn.bogus",), log=lambda line: None)
+    assert not os.path.exists(os.path.join(sweep, "report"))
 
 
 def test_no_lr_swept_still_reports(tmp_path, capsys):
