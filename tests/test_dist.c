@@ -13,12 +13,13 @@
 
 static struct dist_ctx world;
 
-// Contribution of rank r: magnitudes spread over decades, so the summation order shows in the
-// bits.
-static float contribution(int r, size_t i)
+// Rank r's leaf i: of like magnitude and varied mantissas, on which sums in different orders
+// round differently. Not inlined: with FMA contraction each inlined copy could round its
+// multiply-add differently, and the rank and the serial reference must see the same leaves.
+static __attribute__((noinline)) float mixed(int r, size_t i)
 {
-    return (float)((1.0 + 0.37 * (double)r) * pow(10.0, (double)((i + 3 * (size_t)r) % 9) - 4.0) *
-                   (i % 2 ? -1.0 : 1.0));
+    double u = sin((double)i * 12.9898 + (double)r * 78.233) * 43758.5453;
+    return (float)((u - floor(u)) * (r % 2 ? -3.0 : 7.0) + 0.5 * (double)r);
 }
 
 // The balanced binary tree over n leaves (n a power of two), serially.
@@ -35,15 +36,21 @@ static void test_dist_tree_allreduce_is_the_balanced_tree(void **state)
     float *buf = calloc(N, sizeof(float)), *scratch = calloc(N, sizeof(float));
     float leaves[64];
     for (size_t i = 0; i < N; i++)
-        buf[i] = contribution(world.rank, i);
+        buf[i] = mixed(world.rank, i);
     dist_tree_allreduce_f32(&world, buf, scratch, N);
+    int chain_differs = 0; // the data tell the tree from a chain (((r0 + r1) + r2) + r3)
     for (size_t i = 0; i < N; i++) {
-        for (int r = 0; r < world.size; r++)
-            leaves[r] = contribution(r, i);
+        float chain = 0.0f;
+        for (int r = 0; r < world.size; r++) {
+            leaves[r] = mixed(r, i);
+            chain += leaves[r];
+        }
         float want = tree_sum(leaves, world.size);
+        chain_differs |= chain != want;
         if (memcmp(&buf[i], &want, sizeof(float)) != 0)
             fail_msg("element %zu: %.9g, serial tree %.9g", i, buf[i], want);
     }
+    assert_true(world.size < 4 || chain_differs);
     // every rank holds the same bits
     unsigned long long bits[N / 2], scr[N];
     memcpy(bits, buf, sizeof(bits));
@@ -65,10 +72,19 @@ static void check_reducer(int overlap)
     assert_int_equal(red.buckets[2].hi, 100);
     for (int i = 0; i < 1000; i++)
         buf[i] = (float)(world.rank + 1) * (float)(i % 7);
+    // overlapped (with more than one rank): a bucket starts as soon as backward has completed
+    // it, not before; blocking: nothing starts before finish
+    int overlapping = overlap && world.size > 1;
     dist_reducer_begin(&red, buf);
     dist_reducer_ready(&red, 900); // nothing complete yet
-    dist_reducer_ready(&red, 450); // bucket 0 may start
+    for (int b = 0; b < red.n; b++)
+        assert_false(red.buckets[b].started);
+    dist_reducer_ready(&red, 450); // bucket 0 is complete
+    assert_int_equal(red.buckets[0].started, overlapping);
+    assert_false(red.buckets[1].started || red.buckets[2].started);
     dist_reducer_ready(&red, 0);
+    for (int b = 0; b < red.n; b++)
+        assert_int_equal(red.buckets[b].started, overlapping);
     dist_reducer_finish(&red);
     float ranks_sum = (float)(world.size * (world.size + 1) / 2);
     for (int i = 0; i < 1000; i++)

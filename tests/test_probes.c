@@ -36,22 +36,29 @@ static void test_stats_sums_hand_values(void **state)
     assert_true(isnan(stats_absmax(nan_in, 3)));
 }
 
-// A double sum in one accumulator loses the small terms after a large one; the lanes keep the
-// order fixed, so the result is the same for the same input (and vectorises). Same bits twice,
-// and close to the exact value.
+// A double sum in one accumulator loses the small terms after a large one; the eight lanes
+// keep the order fixed (lane l takes the entries i ≡ l mod 8 in turn, the tail goes to lane 0,
+// then ((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))), so the result is the same for the same
+// input on any thread count. The data make the order visible: 1e4² = 1e8 first, then terms of
+// 1e-16 relative to it, which one running sum drops and the lanes partly keep.
 static void test_stats_sumsq_fixed_order(void **state)
 {
     (void)state;
     enum { N = 1003 };
     float x[N];
-    double exact = 0.0;
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0}, serial = 0.0;
+    for (int i = 0; i < N; i++)
+        x[i] = i == 0 ? 1e4f : 1e-4f * (float)(1 + i % 5);
     for (int i = 0; i < N; i++) {
-        x[i] = (float)(i % 17) * 0.25f - 2.0f;
-        exact += (double)x[i] * x[i];
+        double sq = (double)x[i] * (double)x[i];
+        lane[i < N - N % 8 ? i % 8 : 0] += sq;
+        serial += sq;
     }
-    double a = stats_sumsq(x, N), b = stats_sumsq(x, N);
-    assert_memory_equal(&a, &b, sizeof(a));
-    expect_near(a, exact, 1e-9 * exact);
+    double want =
+        ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+    double got = stats_sumsq(x, N);
+    assert_memory_equal(&got, &want, sizeof(got));
+    assert_true(serial != want); // the data tell the two orders apart
 }
 
 // Welford: the sample {2, 4, 4, 4, 5, 5, 7, 9} has mean 5, population variance 4 (std 2) and
