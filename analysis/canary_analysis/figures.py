@@ -177,8 +177,10 @@ def _symlog(ax, linthresh, values):
                          [p for p in pos if p <= max(values) * 1.5]))
 
 
-def _save(fig, out_dir, name, panels, caption):
+def _save(fig, out_dir, name, caption):
+    """Writes fig; its panels are the visible axes it holds, colorbars not counted."""
     path = os.path.join(out_dir, name)
+    panels = sum(1 for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>")
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return FigureResult(name=name, path=path, panels=panels, caption=caption)
@@ -249,7 +251,7 @@ def fig_loss_vs_lr(sweep, out_dir, style, lr_range=None, sensitivities=None):
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel("final eval loss")
         ax.grid(True, which="major", alpha=0.3)
-    return _save(fig, out_dir, "loss_vs_lr.png", len(axes),
+    return _save(fig, out_dir, "loss_vs_lr.png",
                  "Final eval loss vs peak LR per group; one panel per model size; the shaded "
                  "band is the LR-sensitivity range.")
 
@@ -298,7 +300,7 @@ def fig_attn_logit_vs_step(sweep, out_dir, style):
             _no_data(ax)
         ax.grid(True, alpha=0.3)
     style.finish(fig, axes, drawn_runs)
-    return _save(fig, out_dir, "attn_logit_vs_step.png", len(axes),
+    return _save(fig, out_dir, "attn_logit_vs_step.png",
                  "Max attention logit (max over heads) vs step, one panel per layer; red dotted: "
                  "probes.logit_threshold.")
 
@@ -340,7 +342,7 @@ def fig_attn_logit_vs_lr(sweep, out_dir, style, logit_step=None):
     ax.set_xlabel("peak learning rate")
     ax.set_ylabel(f"max attention logit, block 0, step {step:g}")
     ax.grid(True, which="major", alpha=0.3)
-    return _save(fig, out_dir, "attn_logit_vs_lr.png", 1,
+    return _save(fig, out_dir, "attn_logit_vs_lr.png",
                  f"Block-0 max attention logit at step {step:g} vs LR, one curve per group "
                  f"(hollow: the run stopped earlier, its last row).")
 
@@ -367,7 +369,7 @@ def fig_logz_vs_step(sweep, out_dir, style):
         ax.grid(True, alpha=0.3)
         drawn = drawn or here
     style.finish(fig, axes, drawn)
-    return _save(fig, out_dir, "logz_vs_step.png", 1,
+    return _save(fig, out_dir, "logz_vs_step.png",
                  "Mean log Z and output-logit RMS vs step, running means over 1% of a run of "
                  "more than 1000 rows (output-logit divergence drifts log Z far below 0).")
 
@@ -412,7 +414,7 @@ def fig_grad_rms(sweep, out_dir, style, matrices=("mlp.w1",), tail=0.1):
         ax.set_xlabel("peak learning rate")
         ax.set_ylabel("gradient RMS")
         ax.grid(True, which="major", alpha=0.3)
-    return _save(fig, out_dir, "grad_rms_vs_lr.png", len(axes),
+    return _save(fig, out_dir, "grad_rms_vs_lr.png",
                  f"Gradient RMS of {', '.join(matrices)} per layer (mean over the last "
                  f"{tail:.0%} of steps) vs LR; red dotted: AdamW eps.")
 
@@ -455,7 +457,7 @@ def fig_attn_entropy(sweep, out_dir, style):
         ax.set_ylabel("attention entropy (nats)")
         ax.grid(True, alpha=0.3)
     style.finish(fig, axes, drawn)
-    return _save(fig, out_dir, "attn_entropy.png", len(axes),
+    return _save(fig, out_dir, "attn_entropy.png",
                  "Mean attention entropy per head at each run's last probe row, one panel per "
                  "layer (dotted: uniform attention over the causal prefix).")
 
@@ -491,7 +493,7 @@ def fig_lr_probe(sweep, out_dir, style):
         ax.set_ylabel(f"loss(f={f}) - loss(f=0)")
         ax.grid(True, alpha=0.3)
     style.finish(fig, axes, drawn)
-    return _save(fig, out_dir, "lr_probe.png", 3,
+    return _save(fig, out_dir, "lr_probe.png",
                  "Local LR sensitivity over training: change of the probe-batch loss when the "
                  "step's update is scaled by f (below 0: the step helps).")
 

@@ -14,7 +14,7 @@ EXPECTED = {  # 2 model sizes, 3 layers
     "loss_vs_lr.png": 2,
     "attn_logit_vs_step.png": 3,
     "attn_logit_vs_lr.png": 1,
-    "logz_vs_step.png": 1,
+    "logz_vs_step.png": 2,
     "grad_rms_vs_lr.png": 3,
     "attn_entropy.png": 3,
     "lr_probe.png": 3,
