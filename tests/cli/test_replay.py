@@ -169,6 +169,45 @@ def test_replay_that_parts_from_the_run_says_where(canary, small_config, tmp_pat
     assert "parts from the run at step 15 (z " in r.stdout
 
 
+def _threshold(values, k):
+    w = np.asarray(values, dtype=np.float64)
+    return w.mean() + k * w.std(ddof=1)
+
+
+def test_replay_guard_branches_use_the_steps_before_s(canary, small_config, tmp_path):
+    """The guard branches arm their windows with the steps before S: at S the skip branch's
+    loss and gradient-norm thresholds are mean + k sigma of the run's losses and gradient norms
+    of steps 1 .. S-1, and the clip branch's that of the replay's update norms of steps
+    start+1 .. S-1 (read from its probes, since each guard's decisions follow from them)."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0)
+    r = replay(canary, out, 0, "--skip-sigma", "0.5", "--update-clip-sigma", "0.5")
+    assert r.returncode == 0, r.stdout + r.stderr
+    rep = out / "replay" / f"step_{S}"
+    br = {b["branch"]: b for b in tsv(rep / "branches.tsv")}
+    # skip-step reads the run's rows (steps 1 .. S-1), update clipping the replayed update
+    # norms (steps 11 .. S-1)
+    assert br["guard_skip"]["note"] == f"0.5 sigma over the {S - 1} steps before S"
+    assert br["guard_clip"]["note"] == f"0.5 sigma over the {S - 11} steps before S"
+    assert br["guard_skip"]["ran"] == br["guard_clip"]["ran"] == "1"
+    run = metric_rows(out / "metrics.tsv")
+    before = range(1, S)
+    with h5py.File(rep / "branch_guard_skip" / "probes.h5") as f:
+        i = int(np.flatnonzero(f["step"][:] == S)[0])
+        got = f["optim/skip_loss_threshold"][i], f["optim/skip_grad_norm_threshold"][i]
+    want = (_threshold([float(run[s]["loss"]) for s in before], 0.5),
+            _threshold([float(run[s]["grad_norm"]) for s in before], 0.5))
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    with h5py.File(rep / "probes.h5") as f:  # the update norms, from the per-tensor RMS
+        steps, sizes = f["step"][:], np.prod(f["tensors/shape"][:], axis=1)
+        unorm = np.sqrt((f["update/rms"][:] ** 2 * sizes).sum(axis=1))
+    with h5py.File(rep / "branch_guard_clip" / "probes.h5") as f:
+        i = int(np.flatnonzero(f["step"][:] == S)[0])
+        got = f["optim/update_clip_threshold"][i]
+    want = _threshold([unorm[int(np.flatnonzero(steps == s)[0])] for s in range(11, S)], 0.5)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
 def test_replay_at_another_thread_count_parts_as_expected(canary, small_config, tmp_path):
     """OpenBLAS's threaded sgemm sums in another order at another thread count, so such a
     replay cannot be bitwise: where it parts is reported, as expected, and it exits 0."""
