@@ -225,7 +225,19 @@ static void gemm_ref(int ta, int tb, int m, int n, int k, double alpha, const fl
         }
 }
 
+static void cblas_gemm(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                       const float *b, int ldb, float beta, float *c, int ldc)
+{
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, m, n,
+                k, alpha, a, lda, b, ldb, beta, c, ldc);
+}
+
 double blas_selfcheck(void)
+{
+    return blas_selfcheck_of(cblas_gemm);
+}
+
+double blas_selfcheck_of(blas_sgemm_fn gemm)
 {
     // odd sizes (edge tiles in every direction), one below and one above OpenBLAS's small-matrix
     // path, every transpose pair, alpha ≠ 1 and beta ≠ 0
@@ -251,9 +263,7 @@ double blas_selfcheck(void)
             int ta = t & 1, tb = t >> 1;
             for (int i = 0; i < m * n; i++)
                 c[i] = c0[i] = (float)((i * 29 % 31) - 15) / 8.0f;
-            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                        tb ? CblasTrans : CblasNoTrans, m, n, k, 0.75f, a, ta ? m : k, b,
-                        tb ? k : n, 0.5f, c, n);
+            gemm(ta, tb, m, n, k, 0.75f, a, ta ? m : k, b, tb ? k : n, 0.5f, c, n);
             gemm_ref(ta, tb, m, n, k, 0.75, a, b, 0.5, c0, ref, mag);
             for (int i = 0; i < m * n; i++) {
                 double e = fabs((double)c[i] - ref[i]) / mag[i];

@@ -53,6 +53,13 @@ void blas_core_decide(struct blas_choice *out, const char *loaded, const char *u
 // error relative to Σ|a||b| of the element (≤ 1e-5 for a correct fp32 sgemm).
 double blas_selfcheck(void);
 
+// The same check of any row-major sgemm (C = alpha·op(A)·op(B) + beta·C, matmul_sgemm's
+// arguments), so that a test can show it catches a wrong one.
+typedef void (*blas_sgemm_fn)(int trans_a, int trans_b, int m, int n, int k, float alpha,
+                              const float *a, int lda, const float *b, int ldb, float beta,
+                              float *c, int ldc);
+double blas_selfcheck_of(blas_sgemm_fn gemm);
+
 // Called first in main(), before MPI_Init and any BLAS call: may re-execute the program with
 // argv; returns when the loaded core is the one to use. Exits 1 (with a message) when no core
 // is safe. Prints a line on stderr when it changes the core or overrides the user's choice.

@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "model/blas_core.h"
+#include "model/matmul.h"
 #include "tests/testing.h"
 
 static void test_blas_core_levels(void **state)
@@ -105,10 +106,33 @@ static void test_blas_core_selfcheck_fallback(void **state)
     assert_string_equal(ch.core, "Prescott");
 }
 
+// Wrong sgemms the self-check must catch: one whose edge tile misses its last column (a kernel
+// tail bug), one that drops beta·C.
+static void gemm_edge_bug(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                          const float *b, int ldb, float beta, float *c, int ldc)
+{
+    float saved[128];
+    for (int i = 0; i < m; i++)
+        saved[i] = c[(size_t)i * ldc + n - 1];
+    matmul_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    for (int i = 0; i < m; i++)
+        c[(size_t)i * ldc + n - 1] = saved[i] * beta;
+}
+
+static void gemm_no_beta(int ta, int tb, int m, int n, int k, float alpha, const float *a, int lda,
+                         const float *b, int ldb, float beta, float *c, int ldc)
+{
+    (void)beta;
+    matmul_sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, 0.0f, c, ldc);
+}
+
 static void test_blas_core_selfcheck_passes_on_this_blas(void **state)
 {
     double err = blas_selfcheck();
     assert_true(err <= 1e-5);
+    assert_true(blas_selfcheck_of(matmul_sgemm) <= 1e-5); // canary's own wrapper too
+    assert_true(blas_selfcheck_of(gemm_edge_bug) > 1e-5);
+    assert_true(blas_selfcheck_of(gemm_no_beta) > 1e-5);
 }
 
 static void test_blas_cpu_level_cap(void **state)
