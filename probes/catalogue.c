@@ -54,7 +54,8 @@ const struct probe_entry probe_catalogue[PROBE_IDS] = {
     {PROBE_PARAM_RMS, "param/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
      "[tensor] parameter RMS after the update"},
     {PROBE_UPDATE_RMS, "update/rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
-     "[tensor] RMS of the update applied at this step"},
+     "[tensor] RMS of the optimizer's update applied at this step (QK-clip's rescaling of "
+     "W_q and W_k after it is not in it)"},
     {PROBE_ADAM_SQRT_V_RMS, "adam/sqrt_v_rms", PROBE_TENSORS, 0, PROBE_NEEDS_NOTHING,
      "[tensor] RMS of sqrt(v_hat), AdamW's bias-corrected second moment (0 for "
      "Muon's matrices)"},
