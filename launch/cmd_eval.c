@@ -6,6 +6,7 @@
 
 #include "launch/checkpoint.h"
 #include "launch/cli.h"
+#include "launch/config_keys.h"
 #include "launch/train.h"
 #include "util/error.h"
 
@@ -20,8 +21,8 @@ static void eval_usage(FILE *f)
                "  with --data FILE, on the first N x train.batch_size sequences of FILE in order\n"
                "  (sequence k is tokens k*T .. k*T+T), N = --batches (default 1).\n"
                "The model and batch settings come from the checkpoint's config; --set may change\n"
-               "train.threads or train.eval_batches (the checkpoint's train.batch_size stays: it\n"
-               "decides which sequences the held-out batches hold).\n");
+               "train.threads, train.eval_batches, train.precision, train.bf16_attention or\n"
+               "train.matmul_backend, no other key.\n");
 }
 
 struct eval_args {
@@ -82,6 +83,25 @@ static int eval_config(const struct eval_args *a, struct dist_ctx *d, struct con
         ok = ckpt_read_config(a->ckpt, cfg, err, sizeof(err)) == 0;
         for (int i = 0; ok && i < a->opts.nsets; i++)
             ok = config_set(cfg, a->opts.sets[i], err, sizeof(err)) == 0;
+        // any other key would change what is evaluated: the loss would not be the checkpoint's
+        static const char *const may[] = {"train.threads", "train.eval_batches", "train.precision",
+                                          "train.bf16_attention", "train.matmul_backend"};
+        for (int k = 0; ok && k < config_key_count; k++) {
+            char key[128];
+            snprintf(key, sizeof(key), "%s.%s", config_keys[k].section, config_keys[k].key);
+            const char *origin = config_origin(cfg, key);
+            int allowed = 0;
+            for (size_t j = 0; j < sizeof(may) / sizeof(may[0]); j++)
+                allowed |= !strcmp(key, may[j]);
+            if (origin && !strcmp(origin, "--set") && !allowed) {
+                snprintf(err, sizeof(err),
+                         "eval: --set %s: only train.threads, train.eval_batches, "
+                         "train.precision, train.bf16_attention and train.matmul_backend may "
+                         "differ from the checkpoint's config",
+                         key);
+                ok = 0;
+            }
+        }
         if (ok && a->data) {
             // The whole file is the held-out split: evaluation sequence k starts at k*T.
             snprintf(cfg->data.train, sizeof(cfg->data.train), "%s", a->data);

@@ -65,16 +65,15 @@ static int sweep_prepare(const struct cli_config_opts *opts, const char *out, in
     for (int i = 0; i < opts->nsets; i++)
         if (config_set(base, opts->sets[i], err, sizeof(err)) != 0)
             goto fail;
-    for (int i = 0; i < opts->nsets; i++) // the grid would override it without a word
-        for (int k = 0; k < base->sweep.nkeys; k++) {
-            size_t n = strlen(base->sweep.key[k]);
-            if (!strncmp(opts->sets[i], base->sweep.key[k], n) && opts->sets[i][n] == '=') {
-                snprintf(err, sizeof(err),
-                         "--set %s: %s is swept in %s line %d (change its values there)",
-                         opts->sets[i], base->sweep.key[k], opts->config_path, base->sweep.line[k]);
-                goto fail;
-            }
+    for (int k = 0; k < base->sweep.nkeys; k++) { // the grid would override it without a word
+        const char *origin = config_origin(base, base->sweep.key[k]);
+        if (origin && !strcmp(origin, "--set")) {
+            snprintf(
+                err, sizeof(err), "--set %s: %s is swept in %s line %d (change its values there)",
+                base->sweep.key[k], base->sweep.key[k], opts->config_path, base->sweep.line[k]);
+            goto fail;
         }
+    }
     if (world % base->sweep.ranks_per_run != 0) {
         snprintf(err, sizeof(err),
                  "sweep.ranks_per_run = %d does not divide the %d ranks of this job (use a "

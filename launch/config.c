@@ -252,9 +252,10 @@ struct ini_state {
     struct config *c;
     const char *path;
     char err[512];
-    int lineno;    // counted by the line callback below: libinih gives handlers no line numbers
-    int err_line;  // line of the first error (libinih goes on parsing after an error)
-    int seen[512]; // per config_keys entry: 1 + the line that set it, 0 if none yet
+    int lineno;     // counted by the line callback below: libinih gives handlers no line numbers
+    int err_line;   // line of the first error (libinih goes on parsing after an error)
+    int seen[512];  // per config_keys entry: 1 + the line that set it, 0 if none yet
+    int seen_ranks; // the same for sweep.ranks_per_run
 };
 
 // A [sweep] entry: "ranks_per_run = N" or "section.key = v1, v2, ...". The values are checked
@@ -271,6 +272,12 @@ static int sweep_entry(struct ini_state *st, const char *name, const char *value
                      "sweep.ranks_per_run = '%s' is not an integer in [1, 1048576]", value);
             return 0;
         }
+        if (st->seen_ranks) {
+            snprintf(st->err, sizeof(st->err),
+                     "[sweep] ranks_per_run is set twice (first on line %d)", st->seen_ranks - 1);
+            return 0;
+        }
+        st->seen_ranks = st->lineno + 1;
         sw->ranks_per_run = (int)v;
         return 1;
     }
@@ -344,8 +351,11 @@ static int config_ini_entry(struct ini_state *st, const char *section, const cha
     }
     ASSERT(i < (int)(sizeof(st->seen) / sizeof(st->seen[0])));
     if (st->seen[i]) { // a second value would win silently
-        snprintf(st->err, sizeof(st->err), "[%s] %s is set twice (first on line %d)", section, name,
-                 st->seen[i] - 1);
+        snprintf(st->err, sizeof(st->err), "[%s] %s is set twice (first on line %d%s)", section,
+                 name, st->seen[i] - 1,
+                 st->seen[i] - 1 == st->lineno - 1 && st->lineno > 0
+                     ? "; an indented line continues the key above it"
+                     : "");
         return 0;
     }
     st->seen[i] = st->lineno + 1;
@@ -488,4 +498,15 @@ int config_set_from(struct config *c, const char *assignment, const char *origin
     }
     snprintf(c->origin[i], CONFIG_ORIGIN_MAX, "%s", origin);
     return 0;
+}
+
+const char *config_origin(const struct config *c, const char *dotted_key)
+{
+    const char *dot = strchr(dotted_key, '.');
+    char section[64];
+    if (!dot || (size_t)(dot - dotted_key) >= sizeof(section))
+        return NULL;
+    snprintf(section, sizeof(section), "%.*s", (int)(dot - dotted_key), dotted_key);
+    int i = config_key_find(section, dot + 1);
+    return i < 0 ? NULL : c->origin[i];
 }

@@ -92,6 +92,10 @@ int config_load_string(struct config *c, const char *text, const char *name, cha
 
 // Applies "section.key=value" (a --set argument). Returns 0 or -1 with a reason in err.
 int config_set(struct config *c, const char *assignment, char *err, size_t errlen);
+// Where section.key's value came from ("default", "file:line", "--set", ...), or NULL for no
+// such key.
+const char *config_origin(const struct config *c, const char *dotted_key);
+
 // The same, recording origin ("sweep", ...) as where the value came from.
 int config_set_from(struct config *c, const char *assignment, const char *origin, char *err,
                     size_t errlen);

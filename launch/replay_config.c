@@ -56,8 +56,10 @@ int replay_load(struct cli_config_opts *opts, char *config_path, size_t pathlen,
     opts->config_path = config_path;
     // config.ini, then (once) the file the steps ran with when that is another
     for (int again = 1, pass = 0; again && ok; pass++) {
-        if (cli_load_config(cfg, opts, d, 1) != 0)
+        if (cli_load_config(cfg, opts, d, 1) != 0) {
+            replay_plan_free(p);
             return -1;
+        }
         // every probe at cadence 1; the replay keeps one checkpoint, the state before S
         cfg->probes.enabled = 1;
         cfg->probes.every = 1;

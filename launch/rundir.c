@@ -2,6 +2,7 @@
 // the probes issue).
 #include "launch/rundir.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -124,6 +125,25 @@ static int next_value_line(const char **s, char *line, size_t len)
     return 1;
 }
 
+// Removes dir's config.ini.to_step_N for N > step: on a resume from step, those belong to steps
+// this run takes again (a newer checkpoint did not read).
+static void drop_later_kept(const char *dir, long step)
+{
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    char path[CONFIG_PATH_MAX + 64];
+    while (d && (e = readdir(d))) {
+        long n = 0;
+        char tail = 0;
+        if (sscanf(e->d_name, "config.ini.to_step_%ld%c", &n, &tail) == 1 && n > step) {
+            snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
+            unlink(path);
+        }
+    }
+    if (d)
+        closedir(d);
+}
+
 int rundir_keep_changed_config(const char *dir, const struct config *c, long step, char *changed,
                                size_t changedlen, char *err, size_t errlen)
 {
@@ -131,9 +151,14 @@ int rundir_keep_changed_config(const char *dir, const struct config *c, long ste
     struct config old;
     int rc = -1;
     changed[0] = '\0';
+    drop_later_kept(dir, step);
     snprintf(path, sizeof(path), "%s/config.ini", dir);
+    snprintf(kept, sizeof(kept), "%s.to_step_%08ld", path, step);
+    // an earlier resume from this step kept what steps 1 .. step ran with already (config.ini
+    // then holds its settings, which no surviving step ran with)
+    int have_kept = access(kept, F_OK) == 0;
     config_defaults(&old);
-    if (config_load_file(&old, path, err, errlen) != 0)
+    if (config_load_file(&old, have_kept ? kept : path, err, errlen) != 0)
         return -1;
     char *a = config_text(&old), *b = config_text(c);
     if (!a || !b) {
@@ -154,8 +179,9 @@ int rundir_keep_changed_config(const char *dir, const struct config *c, long ste
                  (int)(eq - la), la, eq + 3, eqb + 3);
     }
     rc = 0;
-    snprintf(kept, sizeof(kept), "%s.to_step_%08ld", path, step);
-    if (changed[0] && rename(path, kept) != 0) {
+    // a second name for the file, not a rename: config.ini stays until rundir_write_config
+    // replaces it, so a failed write leaves the run resumable
+    if (changed[0] && !have_kept && link(path, kept) != 0) {
         snprintf(err, errlen, "keep '%s' as '%s': %s", path, kept, strerror(errno));
         rc = -1;
     }

@@ -16,11 +16,12 @@ int rundir_check_free(const char *dir, char *err, size_t errlen);
 // Writes the resolved config to dir/config.ini through a temporary file and rename.
 int rundir_write_config(const char *dir, const struct config *c, char *err, size_t errlen);
 
-// On resume, before config.ini is rewritten: compares dir/config.ini with c key by key. When a
-// value differs (--set on resume), the old file is kept as dir/config.ini.to_step_NNNNNNNN (steps
-// up to `step` ran with it; `canary replay` reads it) and `changed` lists what changed
-// ("optim.lr 0.003 -> 0.5, train.steps 10 -> 20"); otherwise changed is "". Returns 0 or -1
-// with err.
+// On resume from `step`, before config.ini is rewritten: compares the config steps 1 .. step
+// ran with (dir/config.ini, or the dir/config.ini.to_step_NNNNNNNN an earlier resume from the
+// same step kept) with c key by key. When a value differs (--set on resume), that config is kept
+// as config.ini.to_step_NNNNNNNN (`canary replay` reads it) and `changed` lists what changed
+// ("optim.lr 0.003 -> 0.5, train.steps 10 -> 20"); otherwise changed is "". Kept configs of
+// later steps (a history this resume takes again) are removed. Returns 0 or -1 with err.
 int rundir_keep_changed_config(const char *dir, const struct config *c, long step, char *changed,
                                size_t changedlen, char *err, size_t errlen);
 

@@ -307,7 +307,7 @@ void attention_forward(float *out, float *p, float *stats, const float *q, const
             // sum and so the entropy: a diverged head reads NaN here too, not a quiet maximum
             stats[ATTN_STATS * bh] = entropy == entropy ? (float)max_abs : NAN;
             stats[ATTN_STATS * bh + 1] = (float)entropy;
-            stats[ATTN_STATS * bh + 2] = (float)max_signed;
+            stats[ATTN_STATS * bh + 2] = entropy == entropy ? (float)max_signed : NAN;
         }
         const float *pv = pp; // the probabilities the output is made of
         if (pr) {

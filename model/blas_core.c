@@ -138,7 +138,7 @@ static void choose(struct blas_choice *out, const char *core)
 }
 
 void blas_core_decide(struct blas_choice *out, const char *loaded, const char *user,
-                      const char *mine, int cpu_level, int amd, const char *rejected)
+                      const char *mine, int cpu_level, int raw_level, int amd, const char *rejected)
 {
     int have = blas_core_level(loaded);
     memset(out, 0, sizeof(*out));
@@ -166,7 +166,7 @@ void blas_core_decide(struct blas_choice *out, const char *loaded, const char *u
             return;
         }
         choose(out, next);
-        int capped = cpu_cap() > 0 && cpu_level_raw() >= have; // the CPU has it, the cap not
+        int capped = raw_level >= have; // the CPU has it; CANARY_CPU_ISA lowered cpu_level
         snprintf(out->note, sizeof(out->note), "%s%s needs %s, which %s: using %s instead",
                  user ? "OPENBLAS_CORETYPE=" : "", loaded, isa_names[have],
                  capped ? "CANARY_CPU_ISA rules out" : "this CPU does not have", next);
@@ -332,13 +332,13 @@ void blas_core_select(char **argv)
     if (user)
         mine = NULL; // the user's core, not one canary chose
     struct blas_choice ch;
-    blas_core_decide(&ch, loaded, user, mine, cpu, amd, rejected);
+    blas_core_decide(&ch, loaded, user, mine, cpu, cpu_level_raw(), amd, rejected);
     if (!ch.reexec && !ch.fatal) {
         double err = blas_selfcheck();
         if (!(err <= 1e-5)) {
             size_t len = strlen(rejected);
             snprintf(rejected + len, sizeof(rejected) - len, "%s%s", len ? "," : "", loaded);
-            blas_core_decide(&ch, loaded, user, mine, cpu, amd, rejected);
+            blas_core_decide(&ch, loaded, user, mine, cpu, cpu_level_raw(), amd, rejected);
             fprintf(stderr, "canary: OpenBLAS core %s: sgemm self-check error %.2g\n", loaded, err);
         }
     }

@@ -44,10 +44,12 @@ struct blas_choice {
 };
 
 // Decides from: the loaded core; the user's OPENBLAS_CORETYPE (NULL if not set by the user); the
-// core canary set before a re-exec (NULL on the first execution); the CPU's level; AMD or not;
-// the cores rejected by the self-check (comma-separated, "" for none). Pure.
+// core canary set before a re-exec (NULL on the first execution); the CPU's level (capped by
+// CANARY_CPU_ISA) and its level without the cap (raw_level, to say which of the two rules a core
+// out); AMD or not; the cores rejected by the self-check (comma-separated, "" for none). Pure.
 void blas_core_decide(struct blas_choice *out, const char *loaded, const char *user,
-                      const char *mine, int cpu_level, int amd, const char *rejected);
+                      const char *mine, int cpu_level, int raw_level, int amd,
+                      const char *rejected);
 
 // sgemm against a plain double loop on odd sizes, all four transpose pairs. Returns the largest
 // error relative to Σ|a||b| of the element (≤ 1e-5 for a correct fp32 sgemm).

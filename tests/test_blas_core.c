@@ -24,12 +24,12 @@ static void test_blas_core_levels(void **state)
 static void test_blas_core_upgrades_a_fallback(void **state)
 {
     struct blas_choice ch;
-    blas_core_decide(&ch, "Prescott", NULL, NULL, ISA_AVX512, 0, "");
+    blas_core_decide(&ch, "Prescott", NULL, NULL, ISA_AVX512, ISA_AVX512, 0, "");
     assert_true(ch.reexec && !ch.fatal);
     assert_string_equal(ch.core, "SkylakeX");
     assert_non_null(strstr(ch.note, "OpenBLAS chose Prescott"));
     assert_non_null(strstr(ch.note, "AVX-512"));
-    blas_core_decide(&ch, "Sandybridge", NULL, NULL, ISA_AVX2, 1, "");
+    blas_core_decide(&ch, "Sandybridge", NULL, NULL, ISA_AVX2, ISA_AVX2, 1, "");
     assert_true(ch.reexec);
     assert_string_equal(ch.core, "Zen");
 }
@@ -37,15 +37,15 @@ static void test_blas_core_upgrades_a_fallback(void **state)
 static void test_blas_core_keeps_a_right_choice(void **state)
 {
     struct blas_choice ch;
-    blas_core_decide(&ch, "Zen", NULL, NULL, ISA_AVX2, 1, "");
+    blas_core_decide(&ch, "Zen", NULL, NULL, ISA_AVX2, ISA_AVX2, 1, "");
     assert_false(ch.reexec);
     assert_string_equal(ch.core, "Zen");
     assert_non_null(strstr(ch.note, "OpenBLAS's own choice"));
     // Haswell on an AMD AVX2 CPU is as good: no re-exec for a sideways move
-    blas_core_decide(&ch, "Haswell", NULL, NULL, ISA_AVX2, 1, "");
+    blas_core_decide(&ch, "Haswell", NULL, NULL, ISA_AVX2, ISA_AVX2, 1, "");
     assert_false(ch.reexec);
     // a core canary does not know is left alone
-    blas_core_decide(&ch, "Armv8", NULL, NULL, ISA_AVX2, 0, "");
+    blas_core_decide(&ch, "Armv8", NULL, NULL, ISA_AVX2, ISA_AVX2, 0, "");
     assert_false(ch.reexec);
 }
 
@@ -53,30 +53,34 @@ static void test_blas_core_user_choice(void **state)
 {
     struct blas_choice ch;
     // a weaker core the user asked for is honoured
-    blas_core_decide(&ch, "Sandybridge", "Sandybridge", NULL, ISA_AVX512, 0, "");
+    blas_core_decide(&ch, "Sandybridge", "Sandybridge", NULL, ISA_AVX512, ISA_AVX512, 0, "");
     assert_false(ch.reexec);
     assert_non_null(strstr(ch.note, "forced by OPENBLAS_CORETYPE=Sandybridge"));
     // a name OpenBLAS does not know is ignored by it: the note says which core it loaded
-    blas_core_decide(&ch, "Haswell", "Bogus", NULL, ISA_AVX2, 0, "");
+    blas_core_decide(&ch, "Haswell", "Bogus", NULL, ISA_AVX2, ISA_AVX2, 0, "");
     assert_false(ch.reexec);
     assert_non_null(strstr(ch.note, "OPENBLAS_CORETYPE=Bogus is not a core this OpenBLAS has: it "
                                     "loaded Haswell"));
     // one the CPU cannot run is replaced, never run into an illegal instruction
-    blas_core_decide(&ch, "SkylakeX", "SkylakeX", NULL, ISA_AVX2, 0, "");
+    blas_core_decide(&ch, "SkylakeX", "SkylakeX", NULL, ISA_AVX2, ISA_AVX2, 0, "");
     assert_true(ch.reexec);
     assert_string_equal(ch.core, "Haswell");
     assert_non_null(strstr(ch.note, "needs AVX-512, which this CPU does not have"));
+    // the CPU has AVX-512 but CANARY_CPU_ISA capped the level: the note blames the cap
+    blas_core_decide(&ch, "SkylakeX", "SkylakeX", NULL, ISA_AVX2, ISA_AVX512, 0, "");
+    assert_true(ch.reexec);
+    assert_non_null(strstr(ch.note, "needs AVX-512, which CANARY_CPU_ISA rules out"));
 }
 
 static void test_blas_core_after_reexec(void **state)
 {
     struct blas_choice ch;
     setenv("CANARY_BLAS_NOTE", "why it was chosen", 1);
-    blas_core_decide(&ch, "SkylakeX", NULL, "SkylakeX", ISA_AVX512, 0, "");
+    blas_core_decide(&ch, "SkylakeX", NULL, "SkylakeX", ISA_AVX512, ISA_AVX512, 0, "");
     assert_false(ch.reexec);
     assert_string_equal(ch.note, "why it was chosen");
     // the build lacked the core asked for: say so, do not loop
-    blas_core_decide(&ch, "Haswell", NULL, "SkylakeX", ISA_AVX512, 0, "");
+    blas_core_decide(&ch, "Haswell", NULL, "SkylakeX", ISA_AVX512, ISA_AVX512, 0, "");
     assert_false(ch.reexec);
     assert_non_null(strstr(ch.note, "canary asked for SkylakeX but OpenBLAS loaded Haswell"));
     unsetenv("CANARY_BLAS_NOTE");
@@ -87,21 +91,22 @@ static void test_blas_core_after_reexec(void **state)
 static void test_blas_core_selfcheck_fallback(void **state)
 {
     struct blas_choice ch;
-    blas_core_decide(&ch, "SkylakeX", NULL, NULL, ISA_AVX512, 0, "SkylakeX");
+    blas_core_decide(&ch, "SkylakeX", NULL, NULL, ISA_AVX512, ISA_AVX512, 0, "SkylakeX");
     assert_true(ch.reexec);
     assert_string_equal(ch.core, "Haswell");
     assert_non_null(strstr(ch.note, "SkylakeX failed canary's sgemm self-check"));
-    blas_core_decide(&ch, "Haswell", NULL, "Haswell", ISA_AVX512, 0, "SkylakeX,Haswell");
+    blas_core_decide(&ch, "Haswell", NULL, "Haswell", ISA_AVX512, ISA_AVX512, 0,
+                     "SkylakeX,Haswell");
     assert_true(ch.reexec);
     assert_string_equal(ch.core, "Zen");
-    blas_core_decide(&ch, "Zen", NULL, "Zen", ISA_AVX512, 0, "SkylakeX,Haswell,Zen");
+    blas_core_decide(&ch, "Zen", NULL, "Zen", ISA_AVX512, ISA_AVX512, 0, "SkylakeX,Haswell,Zen");
     assert_string_equal(ch.core, "Sandybridge");
-    blas_core_decide(&ch, "Prescott", NULL, "Prescott", ISA_AVX512, 0,
+    blas_core_decide(&ch, "Prescott", NULL, "Prescott", ISA_AVX512, ISA_AVX512, 0,
                      "SkylakeX,Haswell,Zen,Sandybridge,Prescott");
     assert_true(ch.fatal);
     assert_false(ch.reexec);
     // a user's forced core that fails is replaced too
-    blas_core_decide(&ch, "Sandybridge", "Sandybridge", NULL, ISA_AVX2, 0, "Sandybridge");
+    blas_core_decide(&ch, "Sandybridge", "Sandybridge", NULL, ISA_AVX2, ISA_AVX2, 0, "Sandybridge");
     assert_true(ch.reexec);
     assert_string_equal(ch.core, "Prescott");
 }

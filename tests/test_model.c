@@ -340,11 +340,11 @@ static void test_attention_stats_match_hand_computation(void **state)
     expect_near(stats[1], entropy, 1e-5);
     expect_near(stats[2], max_signed, 1e-5);
     assert_true(max_signed < max_abs - 0.1); // a negative logit is the largest in magnitude
-    // a NaN score (here in a later position of row 2, where the max/min scans may skip it) makes
-    // every statistic NaN, not a quiet maximum
-    q[4] = NAN;
+    // a NaN score at a later position of a row (key 1: rows 1 and 2 start with a finite score,
+    // so the max/min scans may skip it) makes every statistic NaN, not a quiet maximum
+    k[2] = NAN;
     attention_forward(o, p, stats, q, k, v, 1, 1, 3, 2, 2, scale, 0.0f, NULL, NULL);
-    assert_true(isnan(stats[0]) && isnan(stats[1]));
+    assert_true(isnan(stats[0]) && isnan(stats[1]) && isnan(stats[2]));
 }
 
 // ---- activations ----

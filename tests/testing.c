@@ -80,7 +80,7 @@ static double fd_check(const char *what, testing_loss_fn loss, void *ctx, float 
         // eps·f''), and the nearer one matches; a gradient wrong by a few percent has both
         // sides agree with each other and miss it alike
         if (max_kinks >= 0 && d > 0.02 * maxnum && fabs(side[count] - far[count]) > 0.02 * maxnum &&
-            fabs(side[count] - (double)analytic[i]) < 0.05 * maxnum) {
+            fabs(side[count] - (double)analytic[i]) < 0.02 * maxnum) {
             kinks++; // a routing switch on one side of this sample
             continue;
         }

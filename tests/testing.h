@@ -33,7 +33,7 @@ double testing_fd_check(const char *what, testing_loss_fn loss, void *ctx, float
 // The same for a loss that is piecewise smooth (MoE routing: a perturbation can move a token to
 // another expert). A sample whose central difference misses the analytic gradient, whose two
 // one-sided differences disagree (by over 2% of the largest numeric gradient) and one of which
-// matches it (within 5%) straddles a routing switch and is skipped; more than max_kinks skipped
+// matches it (within 2%) straddles a routing switch and is skipped; more than max_kinks skipped
 // samples return NAN. A wrong gradient has both sides agree and miss it, so it still fails.
 double testing_fd_check_kinks(const char *what, testing_loss_fn loss, void *ctx, float *x,
                               const float *analytic, size_t n, size_t max_checks, float eps,

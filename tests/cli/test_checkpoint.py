@@ -159,6 +159,11 @@ def test_checkpoints_pruned_and_loadable_by_eval_and_torch(canary, small_config,
     final = re.findall(r"eval step 20: loss ([0-9.]+)", (out / "log.txt").read_text())[0]
     got = float(re.search(r"loss ([0-9.e+-]+) ce", r.stdout).group(1))
     assert f"{got:.6f}" == final
+    # --set may change how it is computed (threads), not what (the loss's z-loss weight)
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt), "--set", "train.threads=2")
+    assert r.returncode == 0, r.stderr
+    r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt), "--set", "optim.z_loss=0.1")
+    assert r.returncode == 1 and "eval: --set optim.z_loss: only train.threads" in r.stderr
     # PyTorch loads /params by name and gets the same loss on the same sequences
     r = canary_np(canary, 0, "eval", "--checkpoint", str(ckpt), "--data", str(corpus),
                   "--batches", "2")

@@ -178,15 +178,19 @@ def test_sweep_bad_inputs(canary, tmp_path, corpus):
         r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out))
         assert r.returncode == 1 and "optim.lr" in r.stderr and "empty" in r.stderr, r.stderr
 
+    bad.write_text(f"[data]\ntrain = {corpus}\n[sweep]\noptim.lr = 1e-3, 1e-2\n"
+                   "ranks_per_run = 1\nranks_per_run = 2\n")
+    r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out))
+    assert r.returncode == 1 and "[sweep] ranks_per_run is set twice" in r.stderr, r.stderr
     # a [sweep] that sweeps nothing; a --set of a swept key (the grid would override it)
     bad.write_text(f"[data]\ntrain = {corpus}\n[sweep]\nranks_per_run = 1\n")
     r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out))
     assert r.returncode == 1 and "sweeps no key" in r.stderr, r.stderr
     bad.write_text(f"[data]\ntrain = {corpus}\n[sweep]\noptim.lr = 1e-3, 1e-2\n")
-    r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out), "--set",
-               "optim.lr=1e-4")
-    assert r.returncode == 1 and "--set optim.lr=1e-4: optim.lr is swept in" in r.stderr, r.stderr
-    assert "line 4" in r.stderr
+    for spaced in ("optim.lr=1e-4", "optim.lr = 1e-4"):
+        r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out), "--set", spaced)
+        assert r.returncode == 1 and "--set optim.lr: optim.lr is swept in" in r.stderr, r.stderr
+        assert "line 4" in r.stderr
 
     bad.write_text(f"[data]\ntrain = {corpus}\n[sweep]\noptim.lr = 1e-3, fast\n")
     r = mpirun(canary, 1, "sweep", "--config", str(bad), "--out", str(out))

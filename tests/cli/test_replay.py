@@ -251,6 +251,28 @@ def test_replay_of_a_run_resumed_with_other_settings(canary, small_config, tmp_p
                                                               "config.ini.to_step_00000020"]
 
 
+def test_second_resume_from_the_same_step_keeps_what_ran(canary, small_config, tmp_path):
+    """A resume with other settings that dies before its next checkpoint, resumed again from
+    the same step with yet other settings: config.ini.to_step_N still holds what steps 1 .. N
+    ran with, and the header compares with that."""
+    out = tmp_path / "run"
+    train(canary, small_config, out, 0, "train.steps=20")
+    lr0 = re.search(r"^lr = (\S+)", (out / "config.ini").read_text(), re.M).group(1)
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.steps=30",
+                  "--set", "optim.lr=0.002", env={"CANARY_FAULT": "abort:0:23"})
+    assert r.returncode != 0 and "fault injected" in r.stderr, r.stdout + r.stderr
+    r = canary_np(canary, 0, "train", "--resume", str(out), "--set", "train.steps=30",
+                  "--set", "optim.lr=0.004")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"optim.lr {lr0} -> 0.004" in r.stdout, r.stdout
+    kept = (out / "config.ini.to_step_00000020").read_text()
+    assert re.search(rf"^lr = {re.escape(lr0)}(\s|$)", kept, re.M), kept
+    assert re.search(r"^steps = 20", kept, re.M)
+    r = canary_np(canary, 0, "replay", "--run", str(out), "--step", "15", "--window", "3",
+                  "--set", "train.threads=1")
+    assert r.returncode == 0 and "reproduced" in r.stdout, r.stdout + r.stderr
+
+
 def test_replay_bad_input(canary, small_config, tmp_path):
     out = tmp_path / "run"
     train(canary, small_config, out, 0)
