@@ -87,13 +87,14 @@ static int eval_config(const struct eval_args *a, struct dist_ctx *d, struct con
         static const char *const may[] = {"train.threads", "train.eval_batches", "train.precision",
                                           "train.bf16_attention", "train.matmul_backend"};
         for (int k = 0; ok && k < config_key_count; k++) {
+            if (strcmp(cfg->origin[k], "--set") != 0) // origin[] follows the key table
+                continue;
             char key[128];
             snprintf(key, sizeof(key), "%s.%s", config_keys[k].section, config_keys[k].key);
-            const char *origin = config_origin(cfg, key);
             int allowed = 0;
             for (size_t j = 0; j < sizeof(may) / sizeof(may[0]); j++)
                 allowed |= !strcmp(key, may[j]);
-            if (origin && !strcmp(origin, "--set") && !allowed) {
+            if (!allowed) {
                 snprintf(err, sizeof(err),
                          "eval: --set %s: only train.threads, train.eval_batches, "
                          "train.precision, train.bf16_attention and train.matmul_backend may "

@@ -10,6 +10,7 @@
 
 #include "launch/cli.h"
 #include "launch/replay.h"
+#include "launch/rundir.h"
 
 int replay_config_for(const char *run_dir, long first, long last, char *path, size_t len, char *err,
                       size_t errlen)
@@ -23,8 +24,7 @@ int replay_config_for(const char *run_dir, long first, long last, char *path, si
     struct dirent *e;
     while ((e = readdir(dir))) {
         long n = 0;
-        char tail = 0;
-        if (sscanf(e->d_name, "config.ini.to_step_%ld%c", &n, &tail) != 1 || n < 1)
+        if (!rundir_kept_config_step(e->d_name, &n))
             continue;
         if (n >= first && n < last) // steps first .. n ran with this file, n + 1 .. with another
             split = split && split < n ? split : n;

@@ -125,6 +125,12 @@ static int next_value_line(const char **s, char *line, size_t len)
     return 1;
 }
 
+int rundir_kept_config_step(const char *name, long *step)
+{
+    char tail = 0;
+    return sscanf(name, "config.ini.to_step_%ld%c", step, &tail) == 1 && *step >= 1;
+}
+
 // Removes dir's config.ini.to_step_N for N > step: on a resume from step, those belong to steps
 // this run takes again (a newer checkpoint did not read).
 static void drop_later_kept(const char *dir, long step)
@@ -134,8 +140,7 @@ static void drop_later_kept(const char *dir, long step)
     char path[CONFIG_PATH_MAX + 64];
     while (d && (e = readdir(d))) {
         long n = 0;
-        char tail = 0;
-        if (sscanf(e->d_name, "config.ini.to_step_%ld%c", &n, &tail) == 1 && n > step) {
+        if (rundir_kept_config_step(e->d_name, &n) && n > step) {
             snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
             unlink(path);
         }

@@ -25,6 +25,9 @@ int rundir_write_config(const char *dir, const struct config *c, char *err, size
 int rundir_keep_changed_config(const char *dir, const struct config *c, long step, char *changed,
                                size_t changedlen, char *err, size_t errlen);
 
+// 1 when `name` is a config kept by a resume (config.ini.to_step_N), with N in *step.
+int rundir_kept_config_step(const char *name, long *step);
+
 // Longest run directory path: the files inside (ckpt/step_NNNNNNNN.h5.tmp, …) and a sweep's
 // run ids must still fit CONFIG_PATH_MAX.
 #define RUNDIR_PATH_MAX (CONFIG_PATH_MAX - 200)
